@@ -1,0 +1,324 @@
+"""Start the backends Geoplex stands on, for real, on loopback.
+
+``redis-server`` and ``etcd`` come from Debian packages (the Makefile installs
+them); the MongoDB wire-compatible server is SecantusDB (``secantusd-py``,
+WiredTiger storage, 2dsphere support), a PyPI dependency, because no
+``mongod`` can be installed here. Each backend listens on a free loopback port
+and keeps its data under one state directory; start-up waits until each one
+answers its own protocol (PING, /health, hello).
+
+When ``GEOPLEX_REDIS_URL``, ``GEOPLEX_MONGO_URI`` or ``GEOPLEX_ETCD_ENDPOINTS``
+is set, that backend is not started: the configured server is checked for
+reachability and used (the production path: a MongoDB replica set or sharded
+cluster, Redis Cluster, an etcd cluster).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from geoplex.servers._runtime.config import ConfigError, Env
+
+BACKENDS = ("redis", "mongo", "etcd")
+READY_TIMEOUT = 30.0
+
+
+class InfraError(RuntimeError):
+    """A backend cannot be started or reached; the message says how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendUrls:
+    redis_url: str | None = None
+    mongo_uri: str | None = None
+    etcd_endpoints: tuple[str, ...] | None = None
+
+    def env(self) -> dict[str, str]:
+        """The ``GEOPLEX_*`` variables that point services at these backends."""
+        out = {}
+        if self.redis_url:
+            out["GEOPLEX_REDIS_URL"] = self.redis_url
+        if self.mongo_uri:
+            out["GEOPLEX_MONGO_URI"] = self.mongo_uri
+        if self.etcd_endpoints:
+            out["GEOPLEX_ETCD_ENDPOINTS"] = ",".join(self.etcd_endpoints)
+        return out
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> BackendUrls:
+        env = env or Env()
+        return cls(
+            redis_url=env.url("GEOPLEX_REDIS_URL", ("redis", "rediss", "unix")),
+            mongo_uri=env.url("GEOPLEX_MONGO_URI", ("mongodb", "mongodb+srv")),
+            etcd_endpoints=env.endpoints("GEOPLEX_ETCD_ENDPOINTS"),
+        )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, so nothing is orphaned."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def find_binary(name: str, hint: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        candidate = Path(sys.executable).parent / name
+        if candidate.exists():
+            return str(candidate)
+        raise InfraError(f"{name} not found on PATH: {hint}")
+    return found
+
+
+# -- readiness probes: each speaks the backend's own protocol ---------------
+
+def redis_ready(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - not ready yet
+        return False
+
+
+def mongo_ready(uri: str) -> bool:
+    import pymongo
+
+    try:
+        client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=1000,
+                                                          connectTimeoutMS=1000)
+        try:
+            return bool(client.admin.command("ping").get("ok"))
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - not ready yet
+        return False
+
+
+def etcd_ready(endpoints: Iterable[str]) -> bool:
+    for endpoint in endpoints:
+        try:
+            with urllib.request.urlopen(f"http://{endpoint}/health", timeout=1) as resp:
+                if json.load(resp).get("health") in ("true", True):
+                    return True
+        except Exception:  # noqa: BLE001 - try the next endpoint
+            continue
+    return False
+
+
+@dataclass
+class _Proc:
+    name: str
+    argv: list[str]
+    log_path: Path
+    ready: Callable[[], bool]
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+    def wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise InfraError(f"{self.name} exited with code {self.proc.returncode} at start;"
+                                 f" its log {self.log_path} ends: {' | '.join(tail)}")
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise InfraError(f"{self.name} did not become ready within {timeout:.0f}s; "
+                         f"see {self.log_path}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, for fault tests: no chance to flush anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class LocalInfra:
+    """The embedded backends, or the configured ones, for a mesh or a test run.
+
+    >>> infra = LocalInfra(Path(".geoplex"))
+    >>> urls = infra.start()      # starts what is not configured, waits for readiness
+    >>> infra.stop()              # stops only what it started
+    """
+
+    state_dir: Path
+    backends: tuple[str, ...] = BACKENDS
+    configured: BackendUrls = field(default_factory=BackendUrls)
+    host: str = "127.0.0.1"
+    progress: Callable[[str], None] = lambda _msg: None
+    procs: dict[str, _Proc] = field(default_factory=dict)
+    urls: BackendUrls = field(default_factory=BackendUrls)
+
+    @classmethod
+    def from_env(cls, state_dir: Path, backends: tuple[str, ...] = BACKENDS,
+                 progress: Callable[[str], None] = lambda _msg: None) -> LocalInfra:
+        try:
+            configured = BackendUrls.from_env()
+        except ConfigError as exc:
+            raise InfraError(str(exc)) from None
+        return cls(state_dir=state_dir, backends=backends, configured=configured,
+                   progress=progress)
+
+    def start(self) -> BackendUrls:
+        unknown = set(self.backends) - set(BACKENDS)
+        if unknown:
+            raise InfraError(f"unknown backend {sorted(unknown)}; allowed: {', '.join(BACKENDS)}")
+        try:
+            redis_url = self.configured.redis_url
+            mongo_uri = self.configured.mongo_uri
+            etcd = self.configured.etcd_endpoints
+            if "redis" in self.backends:
+                redis_url = self._redis() if redis_url is None else self._check(
+                    "GEOPLEX_REDIS_URL", redis_url, redis_ready)
+            if "mongo" in self.backends:
+                mongo_uri = self._mongo() if mongo_uri is None else self._check(
+                    "GEOPLEX_MONGO_URI", mongo_uri, mongo_ready)
+            if "etcd" in self.backends:
+                etcd = self._etcd() if etcd is None else self._check(
+                    "GEOPLEX_ETCD_ENDPOINTS", etcd, etcd_ready)
+            for proc in self.procs.values():
+                proc.wait_ready(READY_TIMEOUT)
+                self.progress(f"{proc.name}: ready")
+        except BaseException:
+            self.stop()
+            raise
+        self.urls = BackendUrls(redis_url, mongo_uri, etcd)
+        return self.urls
+
+    def _check(self, var: str, value, probe):  # type: ignore[no-untyped-def]
+        if not probe(value):
+            raise InfraError(f"{var}: cannot reach the configured server; start it, fix the "
+                             f"value, or unset {var} to use the embedded one")
+        self.progress(f"{var}: using the configured server")
+        return value
+
+    def _redis(self) -> str:
+        binary = find_binary("redis-server", "install it with `apt-get install redis-server` "
+                                             "(make setup does), or set GEOPLEX_REDIS_URL")
+        port = free_port(self.host)
+        data = self.state_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        url = f"redis://{self.host}:{port}/0"
+        self.procs["redis"] = _Proc(
+            "redis-server",
+            [binary, "--bind", self.host, "--port", str(port), "--dir", str(data),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+             "--protected-mode", "yes", "--daemonize", "no"],
+            self.state_dir / "logs" / "redis.log", lambda: redis_ready(url))
+        self.progress(f"redis-server: starting on {self.host}:{port}")
+        self.procs["redis"].start()
+        return url
+
+    def _mongo(self) -> str:
+        binary = find_binary("secantusd-py", "install the project (pip install -e .), "
+                                             "which brings SecantusDB, or set GEOPLEX_MONGO_URI")
+        port = free_port(self.host)
+        data = self.state_dir / "mongo"
+        data.mkdir(parents=True, exist_ok=True)
+        uri = f"mongodb://{self.host}:{port}/?directConnection=true"
+        self.procs["mongo"] = _Proc(
+            "secantusdb",
+            [binary, "--host", self.host, "--port", str(port), "--storage-path", str(data),
+             "--log-level", "WARNING", "--noop-heartbeat-seconds", "10"],
+            self.state_dir / "logs" / "mongo.log", lambda: mongo_ready(uri))
+        self.progress(f"secantusdb (MongoDB wire protocol): starting on {self.host}:{port}")
+        self.procs["mongo"].start()
+        return uri
+
+    def _etcd(self) -> tuple[str, ...]:
+        binary = find_binary("etcd", "install it with `apt-get install etcd-server` "
+                                     "(make setup does), or set GEOPLEX_ETCD_ENDPOINTS")
+        client, peer = free_port(self.host), free_port(self.host)
+        data = self.state_dir / "etcd"
+        endpoint = f"{self.host}:{client}"
+        self.procs["etcd"] = _Proc(
+            "etcd",
+            [binary, "--name", "geoplex", "--data-dir", str(data),
+             "--listen-client-urls", f"http://{endpoint}",
+             "--advertise-client-urls", f"http://{endpoint}",
+             "--listen-peer-urls", f"http://{self.host}:{peer}",
+             "--initial-advertise-peer-urls", f"http://{self.host}:{peer}",
+             "--initial-cluster", f"geoplex=http://{self.host}:{peer}",
+             "--log-level", "warn", "--logger", "zap"],
+            self.state_dir / "logs" / "etcd.log", lambda: etcd_ready([endpoint]))
+        self.progress(f"etcd: starting on {endpoint}")
+        self.procs["etcd"].start()
+        return (endpoint,)
+
+    def stop(self) -> None:
+        """Stop what this object started, in reverse order of start."""
+        for name in reversed(list(self.procs)):
+            self.procs[name].stop()
+            self.progress(f"{self.procs[name].name}: stopped")
+        self.procs.clear()
+
+    def restart(self, name: str, *, kill: bool = False) -> None:
+        """Stop (or SIGKILL) one started backend and start it again on the same port."""
+        proc = self.procs[name]
+        proc.kill() if kill else proc.stop()
+        proc.start()
+        proc.wait_ready(READY_TIMEOUT)
+
+    def __enter__(self) -> BackendUrls:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:  # pragma: no cover - `python -m geoplex.infra.local` for debugging
+    state = Path(os.environ.get("GEOPLEX_STATE_DIR", ".geoplex"))
+    infra = LocalInfra.from_env(state, progress=print)
+    urls = infra.start()
+    print(urls)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        infra.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

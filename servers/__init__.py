@@ -1,0 +1,1 @@
+"""Geoplex servers: one package per service over the shared runtime in ``_runtime``."""

@@ -1,0 +1,191 @@
+"""Configuration from ``GEOPLEX_*`` environment variables.
+
+Each service reads one frozen dataclass once at start and passes it down.
+A bad value raises :class:`ConfigError`, whose message names the variable
+and what was expected; ``serve()`` prints it as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(ValueError):
+    """A ``GEOPLEX_*`` variable is malformed or a required one is missing."""
+
+
+class Env:
+    """Typed reads of one environment mapping, each failing with the variable's name."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._env = os.environ if environ is None else environ
+
+    def raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        return value if value not in (None, "") else None
+
+    def str(self, name: str, default: str = "") -> str:
+        value = self.raw(name)
+        return default if value is None else value.strip()
+
+    def int(self, name: str, default: int, *, lo: int | None = None, hi: int | None = None) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ConfigError(f"{name}={value!r}: expected an integer{_bounds(lo, hi)}") from None
+        if (lo is not None and number < lo) or (hi is not None and number > hi):
+            raise ConfigError(f"{name}={value!r}: expected an integer{_bounds(lo, hi)}")
+        return number
+
+    def float(self, name: str, default: float, *, lo: float | None = None,
+              hi: float | None = None) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{name}={value!r}: expected a number{_bounds(lo, hi)}") from None
+        if number != number or (lo is not None and number < lo) or (hi is not None and number > hi):
+            raise ConfigError(f"{name}={value!r}: expected a number{_bounds(lo, hi)}")
+        return number
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(f"{name}={value!r}: expected one of true, false, 1, 0, yes, no, on, off")
+
+    def choice(self, name: str, default: str, allowed: Sequence[str]) -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.strip().lower()
+        if lowered not in allowed:
+            raise ConfigError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+        return lowered
+
+    def path(self, name: str, default: Path) -> Path:
+        value = self.raw(name)
+        return default if value is None else Path(value).expanduser()
+
+    def existing_file(self, name: str) -> Path | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{name}={value!r}: no such file")
+        return path
+
+    def url(self, name: str, schemes: Sequence[str]) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in schemes:
+            raise ConfigError(
+                f"{name}={_redact(value)!r}: expected a URL starting with "
+                + " or ".join(f"{s}://" for s in schemes))
+        return value.strip()
+
+    def endpoints(self, name: str) -> tuple[str, ...] | None:
+        """Comma-separated ``host:port`` list (``http://`` prefixes allowed)."""
+        value = self.raw(name)
+        if value is None:
+            return None
+        items = []
+        for part in value.split(","):
+            item = part.strip().removeprefix("http://").removeprefix("https://")
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"{name}={value!r}: expected host:port[,host:port...]")
+            items.append(item)
+        return tuple(items)
+
+
+def _bounds(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f" in {lo}..{hi}"
+    if lo is not None:
+        return f" >= {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before it reaches a message."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def default_state_dir(env: Env) -> Path:
+    return env.path("GEOPLEX_STATE_DIR", Path(".geoplex")).resolve()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert: Path
+    key: Path
+    client_ca: Path | None  # when set, clients must present a certificate it signed
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    """What every server shares: where to listen, TLS, tracing, shutdown."""
+
+    name: str
+    host: str
+    port: int
+    reuse_port: bool
+    tls: TlsConfig | None
+    tracing: str  # off | console | otlp
+    log_level: str
+    shutdown_grace: float
+    max_concurrent_rpcs: int | None
+
+    @classmethod
+    def from_env(cls, name: str, default_port: int, env: Env | None = None) -> RuntimeConfig:
+        env = env or Env()
+        prefix = f"GEOPLEX_{name.upper()}_"
+        cert = env.existing_file("GEOPLEX_TLS_CERT")
+        key = env.existing_file("GEOPLEX_TLS_KEY")
+        if (cert is None) != (key is None):
+            raise ConfigError("GEOPLEX_TLS_CERT and GEOPLEX_TLS_KEY: set both or neither")
+        tls = None
+        if cert and key:
+            tls = TlsConfig(cert, key, env.existing_file("GEOPLEX_TLS_CLIENT_CA"))
+        elif env.raw("GEOPLEX_TLS_CLIENT_CA"):
+            raise ConfigError("GEOPLEX_TLS_CLIENT_CA needs GEOPLEX_TLS_CERT and GEOPLEX_TLS_KEY")
+        max_rpcs = env.int(prefix + "MAX_CONCURRENT_RPCS", 0, lo=0)
+        return cls(
+            name=name,
+            host=env.str(prefix + "HOST", env.str("GEOPLEX_HOST", "127.0.0.1")),
+            port=env.int(prefix + "PORT", default_port, lo=0, hi=65535),
+            reuse_port=env.bool(prefix + "REUSE_PORT", False),
+            tls=tls,
+            tracing=env.choice("GEOPLEX_TRACING", "off", ("off", "console", "otlp")),
+            log_level=env.choice("GEOPLEX_LOG_LEVEL", "info",
+                                 ("debug", "info", "warning", "error")),
+            shutdown_grace=env.float("GEOPLEX_SHUTDOWN_GRACE_SECONDS", 10.0, lo=0, hi=600),
+            max_concurrent_rpcs=max_rpcs or None,
+        )
