@@ -1,0 +1,59 @@
+# Geoplex: `make run` starts the mesh with embedded backends and demo data;
+# `make test` installs what the tests need and runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup system-deps run test lint breaking gen gen-check bench bench-runtime bench-proximity clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+system-deps:  ## install redis-server and etcd from Debian packages if missing
+	@if ! command -v redis-server >/dev/null || ! command -v etcd >/dev/null; then \
+	  echo "installing redis-server and etcd-server (Debian packages)..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server etcd-server >/dev/null; \
+	fi
+	@command -v redis-server >/dev/null && command -v etcd >/dev/null || \
+	  { echo "redis-server/etcd still missing: install the Debian packages redis-server and etcd-server"; exit 1; }
+
+$(STAMP): pyproject.toml setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,data]'
+	@touch $(STAMP)
+
+setup: system-deps $(STAMP)  ## install system packages and the Python environment
+
+gen: $(STAMP)  ## regenerate gen/ from protos/
+	$(PY) scripts/gen_protos.py
+
+lint: $(STAMP)  ## buf lint the protos
+	$(BIN)/buf lint
+
+breaking: $(STAMP)  ## buf breaking against the previous commit, once it has protos
+	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
+	  $(BIN)/buf breaking --against '.git#ref=HEAD~1' && echo "buf breaking: no breaking change against HEAD~1"; \
+	else echo "buf breaking: no previous commit with protos, skipped"; fi
+
+run: setup  ## start backends, load demo data, run every service (Ctrl-C stops)
+	$(BIN)/geoplex up
+
+test: setup lint breaking  ## every test, with the backends they need
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: bench-runtime bench-proximity  ## run every benchmark (minutes)
+
+bench-runtime: setup  ## the runtime's own ceiling
+	$(PY) -m bench.runtime
+
+bench-proximity: setup  ## proximity search vs brute force, cKDTree and Redis GEOSEARCH
+	$(PY) -m bench.proximity
+
+clean:  ## remove local state and build output (keeps the venv)
+	rm -rf .geoplex build dist *.egg-info

@@ -1,0 +1,108 @@
+"""One way to open a channel to any Geoplex server, and the base of every typed client.
+
+Unary calls that are safe to repeat are retried by gRPC itself on UNAVAILABLE
+(service-config retry policy with exponential backoff); every call has a
+default deadline; ``AioRpcError`` becomes a typed :mod:`errors` exception.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import grpc
+import grpc.aio
+
+from .errors import from_rpc_error
+
+T = TypeVar("T")
+
+_RETRY_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [{}],
+        "retryPolicy": {
+            "maxAttempts": 4,
+            "initialBackoff": "0.1s",
+            "maxBackoff": "2s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }],
+})
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOptions:
+    """How to reach a server: TLS material (None = plaintext) and a bearer token."""
+
+    root_certificates: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    token: str | None = None
+    timeout: float = 10.0
+    retry: bool = True
+
+
+def open_channel(target: str, options: ChannelOptions | None = None,
+                 interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
+    options = options or ChannelOptions()
+    channel_args: list[tuple[str, Any]] = [("grpc.enable_retries", 1 if options.retry else 0)]
+    if options.retry:
+        channel_args.append(("grpc.service_config", _RETRY_CONFIG))
+    if options.root_certificates is None and options.client_cert is None:
+        return grpc.aio.insecure_channel(target, options=channel_args,
+                                         interceptors=list(interceptors) or None)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=options.root_certificates.read_bytes()
+        if options.root_certificates else None,
+        private_key=options.client_key.read_bytes() if options.client_key else None,
+        certificate_chain=options.client_cert.read_bytes() if options.client_cert else None)
+    return grpc.aio.secure_channel(target, creds, options=channel_args,
+                                   interceptors=list(interceptors) or None)
+
+
+class BaseClient:
+    """Owns (or borrows) a channel; adds deadline, token, request id and typed errors."""
+
+    def __init__(self, target: str | grpc.aio.Channel, options: ChannelOptions | None = None,
+                 interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> None:
+        self.options = options or ChannelOptions()
+        if isinstance(target, str):
+            self.channel = open_channel(target, self.options, interceptors)
+            self._owns_channel = True
+        else:
+            self.channel = target
+            self._owns_channel = False
+        self.last_request_id = ""
+
+    def metadata(self, extra: Sequence[tuple[str, str]] = (),
+                 token: str | None = None) -> list[tuple[str, str]]:
+        self.last_request_id = uuid.uuid4().hex
+        md = [("x-request-id", self.last_request_id), *extra]
+        bearer = token if token is not None else self.options.token
+        if bearer:
+            md.append(("authorization", f"Bearer {bearer}"))
+        return md
+
+    async def call(self, method: Callable[..., Awaitable[T]], request: Any, *,
+                   timeout: float | None = None, token: str | None = None,
+                   metadata: Sequence[tuple[str, str]] = ()) -> T:
+        try:
+            return await method(request, timeout=timeout or self.options.timeout,
+                                metadata=self.metadata(metadata, token))
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def aclose(self) -> None:
+        if self._owns_channel:
+            await self.channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

