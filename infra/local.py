@@ -142,7 +142,8 @@ class _Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                         start_new_session=True)  # Ctrl-C goes to us only
 
     def wait_ready(self, timeout: float) -> None:
         assert self.proc is not None

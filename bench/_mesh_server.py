@@ -1,0 +1,88 @@
+"""A Geoplex server with no service of its own, only what the runtime always adds.
+
+``python -m bench._mesh_server`` serves MeshService (plus health and
+reflection) through the real runtime (:class:`GeoplexServer`, its interceptors,
+its config), the way every service does, so ``Ping`` measures the runtime's
+own ceiling. Configured like any service, as ``bench``:
+
+- ``GEOPLEX_BENCH_PORT`` (0 = any free port), ``GEOPLEX_BENCH_REUSE_PORT``,
+  ``GEOPLEX_LOG_LEVEL``, ``GEOPLEX_TRACING`` (``off|console|otlp``) as read by
+  :class:`RuntimeConfig`;
+- ``GEOPLEX_BENCH_TRACING=discard`` (read only here): tracing on, with every
+  span built and handed to a ``BatchSpanProcessor`` whose exporter drops it, so
+  the benchmark measures the instrumentation, not a collector or a console.
+
+Prints the runtime's ready line (``geoplex-bench ready on host:port``) and stops
+gracefully on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from geoplex.servers._runtime import tracing
+from geoplex.servers._runtime.config import ConfigError, Env, RuntimeConfig
+from geoplex.servers._runtime.server import GeoplexServer, StartupError, configure_logging
+
+NAME = "bench"
+
+
+class DiscardingSpanExporter(SpanExporter):
+    """Accepts every batch and keeps nothing; counts spans for a sanity check."""
+
+    def __init__(self) -> None:
+        self.exported = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def tracer_provider(config: RuntimeConfig, env: Env):  # type: ignore[no-untyped-def]
+    mode = env.choice("GEOPLEX_BENCH_TRACING", "", ("off", "discard"))
+    if mode == "discard":
+        return tracing.make_tracer_provider(
+            "off", NAME, processor=BatchSpanProcessor(DiscardingSpanExporter()))
+    if mode == "off":
+        return None
+    return tracing.make_tracer_provider(config.tracing, NAME)
+
+
+async def serve(config: RuntimeConfig, env: Env) -> None:
+    server = GeoplexServer(config, [], tracer_provider=tracer_provider(config, env))
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # The same ready line as the runtime's serve(), which the benchmark waits for.
+    print(f"geoplex-{NAME} ready on {server.address} pid={os.getpid()}", flush=True)
+    await stop.wait()
+    await server.stop(0.5)
+
+
+def main() -> None:
+    try:
+        env = Env()
+        config = RuntimeConfig.from_env(NAME, 0, env)
+        configure_logging(config.log_level)
+        asyncio.run(serve(config, env))
+    except (ConfigError, StartupError) as exc:
+        print(f"geoplex-{NAME}: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

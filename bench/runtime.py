@@ -1,0 +1,543 @@
+"""The shared runtime's own ceiling: how fast can a Geoplex server answer nothing?
+
+``python -m bench.runtime`` (``make bench-runtime``) starts ``bench._mesh_server``
+(the real runtime: :class:`GeoplexServer` with its interceptors, health and
+reflection, serving only MeshService) in separate processes and drives it from
+this one client process with closed-loop asyncio workers:
+
+- unary ``MeshService/Ping`` (``response_size`` 0 and each ``--response-size``)
+  and one message on a long-lived ``PingStream`` per worker (send, await reply);
+- at each ``--concurrency`` (asyncio tasks over one channel, or two);
+- against one server process and two sharing the port (``SO_REUSEPORT``, one
+  channel pinned to each), with tracing off and on (spans built and dropped),
+  at log level ``warning`` and at the default ``info`` (one line per RPC);
+- through the raw generated stub (the ceiling), and through the typed
+  ``clients.mesh.MeshClient`` to show what the SDK adds.
+
+Each cell: ``--warmup`` seconds, then ``--duration`` seconds in which every
+completed call's latency is recorded; the cell reports calls/s, p50 and p99,
+and the CPU used by this client, the servers and anything else on the machine.
+Writes ``bench/results/runtime.json`` and the ``runtime`` section of
+``BENCHMARKS.md`` (``--no-write`` to skip; ``--quick`` implies it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from geoplex.clients.mesh import MeshClient
+from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
+
+from ._common import (
+    LoadResult,
+    ServerProcesses,
+    WorkerFactory,
+    WorkerOp,
+    closed_loop,
+    fmt_num,
+    free_port,
+    machine_info,
+    machine_line,
+    markdown_table,
+    per_worker,
+    start_server_processes,
+    write_results,
+    write_section,
+)
+
+NAME = "runtime"
+SERVER_ARGV = [sys.executable, "-m", "bench._mesh_server"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSetup:
+    """One way of running the bench server: processes, tracing, log level."""
+
+    key: str
+    label: str
+    processes: int = 1
+    tracing: bool = False
+    log_level: str = "warning"
+
+    def env(self, port: int) -> dict[str, str]:
+        return {
+            "GEOPLEX_BENCH_PORT": str(port),
+            "GEOPLEX_BENCH_REUSE_PORT": "true" if self.processes > 1 else "false",
+            "GEOPLEX_BENCH_TRACING": "discard" if self.tracing else "off",
+            "GEOPLEX_TRACING": "off",
+            "GEOPLEX_LOG_LEVEL": self.log_level,
+        }
+
+
+BASE = ServerSetup("base", "1 proc")
+TRACING = ServerSetup("tracing", "1 proc, tracing on", tracing=True)
+TWO = ServerSetup("two", "2 procs, shared port", processes=2)
+INFO = ServerSetup("info", "1 proc, log info", log_level="info")
+SETUPS = (BASE, TRACING, TWO, INFO)
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    server: ServerSetup
+    call: str  # "unary" | "stream"
+    concurrency: int
+    response_size: int = 0
+    client: str = "stub"  # "stub" (raw generated stub) | "MeshClient" (typed SDK client)
+    channels: int = 1
+
+    @property
+    def client_label(self) -> str:
+        return f"{self.client}, {self.channels} ch"
+
+    def describe(self) -> str:
+        return (f"{self.server.key:<7} {self.call:<6} {self.response_size:>5}B "
+                f"{self.client:<10} {self.channels}ch c={self.concurrency:<3}")
+
+
+def plan(concurrencies: Sequence[int], sizes: Sequence[int]) -> list[Cell]:
+    """Every cell of one run, grouped by server setup (each started once)."""
+    head = 16 if 16 in concurrencies else max(concurrencies)
+    multi = [c for c in concurrencies if c > 1] or [head]
+    cells: list[Cell] = []
+    # The ceiling, and what each variation costs against it.
+    cells += [Cell(BASE, "unary", c) for c in concurrencies]
+    cells += [Cell(BASE, "stream", c) for c in concurrencies]
+    cells += [Cell(BASE, "unary", c, size) for size in sizes if size for c in concurrencies]
+    cells += [Cell(BASE, "unary", c, channels=2) for c in multi]
+    cells += [Cell(BASE, "unary", c, client="MeshClient") for c in concurrencies]
+    cells += [Cell(TRACING, "unary", c) for c in concurrencies]
+    cells += [Cell(TRACING, "stream", head)]
+    cells += [Cell(TWO, "unary", c, channels=2) for c in multi]
+    cells += [Cell(TWO, "stream", head, channels=2), Cell(TWO, "unary", head, channels=1)]
+    cells += [Cell(INFO, "unary", c) for c in sorted({min(concurrencies), head})]
+    return cells
+
+
+# --------------------------------------------------------------------------- client side
+
+async def open_channels(target: str, count: int, server_pids: Sequence[int]
+                        ) -> tuple[list[grpc.aio.Channel], list[int]]:
+    """``count`` channels, each its own TCP connection; with several server
+    processes on one port, reconnect until each channel reaches a different one
+    (the kernel spreads SO_REUSEPORT connections by a hash, not round-robin).
+    Returns the channels and the server pid each one reaches."""
+    want_distinct = len(server_pids) > 1 and count > 1
+    channels: list[grpc.aio.Channel] = []
+    pids: list[int] = []
+    for _ in range(64):
+        # A local subchannel pool: without it, channels with equal arguments
+        # share one connection.
+        channel = grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        info = await mesh_pb2_grpc.MeshServiceStub(channel).GetServerInfo(
+            mesh_pb2.GetServerInfoRequest(), timeout=10)
+        if want_distinct and info.pid in pids:
+            await channel.close()
+            continue
+        channels.append(channel)
+        pids.append(info.pid)
+        if len(channels) == count:
+            return channels, pids
+    for channel in channels:
+        await channel.close()
+    raise RuntimeError(f"could not reach {count} distinct server processes in 64 connections")
+
+
+def unary_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceStub], size: int) -> WorkerFactory:
+    request = mesh_pb2.PingRequest(response_size=size)
+
+    @contextlib.asynccontextmanager
+    async def factory(index: int) -> AsyncIterator[WorkerOp]:
+        ping = stubs[index % len(stubs)].Ping
+        yield lambda: ping(request)
+
+    return factory
+
+
+def stream_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceStub], size: int) -> WorkerFactory:
+    request = mesh_pb2.PingStreamRequest(response_size=size)
+
+    @contextlib.asynccontextmanager
+    async def factory(index: int) -> AsyncIterator[WorkerOp]:
+        call = stubs[index % len(stubs)].PingStream()
+
+        async def op() -> None:
+            await call.write(request)
+            if await call.read() is grpc.aio.EOF:
+                raise RuntimeError("PingStream ended early")
+
+        try:
+            yield op
+        finally:
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                await call.done_writing()
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+
+    return factory
+
+
+async def check_payload(cell: Cell, stub: mesh_pb2_grpc.MeshServiceStub) -> None:
+    """One call before the cell: the server answers with the asked-for size."""
+    if cell.call == "unary":
+        response = await stub.Ping(mesh_pb2.PingRequest(response_size=cell.response_size),
+                                   timeout=10)
+        got = len(response.payload)
+    else:
+        call = stub.PingStream()
+        await call.write(mesh_pb2.PingStreamRequest(response_size=cell.response_size))
+        response = await call.read()
+        await call.done_writing()
+        while await call.read() is not grpc.aio.EOF:
+            pass
+        got = len(response.payload)
+    if got != cell.response_size:
+        raise RuntimeError(f"{cell.describe()}: asked {cell.response_size} bytes, got {got}")
+
+
+async def run_cell(cell: Cell, servers: ServerProcesses, warmup: float,
+                   duration: float) -> tuple[LoadResult, list[int]]:
+    """Measure one cell on fresh channels; its result and the server pid per channel."""
+    target = servers.address
+    if cell.client == "MeshClient":
+        client = MeshClient(target)  # owns its channel: open_channel(), retries, deadline
+        try:
+            await client.ping(cell.response_size)
+            size = cell.response_size
+            result = await closed_loop(per_worker(lambda: client.ping(size)),
+                                       concurrency=cell.concurrency, warmup=warmup,
+                                       duration=duration, pids=servers.pids)
+            return result, []
+        finally:
+            await client.aclose()
+    channels, pids = await open_channels(target, cell.channels, servers.pids)
+    try:
+        stubs = [mesh_pb2_grpc.MeshServiceStub(ch) for ch in channels]
+        for stub in stubs:
+            await check_payload(cell, stub)
+        make = unary_factory if cell.call == "unary" else stream_factory
+        result = await closed_loop(make(stubs, cell.response_size),
+                                   concurrency=cell.concurrency, warmup=warmup,
+                                   duration=duration, pids=servers.pids)
+        return result, pids
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+# --------------------------------------------------------------------------- report
+
+def _key(cell: dict[str, Any]) -> tuple[Any, ...]:
+    return (cell["server"], cell["call"], cell["response_size"], cell["client"],
+            cell["channels"], cell["concurrency"])
+
+
+def _find(cells: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    for cell in cells:
+        if all(cell.get(k) == v for k, v in match.items()):
+            return cell
+    return None
+
+
+def baseline_of(cell: dict[str, Any], cells: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ceiling cell a cell compares with: same call, size and concurrency, on
+    one untraced process at log level warning, raw stub over one channel."""
+    return _find(cells, server=BASE.key, call=cell["call"], response_size=cell["response_size"],
+                 client="stub", channels=1, concurrency=cell["concurrency"])
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float:
+    if not a or not b or not b["calls_per_s"]:
+        return math.nan
+    return a["calls_per_s"] / b["calls_per_s"]
+
+
+def _pct(ratio: float) -> str:
+    return "-" if not math.isfinite(ratio) else f"{(ratio - 1) * 100:+.0f}%"
+
+
+def findings(cells: Sequence[dict[str, Any]], concurrencies: Sequence[int],
+             sizes: Sequence[int]) -> list[str]:
+    """Plain sentences computed from this run's numbers (so they stay true on rerun)."""
+    head = 16 if 16 in concurrencies else max(concurrencies)
+    out: list[str] = []
+
+    def get(**m: Any) -> dict[str, Any] | None:
+        base = {"server": BASE.key, "call": "unary", "response_size": 0, "client": "stub",
+                "channels": 1, "concurrency": head}
+        return _find(cells, **{**base, **m})
+
+    ceiling = get()
+    if ceiling:
+        best = max((c for c in cells if c["server"] == BASE.key and c["call"] == "unary"
+                    and c["response_size"] == 0 and c["client"] == "stub"),
+                   key=lambda c: c["calls_per_s"])
+        out.append(
+            f"Ceiling (empty unary Ping, 1 process, raw stub, c={head}): "
+            f"{fmt_num(ceiling['calls_per_s'])} calls/s, p50 {ceiling['p50_ms']:.2f} ms, "
+            f"p99 {ceiling['p99_ms']:.2f} ms; the best unary cell was "
+            f"{fmt_num(best['calls_per_s'])} calls/s (c={best['concurrency']}, "
+            f"{best['channels']} ch). At c={head} the client process used "
+            f"{ceiling['cpu'].get('client_cpu_pct', math.nan):.0f}% of a core and the server "
+            f"{ceiling['cpu'].get('server_cpu_pct', math.nan):.0f}%.")
+        one = get(concurrency=min(concurrencies))
+        if one:
+            out.append(f"One call at a time (c={one['concurrency']}): "
+                       f"{fmt_num(one['calls_per_s'])} calls/s, p50 {one['p50_ms']:.2f} ms: "
+                       "the round-trip latency floor through both Python processes.")
+    stream = get(call="stream")
+    if stream and ceiling:
+        out.append(f"A stream message costs less than a unary call: "
+                   f"{fmt_num(stream['calls_per_s'])} messages/s at c={head} "
+                   f"({_pct(_ratio(stream, ceiling))} vs unary).")
+    for size in sizes:
+        if size and ceiling:
+            sized = get(response_size=size)
+            if sized:
+                out.append(f"A {size:,}-byte response: {fmt_num(sized['calls_per_s'])} calls/s "
+                           f"at c={head} ({_pct(_ratio(sized, ceiling))} vs empty), "
+                           f"p99 {sized['p99_ms']:.2f} ms.")
+    traced = get(server=TRACING.key)
+    if traced and ceiling:
+        out.append(f"Tracing on (OpenTelemetry server spans, batch processor, exporter "
+                   f"that drops them): {_pct(_ratio(traced, ceiling))} calls/s at c={head}, "
+                   f"p99 {ceiling['p99_ms']:.2f} -> {traced['p99_ms']:.2f} ms.")
+    info = get(server=INFO.key)
+    if info and ceiling:
+        out.append(f"Log level info (one line per RPC, to a file here): "
+                   f"{_pct(_ratio(info, ceiling))} calls/s at c={head}; the table's other "
+                   f"rows run the servers at warning.")
+    sdk = get(client="MeshClient")
+    if sdk and ceiling:
+        out.append(f"Through the typed MeshClient (request id, deadline, retry policy, "
+                   f"typed errors): {_pct(_ratio(sdk, ceiling))} calls/s at c={head}; its "
+                   f"cost is paid in the client process.")
+    two_ch = get(channels=2)
+    if two_ch and ceiling:
+        out.append(f"Two channels (two connections) instead of one, same process: "
+                   f"{_pct(_ratio(two_ch, ceiling))} at c={head}.")
+    two = get(server=TWO.key, channels=2)
+    if two and ceiling:
+        client_cpu = two["cpu"].get("client_cpu_pct", math.nan)
+        each = ", ".join(f"{v:.0f}%" for v in two["cpu"].get("server_cpu_pct_each", []))
+        verdict = ""
+        if _ratio(two, ceiling) < 1.1 and client_cpu >= 85:
+            verdict = (" The single client process is the bottleneck (it uses a whole "
+                       "core), so on 2 cores a second server process cannot add throughput; "
+                       "it only shares the remaining core. Measure multi-process scaling "
+                       "with more client processes or on more cores.")
+        out.append(f"Two server processes sharing the port, one channel to each: "
+                   f"{fmt_num(two['calls_per_s'])} calls/s at c={head} "
+                   f"({_pct(_ratio(two, ceiling))} vs one process), client CPU "
+                   f"{client_cpu:.0f}%, servers {each}.{verdict}")
+        pinned = get(server=TWO.key, channels=1)
+        if pinned:
+            out.append(f"With one channel all calls go over one connection, so to one of "
+                       f"the two processes: {fmt_num(pinned['calls_per_s'])} calls/s "
+                       f"({_pct(_ratio(pinned, ceiling))}). SO_REUSEPORT balances "
+                       "connections, not calls.")
+    noisy = [c for c in cells if c["cpu"].get("other_cpu_pct", 0) > 15]
+    if noisy:
+        out.append(f"{len(noisy)} cell(s) ran while other work used more than 15% of a core "
+                   f"(column 'other'); their numbers are likely low.")
+    errors = sum(c["errors"] for c in cells)
+    if errors:
+        out.append(f"{errors} calls failed in total; see the JSON for the first error of "
+                   "each cell.")
+    return out
+
+
+def markdown(cells: Sequence[dict[str, Any]], info: dict[str, Any], settings: dict[str, Any],
+             notes: Sequence[str]) -> str:
+    rows = []
+    for i, cell in enumerate(cells, 1):
+        base = baseline_of(cell, cells)
+        cpu = cell["cpu"]
+        rows.append([
+            i, cell["call"], fmt_num(cell["response_size"]), cell["server_label"],
+            f"{cell['client']}, {cell['channels']} ch", cell["concurrency"],
+            fmt_num(cell["calls_per_s"]),
+            "=" if base is cell else _pct(_ratio(cell, base)),
+            f"{cell['p50_ms']:.2f}", f"{cell['p99_ms']:.2f}",
+            f"{cpu.get('client_cpu_pct', math.nan):.0f} / "
+            f"{cpu.get('server_cpu_pct', math.nan):.0f} / "
+            f"{cpu.get('other_cpu_pct', math.nan):.0f}",
+        ])
+    table = markdown_table(
+        ["#", "call", "resp. bytes", "server", "client", "conc.", "calls/s", "vs ceiling",
+         "p50 ms", "p99 ms", "CPU % client / server / other"],
+        rows, "rlrllrrrrrr")
+    lines = [
+        "## Runtime ceiling",
+        "",
+        "`python -m bench.runtime` (`make bench-runtime`): the cheapest calls the shared "
+        "runtime serves, `geoplex.mesh.v1.MeshService/Ping` (unary) and one message on a "
+        "long-lived `PingStream` (one stream per worker: send, await the reply). The server is "
+        "`bench/_mesh_server.py`: the real `GeoplexServer` (request-id/log/error interceptor, "
+        "health, reflection) with no service of its own, in its own process; the load comes "
+        "from one separate client process, `conc.` asyncio tasks sharing the channel(s), each "
+        "sending its next call as soon as the last one returns. Servers log at **warning** "
+        "unless the row says `log info` (the default, one line per RPC). `tracing on` = the "
+        "OpenTelemetry gRPC server instrumentation with a batch span processor whose exporter "
+        "drops the spans. `2 procs` = two processes on one port (`GEOPLEX_BENCH_REUSE_PORT`), "
+        "one channel pinned to each. `stub` = the raw generated stub; `MeshClient` = the typed "
+        "client (`clients/mesh.py`). `vs ceiling` compares with the same call, size and "
+        "concurrency on `1 proc` through `stub, 1 ch`. CPU is percent of one core over the "
+        "measured window; `other` is everything else running on the machine (noise).",
+        "",
+        f"Machine: {machine_line(info)}. Each cell: {settings['warmup_s']:g} s warmup, then "
+        f"{settings['duration_s']:g} s measured; client and servers share the cores.",
+        "",
+        table,
+        "",
+        "Findings from this run:",
+        "",
+        *[f"- {note}" for note in notes],
+        "",
+        "Later benchmarks quote their throughput against the row with the same call, "
+        "response size and concurrency. Raw numbers: `bench/results/runtime.json`.",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in text.replace(",", " ").split()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas: {text!r}")
+    if not values or values[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers: {text!r}")
+    return values
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.runtime", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=4.0,
+                        help="measured seconds per cell (default 4)")
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="warmup seconds per cell, not measured (default 1)")
+    parser.add_argument("--concurrency", type=_int_list, default=[1, 16, 64],
+                        help="client concurrencies, comma-separated (default 1,16,64)")
+    parser.add_argument("--response-size", type=_int_list, default=[0, 2048, 8192],
+                        help="unary response sizes in bytes, comma-separated "
+                             "(default 0,2048,8192; 0 is always measured)")
+    parser.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                        default=None, metavar="SETUPS",
+                        help="only these server setups: " + ",".join(s.key for s in SETUPS))
+    parser.add_argument("--quick", action="store_true",
+                        help="0.3 s warmup, 1 s per cell, concurrency 1,16; implies --no-write")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print only; do not write bench/results/runtime.json or "
+                             "BENCHMARKS.md")
+    parser.add_argument("--write", action="store_true",
+                        help="write the results even with --quick")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 1.0, 0.3
+        if args.concurrency == [1, 16, 64]:
+            args.concurrency = [1, 16]
+        args.no_write = not args.write
+    if any(c < 1 for c in args.concurrency):
+        parser.error("--concurrency: every value must be at least 1")
+    if any(s > 1 << 20 for s in args.response_size):
+        parser.error("--response-size: at most 1048576 bytes")
+    if args.duration <= 0 or args.warmup < 0:
+        parser.error("--duration must be > 0 and --warmup >= 0")
+    if args.only:
+        unknown = set(args.only) - {s.key for s in SETUPS}
+        if unknown:
+            parser.error(f"--only: unknown setup(s) {', '.join(sorted(unknown))}")
+    args.response_size = sorted({0, *args.response_size})
+    return args
+
+
+async def run(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cells_plan = [c for c in plan(args.concurrency, args.response_size)
+                  if not args.only or c.server.key in args.only]
+    setups = list(dict.fromkeys(c.server for c in cells_plan))
+    info = machine_info()
+    per_cell = args.warmup + args.duration
+    print(f"bench.runtime: {len(cells_plan)} cells on {len(setups)} server setups, "
+          f"{args.warmup:g}+{args.duration:g} s each (~{len(cells_plan) * per_cell / 60:.1f} min "
+          f"plus start-up)", flush=True)
+    print(f"machine: {machine_line(info)}; load average {info['loadavg'][0]:.2f}", flush=True)
+    results: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    n = 0
+    for setup in setups:
+        port = free_port()
+        print(f"-- server: {setup.label}, log {setup.log_level} "
+              f"({setup.processes} process{'es' if setup.processes > 1 else ''} on :{port})",
+              flush=True)
+        with start_server_processes(SERVER_ARGV, setup.processes, setup.env(port)) as servers:
+            for cell in [c for c in cells_plan if c.server == setup]:
+                n += 1
+                result, pids = await run_cell(cell, servers, args.warmup, args.duration)
+                row = {
+                    "server": setup.key, "server_label": setup.label,
+                    "server_processes": setup.processes, "tracing": setup.tracing,
+                    "log_level": setup.log_level, "call": cell.call,
+                    "response_size": cell.response_size, "client": cell.client,
+                    "channels": cell.channels, "channel_server_pids": pids,
+                    "server_pids": servers.pids, **result.as_dict(),
+                }
+                results.append(row)
+                cpu = result.cpu
+                print(f"[{n:>2}/{len(cells_plan)}] {cell.describe()} "
+                      f"{fmt_num(result.calls_per_s):>7} calls/s  p50 {result.p50_ms:6.2f} ms  "
+                      f"p99 {result.p99_ms:6.2f} ms  cpu client {cpu.get('client_cpu_pct', 0):3.0f}%"
+                      f" server {cpu.get('server_cpu_pct', 0):3.0f}%"
+                      f" other {cpu.get('other_cpu_pct', 0):3.0f}%"
+                      + (f"  ERRORS {result.errors}: {result.first_error}" if result.errors
+                         else ""), flush=True)
+    elapsed = time.perf_counter() - started
+    settings = {"warmup_s": args.warmup, "duration_s": args.duration,
+                "concurrency": args.concurrency, "response_sizes": args.response_size,
+                "quick": args.quick, "elapsed_s": round(elapsed, 1),
+                "setups": [asdict(s) for s in setups]}
+    notes = findings(results, args.concurrency, args.response_size)
+    print(f"\ndone in {elapsed:.0f} s", flush=True)
+    for note in notes:
+        print(f"- {note}")
+    if args.no_write:
+        print("(results not written: --no-write" + (" implied by --quick; pass --write"
+                                                   if args.quick else "") + ")")
+        return 0
+    info["loadavg_end"] = list(os.getloadavg())
+    payload = {"benchmark": NAME, "machine": info, "settings": settings,
+               "findings": notes, "cells": results}
+    path = write_results(NAME, payload)
+    md = write_section(NAME, markdown(results, info, settings, notes))
+    print(f"wrote {path} and the '{NAME}' section of {md}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

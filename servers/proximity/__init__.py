@@ -1,0 +1,1 @@
+"""Proximity: businesses near a point, business details, owner edits."""

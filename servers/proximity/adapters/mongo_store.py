@@ -1,0 +1,150 @@
+"""MongoDB adapter: the ``businesses`` collection and the ``geohash_index`` collection.
+
+``businesses`` holds a GeoJSON point with a 2dsphere index (at scale: sharded
+by ``_id``, i.e. business id). ``geohash_index`` holds one document per
+(geohash, business_id) under a unique compound index: moving a business
+deletes one small document and inserts another, no array is rewritten.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pymongo
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from ..domain import Business
+from ..ports import Change
+
+log = logging.getLogger(__name__)
+
+
+def to_doc(b: Business) -> dict[str, Any]:
+    return {
+        "_id": b.id, "name": b.name, "name_lower": b.name.lower(), "category": b.category,
+        "location": {"type": "Point", "coordinates": [b.lon, b.lat]},
+        "geohash": b.geohash, "address": b.address, "phone": b.phone, "website": b.website,
+        "opening_hours": b.opening_hours, "owner": b.owner, "source": b.source,
+        "create_time": b.create_time, "update_time": b.update_time,
+    }
+
+
+def from_doc(doc: dict[str, Any]) -> Business:
+    lon, lat = doc["location"]["coordinates"]
+    return Business(
+        id=doc["_id"], name=doc["name"], category=doc.get("category", ""), lat=float(lat),
+        lon=float(lon), address=doc.get("address", ""), phone=doc.get("phone", ""),
+        website=doc.get("website", ""), opening_hours=doc.get("opening_hours", ""),
+        owner=doc.get("owner", ""), source=doc.get("source", ""),
+        create_time=_utc(doc.get("create_time")), update_time=_utc(doc.get("update_time")))
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(0, UTC)
+
+
+class MongoBusinessStore:
+    def __init__(self, client: AsyncMongoClient, database: str) -> None:
+        self.client = client
+        self.db = client[database]
+        self.businesses = self.db["businesses"]
+        self.cells = self.db["geohash_index"]
+
+    async def ensure_indexes(self) -> None:
+        """Create missing indexes only (re-creating one with other options is an error)."""
+        wanted = [
+            (self.businesses, [("location", pymongo.GEOSPHERE)], {}),
+            (self.businesses, [("owner", 1), ("_id", 1)], {}),
+            (self.cells, [("geohash", 1), ("business_id", 1)], {"unique": True}),
+            (self.cells, [("business_id", 1)], {}),
+        ]
+        for collection, keys, options in wanted:
+            existing = {index["name"] async for index in await collection.list_indexes()}
+            name = "_".join(f"{field}_{kind}" for field, kind in keys)
+            if name not in existing:
+                await collection.create_index(keys, name=name, **options)
+
+    async def get_many(self, ids: Sequence[str]) -> dict[str, Business]:
+        if not ids:
+            return {}
+        cursor = self.businesses.find({"_id": {"$in": list(ids)}})
+        return {doc["_id"]: from_doc(doc) async for doc in cursor}
+
+    async def create(self, business: Business) -> Business:
+        async with self.client.start_session() as session:
+            async with await session.start_transaction():
+                await self.businesses.insert_one(to_doc(business), session=session)
+                await self.cells.insert_one({"geohash": business.geohash,
+                                             "business_id": business.id}, session=session)
+        return business
+
+    async def replace(self, business: Business, previous_geohash: str) -> Business:
+        async with self.client.start_session() as session:
+            async with await session.start_transaction():
+                await self.businesses.replace_one({"_id": business.id}, to_doc(business),
+                                                  session=session)
+                if previous_geohash != business.geohash:
+                    await self.cells.delete_one({"geohash": previous_geohash,
+                                                 "business_id": business.id}, session=session)
+                    await self.cells.insert_one({"geohash": business.geohash,
+                                                 "business_id": business.id}, session=session)
+        return business
+
+    async def delete(self, business: Business) -> None:
+        async with self.client.start_session() as session:
+            async with await session.start_transaction():
+                await self.businesses.delete_one({"_id": business.id}, session=session)
+                await self.cells.delete_many({"business_id": business.id}, session=session)
+
+    async def list_by_owner(self, owner: str, limit: int, after_id: str) -> list[Business]:
+        query: dict[str, Any] = {"owner": owner}
+        if after_id:
+            query["_id"] = {"$gt": after_id}
+        cursor = self.businesses.find(query).sort("_id", 1).limit(limit)
+        return [from_doc(doc) async for doc in cursor]
+
+    async def ids_in_cell(self, prefix: str) -> list[str]:
+        """Business ids whose stored geohash starts with ``prefix`` (a range scan)."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        cursor = self.cells.find({"geohash": {"$gte": prefix, "$lt": upper}},
+                                 {"business_id": 1, "_id": 0})
+        return [doc["business_id"] async for doc in cursor]
+
+    async def scan_all(self) -> AsyncIterator[Business]:
+        async for doc in self.businesses.find({}, batch_size=5000):
+            yield from_doc(doc)
+
+    async def open_change_stream(self) -> Any:
+        """A change stream on businesses, opened now so nothing after this call is missed."""
+        return await self.businesses.watch(full_document="updateLookup")
+
+    @staticmethod
+    def decode_change(event: dict[str, Any]) -> Change | None:
+        op = event.get("operationType")
+        key = event.get("documentKey", {}).get("_id")
+        if op == "delete" and key is not None:
+            return Change(key, None)
+        if op in ("insert", "replace", "update") and event.get("fullDocument"):
+            doc = event["fullDocument"]
+            return Change(doc["_id"], from_doc(doc))
+        return None
+
+    async def count(self) -> int:
+        return await self.businesses.estimated_document_count()
+
+
+async def connect(uri: str) -> AsyncMongoClient:
+    client: AsyncMongoClient = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000,
+                                                tz_aware=True)
+    try:
+        await client.admin.command("ping")
+    except PyMongoError:
+        await client.close()
+        raise
+    return client

@@ -1,0 +1,104 @@
+"""Redis adapter: the shared caches of the search path, and a Redis GEO set.
+
+Keys (one Redis, or Redis Cluster at scale; the hash tags keep nothing
+together on purpose, so cells and businesses spread over slots):
+- ``px:{db}:biz:<id>``      business JSON, TTL ``ttl`` seconds
+- ``px:{db}:cell:<prefix>`` JSON list of business ids in that geohash cell, TTL
+- ``px:{db}:geo``           GEO set of every business (the GEOSEARCH variant)
+
+Edits delete the business key and the keys of every cell prefix of the old
+and new location (and every process deletes them again when it sees the
+change on the MongoDB change stream, so a reader racing the writer cannot
+pin a stale entry for longer than the change-stream lag).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+import redis.asyncio as redis
+
+from ..domain import Business, geohash_prefixes
+
+
+def _encode(b: Business) -> str:
+    return json.dumps([b.id, b.name, b.category, b.lat, b.lon, b.address, b.phone, b.website,
+                       b.opening_hours, b.owner, b.source, b.create_time.timestamp(),
+                       b.update_time.timestamp()], separators=(",", ":"))
+
+
+def _decode(raw: bytes | str) -> Business:
+    (bid, name, category, lat, lon, address, phone, website, hours, owner, source, created,
+     updated) = json.loads(raw)
+    return Business(bid, name, category, lat, lon, address, phone, website, hours, owner, source,
+                    datetime.fromtimestamp(created, UTC), datetime.fromtimestamp(updated, UTC))
+
+
+class RedisBusinessCache:
+    def __init__(self, client: redis.Redis, namespace: str, ttl: int = 3600) -> None:
+        self.r = client
+        self.prefix = f"px:{namespace}:"
+        self.ttl = ttl
+        self.geo_key = self.prefix + "geo"
+
+    async def get_businesses(self, ids: Sequence[str]) -> dict[str, Business]:
+        if not ids:
+            return {}
+        values = await self.r.mget([self.prefix + "biz:" + i for i in ids])
+        return {i: _decode(v) for i, v in zip(ids, values) if v is not None}
+
+    async def put_businesses(self, businesses: Mapping[str, Business]) -> None:
+        if not businesses:
+            return
+        async with self.r.pipeline(transaction=False) as pipe:
+            for bid, b in businesses.items():
+                pipe.set(self.prefix + "biz:" + bid, _encode(b), ex=self.ttl)
+            await pipe.execute()
+
+    async def get_cell(self, prefix: str) -> list[str] | None:
+        raw = await self.r.get(self.prefix + "cell:" + prefix)
+        return None if raw is None else list(json.loads(raw))
+
+    async def get_cells(self, prefixes: Sequence[str]) -> list[list[str] | None]:
+        values = await self.r.mget([self.prefix + "cell:" + p for p in prefixes])
+        return [None if v is None else list(json.loads(v)) for v in values]
+
+    async def put_cell(self, prefix: str, ids: Sequence[str]) -> None:
+        await self.r.set(self.prefix + "cell:" + prefix, json.dumps(list(ids)), ex=self.ttl)
+
+    async def invalidate(self, business_id: str, geohashes: Sequence[str]) -> None:
+        keys = [self.prefix + "biz:" + business_id]
+        for geohash in geohashes:
+            keys.extend(self.prefix + "cell:" + p for p in geohash_prefixes(geohash))
+        await self.r.delete(*keys)
+
+    async def geo_upsert(self, businesses: Sequence[Business]) -> None:
+        if not businesses:
+            return
+        values: list[object] = []
+        for b in businesses:
+            values.extend((b.lon, b.lat, b.id))
+        await self.r.geoadd(self.geo_key, values)
+
+    async def geo_remove(self, business_id: str) -> None:
+        await self.r.zrem(self.geo_key, business_id)
+
+    async def geo_search(self, lat: float, lon: float, radius_m: int,
+                         count: int | None) -> list[tuple[float, str]]:
+        """GEOSEARCH FROMLONLAT BYRADIUS WITHDIST ASC [COUNT n]: (distance m, id)."""
+        rows = await self.r.geosearch(self.geo_key, longitude=lon, latitude=lat,
+                                      radius=radius_m, unit="m", sort="ASC", count=count,
+                                      withdist=True)
+        return [(float(d), m.decode() if isinstance(m, bytes) else m) for m, d in rows]
+
+    async def flush_namespace(self) -> None:
+        async for key in self.r.scan_iter(match=self.prefix + "*", count=1000):
+            await self.r.delete(key)
+
+
+async def connect(url: str) -> redis.Redis:
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    await client.ping()
+    return client

@@ -1,0 +1,257 @@
+"""Proximity domain: businesses, validation, distances, geohash cells, paging.
+
+Pure logic: no gRPC, no protobuf, no network. Coordinates never appear in an
+error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import struct
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import numpy as np
+import pygeohash
+
+from geoplex.servers._runtime.errors import InvalidArgument
+
+EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius, the one 2dsphere $geoNear uses
+RADII_M = (500, 1000, 2000, 5000, 20000)
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+MAX_BATCH_GET = 100
+MAX_NAME = 200
+MAX_TEXT = 500
+# Geohash precision stored per business, and used per radius: the cells of one
+# radius are at most about one radius wide on their shorter side, so the
+# circle's bounding box touches a handful of them (the book's 3 x 3 block).
+STORED_GEOHASH_PRECISION = 6
+PRECISION_FOR_RADIUS = {500: 6, 1000: 5, 2000: 5, 5000: 4, 20000: 3}
+MAX_CELLS = 64
+EDITABLE_FIELDS = ("name", "category", "location", "address", "phone", "website",
+                   "opening_hours")
+
+
+@dataclass(frozen=True, slots=True)
+class Business:
+    id: str
+    name: str
+    category: str
+    lat: float
+    lon: float
+    address: str = ""
+    phone: str = ""
+    website: str = ""
+    opening_hours: str = ""
+    owner: str = ""
+    source: str = ""
+    create_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    update_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def geohash(self) -> str:
+        return encode_geohash(self.lat, self.lon)
+
+    def with_changes(self, **changes: object) -> Business:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    business: Business
+    distance_m: float
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    lat: float
+    lon: float
+    radius_m: int
+    category: str = ""
+    keyword: str = ""
+    page_size: int = DEFAULT_PAGE_SIZE
+    after: tuple[float, str] | None = None  # (distance, id) of the last hit of the previous page
+
+    def fingerprint(self) -> bytes:
+        """Ties a page token to the query it came from (hashed: no coordinates in the token)."""
+        raw = f"{self.lat!r}|{self.lon!r}|{self.radius_m}|{self.category}|{self.keyword}"
+        return hashlib.blake2b(raw.encode(), digest_size=8).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    hits: list[Hit]
+    next_page_token: str
+
+
+# -- validation -----------------------------------------------------------------
+
+def validate_location(lat: float, lon: float, field_name: str = "location") -> None:
+    if not (math.isfinite(lat) and -90.0 <= lat <= 90.0):
+        raise InvalidArgument(f"{field_name}.latitude", "must be a finite number in -90..90",
+                              reason="INVALID_LOCATION")
+    if not (math.isfinite(lon) and -180.0 <= lon <= 180.0):
+        raise InvalidArgument(f"{field_name}.longitude", "must be a finite number in -180..180",
+                              reason="INVALID_LOCATION")
+
+
+def validate_radius(radius_m: int) -> None:
+    if radius_m not in RADII_M:
+        raise InvalidArgument("radius_meters", "must be one of the supported radii in metres",
+                              reason="INVALID_RADIUS", allowed=RADII_M)
+
+
+def page_size_or_default(page_size: int, field_name: str = "page_size") -> int:
+    if page_size == 0:
+        return DEFAULT_PAGE_SIZE
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument(field_name, f"must be in 1..{MAX_PAGE_SIZE} (0 means "
+                              f"{DEFAULT_PAGE_SIZE})", reason="INVALID_PAGE_SIZE")
+    return page_size
+
+
+def validate_text(value: str, field_name: str, *, required: bool = False,
+                  limit: int = MAX_TEXT) -> str:
+    value = value.strip()
+    if required and not value:
+        raise InvalidArgument(field_name, "must not be empty", reason="REQUIRED_FIELD")
+    if len(value) > limit:
+        raise InvalidArgument(field_name, f"must be at most {limit} characters",
+                              reason="FIELD_TOO_LONG")
+    return value
+
+
+def normalise_category(value: str) -> str:
+    return value.strip().lower()
+
+
+# -- page tokens -----------------------------------------------------------------
+
+def encode_page_token(query: SearchQuery, last: Hit) -> str:
+    """Opaque cursor: (distance, id) of the last hit, bound to the query's hash."""
+    payload = query.fingerprint() + struct.pack(">d", last.distance_m) + last.business.id.encode()
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+def decode_page_token(token: str, query: SearchQuery) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        fingerprint, distance, last_id = raw[:8], struct.unpack(">d", raw[8:16])[0], raw[16:]
+        decoded_id = last_id.decode()
+    except (ValueError, struct.error, UnicodeDecodeError):
+        raise InvalidArgument("page_token", "is not a token this service issued",
+                              reason="INVALID_PAGE_TOKEN") from None
+    if fingerprint != query.fingerprint() or not decoded_id:
+        raise InvalidArgument("page_token", "belongs to a different search; send the same "
+                              "location, radius and filters as the first page",
+                              reason="INVALID_PAGE_TOKEN")
+    return distance, decoded_id
+
+
+# -- distances -------------------------------------------------------------------
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def haversine_np(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
+    """Distances in metres from one point to arrays of points (degrees)."""
+    p1 = math.radians(lat)
+    p2 = np.radians(lats)
+    dp = p2 - p1
+    dl = np.radians(lons - lon)
+    a = np.sin(dp * 0.5) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dl * 0.5) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    min_lat: float
+    min_lon: float
+    max_lat: float
+    max_lon: float
+
+
+def bounding_boxes(lat: float, lon: float, radius_m: float) -> list[Box]:
+    """Boxes (never crossing the antimeridian) that contain every point within radius.
+
+    Near a pole the circle wraps all longitudes; at the antimeridian the box
+    splits in two. A tiny margin covers floating-point error at the edge.
+    """
+    angular = radius_m / EARTH_RADIUS_M
+    dlat = math.degrees(angular) * 1.000001 + 1e-9
+    min_lat, max_lat = lat - dlat, lat + dlat
+    if max_lat >= 90.0 or min_lat <= -90.0:
+        return [Box(max(min_lat, -90.0), -180.0, min(max_lat, 90.0), 180.0)]
+    ratio = math.sin(angular) / math.cos(math.radians(lat))
+    if ratio >= 1.0:
+        return [Box(min_lat, -180.0, max_lat, 180.0)]
+    dlon = math.degrees(math.asin(ratio)) * 1.000001 + 1e-9
+    west, east = lon - dlon, lon + dlon
+    if west < -180.0:
+        return [Box(min_lat, west + 360.0, max_lat, 180.0), Box(min_lat, -180.0, max_lat, east)]
+    if east > 180.0:
+        return [Box(min_lat, west, max_lat, 180.0), Box(min_lat, -180.0, max_lat, east - 360.0)]
+    return [Box(min_lat, west, max_lat, east)]
+
+
+# -- geohash cells -----------------------------------------------------------------
+
+def encode_geohash(lat: float, lon: float, precision: int = STORED_GEOHASH_PRECISION) -> str:
+    return str(pygeohash.encode(lat, lon, precision))
+
+
+def geohash_prefixes(geohash: str, lowest: int = 1) -> list[str]:
+    """Every prefix a search may look the business up under, coarsest first."""
+    return [geohash[:n] for n in range(lowest, len(geohash) + 1)]
+
+
+def cells_for_search(lat: float, lon: float, radius_m: int) -> list[str]:
+    """Geohash cells whose union covers the search circle.
+
+    Normally the cell of the location and the neighbours the circle reaches
+    (at most the 3 x 3 block); at the antimeridian the box is split; near the
+    poles, where cells get thin, the precision drops until at most MAX_CELLS
+    cells cover it.
+    """
+    precision = PRECISION_FOR_RADIUS.get(radius_m) or _precision_for(radius_m)
+    boxes = bounding_boxes(lat, lon, radius_m)
+    while True:
+        cells: set[str] = set()
+        for box in boxes:
+            cells.update(pygeohash.geohashes_in_box(
+                pygeohash.BoundingBox(box.min_lat, box.min_lon, box.max_lat, box.max_lon),
+                precision=precision))
+            if len(cells) > MAX_CELLS:
+                break
+        if len(cells) <= MAX_CELLS or precision == 1:
+            return sorted(cells)
+        precision -= 1
+
+
+def _precision_for(radius_m: float) -> int:
+    # shorter side of a cell per precision, in metres, at the equator
+    for precision, side in ((6, 610), (5, 4_890), (4, 19_500), (3, 156_000), (2, 625_000)):
+        if side >= radius_m:
+            return precision
+    return 1
+
+
+# -- ordering and paging -------------------------------------------------------------
+
+def sort_key(distance_m: float, business_id: str) -> tuple[float, str]:
+    return (distance_m, business_id)
+
+
+def matches(business: Business, category: str, keyword: str) -> bool:
+    if category and business.category != category:
+        return False
+    if keyword and keyword not in business.name.lower():
+        return False
+    return True

@@ -1,0 +1,77 @@
+"""Bulk loading of real businesses (OSM POIs) and places (GeoNames) into MongoDB.
+
+Writes go straight to the system of record with deterministic ids (from the
+OSM element or GeoNames id), so loading twice changes nothing. Running
+replicas pick the documents up from the change stream; replicas started
+after a load read them at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+
+from pymongo import ReplaceOne, UpdateOne
+
+from geoplex.infra.data import Place, Poi
+
+from .adapters.mongo_store import MongoBusinessStore, to_doc
+from .adapters.redis_cache import RedisBusinessCache
+from .domain import Business
+
+BATCH = 2000
+
+
+def business_from_poi(poi: Poi, now: datetime) -> Business:
+    kind, _, number = poi.source.removeprefix("osm:").partition("/")
+    return Business(id=f"osm-{kind}-{number}", name=poi.name[:200], category=poi.category,
+                    lat=poi.lat, lon=poi.lon, address=poi.address, phone=poi.phone,
+                    website=poi.website, opening_hours=poi.opening_hours, owner="",
+                    source=poi.source, create_time=now, update_time=now)
+
+
+def business_from_place(place: Place, now: datetime) -> Business:
+    return Business(id=f"gn-{place.geonameid}", name=place.name[:200], category="place",
+                    lat=place.lat, lon=place.lon, address=place.country_code, owner="",
+                    source=f"geonames:{place.geonameid}", create_time=now, update_time=now)
+
+
+async def load(store: MongoBusinessStore, businesses: Sequence[Business], *,
+               cache: RedisBusinessCache | None = None,
+               progress: Callable[[str], None] = lambda _m: None, label: str = "businesses"
+               ) -> int:
+    """Upsert businesses and their geohash_index rows; returns how many were written."""
+    await store.ensure_indexes()
+    existing = {doc["_id"] async for doc in store.businesses.find(
+        {"_id": {"$in": [b.id for b in businesses]}}, {"_id": 1})} if len(businesses) < 20000 \
+        else {doc["_id"] async for doc in store.businesses.find({}, {"_id": 1})}
+    todo = [b for b in businesses if b.id not in existing]
+    if not todo:
+        progress(f"{label}: all {len(businesses):,} already loaded")
+        return 0
+    for n in range(0, len(todo), BATCH):
+        chunk = todo[n:n + BATCH]
+        await store.businesses.bulk_write(
+            [ReplaceOne({"_id": b.id}, to_doc(b), upsert=True) for b in chunk], ordered=False)
+        await store.cells.bulk_write(
+            [UpdateOne({"geohash": b.geohash, "business_id": b.id},
+                       {"$setOnInsert": {"geohash": b.geohash, "business_id": b.id}},
+                       upsert=True) for b in chunk], ordered=False)
+        if cache is not None:
+            await cache.geo_upsert(chunk)
+        progress(f"{label}: {min(n + BATCH, len(todo)):,}/{len(todo):,} written")
+    return len(todo)
+
+
+def from_pois(pois: Iterable[Poi]) -> list[Business]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    seen: dict[str, Business] = {}
+    for poi in pois:
+        b = business_from_poi(poi, now)
+        seen[b.id] = b
+    return list(seen.values())
+
+
+def from_places(places: Iterable[Place]) -> list[Business]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    return [business_from_place(p, now) for p in places]

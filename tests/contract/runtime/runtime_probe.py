@@ -1,0 +1,113 @@
+"""The probe service and helpers the runtime contract tests share (imported by conftest).
+
+The probe is a real servicer of the generated ``ProximityServiceServicer``
+whose handlers raise the runtime's domain errors, crash, sleep, or record the
+request id they see, so every behaviour of the shared runtime (interceptor,
+error mapping, health, reflection, MeshService, shutdown) is exercised
+through a real aio server and a real channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from geoplex.clients.channel import BaseClient
+from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
+from geoplex.servers._runtime.config import RuntimeConfig
+from geoplex.servers._runtime.context import request_id
+from geoplex.servers._runtime.errors import InvalidArgument, NotFound, PermissionDenied
+from geoplex.servers._runtime.server import ServiceSpec
+
+PROXIMITY_SERVICE = proximity_pb2.DESCRIPTOR.services_by_name["ProximityService"].full_name
+ALLOWED_RADII = (500, 1000)
+# A secret the probe puts in the text of an unexpected exception; it must never
+# reach a client.
+CRASH_TEXT = "connection to db-7 failed with password hunter2"
+
+
+class ProbeProximityServicer(proximity_pb2_grpc.ProximityServiceServicer):
+    """Handlers that fail or wait on request, and remember the request ids they saw.
+
+    SearchNearbyBusinesses: radius not in ALLOWED_RADII -> InvalidArgument on
+    radius_meters; keyword "slow" -> sleeps ``slow_seconds`` first.
+    GetBusiness: id "missing" -> NotFound, "forbidden" -> PermissionDenied,
+    "crash" -> RuntimeError(CRASH_TEXT); anything else is found.
+    """
+
+    def __init__(self) -> None:
+        self.request_ids: list[str] = []
+        self.slow_seconds = 1.0
+        self.slow_started = asyncio.Event()
+
+    async def SearchNearbyBusinesses(
+        self, request: proximity_pb2.SearchNearbyBusinessesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> proximity_pb2.SearchNearbyBusinessesResponse:
+        self.request_ids.append(request_id.get())
+        if request.radius_meters not in ALLOWED_RADII:
+            raise InvalidArgument("radius_meters", "must be one of", allowed=list(ALLOWED_RADII))
+        if request.keyword == "slow":
+            self.slow_started.set()
+            await asyncio.sleep(self.slow_seconds)
+        return proximity_pb2.SearchNearbyBusinessesResponse(businesses=[
+            proximity_pb2.NearbyBusiness(
+                business=proximity_pb2.Business(id="b-1", name="Cafe Probe"),
+                distance_meters=12.5)])
+
+    async def GetBusiness(self, request: proximity_pb2.GetBusinessRequest,
+                          context: grpc.aio.ServicerContext) -> proximity_pb2.GetBusinessResponse:
+        self.request_ids.append(request_id.get())
+        if request.id == "missing":
+            raise NotFound("business missing does not exist", reason="BUSINESS_NOT_FOUND")
+        if request.id == "forbidden":
+            raise PermissionDenied("only the owner may read this business",
+                                   reason="NOT_OWNER")
+        if request.id == "crash":
+            raise RuntimeError(CRASH_TEXT)
+        return proximity_pb2.GetBusinessResponse(
+            business=proximity_pb2.Business(id=request.id, name="Cafe Probe"))
+
+
+class ProbeClient(BaseClient):
+    """A typed client over the probe, built on the shared ``clients`` base."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stub = proximity_pb2_grpc.ProximityServiceStub(self.channel)
+
+    async def get_business(self, business_id: str) -> proximity_pb2.Business:
+        response = await self.call(self.stub.GetBusiness,
+                                   proximity_pb2.GetBusinessRequest(id=business_id))
+        return response.business
+
+    async def search(self, radius_meters: int, keyword: str = "",
+                     latitude: float = 60.1704, longitude: float = 24.9522
+                     ) -> proximity_pb2.SearchNearbyBusinessesResponse:
+        return await self.call(self.stub.SearchNearbyBusinesses, search_request(
+            radius_meters, keyword, latitude, longitude))
+
+
+def search_request(radius_meters: int, keyword: str = "", latitude: float = 60.1704,
+                   longitude: float = 24.9522) -> proximity_pb2.SearchNearbyBusinessesRequest:
+    request = proximity_pb2.SearchNearbyBusinessesRequest(radius_meters=radius_meters,
+                                                          keyword=keyword)
+    request.location.latitude = latitude
+    request.location.longitude = longitude
+    return request
+
+
+def runtime_config(**overrides: Any) -> RuntimeConfig:
+    values: dict[str, Any] = dict(name="test", host="127.0.0.1", port=0, reuse_port=False,
+                                  tls=None, tracing="off", log_level="info", shutdown_grace=5.0,
+                                  max_concurrent_rpcs=None)
+    values.update(overrides)
+    return RuntimeConfig(**values)
+
+
+def probe_spec(servicer: ProbeProximityServicer) -> ServiceSpec:
+    return ServiceSpec(PROXIMITY_SERVICE, lambda server: proximity_pb2_grpc
+                       .add_ProximityServiceServicer_to_server(servicer, server))
