@@ -197,6 +197,14 @@ class LoadResult:
     mean_ms: float
     cpu: dict[str, Any] = field(default_factory=dict)
     first_error: str | None = None
+    slices: list[dict[str, float]] = field(default_factory=list)
+    """Per ``slice_s`` part of the window: ``calls_per_s`` and the CPU shares."""
+
+    @property
+    def slice_range(self) -> tuple[float, float]:
+        """Lowest and highest calls/s of the slices (how steady the window was)."""
+        rates = [s["calls_per_s"] for s in self.slices]
+        return (min(rates), max(rates)) if rates else (math.nan, math.nan)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,7 +212,7 @@ class LoadResult:
 
 async def closed_loop(factory: WorkerFactory, *, concurrency: int, warmup: float,
                       duration: float, pids: Sequence[int] = (),
-                      max_errors: int = 1000) -> LoadResult:
+                      max_errors: int = 1000, slice_s: float = 0.5) -> LoadResult:
     """Run ``concurrency`` asyncio workers, each awaiting its op back to back.
 
     Every call that *completes* inside ``[start + warmup, start + warmup + duration]``
@@ -213,7 +221,8 @@ async def closed_loop(factory: WorkerFactory, *, concurrency: int, warmup: float
     op counts as an error and the worker goes on, until ``max_errors`` in total
     stop every worker. ``pids`` (e.g. the server processes) have their CPU use
     sampled at the window's edges, beside this process's and the machine's
-    (see :func:`cpu_usage`).
+    (see :func:`cpu_usage`), and every ``slice_s`` seconds to give
+    :attr:`LoadResult.slices` (throughput and noise over time).
     """
     latencies: list[float] = []
     errors = 0
@@ -265,9 +274,11 @@ async def closed_loop(factory: WorkerFactory, *, concurrency: int, warmup: float
         window[:] = [start + warmup, start + warmup + duration]
         ready.set()
         await asyncio.sleep(max(window[0] - time.perf_counter(), 0))
-        before = CpuSample.take(pids)
-        await asyncio.sleep(max(window[1] - time.perf_counter(), 0))
-        after = CpuSample.take(pids)
+        marks = [(0, CpuSample.take(pids))]
+        parts = max(1, round(duration / slice_s))
+        for k in range(1, parts + 1):
+            await asyncio.sleep(max(window[0] + duration * k / parts - time.perf_counter(), 0))
+            marks.append((len(latencies), CpuSample.take(pids)))
         await asyncio.gather(*tasks)
     finally:
         stop = True
@@ -275,9 +286,15 @@ async def closed_loop(factory: WorkerFactory, *, concurrency: int, warmup: float
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     stats = latency_summary(latencies)
+    slices = []
+    for (n0, c0), (n1, c1) in zip(marks, marks[1:]):
+        usage = cpu_usage(c0, c1)
+        usage.pop("server_cpu_pct_each", None)
+        slices.append({"calls_per_s": (n1 - n0) / (c1.wall - c0.wall), **usage})
     return LoadResult(concurrency=concurrency, duration_s=duration, calls=len(latencies),
                       errors=errors, calls_per_s=len(latencies) / duration,
-                      cpu=cpu_usage(before, after), first_error=first_error, **stats)
+                      cpu=cpu_usage(marks[0][1], marks[-1][1]), first_error=first_error,
+                      slices=slices, **stats)
 
 
 def _counting(factory: WorkerFactory, expected: int, event: asyncio.Event) -> WorkerFactory:
@@ -297,6 +314,24 @@ def _counting(factory: WorkerFactory, expected: int, event: asyncio.Event) -> Wo
 
 
 # --------------------------------------------------------------------------- server processes
+
+def wait_for_quiet(max_wait: float = 15.0, busy_pct: float = 20.0,
+                   probe_s: float = 0.5) -> float:
+    """Block until the whole machine uses less than ``busy_pct`` % of one core over a
+    ``probe_s`` probe (call it while nothing of yours runs), or ``max_wait`` passes.
+
+    Returns the busy percentage of the last probe. Benchmarks on a shared machine
+    call it before each measurement so other work does not land in the window.
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0, _ = system_cpu_seconds()
+        time.sleep(probe_s)
+        b1, _ = system_cpu_seconds()
+        busy = (b1 - b0) / probe_s * 100
+        if busy < busy_pct or time.monotonic() >= deadline:
+            return busy
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (bind to port 0, read it, close)."""

@@ -1,9 +1,145 @@
-"""``geoplex proximity ...`` commands."""
+"""``geoplex proximity ...`` commands: search, details and owner edits from a terminal."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+
+from .channel import ChannelOptions
+from .proximity import RADII_M, ProximityClient
+
+DEFAULT_TARGET = os.environ.get("GEOPLEX_PROXIMITY_TARGET", "127.0.0.1:50051")
+
+
+def _client(args: argparse.Namespace) -> ProximityClient:
+    token = getattr(args, "token", None) or os.environ.get("GEOPLEX_TOKEN")
+    return ProximityClient(args.target, ChannelOptions(token=token))
+
+
+def _table(headers, rows) -> None:  # type: ignore[no-untyped-def]
+    from .cli import _print_table
+
+    _print_table(headers, rows)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    async def run() -> None:
+        async with _client(args) as px:
+            page = await px.search(args.lat, args.lng, args.radius, category=args.category,
+                                   keyword=args.keyword, page_size=args.limit,
+                                   page_token=args.page_token)
+        _table(("distance", "name", "category", "address", "id"),
+               [(f"{h.distance_meters:,.0f} m", h.business.name, h.business.category,
+                 h.business.address, h.business.id) for h in page.businesses])
+        if not page.businesses:
+            print(f"no businesses within {args.radius} m")
+        if page.next_page_token:
+            print(f"\nmore: --page-token {page.next_page_token}")
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    async def run() -> None:
+        async with _client(args) as px:
+            b = await px.get(args.id)
+        _table(("field", "value"), [
+            ("id", b.id), ("name", b.name), ("category", b.category),
+            ("location", f"{b.location.latitude:.6f}, {b.location.longitude:.6f}"),
+            ("address", b.address), ("phone", b.phone), ("website", b.website),
+            ("opening hours", b.opening_hours), ("owner", b.owner or "-"), ("source", b.source),
+            ("updated", b.update_time.ToDatetime().isoformat(timespec="seconds") + "Z")])
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from geoplex.proximity.v1 import proximity_pb2 as pb
+    from geoplex.type.v1.geo_pb2 import LatLng
+
+    async def run() -> None:
+        async with _client(args) as px:
+            b = await px.create(pb.Business(
+                name=args.name, category=args.category, address=args.address,
+                location=LatLng(latitude=args.lat, longitude=args.lng)))
+        print(f"created {b.id} ({b.name})")
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    async def run() -> None:
+        async with _client(args) as px:
+            await px.delete(args.id)
+        print(f"deleted {args.id}")
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    async def run() -> None:
+        async with _client(args) as px:
+            page = await px.list_own(page_size=args.limit)
+        _table(("id", "name", "category", "address"),
+               [(b.id, b.name, b.category, b.address) for b in page.businesses])
+
+    asyncio.run(run())
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    pass
+    px = sub.add_parser("proximity", help="search nearby businesses and manage your own",
+                        description="Call ProximityService: nearby search, details, and owner "
+                        "edits (these need --token or GEOPLEX_TOKEN; see geoplex auth dev-token).")
+    px_sub = px.add_subparsers(dest="proximity_command", metavar="SUBCOMMAND", required=True)
+
+    def common(p: argparse.ArgumentParser, token: bool = False) -> None:
+        p.add_argument("--target", default=DEFAULT_TARGET,
+                       help="host:port of the proximity service (default: %(default)s)")
+        if token:
+            p.add_argument("--token", help="bearer token (default: $GEOPLEX_TOKEN)")
+
+    s = px_sub.add_parser("search", help="businesses near a point, nearest first",
+                          description="List businesses within a radius of a point, nearest "
+                          "first, with their distance.")
+    s.add_argument("lat", type=float, help="latitude, -90..90")
+    s.add_argument("lng", type=float, help="longitude, -180..180")
+    s.add_argument("--radius", type=int, default=1000, choices=RADII_M, help="metres")
+    s.add_argument("--category", default="", help="exact category, e.g. cafe")
+    s.add_argument("--keyword", default="", help="substring of the name")
+    s.add_argument("--limit", type=int, default=20, help="results per page, 1..100")
+    s.add_argument("--page-token", default="", help="from a previous page")
+    common(s)
+    s.set_defaults(func=cmd_search)
+
+    g = px_sub.add_parser("get", help="one business's details", description="Show a business.")
+    g.add_argument("id")
+    common(g)
+    g.set_defaults(func=cmd_get)
+
+    c = px_sub.add_parser("create", help="create a business you own",
+                          description="Create a business owned by the token's subject.")
+    c.add_argument("name")
+    c.add_argument("lat", type=float)
+    c.add_argument("lng", type=float)
+    c.add_argument("--category", default="")
+    c.add_argument("--address", default="")
+    common(c, token=True)
+    c.set_defaults(func=cmd_create)
+
+    d = px_sub.add_parser("delete", help="delete a business you own",
+                          description="Delete a business owned by the token's subject.")
+    d.add_argument("id")
+    common(d, token=True)
+    d.set_defaults(func=cmd_delete)
+
+    ls = px_sub.add_parser("list", help="your own businesses",
+                           description="List the businesses the token's subject owns.")
+    ls.add_argument("--limit", type=int, default=20)
+    common(ls, token=True)
+    ls.set_defaults(func=cmd_list)

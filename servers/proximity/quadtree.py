@@ -190,11 +190,14 @@ class QuadtreeIndex:
         """
         tree = self._tree
         parts: list[np.ndarray] = []
-        for box in bounding_boxes(lat, lon, radius_m):
+        boxes = bounding_boxes(lat, lon, radius_m)
+        for box in boxes:
             for a, b in tree.ranges(box):
                 parts.append(np.arange(a, b))
         if parts:
             rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            if len(boxes) > 1:  # boxes split at the antimeridian may share a node
+                rows = np.unique(rows)
             dist = haversine_np(lat, lon, tree.lats[rows], tree.lons[rows])
             keep = (dist <= radius_m) & tree.alive[rows]
             if category:

@@ -1,0 +1,81 @@
+"""Real proximity servers (separate processes) over real Redis and SecantusDB,
+loaded with the real Helsinki and Monaco businesses plus a few synthetic ones
+at the poles, the equator and the antimeridian."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from geoplex.infra import data
+from geoplex.infra.local import BackendUrls
+from geoplex.servers.proximity.adapters.mongo_store import MongoBusinessStore, connect
+from geoplex.servers.proximity.domain import Business
+from geoplex.servers.proximity.loader import from_pois, load
+from px_edges import edge_businesses
+
+@pytest.fixture(scope="session")
+def real_businesses() -> list[Business]:
+    fetched = data.fetch(["helsinki", "monaco"], progress=lambda _m: None)
+    businesses = []
+    for name in ("helsinki", "monaco"):
+        businesses.extend(from_pois(data.read_pois(fetched[name]["pbf"])))
+    return businesses
+
+
+def _load(backends: BackendUrls, database: str, businesses: list[Business]) -> None:
+    async def run() -> None:
+        client = await connect(backends.mongo_uri or "")
+        try:
+            await load(MongoBusinessStore(client, database), businesses)
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def server_env(backends: BackendUrls, database: str, index: str) -> dict[str, str]:
+    return {**backends.env(), "GEOPLEX_PROXIMITY_DATABASE": database,
+            "GEOPLEX_PROXIMITY_INDEX": index, "GEOPLEX_PROXIMITY_PORT": "0",
+            "GEOPLEX_LOG_LEVEL": "warning"}
+
+
+@pytest.fixture(scope="session")
+def search_dataset(backends: BackendUrls, real_businesses: list[Business]) -> tuple[str, list[Business]]:
+    """A read-only database for the property tests."""
+    database = f"px_search_{uuid.uuid4().hex[:8]}"
+    businesses = real_businesses + edge_businesses()
+    _load(backends, database, businesses)
+    return database, businesses
+
+
+@pytest.fixture(scope="session")
+def search_servers(backends: BackendUrls, search_dataset, server_factory: Callable
+                   ) -> dict[str, str]:
+    """index kind -> address of a server answering from the read-only dataset."""
+    database, _ = search_dataset
+    return {index: server_factory("geoplex.servers.proximity",
+                                  server_env(backends, database, index), f"px-{index}").address
+            for index in ("quadtree", "geohash")}
+
+
+@pytest.fixture(scope="session")
+def edit_database(backends: BackendUrls, real_businesses: list[Business]) -> str:
+    database = f"px_edit_{uuid.uuid4().hex[:8]}"
+    _load(backends, database, real_businesses)
+    return database
+
+
+@pytest.fixture(scope="session")
+def edit_servers(backends: BackendUrls, edit_database: str, server_factory: Callable):
+    """Two quadtree replicas and one geohash replica over the same writable database."""
+    env = lambda index: server_env(backends, edit_database, index)  # noqa: E731
+    return {
+        "a": server_factory("geoplex.servers.proximity", env("quadtree"), "px-edit-a"),
+        "b": server_factory("geoplex.servers.proximity", env("quadtree"), "px-edit-b"),
+        "geohash": server_factory("geoplex.servers.proximity", env("geohash"), "px-edit-gh"),
+    }

@@ -1,0 +1,280 @@
+"""Contract tests through the typed client against real server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from geoplex.clients import ChannelOptions
+from geoplex.clients.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+from geoplex.clients.proximity import ProximityClient
+from geoplex.proximity.v1 import proximity_pb2 as pb
+from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
+from geoplex.type.v1.geo_pb2 import LatLng
+
+CATHEDRAL = (60.1704, 24.9522)
+ALICE = mint_token(DEV_SECRET, "alice")
+BOB = mint_token(DEV_SECRET, "bob")
+
+
+def client(server, token: str | None = None) -> ProximityClient:
+    return ProximityClient(server.address, ChannelOptions(token=token, retry=False))
+
+
+def new_business(name: str = "Cafe Test", lat: float = 60.1710, lon: float = 24.9530,
+                 category: str = "cafe") -> pb.Business:
+    return pb.Business(name=name, category=category, address="Testikatu 1",
+                       location=LatLng(latitude=lat, longitude=lon))
+
+
+async def ids_near(px: ProximityClient, lat: float, lon: float, radius: int = 500) -> list[str]:
+    return [h.business.id async for h in px.search_all(lat, lon, radius)]
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> float:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    while True:
+        if await predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+# -- search and details -------------------------------------------------------------
+
+async def test_search_returns_nearest_first_with_distances(edit_servers):
+    async with client(edit_servers["a"]) as px:
+        page = await px.search(*CATHEDRAL, radius_m=1000, page_size=50)
+    distances = [h.distance_meters for h in page.businesses]
+    assert distances == sorted(distances) and all(d <= 1000 for d in distances)
+    assert page.businesses[0].business.name == "Helsingin tuomiokirkko"
+
+
+async def test_pages_neither_repeat_nor_skip_a_business(edit_servers):
+    async with client(edit_servers["a"]) as px:
+        whole = await px.search(*CATHEDRAL, radius_m=2000, page_size=100)
+        paged, token = [], ""
+        while True:
+            page = await px.search(*CATHEDRAL, radius_m=2000, page_size=7, page_token=token)
+            paged.extend(h.business.id for h in page.businesses)
+            token = page.next_page_token
+            if not token:
+                break
+    first_hundred = [h.business.id for h in whole.businesses]
+    assert len(paged) == len(set(paged)) > 100
+    assert paged[:100] == first_hundred
+
+
+async def test_category_and_keyword_filters(edit_servers):
+    async with client(edit_servers["a"]) as px:
+        cafes = await px.search(*CATHEDRAL, radius_m=2000, category="cafe", page_size=100)
+        named = await px.search(*CATHEDRAL, radius_m=2000, keyword="KIRKKO", page_size=100)
+    assert cafes.businesses and all(h.business.category == "cafe" for h in cafes.businesses)
+    assert named.businesses and all("kirkko" in h.business.name.lower()
+                                    for h in named.businesses)
+
+
+async def test_get_and_batch_get_return_details(edit_servers):
+    async with client(edit_servers["a"]) as px:
+        b = await px.get("osm-way-419479428")
+        batch = await px.batch_get(["osm-way-419479428", "no-such-id", b.id])
+    assert b.name == "Helsingin tuomiokirkko" and b.address.startswith("Unioninkatu")
+    assert b.source == "osm:way/419479428" and b.update_time.seconds > 0
+    assert [x.id for x in batch] == [b.id, b.id]
+
+
+# -- errors ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("radius", [0, 300, 1500, 50000, -500])
+async def test_radius_outside_the_allowed_set_is_rejected_naming_the_values(edit_servers,
+                                                                            radius):
+    async with client(edit_servers["a"]) as px:
+        with pytest.raises(InvalidArgumentError) as err:
+            await px.search(*CATHEDRAL, radius_m=radius)
+    assert err.value.reason == "INVALID_RADIUS" and err.value.field == "radius_meters"
+    assert "500, 1000, 2000, 5000, 20000" in err.value.message
+
+
+@pytest.mark.parametrize("lat,lon,field", [(91.0, 0.0, "location.latitude"),
+                                           (0.0, -180.5, "location.longitude"),
+                                           (float("nan"), 0.0, "location.latitude")])
+async def test_bad_search_coordinates_are_rejected_without_echoing_them(edit_servers, lat, lon,
+                                                                        field):
+    async with client(edit_servers["a"]) as px:
+        with pytest.raises(InvalidArgumentError) as err:
+            await px.search(lat, lon, radius_m=500)
+    assert err.value.reason == "INVALID_LOCATION" and err.value.field == field
+    assert "91" not in err.value.message and "180.5" not in err.value.message
+
+
+async def test_bad_page_size_and_token_are_rejected(edit_servers):
+    async with client(edit_servers["a"]) as px:
+        with pytest.raises(InvalidArgumentError) as size:
+            await px.search(*CATHEDRAL, radius_m=500, page_size=101)
+        with pytest.raises(InvalidArgumentError) as token:
+            await px.search(*CATHEDRAL, radius_m=500, page_token="garbage!")
+        first = await px.search(*CATHEDRAL, radius_m=500, page_size=2)
+        with pytest.raises(InvalidArgumentError) as other:
+            await px.search(*CATHEDRAL, radius_m=1000, page_size=2,
+                            page_token=first.next_page_token)
+    assert size.value.reason == "INVALID_PAGE_SIZE"
+    assert token.value.reason == other.value.reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_unknown_business_is_not_found(edit_servers):
+    async with client(edit_servers["a"]) as px:
+        with pytest.raises(NotFoundError) as err:
+            await px.get("biz_missing")
+    assert err.value.reason == "BUSINESS_NOT_FOUND"
+
+
+async def test_owner_calls_without_or_with_bad_token_are_unauthenticated(edit_servers):
+    async with client(edit_servers["a"]) as px:
+        with pytest.raises(UnauthenticatedError) as missing:
+            await px.create(new_business())
+        with pytest.raises(UnauthenticatedError) as forged:
+            await px.create(new_business(), token=mint_token("another-secret-that-is-32-bytes-long!", "eve"))
+        with pytest.raises(UnauthenticatedError):
+            await px.list_own(token="not-a-jwt")
+    assert missing.value.reason == "TOKEN_MISSING" and forged.value.reason == "TOKEN_INVALID"
+
+
+async def test_invalid_create_changes_nothing(edit_servers):
+    async with client(edit_servers["a"], ALICE) as px:
+        before = len((await px.list_own(page_size=100)).businesses)
+        with pytest.raises(InvalidArgumentError) as bad_lat:
+            await px.create(new_business(lat=95.0))
+        with pytest.raises(InvalidArgumentError) as empty:
+            await px.create(new_business(name="   "))
+        no_location = pb.Business(name="Nowhere")
+        with pytest.raises(InvalidArgumentError) as missing:
+            await px.create(no_location)
+        after = len((await px.list_own(page_size=100)).businesses)
+    assert bad_lat.value.field == "business.location.latitude"
+    assert empty.value.field == "business.name" and empty.value.reason == "REQUIRED_FIELD"
+    assert missing.value.field == "business.location"
+    assert before == after
+
+
+async def test_only_the_owner_may_change_a_business(edit_servers):
+    async with client(edit_servers["a"], ALICE) as alice, client(edit_servers["a"], BOB) as bob:
+        created = await alice.create(new_business("Alice's Bakery"))
+        created.name = "Bob was here"
+        with pytest.raises(PermissionDeniedError) as upd:
+            await bob.update(created, ["name"])
+        with pytest.raises(PermissionDeniedError) as dele:
+            await bob.delete(created.id)
+        with pytest.raises(PermissionDeniedError):
+            await bob.update(pb.Business(id="osm-way-419479428", name="x"), ["name"])
+        still = await alice.get(created.id)
+        await alice.delete(created.id)
+    assert upd.value.reason == dele.value.reason == "NOT_OWNER"
+    assert still.name == "Alice's Bakery"
+
+
+async def test_unknown_field_in_the_mask_is_rejected_and_changes_nothing(edit_servers):
+    async with client(edit_servers["a"], ALICE) as px:
+        created = await px.create(new_business("Mask Cafe"))
+        change = pb.Business(id=created.id, name="Renamed", owner="mallory")
+        with pytest.raises(InvalidArgumentError) as err:
+            await px.update(change, ["name", "owner"])
+        with pytest.raises(InvalidArgumentError):
+            await px.update(change, ["nonsense"])
+        unchanged = await px.get(created.id)
+        await px.delete(created.id)
+    assert err.value.reason == "INVALID_FIELD_MASK" and err.value.field == "update_mask.paths"
+    assert "name, category, location" in err.value.message
+    assert unchanged.name == "Mask Cafe" and unchanged.owner == "alice"
+
+
+async def test_list_businesses_pages_through_the_callers_own(edit_servers):
+    async with client(edit_servers["a"], mint_token(DEV_SECRET, "carol")) as px:
+        made = [await px.create(new_business(f"Carol {n}")) for n in range(5)]
+        seen, token = [], ""
+        while True:
+            page = await px.list_own(page_size=2, page_token=token)
+            seen.extend(b.id for b in page.businesses)
+            token = page.next_page_token
+            if not token:
+                break
+        for b in made:
+            await px.delete(b.id)
+    assert sorted(seen) == sorted(b.id for b in made)
+
+
+# -- edits become visible -------------------------------------------------------------------
+
+async def test_new_business_is_searchable_on_another_replica_within_5_seconds(edit_servers):
+    async with client(edit_servers["a"], ALICE) as a, client(edit_servers["b"]) as b, \
+            client(edit_servers["geohash"]) as gh:
+        created = await a.create(new_business("Fresh Cafe", 60.16, 24.94))
+        seen_b = await wait_until(lambda: _has(b, created.id, 60.16, 24.94))
+        seen_gh = await wait_until(lambda: _has(gh, created.id, 60.16, 24.94))
+        await a.delete(created.id)
+    assert seen_b < 5 and seen_gh < 5
+
+
+async def _has(px: ProximityClient, business_id: str, lat: float, lon: float) -> bool:
+    return business_id in await ids_near(px, lat, lon)
+
+
+async def test_move_and_delete_invalidate_every_cache(edit_servers, backends, edit_database):
+    r = aioredis.Redis.from_url(backends.redis_url)
+    async with client(edit_servers["a"], ALICE) as a, client(edit_servers["b"]) as b, \
+            client(edit_servers["geohash"]) as gh:
+        created = await a.create(new_business("Moving Cafe", 60.17, 24.95))
+        for px in (b, gh):  # warm the caches at the old place
+            await wait_until(lambda px=px: _has(px, created.id, 60.17, 24.95))
+            assert (await px.get(created.id)).name == "Moving Cafe"
+        moved = pb.Business(id=created.id, name="Moved Cafe",
+                            location=LatLng(latitude=43.7384, longitude=7.4246))
+        await a.update(moved, ["name", "location"])
+        for px in (b, gh):
+            await wait_until(lambda px=px: _has(px, created.id, 43.7384, 7.4246))
+            assert created.id not in await ids_near(px, 60.17, 24.95)
+            assert (await px.get(created.id)).name == "Moved Cafe"
+        await a.delete(created.id)
+        for px in (b, gh):
+            await wait_until(lambda px=px: _gone(px, created.id))
+        assert await r.exists(f"px:{edit_database}:biz:{created.id}") == 0
+    await r.aclose()
+
+
+async def _gone(px: ProximityClient, business_id: str) -> bool:
+    try:
+        await px.get(business_id)
+    except NotFoundError:
+        return business_id not in await ids_near(px, 43.7384, 7.4246)
+    return False
+
+
+async def test_restarted_replica_loses_nothing(edit_servers):
+    async with client(edit_servers["a"], ALICE) as a:
+        created = await a.create(new_business("Durable Cafe", 60.18, 24.96))
+    server = edit_servers["b"]
+    assert server.stop() == 0
+    server.start()
+    async with client(server, ALICE) as b:
+        assert created.id in await ids_near(b, 60.18, 24.96)
+        assert (await b.get(created.id)).name == "Durable Cafe"
+        await b.delete(created.id)
+
+
+async def test_health_reports_serving(edit_servers):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(edit_servers["a"].address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(
+            service="geoplex.proximity.v1.ProximityService"))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
