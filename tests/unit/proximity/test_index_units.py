@@ -100,7 +100,9 @@ def test_invalid_locations_are_rejected(lat, lon):
         domain.validate_location(lat, lon)
 
 
-def test_haversine_matches_a_known_distance():
-    # Helsinki Cathedral to Monaco Casino, ~2,145 km great circle on the mean sphere
-    assert domain.haversine_m(60.1704, 24.9522, 43.7396, 7.4281) == pytest.approx(2_145_000,
-                                                                                 rel=0.01)
+def test_haversine_matches_arc_length_on_the_mean_sphere():
+    # one degree of arc along the equator or a meridian is R * pi / 180
+    arc = domain.EARTH_RADIUS_M * math.pi / 180
+    assert domain.haversine_m(0, 0, 0, 1) == pytest.approx(arc, rel=1e-12)
+    assert domain.haversine_m(10, 30, 11, 30) == pytest.approx(arc, rel=1e-12)
+    assert domain.haversine_m(0, 179.5, 0, -179.5) == pytest.approx(arc, rel=1e-9)
