@@ -199,6 +199,8 @@ class LoadResult:
     first_error: str | None = None
     slices: list[dict[str, float]] = field(default_factory=list)
     """Per ``slice_s`` part of the window: ``calls_per_s`` and the CPU shares."""
+    latencies_s: list[float] = field(default_factory=list, repr=False)
+    """Every recorded latency (seconds), for pooling rounds; left out of :meth:`as_dict`."""
 
     @property
     def slice_range(self) -> tuple[float, float]:
@@ -207,7 +209,9 @@ class LoadResult:
         return (min(rates), max(rates)) if rates else (math.nan, math.nan)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["latencies_s"]
+        return data
 
 
 async def closed_loop(factory: WorkerFactory, *, concurrency: int, warmup: float,
@@ -294,7 +298,39 @@ async def closed_loop(factory: WorkerFactory, *, concurrency: int, warmup: float
     return LoadResult(concurrency=concurrency, duration_s=duration, calls=len(latencies),
                       errors=errors, calls_per_s=len(latencies) / duration,
                       cpu=cpu_usage(marks[0][1], marks[-1][1]), first_error=first_error,
-                      slices=slices, **stats)
+                      slices=slices, latencies_s=latencies, **stats)
+
+
+def combine_rounds(rounds: Sequence[LoadResult]) -> dict[str, Any]:
+    """One cell's result from several rounds (the same measurement repeated apart in time).
+
+    ``calls_per_s`` is the median of the rounds' rates (``calls_per_s_rounds`` lists
+    them), so one disturbed round does not move it; latency percentiles pool every
+    round's calls; CPU shares are averaged; ``calls`` and ``errors`` are summed.
+    """
+    rates = sorted(r.calls_per_s for r in rounds)
+    mid = len(rates) // 2
+    median = rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2
+    pooled: list[float] = [x for r in rounds for x in r.latencies_s]
+    cpu: dict[str, Any] = {}
+    for key in {k for r in rounds for k in r.cpu}:
+        values = [r.cpu[key] for r in rounds if key in r.cpu]
+        if values and isinstance(values[0], list):
+            cpu[key] = [sum(col) / len(col) for col in zip(*values)]
+        else:
+            cpu[key] = sum(values) / len(values)
+    return {
+        "concurrency": rounds[0].concurrency,
+        "duration_s": sum(r.duration_s for r in rounds),
+        "rounds": len(rounds),
+        "calls": sum(r.calls for r in rounds),
+        "errors": sum(r.errors for r in rounds),
+        "calls_per_s": median,
+        "calls_per_s_rounds": [r.calls_per_s for r in rounds],
+        **latency_summary(pooled),
+        "cpu": dict(sorted(cpu.items())),
+        "first_error": next((r.first_error for r in rounds if r.first_error), None),
+    }
 
 
 def _counting(factory: WorkerFactory, expected: int, event: asyncio.Event) -> WorkerFactory:

@@ -53,6 +53,7 @@ from ._common import (
     machine_line,
     markdown_table,
     per_worker,
+    combine_rounds,
     start_server_processes,
     wait_for_quiet,
     write_results,
@@ -238,8 +239,8 @@ async def run_cell(cell: Cell, servers: ServerProcesses, warmup: float,
             await channel.close()
 
 
-async def measure(cell: Cell, servers: ServerProcesses, args: argparse.Namespace
-                  ) -> tuple[LoadResult, list[int], list[float]]:
+async def measure(cell: Cell, servers: ServerProcesses, args: argparse.Namespace,
+                  duration: float) -> tuple[LoadResult, list[int], list[float]]:
     """Run a cell, again (up to ``--retries`` times) while other work on the machine
     used more than ``--noise-pct`` % of a core in its window; keep the quietest
     attempt. Returns it, its channel pids and every attempt's 'other' CPU."""
@@ -247,7 +248,7 @@ async def measure(cell: Cell, servers: ServerProcesses, args: argparse.Namespace
     attempts: list[float] = []
     for _ in range(1 + args.retries):
         await asyncio.to_thread(wait_for_quiet, args.quiet_wait)
-        result, pids = await run_cell(cell, servers, args.warmup, args.duration)
+        result, pids = await run_cell(cell, servers, args.warmup, duration)
         other = result.cpu.get("other_cpu_pct", 0.0)
         attempts.append(round(other, 1))
         if best is None or other < best[0].cpu.get("other_cpu_pct", 0.0):
@@ -424,9 +425,10 @@ def findings(cells: Sequence[dict[str, Any]], concurrencies: Sequence[int],
                    f"more than {noise_pct:g}% of a core (column 'other'): "
                    f"{', '.join(str(cells.index(c) + 1) for c in noisy)}; their numbers "
                    f"are likely low.")
-    retried = sum(1 for c in cells if len(c.get("attempts_other_cpu_pct", [])) > 1)
+    retried = sum(1 for c in cells for r in c["round_details"]
+                  if len(r["attempts_other_cpu_pct"]) > 1)
     if retried:
-        out.append(f"{retried} cell(s) were measured again because other work on the "
+        out.append(f"{retried} measurement(s) were repeated because other work on the "
                    f"machine disturbed the first attempt.")
     errors = sum(c["errors"] for c in cells)
     if errors:
@@ -437,6 +439,8 @@ def findings(cells: Sequence[dict[str, Any]], concurrencies: Sequence[int],
 
 def markdown(cells: Sequence[dict[str, Any]], info: dict[str, Any], settings: dict[str, Any],
              notes: Sequence[str]) -> str:
+    rounds = settings["rounds"]
+    spread_label = "per round (min-max)" if rounds > 1 else "per 0.5 s (min-max)"
     rows = []
     for i, cell in enumerate(cells, 1):
         base = baseline_of(cell, cells)
@@ -445,16 +449,16 @@ def markdown(cells: Sequence[dict[str, Any]], info: dict[str, Any], settings: di
             i, cell["call"], fmt_num(cell["response_size"]), cell["server_label"],
             f"{cell['client']}, {cell['channels']} ch", cell["concurrency"],
             fmt_num(cell["calls_per_s"]),
-            "{}-{}".format(*(fmt_num(v) for v in cell["calls_per_s_slice_range"])),
-            "=" if base is cell else _pct(_ratio(cell, base)),
+            "{}-{}".format(*(fmt_num(v) for v in cell["calls_per_s_range"])),
+            "ceiling" if base is cell else _pct(_ratio(cell, base)),
             f"{cell['p50_ms']:.2f}", f"{cell['p99_ms']:.2f}",
             f"{cpu.get('client_cpu_pct', math.nan):.0f} / "
             f"{cpu.get('server_cpu_pct', math.nan):.0f} / "
             f"{cpu.get('other_cpu_pct', math.nan):.0f}",
         ])
     table = markdown_table(
-        ["#", "call", "resp. bytes", "server", "client", "conc.", "calls/s",
-         "calls/s per 0.5 s", "vs ceiling", "p50 ms", "p99 ms", "CPU % client / server / other"],
+        ["#", "call", "resp. bytes", "server", "client", "conc.", "calls/s", spread_label,
+         "vs ceiling", "p50 ms", "p99 ms", "CPU % client / server / other"],
         rows, "rlrllrrrrrrr")
     lines = [
         "## Runtime ceiling",
@@ -471,15 +475,23 @@ def markdown(cells: Sequence[dict[str, Any]], info: dict[str, Any], settings: di
         "drops the spans. `2 procs` = two processes on one port (`GEOPLEX_BENCH_REUSE_PORT`), "
         "one channel pinned to each. `stub` = the raw generated stub; `MeshClient` = the typed "
         "client (`clients/mesh.py`). `vs ceiling` compares with the same call, size and "
-        "concurrency on `1 proc` through `stub, 1 ch`. `calls/s per 0.5 s` is the lowest and "
-        "highest rate of the window's half-second slices. CPU is percent of one core over the "
-        "measured window (a process can exceed 100: gRPC runs its own threads); `other` is "
-        "everything else running on the machine, i.e. noise: a cell is measured again (up to "
-        f"{settings['retries']} times) when it exceeds {settings['noise_pct']:g}%, and each "
-        "cell first waits for the machine to go idle.",
+        "concurrency on `1 proc` through `stub, 1 ch`. "
+        + (f"Every cell is measured in {rounds} rounds, each a whole pass over all cells with "
+           "freshly started servers: `calls/s` is the median round and the next column the "
+           "slowest and fastest round; p50/p99 pool the calls of all rounds. "
+           if rounds > 1 else
+           "The column after `calls/s` is the slowest and fastest half second of the window. ")
+        + "CPU is percent of one core over the measured window (a process can exceed 100: "
+        "gRPC runs its own threads); `other` is everything else running on the machine, i.e. "
+        "noise: each measurement first waits for the machine to go idle and is repeated (up "
+        f"to {settings['retries']} times) when `other` exceeds {settings['noise_pct']:g}%.",
         "",
-        f"Machine: {machine_line(info)}. Each cell: {settings['warmup_s']:g} s warmup, then "
-        f"{settings['duration_s']:g} s measured; client and servers share the cores.",
+        f"Machine: {machine_line(info)}. Each cell: "
+        + (f"{rounds} x ({settings['warmup_s']:g} s warmup + "
+           f"{settings['duration_s'] / rounds:g} s measured)" if rounds > 1 else
+           f"{settings['warmup_s']:g} s warmup + {settings['duration_s']:g} s measured")
+        + f"; client and servers share the cores. The whole run took "
+        f"{settings['elapsed_s'] / 60:.1f} min.",
         "",
         table,
         "",
@@ -509,7 +521,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.runtime", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=4.0,
-                        help="measured seconds per cell (default 4)")
+                        help="measured seconds per cell, split across the rounds (default 4)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure every cell this many times, a whole pass over all "
+                             "cells (fresh servers) apart; report the median rate and pool "
+                             "the latencies (default 3)")
     parser.add_argument("--warmup", type=float, default=1.0,
                         help="warmup seconds per cell, not measured (default 1)")
     parser.add_argument("--concurrency", type=_int_list, default=[1, 16, 64],
@@ -538,7 +554,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="write the results even with --quick")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup = 1.0, 0.3
+        args.duration, args.warmup, args.rounds = 1.0, 0.3, 1
         if args.concurrency == [1, 16, 64]:
             args.concurrency = [1, 16]
         args.no_write = not args.write
@@ -546,8 +562,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--concurrency: every value must be at least 1")
     if any(s > 1 << 20 for s in args.response_size):
         parser.error("--response-size: at most 1048576 bytes")
-    if args.duration <= 0 or args.warmup < 0:
-        parser.error("--duration must be > 0 and --warmup >= 0")
+    if args.duration <= 0 or args.warmup < 0 or args.rounds < 1 or args.retries < 0:
+        parser.error("--duration must be > 0, --warmup and --retries >= 0, --rounds >= 1")
     if args.only:
         unknown = set(args.only) - {s.key for s in SETUPS}
         if unknown:
@@ -564,38 +580,62 @@ async def run(args: argparse.Namespace) -> int:
                   if not args.only or c.server.key in args.only]
     setups = list(dict.fromkeys(c.server for c in cells_plan))
     info = machine_info()
-    per_cell = args.warmup + args.duration
+    per_round = args.duration / args.rounds
+    estimate = len(cells_plan) * (args.rounds * args.warmup + args.duration)
     print(f"bench.runtime: {len(cells_plan)} cells on {len(setups)} server setups, "
-          f"{args.warmup:g}+{args.duration:g} s each (~{len(cells_plan) * per_cell / 60:.1f} min "
-          f"plus start-up)", flush=True)
+          f"{args.rounds} round(s) of {args.warmup:g} s warmup + {per_round:g} s measured per "
+          f"cell (~{estimate / 60:.1f} min plus start-up and retries)", flush=True)
     print(f"machine: {machine_line(info)}; load average {info['loadavg'][0]:.2f}", flush=True)
-    results: list[dict[str, Any]] = []
+    measured: list[list[dict[str, Any]]] = [[] for _ in cells_plan]
     started = time.perf_counter()
-    n = 0
-    for setup in setups:
-        port = free_port()
-        level = "" if "log" in setup.label else f", log {setup.log_level}"
-        print(f"-- server: {setup.label}{level} "
-              f"({setup.processes} process{'es' if setup.processes > 1 else ''} on :{port})",
-              flush=True)
-        with start_server_processes(SERVER_ARGV, setup.processes, setup.env(port)) as servers:
-            for cell in [c for c in cells_plan if c.server == setup]:
-                n += 1
-                result, pids, attempts = await measure(cell, servers, args)
-                row = {
-                    "server": setup.key, "server_label": setup.label,
-                    "server_processes": setup.processes, "tracing": setup.tracing,
-                    "log_level": setup.log_level, "call": cell.call,
-                    "response_size": cell.response_size, "client": cell.client,
-                    "channels": cell.channels, "channel_server_pids": pids,
-                    "server_pids": servers.pids, **result.as_dict(),
-                    "calls_per_s_slice_range": list(result.slice_range),
-                    "attempts_other_cpu_pct": attempts,
-                }
-                results.append(row)
-                print(progress_line(n, len(cells_plan), cell, result, attempts), flush=True)
+    for round_no in range(1, args.rounds + 1):
+        for setup in setups:
+            port = free_port()
+            level = "" if "log" in setup.label else f", log {setup.log_level}"
+            print(f"-- round {round_no}/{args.rounds}, server: {setup.label}{level} "
+                  f"({setup.processes} process{'es' if setup.processes > 1 else ''} on :{port})",
+                  flush=True)
+            with start_server_processes(SERVER_ARGV, setup.processes,
+                                        setup.env(port)) as servers:
+                for index, cell in enumerate(cells_plan):
+                    if cell.server != setup:
+                        continue
+                    result, pids, attempts = await measure(cell, servers, args, per_round)
+                    measured[index].append({"result": result, "channel_server_pids": pids,
+                                            "server_pids": servers.pids,
+                                            "attempts_other_cpu_pct": attempts})
+                    line = progress_line(index + 1, len(cells_plan), cell, result, attempts)
+                    if args.rounds > 1:
+                        line = f"r{round_no} {line}"
+                        if round_no == args.rounds:  # the cell is complete
+                            done = combine_rounds([m["result"] for m in measured[index]])
+                            rates = done["calls_per_s_rounds"]
+                            line += (f"  => median {fmt_num(done['calls_per_s'])} calls/s "
+                                     f"({fmt_num(min(rates))}-{fmt_num(max(rates))}), "
+                                     f"p99 {done['p99_ms']:.2f} ms")
+                    print(line, flush=True)
+    results: list[dict[str, Any]] = []
+    for cell, rounds in zip(cells_plan, measured):
+        setup = cell.server
+        combined = combine_rounds([m["result"] for m in rounds])
+        if len(rounds) > 1:
+            spread = [min(combined["calls_per_s_rounds"]), max(combined["calls_per_s_rounds"])]
+        else:
+            spread = list(rounds[0]["result"].slice_range)
+        results.append({
+            "server": setup.key, "server_label": setup.label,
+            "server_processes": setup.processes, "tracing": setup.tracing,
+            "log_level": setup.log_level, "call": cell.call,
+            "response_size": cell.response_size, "client": cell.client,
+            "channels": cell.channels, **combined, "calls_per_s_range": spread,
+            "round_details": [{**m["result"].as_dict(),
+                               "channel_server_pids": m["channel_server_pids"],
+                               "server_pids": m["server_pids"],
+                               "attempts_other_cpu_pct": m["attempts_other_cpu_pct"]}
+                              for m in rounds],
+        })
     elapsed = time.perf_counter() - started
-    settings = {"warmup_s": args.warmup, "duration_s": args.duration,
+    settings = {"warmup_s": args.warmup, "duration_s": args.duration, "rounds": args.rounds,
                 "retries": args.retries, "noise_pct": args.noise_pct,
                 "concurrency": args.concurrency, "response_sizes": args.response_size,
                 "quick": args.quick, "elapsed_s": round(elapsed, 1),

@@ -2,6 +2,9 @@
 
 from .errors import (
     AlreadyExistsError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    ResourceExhaustedError,
     GeoplexRpcError,
     InvalidArgumentError,
     NotFoundError,
@@ -12,7 +15,8 @@ from .errors import (
 from .channel import ChannelOptions, open_channel
 
 __all__ = [
-    "AlreadyExistsError", "ChannelOptions", "GeoplexRpcError", "InvalidArgumentError",
+    "AlreadyExistsError", "ChannelOptions", "DeadlineExceededError", "FailedPreconditionError",
+    "ResourceExhaustedError", "GeoplexRpcError", "InvalidArgumentError",
     "NotFoundError", "PermissionDeniedError", "UnauthenticatedError", "UnavailableError",
     "open_channel",
 ]

@@ -1,7 +1,7 @@
 """One way to open a channel to any Geoplex server, and the base of every typed client.
 
-Unary calls that are safe to repeat are retried by gRPC itself on UNAVAILABLE
-(service-config retry policy with exponential backoff); every call has a
+Calls that are safe to repeat (reads) are retried by gRPC itself on UNAVAILABLE
+(service-config retry policy with exponential backoff; see IDEMPOTENT_METHODS); every call has a
 default deadline; ``AioRpcError`` becomes a typed :mod:`errors` exception.
 """
 
@@ -21,9 +21,19 @@ from .errors import from_rpc_error
 
 T = TypeVar("T")
 
+# Reads are safe to repeat, so gRPC retries them on UNAVAILABLE with backoff;
+# writes are not (a create could run twice), so only gRPC's transparent retry
+# (a request that never left the client) applies to them.
+IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
+    "geoplex.mesh.v1.MeshService": ("GetServerInfo", "Ping"),
+    "geoplex.proximity.v1.ProximityService": (
+        "SearchNearbyBusinesses", "GetBusiness", "BatchGetBusinesses", "ListBusinesses"),
+}
+
 _RETRY_CONFIG = json.dumps({
     "methodConfig": [{
-        "name": [{}],
+        "name": [{"service": service, "method": method}
+                 for service, methods in IDEMPOTENT_METHODS.items() for method in methods],
         "retryPolicy": {
             "maxAttempts": 4,
             "initialBackoff": "0.1s",

@@ -63,6 +63,10 @@ class DeadlineExceededError(GeoplexRpcError):
     pass
 
 
+class ResourceExhaustedError(GeoplexRpcError):
+    pass
+
+
 _BY_CODE: dict[grpc.StatusCode, type[GeoplexRpcError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
@@ -72,6 +76,7 @@ _BY_CODE: dict[grpc.StatusCode, type[GeoplexRpcError]] = {
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
 }
 
 

@@ -22,8 +22,8 @@ _ALGORITHM = "HS256"
 
 def auth_secret(env: Env | None = None) -> str:
     secret = (env or Env()).str("GEOPLEX_AUTH_SECRET", DEV_SECRET)
-    if len(secret) < 16:
-        raise ConfigError("GEOPLEX_AUTH_SECRET: expected at least 16 characters")
+    if len(secret.encode()) < 32:
+        raise ConfigError("GEOPLEX_AUTH_SECRET: expected at least 32 bytes (HS256 key)")
     return secret
 
 

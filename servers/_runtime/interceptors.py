@@ -68,7 +68,11 @@ class _Call:
             status = INTERNAL_STATUS
         self.code = status.code
         trailing = ((REQUEST_ID_HEADER, self.rid), *tuple(status.trailing_metadata))
-        await context.abort(status.code, status.details, trailing_metadata=trailing)
+        try:
+            await context.abort(status.code, status.details, trailing_metadata=trailing)
+        except grpc.aio.AbortError as abort:
+            # cut the chain: the original exception's text must not reach a trace span
+            raise abort from None
 
     def end(self, context: grpc.aio.ServicerContext) -> None:
         if self.code is grpc.StatusCode.OK:

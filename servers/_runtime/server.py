@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,14 @@ class GeoplexServer:
 
     async def start(self) -> None:
         target = f"{self.config.host}:{self.config.port}"
+        var = f"GEOPLEX_{self.config.name.upper()}_PORT"
+        if self.config.port != 0 and not self.config.reuse_port:
+            # bind first ourselves: gRPC would print its own error line before ours
+            problem = _bind_error(self.config.host, self.config.port)
+            if problem is not None:
+                raise StartupError(f"cannot listen on {target}: the port is taken or the "
+                                   f"address is not local ({problem.strerror or problem}); "
+                                   f"stop the other process or set {var}")
         try:
             if self.config.tls is None:
                 self.port = self.server.add_insecure_port(target)
@@ -101,7 +110,6 @@ class GeoplexServer:
         except RuntimeError:
             self.port = 0
         if self.port == 0:
-            var = f"GEOPLEX_{self.config.name.upper()}_PORT"
             raise StartupError(f"cannot listen on {target}: the port is taken or the address "
                                f"is not local; stop the other process or set {var}")
         await self.server.start()
@@ -115,6 +123,22 @@ class GeoplexServer:
         await self.server.stop(self.config.shutdown_grace if grace is None else grace)
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
+
+
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be bound now, or None if it can."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return OSError(exc.errno, exc.strerror)
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                return exc
+    return None
 
 
 Setup = Callable[[RuntimeConfig, contextlib.AsyncExitStack], Awaitable[Sequence[ServiceSpec]]]

@@ -42,6 +42,8 @@ async def load(store: MongoBusinessStore, businesses: Sequence[Business], *,
                ) -> int:
     """Upsert businesses and their geohash_index rows; returns how many were written."""
     await store.ensure_indexes()
+    if await store.businesses.estimated_document_count() == 0:
+        return await _insert_fresh(store, businesses, cache, progress, label)
     existing = {doc["_id"] async for doc in store.businesses.find(
         {"_id": {"$in": [b.id for b in businesses]}}, {"_id": 1})} if len(businesses) < 20000 \
         else {doc["_id"] async for doc in store.businesses.find({}, {"_id": 1})}
@@ -61,6 +63,23 @@ async def load(store: MongoBusinessStore, businesses: Sequence[Business], *,
             await cache.geo_upsert(chunk)
         progress(f"{label}: {min(n + BATCH, len(todo)):,}/{len(todo):,} written")
     return len(todo)
+
+
+async def _insert_fresh(store: MongoBusinessStore, businesses: Sequence[Business],
+                        cache: RedisBusinessCache | None, progress: Callable[[str], None],
+                        label: str) -> int:
+    """An empty collection: plain inserts, much faster than upserts."""
+    unique = list({b.id: b for b in businesses}.values())
+    for n in range(0, len(unique), BATCH):
+        chunk = unique[n:n + BATCH]
+        await store.businesses.insert_many([to_doc(b) for b in chunk], ordered=False)
+        await store.cells.insert_many([{"geohash": b.geohash, "business_id": b.id}
+                                       for b in chunk], ordered=False)
+        if cache is not None:
+            await cache.geo_upsert(chunk)
+        if (n // BATCH) % 10 == 0 or n + BATCH >= len(unique):
+            progress(f"{label}: {min(n + BATCH, len(unique)):,}/{len(unique):,} written")
+    return len(unique)
 
 
 def from_pois(pois: Iterable[Poi]) -> list[Business]:

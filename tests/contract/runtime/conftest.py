@@ -6,19 +6,23 @@ closed. The probe service and helpers live in ``runtime_probe``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc.aio
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from runtime_probe import ProbeClient, ProbeProximityServicer, probe_spec, runtime_config
+from runtime_probe import (
+    MakeServer,
+    ProbeClient,
+    ProbeProximityServicer,
+    probe_spec,
+    runtime_config,
+)
 
 from geoplex.clients.channel import ChannelOptions, open_channel
 from geoplex.proximity.v1 import proximity_pb2_grpc
 from geoplex.servers._runtime.server import GeoplexServer
-
-MakeServer = Callable[..., Awaitable[GeoplexServer]]
 
 
 @pytest.fixture

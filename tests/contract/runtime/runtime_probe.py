@@ -1,4 +1,4 @@
-"""The probe service and helpers the runtime contract tests share (imported by conftest).
+"""The probe service and helpers shared by the runtime contract tests and their conftest.
 
 The probe is a real servicer of the generated ``ProximityServiceServicer``
 whose handlers raise the runtime's domain errors, crash, sleep, or record the
@@ -10,6 +10,7 @@ through a real aio server and a real channel.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -20,12 +21,14 @@ from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
 from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.context import request_id
 from geoplex.servers._runtime.errors import InvalidArgument, NotFound, PermissionDenied
-from geoplex.servers._runtime.server import ServiceSpec
+from geoplex.servers._runtime.server import GeoplexServer, ServiceSpec
 
 PROXIMITY_SERVICE = proximity_pb2.DESCRIPTOR.services_by_name["ProximityService"].full_name
 ALLOWED_RADII = (500, 1000)
+# The ``make_server`` fixture: (servicer=None, *, tracer_provider=None, **config) -> server.
+MakeServer = Callable[..., Awaitable[GeoplexServer]]
 # A secret the probe puts in the text of an unexpected exception; it must never
-# reach a client.
+# reach a client or a span.
 CRASH_TEXT = "connection to db-7 failed with password hunter2"
 
 

@@ -9,7 +9,12 @@ import grpc
 import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from runtime_probe import PROXIMITY_SERVICE, ProbeProximityServicer, search_request
+from runtime_probe import (
+    PROXIMITY_SERVICE,
+    MakeServer,
+    ProbeProximityServicer,
+    search_request,
+)
 
 from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
 from geoplex.servers._runtime.server import MESH_SERVICE, GeoplexServer
@@ -113,7 +118,7 @@ async def test_in_flight_call_longer_than_grace_is_cut_off(
 
 
 async def test_call_beyond_max_concurrent_rpcs_is_resource_exhausted(
-        make_server, probe: ProbeProximityServicer) -> None:  # type: ignore[no-untyped-def]
+        make_server: MakeServer, probe: ProbeProximityServicer) -> None:
     server = await make_server(probe, max_concurrent_rpcs=1)
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = proximity_pb2_grpc.ProximityServiceStub(channel)

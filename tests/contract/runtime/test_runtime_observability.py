@@ -12,11 +12,17 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from runtime_probe import ProbeClient, ProbeProximityServicer, search_request
+from runtime_probe import (
+    CRASH_TEXT,
+    MakeServer,
+    ProbeClient,
+    ProbeProximityServicer,
+    search_request,
+)
 
 from geoplex.clients.channel import open_channel
 from geoplex.clients.errors import InvalidArgumentError
-from geoplex.proximity.v1 import proximity_pb2_grpc
+from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
 from geoplex.servers._runtime.tracing import client_interceptors, make_tracer_provider
 
 LATITUDE, LONGITUDE = 60.1704, 24.9522
@@ -45,7 +51,7 @@ async def _wait_for_spans(exporter: InMemorySpanExporter, count: int) -> list[Re
 
 
 async def test_server_span_joins_the_client_trace_and_records_no_location(
-        make_server, probe: ProbeProximityServicer) -> None:  # type: ignore[no-untyped-def]
+        make_server: MakeServer, probe: ProbeProximityServicer) -> None:
     server_spans, client_spans = InMemorySpanExporter(), InMemorySpanExporter()
     server_provider = make_tracer_provider("off", "test",
                                            processor=SimpleSpanProcessor(server_spans))
@@ -73,6 +79,24 @@ async def test_server_span_joins_the_client_trace_and_records_no_location(
     texts = [text for span in [*served, *called] for text in _span_texts(span)]
     leaked = [t for t in texts if any(c in t for c in COORDINATE_TEXTS)]
     assert leaked == []
+
+
+async def test_unexpected_exception_text_never_reaches_a_span(
+        make_server: MakeServer, probe: ProbeProximityServicer) -> None:
+    """An unexpected error's text may hold anything (a location, a secret): logs only."""
+    server_spans = InMemorySpanExporter()
+    provider = make_tracer_provider("off", "test", processor=SimpleSpanProcessor(server_spans))
+    server = await make_server(probe, tracer_provider=provider)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = proximity_pb2_grpc.ProximityServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetBusiness(proximity_pb2.GetBusinessRequest(id="crash"), timeout=5)
+    spans = await _wait_for_spans(server_spans, 1)
+
+    assert info.value.code() is grpc.StatusCode.INTERNAL
+    assert len(spans) == 1
+    texts = list(_span_texts(spans[0]))
+    assert [t for t in texts if "hunter2" in t or CRASH_TEXT in t] == []
 
 
 def test_tracing_off_without_a_processor_builds_no_provider() -> None:

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from runtime_probe import PROXIMITY_SERVICE
+from runtime_probe import PROXIMITY_SERVICE, MakeServer
 
 import geoplex
 from geoplex.clients.errors import InvalidArgumentError
@@ -68,7 +68,7 @@ async def test_server_info_names_the_process_its_services_and_version(
     assert info.start_time.seconds > 0
 
 
-async def test_server_without_own_services_still_serves_mesh(make_server) -> None:  # type: ignore[no-untyped-def]
+async def test_server_without_own_services_still_serves_mesh(make_server: MakeServer) -> None:
     server = await make_server()
     async with MeshClient(server.address) as client:
         info = await client.server_info()

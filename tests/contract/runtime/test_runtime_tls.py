@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from runtime_probe import ProbeClient, ProbeProximityServicer
+from runtime_probe import MakeServer, ProbeClient, ProbeProximityServicer
 
 from geoplex.clients.channel import ChannelOptions
 from geoplex.clients.errors import UnavailableError
@@ -67,7 +67,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 async def test_tls_server_answers_a_client_that_trusts_its_ca(
-        make_server, probe: ProbeProximityServicer, pki: Pki) -> None:  # type: ignore[no-untyped-def]
+        make_server: MakeServer, probe: ProbeProximityServicer, pki: Pki) -> None:
     server = await make_server(probe, tls=TlsConfig(pki.server_cert, pki.server_key, None))
     options = ChannelOptions(root_certificates=pki.ca, timeout=5)
 
@@ -78,7 +78,7 @@ async def test_tls_server_answers_a_client_that_trusts_its_ca(
 
 
 async def test_client_that_does_not_trust_the_server_certificate_is_refused(
-        make_server, pki: Pki) -> None:  # type: ignore[no-untyped-def]
+        make_server: MakeServer, pki: Pki) -> None:
     server = await make_server(tls=TlsConfig(pki.server_cert, pki.server_key, None))
     options = ChannelOptions(root_certificates=pki.stranger_ca, timeout=3, retry=False)
 
@@ -88,7 +88,7 @@ async def test_client_that_does_not_trust_the_server_certificate_is_refused(
 
 
 async def test_plaintext_client_cannot_call_a_tls_server(
-        make_server, pki: Pki) -> None:  # type: ignore[no-untyped-def]
+        make_server: MakeServer, pki: Pki) -> None:
     server = await make_server(tls=TlsConfig(pki.server_cert, pki.server_key, None))
 
     async with MeshClient(server.address, ChannelOptions(timeout=3, retry=False)) as client:
@@ -97,7 +97,7 @@ async def test_plaintext_client_cannot_call_a_tls_server(
 
 
 async def test_mutual_tls_server_accepts_a_client_certificate_signed_by_its_client_ca(
-        make_server, pki: Pki) -> None:  # type: ignore[no-untyped-def]
+        make_server: MakeServer, pki: Pki) -> None:
     server = await make_server(tls=TlsConfig(pki.server_cert, pki.server_key, pki.ca))
     options = ChannelOptions(root_certificates=pki.ca, client_cert=pki.client_cert,
                              client_key=pki.client_key, timeout=5)
@@ -107,7 +107,7 @@ async def test_mutual_tls_server_accepts_a_client_certificate_signed_by_its_clie
 
 
 async def test_mutual_tls_server_refuses_a_client_without_a_certificate(
-        make_server, pki: Pki) -> None:  # type: ignore[no-untyped-def]
+        make_server: MakeServer, pki: Pki) -> None:
     server = await make_server(tls=TlsConfig(pki.server_cert, pki.server_key, pki.ca))
     options = ChannelOptions(root_certificates=pki.ca, timeout=3, retry=False)
 
