@@ -1,0 +1,110 @@
+"""Faults of our own processes: backends killed with SIGKILL and restarted under live replicas.
+
+These tests own their backends (not the session ones), so killing them
+disturbs no other test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from geoplex.clients import ChannelOptions
+from geoplex.clients.errors import GeoplexRpcError
+from geoplex.clients.proximity import ProximityClient
+from geoplex.infra.local import LocalInfra
+from geoplex.proximity.v1 import proximity_pb2 as pb
+from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
+from geoplex.type.v1.geo_pb2 import LatLng
+
+pytestmark = pytest.mark.timeout(240)
+TOKEN = mint_token(DEV_SECRET, "fault-owner")
+
+
+@pytest.fixture(scope="module")
+def own_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
+    infra = LocalInfra(tmp_path_factory.mktemp("fault-state"), backends=("redis", "mongo"))
+    infra.start()
+    yield infra
+    infra.stop()
+
+
+@pytest.fixture(scope="module")
+def replicas(own_infra: LocalInfra, server_factory) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    env = {**own_infra.urls.env(), "GEOPLEX_PROXIMITY_DATABASE": f"px_fault_{uuid.uuid4().hex[:6]}",
+           "GEOPLEX_PROXIMITY_PORT": "0", "GEOPLEX_LOG_LEVEL": "warning"}
+    return {index: server_factory("geoplex.servers.proximity",
+                                  {**env, "GEOPLEX_PROXIMITY_INDEX": index}, f"fault-{index}")
+            for index in ("quadtree", "geohash")}
+
+
+async def eventually(check, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = await check()
+            if result:
+                return result
+        except GeoplexRpcError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not recovered within {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+def client(server) -> ProximityClient:  # type: ignore[no-untyped-def]
+    return ProximityClient(server.address, ChannelOptions(token=TOKEN, retry=False))
+
+
+async def found(px: ProximityClient, business_id: str) -> bool:
+    page = await px.search(59.33, 18.06, 1000, page_size=100)
+    return business_id in {h.business.id for h in page.businesses}
+
+
+async def test_replicas_follow_edits_again_after_mongodb_is_killed(own_infra, replicas):
+    async with client(replicas["quadtree"]) as qt, client(replicas["geohash"]) as gh:
+        first = await qt.create(pb.Business(name="Before Crash", location=LatLng(
+            latitude=59.33, longitude=18.06)))
+        await eventually(lambda: found(gh, first.id))
+        own_infra.restart("mongo", kill=True)  # SIGKILL, then start on the same port
+        # nothing acknowledged is lost, and the replicas' change feeds resume
+        after = await eventually(lambda: qt.create(pb.Business(
+            name="After Crash", location=LatLng(latitude=59.331, longitude=18.061))))
+        assert await eventually(lambda: found(qt, first.id))
+        assert await eventually(lambda: found(gh, after.id))
+        assert await eventually(lambda: found(qt, after.id))
+
+
+async def test_search_recovers_after_redis_is_killed(own_infra, replicas):
+    async with client(replicas["quadtree"]) as qt, client(replicas["geohash"]) as gh:
+        made = await qt.create(pb.Business(name="Cache Victim", location=LatLng(
+            latitude=59.332, longitude=18.062)))
+        await eventually(lambda: found(gh, made.id))
+        own_infra.restart("redis", kill=True)
+        # the quadtree path does not need Redis for details it already holds
+        assert await found(qt, made.id)
+        # the geohash path refills its cell cache from MongoDB once Redis is back
+        assert await eventually(lambda: found(gh, made.id))
+        assert (await eventually(lambda: gh.get(made.id))).name == "Cache Victim"
+
+
+async def test_killed_replica_restarts_with_every_acknowledged_business(replicas):
+    server = replicas["quadtree"]
+    async with client(server) as px:
+        made = [await px.create(pb.Business(name=f"Acked {n}", location=LatLng(
+            latitude=59.34, longitude=18.07 + n * 1e-4))) for n in range(5)]
+    import signal
+
+    server.stop(signal.SIGKILL)
+    server.start()
+    async with client(server) as px:
+        page = await px.search(59.34, 18.07, 500, page_size=100)
+    assert {b.id for b in made} <= {h.business.id for h in page.businesses}
+
+
+_ = Path
