@@ -14,9 +14,16 @@ this one client process with closed-loop asyncio workers:
 - through the raw generated stub (the ceiling), and through the typed
   ``clients.mesh.MeshClient`` to show what the SDK adds.
 
-Each cell: ``--warmup`` seconds, then ``--duration`` seconds in which every
-completed call's latency is recorded; the cell reports calls/s, p50 and p99,
-and the CPU used by this client, the servers and anything else on the machine.
+Each cell is measured in ``--rounds`` rounds (default 3), each a whole pass over
+every cell with freshly started servers, so that a burst of other work on this
+shared 2-core machine, or one unlucky placement of threads on cores, moves one
+round and not the result. A round is ``--warmup`` seconds, then ``--duration /
+--rounds`` seconds in which every completed call's latency is recorded
+(``time.perf_counter``); each first waits for the machine to go idle and is
+repeated when other work used more than ``--noise-pct`` of a core. A cell
+reports the median round's calls/s, p50 and p99 over all rounds' calls, and the
+CPU used by this client, the servers and anything else on the machine.
+``--rounds 1`` measures each cell once: 1 s warmup, then 4 s.
 Writes ``bench/results/runtime.json`` and the ``runtime`` section of
 ``BENCHMARKS.md`` (``--no-write`` to skip; ``--quick`` implies it).
 """
@@ -47,13 +54,13 @@ from ._common import (
     WorkerFactory,
     WorkerOp,
     closed_loop,
+    combine_rounds,
     fmt_num,
     free_port,
     machine_info,
     machine_line,
     markdown_table,
     per_worker,
-    combine_rounds,
     start_server_processes,
     wait_for_quiet,
     write_results,
@@ -100,17 +107,13 @@ class Cell:
     client: str = "stub"  # "stub" (raw generated stub) | "MeshClient" (typed SDK client)
     channels: int = 1
 
-    @property
-    def client_label(self) -> str:
-        return f"{self.client}, {self.channels} ch"
-
     def describe(self) -> str:
         return (f"{self.server.key:<7} {self.call:<6} {self.response_size:>5}B "
                 f"{self.client:<10} {self.channels}ch c={self.concurrency:<3}")
 
 
 def plan(concurrencies: Sequence[int], sizes: Sequence[int]) -> list[Cell]:
-    """Every cell of one run, grouped by server setup (each started once)."""
+    """Every cell of one run, grouped by server setup (started once per round)."""
     head = 16 if 16 in concurrencies else max(concurrencies)
     multi = [c for c in concurrencies if c > 1] or [head]
     cells: list[Cell] = []
@@ -243,12 +246,22 @@ async def measure(cell: Cell, servers: ServerProcesses, args: argparse.Namespace
                   duration: float) -> tuple[LoadResult, list[int], list[float]]:
     """Run a cell, again (up to ``--retries`` times) while other work on the machine
     used more than ``--noise-pct`` % of a core in its window; keep the quietest
-    attempt. Returns it, its channel pids and every attempt's 'other' CPU."""
+    attempt. Waiting for quiet and retrying draw on ``args.noise_budget`` seconds
+    for the whole run, so a busy machine cannot stretch it without bound.
+    Returns the attempt kept, its channel pids and every attempt's 'other' CPU."""
     best: tuple[LoadResult, list[int]] | None = None
     attempts: list[float] = []
-    for _ in range(1 + args.retries):
-        await asyncio.to_thread(wait_for_quiet, args.quiet_wait)
+    for attempt in range(1 + args.retries):
+        if attempt and args.noise_budget <= 0:
+            break
+        began = time.monotonic()
+        if args.noise_budget > 0:
+            await asyncio.to_thread(wait_for_quiet, min(args.quiet_wait, args.noise_budget))
+        if attempt == 0:
+            args.noise_budget -= time.monotonic() - began
         result, pids = await run_cell(cell, servers, args.warmup, duration)
+        if attempt:
+            args.noise_budget -= time.monotonic() - began
         other = result.cpu.get("other_cpu_pct", 0.0)
         attempts.append(round(other, 1))
         if best is None or other < best[0].cpu.get("other_cpu_pct", 0.0):
@@ -542,6 +555,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float, default=10.0,
                         help="before each cell, wait up to this many seconds for the machine "
                              "to be idle (default 10)")
+    parser.add_argument("--noise-budget", type=float, default=90.0,
+                        help="seconds the whole run may spend waiting for quiet and "
+                             "retrying; once spent, cells are measured once, as they come "
+                             "(default 90)")
     parser.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
                         default=None, metavar="SETUPS",
                         help="only these server setups: " + ",".join(s.key for s in SETUPS))
@@ -583,7 +600,7 @@ async def run(args: argparse.Namespace) -> int:
     per_round = args.duration / args.rounds
     estimate = len(cells_plan) * (args.rounds * args.warmup + args.duration)
     print(f"bench.runtime: {len(cells_plan)} cells on {len(setups)} server setups, "
-          f"{args.rounds} round(s) of {args.warmup:g} s warmup + {per_round:g} s measured per "
+          f"{args.rounds} round(s) of {args.warmup:g} s warmup + {per_round:.3g} s measured per "
           f"cell (~{estimate / 60:.1f} min plus start-up and retries)", flush=True)
     print(f"machine: {machine_line(info)}; load average {info['loadavg'][0]:.2f}", flush=True)
     measured: list[list[dict[str, Any]]] = [[] for _ in cells_plan]
@@ -637,6 +654,7 @@ async def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     settings = {"warmup_s": args.warmup, "duration_s": args.duration, "rounds": args.rounds,
                 "retries": args.retries, "noise_pct": args.noise_pct,
+                "noise_budget_left_s": round(args.noise_budget, 1),
                 "concurrency": args.concurrency, "response_sizes": args.response_size,
                 "quick": args.quick, "elapsed_s": round(elapsed, 1),
                 "setups": [asdict(s) for s in setups]}

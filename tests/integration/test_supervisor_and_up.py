@@ -1,0 +1,117 @@
+"""`geoplex up` and its supervisor, as a person would run them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from geoplex.servers._runtime.supervisor import ProcessSpec, Supervisor
+
+CHILD = ("import os, signal, time, sys\n"
+         "print(f'child ready on {os.getpid()}', flush=True)\n"
+         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+         "time.sleep(600)\n")
+
+
+async def test_supervisor_restarts_a_crashed_process_and_stops_all():
+    lines: list[str] = []
+    sup = Supervisor([ProcessSpec("a", [sys.executable, "-c", CHILD], {}),
+                      ProcessSpec("b", [sys.executable, "-c", CHILD], {})],
+                     output=lines.append, max_backoff=1.0)
+    await sup.start()
+    before = sup.pids()
+    os.kill(before["a"], signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        now = sup.pids()
+        if now.get("a") not in (None, before["a"]) and any("a restarted" in x for x in lines):
+            break
+        await asyncio.sleep(0.1)
+    after = sup.pids()
+    assert after["a"] != before["a"] and after["b"] == before["b"]
+    assert any("a exited with code -9" in line for line in lines)
+    await sup.stop()
+    for pid in after.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.mark.timeout(300)
+def test_geoplex_up_serves_helsinki_and_stops_cleanly_on_ctrl_c(tmp_path: Path):
+    bindir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GEOPLEX_REDIS_URL", "GEOPLEX_MONGO_URI", "GEOPLEX_ETCD_ENDPOINTS")}
+    env.update({"PYTHONUNBUFFERED": "1", "GEOPLEX_PROXIMITY_PORT": str(_free_port())})
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(bindir / "geoplex"), "up", "--state-dir",
+                                 str(tmp_path / "state")], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while "Geoplex is up" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        target = f"127.0.0.1:{env['GEOPLEX_PROXIMITY_PORT']}"
+        listed = subprocess.run([str(bindir / "grpcurl"), "-plaintext", target, "list"],
+                                capture_output=True, text=True, timeout=30)
+        assert "geoplex.proximity.v1.ProximityService" in listed.stdout
+        found = subprocess.run(
+            [str(bindir / "grpcurl"), "-plaintext", "-d",
+             '{"location":{"latitude":60.17051,"longitude":24.95233},"radius_meters":500}',
+             target, "geoplex.proximity.v1.ProximityService/SearchNearbyBusinesses"],
+            capture_output=True, text=True, timeout=30)
+        assert "Helsingin tuomiokirkko" in found.stdout
+        children = _descendants(proc.pid)
+        assert len(children) >= 5  # redis, mongo, etcd, two proximity processes
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert proc.wait(60) == 0
+        time.sleep(0.5)
+        assert [pid for pid in children if _alive(pid)] == []
+        text = log.read_text()
+        assert "redis-server: stopped" in text and "proximity-1" in text
+        assert "60.17051" not in text and "24.95233" not in text  # never logged
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _free_port() -> int:
+    from geoplex.infra.local import free_port
+
+    return free_port()
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True)
+    children: dict[int, list[int]] = {}
+    for line in out.stdout.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
