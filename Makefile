@@ -12,15 +12,20 @@ STAMP := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-system-deps:  ## install redis-server and etcd from Debian packages if missing
-	@if ! command -v redis-server >/dev/null || ! command -v etcd >/dev/null; then \
-	  echo "installing redis-server and etcd-server (Debian packages)..."; \
+system-deps:  ## install redis-server, etcd, python3-venv and npm from Debian packages if missing
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server etcd-server >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@command -v redis-server >/dev/null && command -v etcd >/dev/null || \
-	  { echo "redis-server/etcd still missing: install the Debian packages redis-server and etcd-server"; exit 1; }
+	@command -v redis-server >/dev/null && command -v etcd >/dev/null && command -v npm >/dev/null || \
+	  { echo "still missing: install the Debian packages redis-server, etcd-server and npm"; exit 1; }
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -11,8 +11,22 @@ A benchmark module (``bench/runtime.py``, ``bench/proximity.py``...) typically::
     write_results("name", {"machine": machine_info(), "cells": [...]})
     write_section("name", markdown_table(headers, rows))
 
-Everything here is standard library only (plus the project's own packages),
-so the numbers depend on what is measured, not on the harness.
+What is here:
+
+- servers: :func:`start_server_processes` (argv, count, env) -> :class:`ServerProcesses`
+  (``addresses``, ``pids``, ``stop()``, a context manager), :func:`free_port`;
+- load: :func:`closed_loop` (worker factory, concurrency, warmup, duration, pids)
+  -> :class:`LoadResult`; :func:`per_worker` for stateless ops;
+  :func:`combine_rounds` to merge repeated measurements of one cell;
+- noise on a shared machine: :func:`wait_for_quiet`, :func:`cpu_usage` (each
+  result's ``cpu`` says how much of the machine other work took);
+- statistics: :func:`percentile`, :func:`latency_summary`;
+- output: :func:`machine_info` / :func:`machine_line`, :func:`write_results`
+  (``bench/results/<name>.json``), :func:`write_section` (the ``<name>`` section of
+  ``BENCHMARKS.md``), :func:`markdown_table`, :func:`fmt_num`.
+
+Standard library only (plus grpc-free project code), so the harness adds no
+dependency of its own.
 """
 
 from __future__ import annotations
@@ -32,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -622,13 +636,3 @@ def fmt_num(value: float, digits: int = 0) -> str:
     if value is None or not math.isfinite(value):
         return "-"
     return f"{value:,.{digits}f}"
-
-
-@contextlib.contextmanager
-def timed(label: str, out: Callable[[str], None] = print) -> Iterator[None]:
-    """Print ``label`` and how long the block took."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        out(f"{label}: {time.perf_counter() - started:.1f}s")

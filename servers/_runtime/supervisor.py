@@ -58,7 +58,7 @@ class Supervisor:
         child.proc = await asyncio.create_subprocess_exec(
             *child.spec.argv, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_die_with_parent)
         child.started_at = time.monotonic()
         child.pump = asyncio.create_task(self._pump(child))
 
@@ -155,6 +155,16 @@ class Supervisor:
                     await asyncio.wait_for(child.pump, 2)
                 except (TimeoutError, asyncio.CancelledError):
                     pass
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the supervisor dies, even by SIGKILL, so none is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def python_module(module: str) -> list[str]:

@@ -105,6 +105,16 @@ class ProximityApp:
             if len(self.details) < self.details.capacity:
                 self.details.put(b)
         self.quadtree = await asyncio.to_thread(QuadtreeIndex, points)
+        if self.index_kind == "redis-geo":  # the GEO set mirrors the system of record
+            batch: list[Business] = []
+            for point in points:
+                b = self.details.get(point.id)
+                if b is not None:
+                    batch.append(b)
+                if len(batch) >= 5000:
+                    await self.cache.geo_upsert(batch)
+                    batch = []
+            await self.cache.geo_upsert(batch)
         log.info("proximity index loaded: %d businesses (%s)", len(points), self.index_kind)
 
     async def _follow(self, stream) -> None:  # type: ignore[no-untyped-def]

@@ -17,8 +17,13 @@ import numpy as np
 import pygeohash
 
 from geoplex.servers._runtime.errors import InvalidArgument
+from geoplex.servers._runtime.geo import (  # noqa: F401 - part of this module's API
+    EARTH_RADIUS_M,
+    haversine_m,
+    haversine_np,
+    validate_location,
+)
 
-EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius, the one 2dsphere $geoNear uses
 RADII_M = (500, 1000, 2000, 5000, 20000)
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -89,15 +94,6 @@ class SearchPage:
 
 # -- validation -----------------------------------------------------------------
 
-def validate_location(lat: float, lon: float, field_name: str = "location") -> None:
-    if not (math.isfinite(lat) and -90.0 <= lat <= 90.0):
-        raise InvalidArgument(f"{field_name}.latitude", "must be a finite number in -90..90",
-                              reason="INVALID_LOCATION")
-    if not (math.isfinite(lon) and -180.0 <= lon <= 180.0):
-        raise InvalidArgument(f"{field_name}.longitude", "must be a finite number in -180..180",
-                              reason="INVALID_LOCATION")
-
-
 def validate_radius(radius_m: int) -> None:
     if radius_m not in RADII_M:
         raise InvalidArgument("radius_meters", "must be one of the supported radii in metres",
@@ -149,25 +145,6 @@ def decode_page_token(token: str, query: SearchQuery) -> tuple[float, str]:
                               "location, radius and filters as the first page",
                               reason="INVALID_PAGE_TOKEN")
     return distance, decoded_id
-
-
-# -- distances -------------------------------------------------------------------
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
-
-
-def haversine_np(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
-    """Distances in metres from one point to arrays of points (degrees)."""
-    p1 = math.radians(lat)
-    p2 = np.radians(lats)
-    dp = p2 - p1
-    dl = np.radians(lons - lon)
-    a = np.sin(dp * 0.5) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dl * 0.5) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
 
 
 @dataclass(frozen=True, slots=True)

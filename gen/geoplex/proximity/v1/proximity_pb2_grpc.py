@@ -127,7 +127,7 @@ class ProximityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListBusinesses(self, request, context):
-        """The caller's own businesses, oldest first.
+        """The caller's own businesses, in id order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

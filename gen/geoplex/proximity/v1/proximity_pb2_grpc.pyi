@@ -51,7 +51,7 @@ class ProximityServiceStub:
     DeleteBusiness: _grpc.UnaryUnaryMultiCallable[_proximity_pb2.DeleteBusinessRequest, _proximity_pb2.DeleteBusinessResponse]
     """Deletes a business the caller owns."""
     ListBusinesses: _grpc.UnaryUnaryMultiCallable[_proximity_pb2.ListBusinessesRequest, _proximity_pb2.ListBusinessesResponse]
-    """The caller's own businesses, oldest first."""
+    """The caller's own businesses, in id order."""
 
 @_typing.type_check_only
 class ProximityServiceAsyncStub(ProximityServiceStub):
@@ -76,7 +76,7 @@ class ProximityServiceAsyncStub(ProximityServiceStub):
     DeleteBusiness: _aio.UnaryUnaryMultiCallable[_proximity_pb2.DeleteBusinessRequest, _proximity_pb2.DeleteBusinessResponse]  # type: ignore[assignment]
     """Deletes a business the caller owns."""
     ListBusinesses: _aio.UnaryUnaryMultiCallable[_proximity_pb2.ListBusinessesRequest, _proximity_pb2.ListBusinessesResponse]  # type: ignore[assignment]
-    """The caller's own businesses, oldest first."""
+    """The caller's own businesses, in id order."""
 
 class ProximityServiceServicer(metaclass=_abc_1.ABCMeta):
     """Nearby business search, business details and owner edits.
@@ -140,6 +140,6 @@ class ProximityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _proximity_pb2.ListBusinessesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_proximity_pb2.ListBusinessesResponse, _abc.Awaitable[_proximity_pb2.ListBusinessesResponse]]:
-        """The caller's own businesses, oldest first."""
+        """The caller's own businesses, in id order."""
 
 def add_ProximityServiceServicer_to_server(servicer: ProximityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
