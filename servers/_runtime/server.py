@@ -49,6 +49,9 @@ class ServiceSpec:
 
     name: str
     register: Callable[[grpc.aio.Server], None]
+    # Called once health is NOT_SERVING and before stop(grace): end long-lived
+    # streams with UNAVAILABLE so clients reconnect elsewhere.
+    on_shutdown: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -120,6 +123,9 @@ class GeoplexServer:
     async def stop(self, grace: float | None = None) -> None:
         """Mark every service NOT_SERVING, then let in-flight calls finish within grace."""
         await self.health.enter_graceful_shutdown()
+        for spec in self.services:
+            if spec.on_shutdown is not None:
+                await spec.on_shutdown()
         await self.server.stop(self.config.shutdown_grace if grace is None else grace)
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()

@@ -1,0 +1,1 @@
+"""Presence: nearby friends, live, over bidirectional streams."""

@@ -1,0 +1,420 @@
+"""The presence hub of one server process: sessions, channel fan-in, fan-out.
+
+One multiplexed Redis pub/sub connection per process carries the channels of
+every friend of every user connected here (reference counted), plus one
+control channel per connected user. A location update: cache it in Redis with
+a TTL, publish it on the user's channel, append it to the history (written
+behind in batches). A message on a friend's channel is turned, for each local
+session following that friend, into a pending change (coalesced per friend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio.client import PubSub
+
+from geoplex.servers._runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+
+from . import domain
+from .adapters.mongo_store import MongoPresenceStore
+from .adapters.redis_bus import REDIS_DOWN, RedisBus, decode_fix
+from .domain import Fix, Gone, Seen, Session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    default_radius_m: float = domain.DEFAULT_RADIUS_M
+    min_radius_m: float = 100.0
+    max_radius_m: float = 50_000.0
+    inactive_after_s: float = 600.0
+    sweep_interval_s: float = 30.0
+    future_tolerance_s: float = 60.0
+    history_batch: int = 1000
+    history_flush_s: float = 1.0
+    history_buffer_max: int = 200_000
+
+
+@dataclass
+class Counters:
+    updates: int = 0
+    updates_lost: int = 0
+    messages_in: int = 0
+    history_written: int = 0
+    history_dropped: int = 0
+    resubscribes: int = 0
+
+
+class PresenceHub:
+    def __init__(self, store: MongoPresenceStore, bus: RedisBus, config: HubConfig,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.bus = bus
+        self.config = config
+        self.clock = clock
+        self.sessions: dict[str, set[Session]] = {}
+        self.watchers: dict[str, set[Session]] = {}
+        self.channels: set[str] = set()
+        self.closing = False
+        self.counters = Counters()
+        self._pubsub: PubSub | None = None
+        self._channels_changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._history: list[dict[str, Any]] = []
+        self._history_kick = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._pump(), name="presence-pubsub"),
+                       asyncio.create_task(self._sweeper(), name="presence-sweep"),
+                       asyncio.create_task(self._history_writer(), name="presence-history")]
+
+    async def shutdown(self) -> None:
+        """Before the server stops: every stream ends (UNAVAILABLE) so clients reconnect."""
+        self.closing = True
+        for sessions in self.sessions.values():
+            for session in sessions:
+                session._wake()
+
+    async def stop(self) -> None:
+        self.closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush_history()
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.aclose()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+
+    # -- sessions --------------------------------------------------------------------
+
+    async def open(self, user: str, fix: Fix) -> Session:
+        settings = await self.store.settings(user, self.config.default_radius_m)
+        friends = await self.store.friends(user)
+        session = Session(user, fix, settings.radius_m, settings.sharing, friends)
+        session.wakeup = asyncio.Event()
+        self.sessions.setdefault(user, set()).add(session)
+        new = [self.bus.control(user)]
+        for friend in friends:
+            self.watchers.setdefault(friend, set()).add(session)
+            new.append(self.bus.channel(friend))
+        await self._subscribe(new)
+        now = self.clock()
+        try:
+            located = await self.bus.shared_locations(sorted(friends))
+        except REDIS_DOWN:
+            located = {}
+        for friend, ffix in located.items():
+            if ffix.t >= now - self.config.inactive_after_s:
+                session.friend_moved(friend, ffix)
+        await self._record(session, fix)
+        return session
+
+    async def close(self, session: Session) -> None:
+        user = session.user_id
+        mine = self.sessions.get(user, set())
+        mine.discard(session)
+        gone = []
+        for friend in session.friends | set(session.friend_fixes):
+            watching = self.watchers.get(friend)
+            if watching is not None:
+                watching.discard(session)
+                if not watching:
+                    del self.watchers[friend]
+                    gone.append(self.bus.channel(friend))
+        if not mine:
+            self.sessions.pop(user, None)
+            gone.append(self.bus.control(user))
+            if session.sharing and not self.closing:
+                try:
+                    await self.bus.withdraw(user, Gone.DISCONNECTED.value)
+                except REDIS_DOWN:
+                    pass
+        await self._unsubscribe(gone)
+
+    async def update(self, session: Session, fix: Fix) -> None:
+        session.moved(fix)
+        await self._record(session, fix)
+
+    async def _record(self, session: Session, fix: Fix) -> None:
+        self.counters.updates += 1
+        try:
+            await self.bus.record(session.user_id, fix, session.sharing)
+        except REDIS_DOWN:
+            self.counters.updates_lost += 1  # a few lost updates are acceptable
+            return
+        if session.sharing:
+            self._history_append(session.user_id, fix)
+
+    def validate(self, lat: float, lon: float, t: float | None, field: str) -> Fix:
+        now = self.clock()
+        return domain.validate_fix(lat, lon, now if t is None else t, field, now,
+                                   self.config.future_tolerance_s)
+
+    # -- pub/sub ------------------------------------------------------------------------
+
+    async def _subscribe(self, channels: list[str]) -> None:
+        fresh = [c for c in channels if c not in self.channels]
+        if not fresh:
+            return
+        self.channels.update(fresh)
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.subscribe(*fresh)
+            except REDIS_DOWN:
+                pass  # the pump resubscribes everything when Redis is back
+        self._channels_changed.set()
+
+    async def _unsubscribe(self, channels: list[str]) -> None:
+        stale = [c for c in channels if c in self.channels]
+        if not stale:
+            return
+        self.channels.difference_update(stale)
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.unsubscribe(*stale)
+            except REDIS_DOWN:
+                pass
+
+    async def _pump(self) -> None:
+        """Read the multiplexed subscription forever; on a lost Redis, reconnect and resubscribe."""
+        backoff = 0.1
+        while True:
+            try:
+                self._pubsub = self.bus.r.pubsub(ignore_subscribe_messages=True)
+                if self.channels:
+                    await self._pubsub.subscribe(*self.channels)
+                backoff = 0.1
+                while True:
+                    if not self._pubsub.subscribed:
+                        self._channels_changed.clear()
+                        await self._channels_changed.wait()
+                        continue
+                    message = await self._pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except REDIS_DOWN as exc:
+                log.warning("pub/sub connection lost (%s); resubscribing", type(exc).__name__)
+            except Exception:  # noqa: BLE001 - never let the pump die
+                log.exception("pub/sub pump error; resubscribing")
+            old, self._pubsub = self._pubsub, None
+            if old is not None:
+                try:
+                    await old.aclose()
+                except Exception:  # noqa: BLE001
+                    pass
+            self.counters.resubscribes += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = message["channel"]
+        channel = channel.decode() if isinstance(channel, bytes) else channel
+        kind, user = self.bus.user_of(channel)
+        data = json.loads(message["data"])
+        self.counters.messages_in += 1
+        if kind == "ch":
+            watching = self.watchers.get(user)
+            if not watching:
+                return
+            if data.get("k") == "loc":
+                lat, lon, t = data["f"]
+                fix = Fix(float(lat), float(lon), float(t))
+                for session in watching:
+                    session.friend_moved(user, fix)
+            elif data.get("k") == "gone":
+                reason = Gone(int(data.get("r", Gone.DISCONNECTED.value)))
+                for session in watching:
+                    session.friend_gone(user, reason)
+        elif kind == "ctl":
+            asyncio.create_task(self._control(user, data))
+
+    async def _control(self, user: str, data: dict[str, Any]) -> None:
+        sessions = list(self.sessions.get(user, ()))
+        if not sessions:
+            return
+        k = data.get("k")
+        if k == "friend+":
+            friend = str(data["f"])
+            for session in sessions:
+                session.add_friend(friend)
+                self.watchers.setdefault(friend, set()).add(session)
+            await self._subscribe([self.bus.channel(friend)])
+            try:
+                located = await self.bus.shared_locations([friend])
+            except REDIS_DOWN:
+                located = {}
+            if friend in located and located[friend].t >= self.clock() - \
+                    self.config.inactive_after_s:
+                for session in sessions:
+                    session.friend_moved(friend, located[friend])
+        elif k == "friend-":
+            friend = str(data["f"])
+            for session in sessions:
+                session.remove_friend(friend)
+                watching = self.watchers.get(friend)
+                if watching is not None:
+                    watching.discard(session)
+                    if not watching:
+                        del self.watchers[friend]
+                        await self._unsubscribe([self.bus.channel(friend)])
+        elif k == "sharing":
+            for session in sessions:
+                session.sharing = bool(data["v"])
+                if session.sharing:
+                    await self._record(session, session.fix)
+        elif k == "radius":
+            for session in sessions:
+                session.set_radius(float(data["v"]))
+
+    # -- inactivity and history -------------------------------------------------------
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            now = self.clock()
+            for sessions in list(self.sessions.values()):
+                for session in sessions:
+                    session.sweep(now, self.config.inactive_after_s)
+
+    def _history_append(self, user: str, fix: Fix) -> None:
+        if len(self._history) >= self.config.history_buffer_max:
+            self._history.pop(0)
+            self.counters.history_dropped += 1
+        self._history.append({"user": user, "lat": fix.lat, "lon": fix.lon,
+                              "t": datetime.fromtimestamp(fix.t, UTC)})
+        if len(self._history) >= self.config.history_batch:
+            self._history_kick.set()
+
+    async def _history_writer(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._history_kick.wait(), self.config.history_flush_s)
+            except TimeoutError:
+                pass
+            self._history_kick.clear()
+            await self._flush_history()
+
+    async def _flush_history(self) -> None:
+        while self._history:
+            batch = self._history[:self.config.history_batch]
+            try:
+                await self.store.append_history(batch)
+            except Exception as exc:  # noqa: BLE001 - keep the rows, retry next tick
+                log.warning("history write failed (%s); will retry", type(exc).__name__)
+                return
+            del self._history[:len(batch)]
+            self.counters.history_written += len(batch)
+
+    # -- unary operations -------------------------------------------------------------------
+
+    def _check_user_id(self, caller: str, other: str) -> None:
+        if not other or len(other) > 128 or not other.isprintable():
+            raise InvalidArgument("user_id", "must be 1..128 printable characters",
+                                  reason="INVALID_USER_ID")
+        if other == caller:
+            raise InvalidArgument("user_id", "must be another user, not the caller",
+                                  reason="SELF_FRIENDSHIP")
+
+    async def add_friend(self, user: str, friend: str) -> None:
+        self._check_user_id(user, friend)
+        await self.store.add_friendship(user, friend)
+        await self.bus.tell(user, {"k": "friend+", "f": friend})
+        await self.bus.tell(friend, {"k": "friend+", "f": user})
+
+    async def remove_friend(self, user: str, friend: str) -> None:
+        self._check_user_id(user, friend)
+        if await self.store.remove_friendship(user, friend) == 0:
+            raise NotFound(f"{friend!r} is not a friend of the caller",
+                           reason="NOT_A_FRIEND", metadata={"user_id": friend})
+        await self.bus.tell(user, {"k": "friend-", "f": friend})
+        await self.bus.tell(friend, {"k": "friend-", "f": user})
+
+    async def set_sharing(self, user: str, sharing: bool) -> bool:
+        await self.store.set_sharing(user, sharing)
+        if not sharing:
+            await self.bus.withdraw(user, Gone.STOPPED_SHARING.value)
+        await self.bus.tell(user, {"k": "sharing", "v": sharing})
+        return sharing
+
+    async def set_radius(self, user: str, radius_m: float) -> float:
+        radius_m = domain.validate_radius(radius_m, self.config.min_radius_m,
+                                          self.config.max_radius_m)
+        await self.store.set_radius(user, radius_m)
+        await self.bus.tell(user, {"k": "radius", "v": radius_m})
+        return radius_m
+
+    async def settings(self, user: str) -> tuple[bool, float]:
+        s = await self.store.settings(user, self.config.default_radius_m)
+        return s.sharing, s.radius_m
+
+    async def list_friends(self, user: str, page_size: int, token: str) -> tuple[list[str], str]:
+        size = _page_size(page_size, 100, 1000)
+        after = _decode_token(token)[1] if token else ""
+        items = await self.store.friends_page(user, size + 1, after)
+        next_token = _encode_token(0.0, items[size - 1]) if len(items) > size else ""
+        return items[:size], next_token
+
+    async def nearby(self, user: str, page_size: int, token: str
+                     ) -> tuple[list[Seen], str, float]:
+        size = _page_size(page_size, 20, 100)
+        after = _decode_token(token) if token else None
+        me = await self.bus.own_location(user)
+        if me is None:
+            raise FailedPrecondition("no recent location for the caller: connect and send a "
+                                     "location first", reason="NO_RECENT_LOCATION")
+        settings = await self.store.settings(user, self.config.default_radius_m)
+        friends = await self.store.friends(user)
+        located = await self.bus.shared_locations(sorted(friends))
+        now = self.clock()
+        seen = []
+        for friend, fix in located.items():
+            if fix.t < now - self.config.inactive_after_s:
+                continue
+            d = domain.haversine_m(me.lat, me.lon, fix.lat, fix.lon)
+            if d <= settings.radius_m and (after is None or (d, friend) > after):
+                seen.append(Seen(friend, fix, d))
+        seen.sort(key=lambda s: (s.distance_m, s.user_id))
+        page = seen[:size]
+        next_token = _encode_token(page[-1].distance_m, page[-1].user_id) \
+            if len(seen) > size else ""
+        return page, next_token, settings.radius_m
+
+
+def _page_size(value: int, default: int, maximum: int) -> int:
+    if value == 0:
+        return default
+    if not 1 <= value <= maximum:
+        raise InvalidArgument("page_size", f"must be in 1..{maximum} (0 means {default})",
+                              reason="INVALID_PAGE_SIZE")
+    return value
+
+
+def _encode_token(distance: float, user: str) -> str:
+    raw = struct.pack(">d", distance) + user.encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return struct.unpack(">d", raw[:8])[0], raw[8:].decode()
+    except (ValueError, struct.error, UnicodeDecodeError):
+        raise InvalidArgument("page_token", "is not a token this service issued",
+                              reason="INVALID_PAGE_TOKEN") from None

@@ -1,0 +1,49 @@
+"""PresenceConfig: read once from GEOPLEX_* variables at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from geoplex.servers._runtime.auth import auth_secret
+from geoplex.servers._runtime.config import ConfigError, Env
+
+from .app import HubConfig
+from .domain import DEFAULT_RADIUS_M
+
+DEFAULT_PORT = 50052
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceConfig:
+    redis_url: str
+    mongo_uri: str
+    database: str
+    namespace: str
+    hub: HubConfig
+    auth_secret: str
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> PresenceConfig:
+        env = env or Env()
+        redis_url = env.url("GEOPLEX_REDIS_URL", ("redis", "rediss", "unix"))
+        mongo_uri = env.url("GEOPLEX_MONGO_URI", ("mongodb", "mongodb+srv"))
+        for var, value in (("GEOPLEX_REDIS_URL", redis_url), ("GEOPLEX_MONGO_URI", mongo_uri)):
+            if value is None:
+                raise ConfigError(f"{var} is not set: run `geoplex up`, or `geoplex infra up` "
+                                  "and export what it prints")
+        p = "GEOPLEX_PRESENCE_"
+        lo = env.float(p + "MIN_RADIUS_METERS", 100.0, lo=1.0)
+        hi = env.float(p + "MAX_RADIUS_METERS", 50_000.0, lo=lo)
+        inactive = env.float(p + "INACTIVE_AFTER_SECONDS", 600.0, lo=1.0, hi=86_400.0)
+        hub = HubConfig(
+            default_radius_m=env.float(p + "DEFAULT_RADIUS_METERS", DEFAULT_RADIUS_M, lo=lo,
+                                       hi=hi),
+            min_radius_m=lo, max_radius_m=hi, inactive_after_s=inactive,
+            sweep_interval_s=env.float(p + "SWEEP_SECONDS", min(30.0, inactive / 10), lo=0.05),
+            future_tolerance_s=env.float(p + "FUTURE_TOLERANCE_SECONDS", 60.0, lo=0.0),
+            history_batch=env.int(p + "HISTORY_BATCH", 1000, lo=1),
+            history_flush_s=env.float(p + "HISTORY_FLUSH_SECONDS", 1.0, lo=0.01))
+        return cls(redis_url=redis_url or "", mongo_uri=mongo_uri or "",
+                   database=env.str(p + "DATABASE", "geoplex"),
+                   namespace=env.str(p + "NAMESPACE", "pr:"), hub=hub,
+                   auth_secret=auth_secret(env))

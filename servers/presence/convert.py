@@ -1,0 +1,58 @@
+"""The only module that knows both presence protobuf messages and domain types."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from geoplex.presence.v1 import presence_pb2 as pb
+from geoplex.servers._runtime.errors import InvalidArgument
+from geoplex.type.v1.geo_pb2 import LatLng
+
+from .app import PresenceHub
+from .domain import Event, Fix, Rejection, Seen
+
+GONE = {1: pb.GONE_REASON_LEFT_RADIUS, 2: pb.GONE_REASON_INACTIVE,
+        3: pb.GONE_REASON_STOPPED_SHARING, 4: pb.GONE_REASON_UNFRIENDED,
+        5: pb.GONE_REASON_DISCONNECTED}
+
+
+def fix_from(hub: PresenceHub, message: pb.Hello | pb.LocationUpdate, field: str) -> Fix:
+    if not message.HasField("location"):
+        raise InvalidArgument(f"{field}.location", "is required", reason="REQUIRED_FIELD")
+    t = None
+    if message.HasField("time"):
+        t = message.time.seconds + message.time.nanos / 1e9
+    return hub.validate(message.location.latitude, message.location.longitude, t, field)
+
+
+def _ts(t: float) -> Timestamp:
+    seconds = int(t)
+    return Timestamp(seconds=seconds, nanos=int((t - seconds) * 1e9))
+
+
+def friend(seen: Seen) -> pb.NearbyFriend:
+    return pb.NearbyFriend(user_id=seen.user_id,
+                           location=LatLng(latitude=seen.fix.lat, longitude=seen.fix.lon),
+                           distance_meters=seen.distance_m, update_time=_ts(seen.fix.t))
+
+
+def snapshot(friends: list[Seen], radius_m: float) -> pb.ConnectResponse:
+    return pb.ConnectResponse(snapshot=pb.Snapshot(friends=[friend(s) for s in friends],
+                                                   radius_meters=radius_m))
+
+
+def event(e: Event) -> pb.ConnectResponse:
+    if e.kind == "nearby":
+        assert e.seen is not None
+        return pb.ConnectResponse(friend_nearby=pb.FriendNearby(friend=friend(e.seen)))
+    if e.kind == "moved":
+        assert e.seen is not None
+        return pb.ConnectResponse(friend_moved=pb.FriendMoved(friend=friend(e.seen)))
+    assert e.reason is not None
+    return pb.ConnectResponse(friend_gone=pb.FriendGone(user_id=e.user_id,
+                                                        reason=GONE[e.reason.value]))
+
+
+def rejection(r: Rejection) -> pb.ConnectResponse:
+    return pb.ConnectResponse(update_rejected=pb.UpdateRejected(field=r.field, reason=r.reason,
+                                                                message=r.message))

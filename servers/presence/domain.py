@@ -1,0 +1,207 @@
+"""Presence domain: one live session's view of its friends, with coalescing.
+
+Pure logic, no network. A session knows its user's location and radius, the
+latest location of each friend that shares, and which friends the client has
+been told are nearby. Changes become *pending* per friend: a newer change for
+the same friend replaces an older one still waiting (a slow client gets the
+newest state, never a backlog), so memory is bounded by the number of friends.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import Enum
+
+from geoplex.servers._runtime.errors import InvalidArgument
+from geoplex.servers._runtime.geo import haversine_m, validate_location
+
+MILE_M = 1609.344
+DEFAULT_RADIUS_M = 5 * MILE_M
+
+
+class Gone(Enum):
+    LEFT_RADIUS = 1
+    INACTIVE = 2
+    STOPPED_SHARING = 3
+    UNFRIENDED = 4
+    DISCONNECTED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """A located point in time (seconds since the epoch)."""
+
+    lat: float
+    lon: float
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A friend the client should show: where, how far, since when."""
+
+    user_id: str
+    fix: Fix
+    distance_m: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What to send for one friend: kind is 'nearby', 'moved' or 'gone'."""
+
+    kind: str
+    user_id: str
+    seen: Seen | None = None
+    reason: Gone | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    field: str
+    reason: str
+    message: str
+
+
+def validate_fix(lat: float, lon: float, t: float, field: str, now: float,
+                 future_tolerance_s: float) -> Fix:
+    validate_location(lat, lon, f"{field}.location")
+    if not math.isfinite(t) or t <= 0:
+        raise InvalidArgument(f"{field}.time", "must be a valid timestamp", reason="INVALID_TIME")
+    if t > now + future_tolerance_s:
+        raise InvalidArgument(f"{field}.time", f"must not be more than "
+                              f"{future_tolerance_s:.0f} s in the future",
+                              reason="TIME_IN_FUTURE")
+    return Fix(lat, lon, t)
+
+
+def validate_radius(radius_m: float, lo: float, hi: float) -> float:
+    if not math.isfinite(radius_m) or not lo <= radius_m <= hi:
+        raise InvalidArgument("radius_meters", f"must be in {lo:g}..{hi:g} metres",
+                              reason="INVALID_RADIUS")
+    return radius_m
+
+
+class Session:
+    """One open stream of one user. Not thread-safe; lives on the event loop."""
+
+    def __init__(self, user_id: str, fix: Fix, radius_m: float, sharing: bool,
+                 friends: set[str], max_rejections: int = 16) -> None:
+        self.user_id = user_id
+        self.fix = fix
+        self.radius_m = radius_m
+        self.sharing = sharing
+        self.friends = set(friends)
+        self.friend_fixes: dict[str, Fix] = {}
+        self.shown: set[str] = set()        # what the client has been told is nearby
+        self.pending: OrderedDict[str, Seen | Gone] = OrderedDict()
+        self.rejections: list[Rejection] = []
+        self.max_rejections = max_rejections
+        self.coalesced = 0                  # changes replaced before the client read them
+        self.dropped_rejections = 0
+        self.delivered = 0
+        self.wakeup: object | None = None   # set by the hub: an asyncio.Event
+
+    # -- inputs --------------------------------------------------------------------
+
+    def distance_to(self, fix: Fix) -> float:
+        return haversine_m(self.fix.lat, self.fix.lon, fix.lat, fix.lon)
+
+    def friend_moved(self, friend: str, fix: Fix) -> None:
+        if friend not in self.friends:
+            return
+        self.friend_fixes[friend] = fix
+        self._evaluate(friend, fix)
+
+    def friend_gone(self, friend: str, reason: Gone) -> None:
+        self.friend_fixes.pop(friend, None)
+        self._set(friend, reason)
+
+    def moved(self, fix: Fix) -> None:
+        self.fix = fix
+        for friend, ffix in self.friend_fixes.items():
+            self._evaluate(friend, ffix)
+
+    def set_radius(self, radius_m: float) -> None:
+        self.radius_m = radius_m
+        for friend, ffix in self.friend_fixes.items():
+            self._evaluate(friend, ffix)
+
+    def add_friend(self, friend: str) -> None:
+        self.friends.add(friend)
+
+    def remove_friend(self, friend: str) -> None:
+        self.friends.discard(friend)
+        self.friend_gone(friend, Gone.UNFRIENDED)
+
+    def sweep(self, now: float, inactive_after_s: float) -> None:
+        stale = [f for f, fix in self.friend_fixes.items() if fix.t < now - inactive_after_s]
+        for friend in stale:
+            self.friend_gone(friend, Gone.INACTIVE)
+
+    def reject(self, rejection: Rejection) -> None:
+        if len(self.rejections) >= self.max_rejections:
+            self.dropped_rejections += 1
+            return
+        self.rejections.append(rejection)
+        self._wake()
+
+    def _evaluate(self, friend: str, fix: Fix) -> None:
+        distance = self.distance_to(fix)
+        if distance <= self.radius_m:
+            self._set(friend, Seen(friend, fix, distance))
+        else:
+            self._set(friend, Gone.LEFT_RADIUS)
+
+    def _set(self, friend: str, state: Seen | Gone) -> None:
+        if isinstance(state, Gone) and friend not in self.shown and friend not in self.pending:
+            return  # nothing shown, nothing to take back
+        if friend in self.pending:
+            self.coalesced += 1
+            del self.pending[friend]
+        self.pending[friend] = state
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup.set()  # type: ignore[attr-defined]
+
+    # -- outputs -------------------------------------------------------------------
+
+    def snapshot(self) -> list[Seen]:
+        """Every visible friend now, nearest first; marks them shown, clears pending."""
+        self.pending.clear()
+        out = []
+        for friend, fix in self.friend_fixes.items():
+            distance = self.distance_to(fix)
+            if distance <= self.radius_m:
+                out.append(Seen(friend, fix, distance))
+        self.shown = {s.user_id for s in out}
+        out.sort(key=lambda s: (s.distance_m, s.user_id))
+        return out
+
+    def drain(self, limit: int = 256) -> tuple[list[Rejection], list[Event]]:
+        """Take what is waiting, oldest change first, at most ``limit`` events."""
+        rejections, self.rejections = self.rejections, []
+        events: list[Event] = []
+        while self.pending and len(events) < limit:
+            friend, state = self.pending.popitem(last=False)
+            if isinstance(state, Seen):
+                kind = "moved" if friend in self.shown else "nearby"
+                self.shown.add(friend)
+                events.append(Event(kind, friend, seen=state))
+            elif friend in self.shown:
+                self.shown.discard(friend)
+                events.append(Event("gone", friend, reason=state))
+        self.delivered += len(events)
+        return rejections, events
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self.pending or self.rejections)
+
+
+def now() -> float:
+    return time.time()

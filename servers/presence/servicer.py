@@ -1,0 +1,122 @@
+"""PresenceService over gRPC: the live stream and the unary settings calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc.aio
+
+from geoplex.presence.v1 import presence_pb2 as pb
+from geoplex.presence.v1 import presence_pb2_grpc
+from geoplex.servers._runtime.auth import TokenVerifier
+from geoplex.servers._runtime.errors import InvalidArgument, Unavailable
+
+from . import convert
+from .app import PresenceHub
+from .domain import Rejection, Session
+
+
+class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
+    def __init__(self, hub: PresenceHub, verifier: TokenVerifier) -> None:
+        self.hub = hub
+        self.verifier = verifier
+
+    def _caller(self, context: grpc.aio.ServicerContext) -> str:
+        return self.verifier.subject(context.invocation_metadata())
+
+    async def Connect(self, request_iterator: AsyncIterator[pb.ConnectRequest],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ConnectResponse]:
+        user = self._caller(context)
+        if self.hub.closing:
+            raise Unavailable("server is shutting down; reconnect", reason="SHUTTING_DOWN")
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            return
+        if first.WhichOneof("message") != "hello":
+            raise InvalidArgument("hello", "the first message of a stream must be a Hello",
+                                  reason="HELLO_REQUIRED")
+        session = await self.hub.open(user, convert.fix_from(self.hub, first.hello, "hello"))
+        reader = asyncio.create_task(self._read(session, request_iterator))
+        try:
+            yield convert.snapshot(session.snapshot(), session.radius_m)
+            wakeup: asyncio.Event = session.wakeup  # type: ignore[assignment]
+            while True:
+                if self.hub.closing:
+                    raise Unavailable("server is shutting down; reconnect",
+                                      reason="SHUTTING_DOWN")
+                if not session.has_output:
+                    if reader.done():
+                        reader.result()  # re-raise a reader failure
+                        return  # the client closed its side
+                    wakeup.clear()
+                    waiter = asyncio.ensure_future(wakeup.wait())
+                    await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    continue
+                rejections, events = session.drain()
+                for r in rejections:
+                    yield convert.rejection(r)
+                for e in events:
+                    yield convert.event(e)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            await self.hub.close(session)
+
+    async def _read(self, session: Session,
+                    request_iterator: AsyncIterator[pb.ConnectRequest]) -> None:
+        async for request in request_iterator:
+            which = request.WhichOneof("message")
+            message = request.location_update if which == "location_update" else request.hello
+            field = which or "message"
+            try:
+                if which is None:
+                    raise InvalidArgument("message", "must be a hello or a location_update",
+                                          reason="EMPTY_MESSAGE")
+                fix = convert.fix_from(self.hub, message, field)
+            except InvalidArgument as exc:
+                session.reject(Rejection(exc.field, exc.reason, exc.message))
+                continue
+            await self.hub.update(session, fix)
+
+    async def AddFriend(self, request: pb.AddFriendRequest,
+                        context: grpc.aio.ServicerContext) -> pb.AddFriendResponse:
+        await self.hub.add_friend(self._caller(context), request.user_id)
+        return pb.AddFriendResponse()
+
+    async def RemoveFriend(self, request: pb.RemoveFriendRequest,
+                           context: grpc.aio.ServicerContext) -> pb.RemoveFriendResponse:
+        await self.hub.remove_friend(self._caller(context), request.user_id)
+        return pb.RemoveFriendResponse()
+
+    async def ListFriends(self, request: pb.ListFriendsRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ListFriendsResponse:
+        items, token = await self.hub.list_friends(self._caller(context), request.page_size,
+                                                   request.page_token)
+        return pb.ListFriendsResponse(user_ids=items, next_page_token=token)
+
+    async def SetSharing(self, request: pb.SetSharingRequest,
+                         context: grpc.aio.ServicerContext) -> pb.SetSharingResponse:
+        sharing = await self.hub.set_sharing(self._caller(context), request.sharing)
+        return pb.SetSharingResponse(sharing=sharing)
+
+    async def ListNearbyFriends(self, request: pb.ListNearbyFriendsRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> pb.ListNearbyFriendsResponse:
+        page, token, radius = await self.hub.nearby(self._caller(context), request.page_size,
+                                                    request.page_token)
+        return pb.ListNearbyFriendsResponse(friends=[convert.friend(s) for s in page],
+                                            next_page_token=token, radius_meters=radius)
+
+    async def SetRadius(self, request: pb.SetRadiusRequest,
+                        context: grpc.aio.ServicerContext) -> pb.SetRadiusResponse:
+        radius = await self.hub.set_radius(self._caller(context), request.radius_meters)
+        return pb.SetRadiusResponse(radius_meters=radius)
+
+    async def GetSettings(self, request: pb.GetSettingsRequest,
+                          context: grpc.aio.ServicerContext) -> pb.GetSettingsResponse:
+        sharing, radius = await self.hub.settings(self._caller(context))
+        return pb.GetSettingsResponse(sharing=sharing, radius_meters=radius)

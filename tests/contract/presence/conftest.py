@@ -1,0 +1,36 @@
+"""Real presence server processes (two sharing Redis and MongoDB) for the contract tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from geoplex.infra.local import BackendUrls, free_port
+
+
+def presence_env(backends: BackendUrls, tag: str, **extra: str) -> dict[str, str]:
+    return {**backends.env(), "GEOPLEX_PRESENCE_DATABASE": f"presence_{tag}",
+            "GEOPLEX_PRESENCE_NAMESPACE": f"pr{tag}:", "GEOPLEX_PRESENCE_PORT": "0",
+            "GEOPLEX_LOG_LEVEL": "info", **extra}
+
+
+@pytest.fixture(scope="session")
+def presence_pair(backends: BackendUrls, server_factory: Callable):
+    """Two presence processes on fixed ports (so a restarted one comes back where it was)."""
+    tag = uuid.uuid4().hex[:6]
+    servers = {}
+    for name in ("a", "b"):
+        env = presence_env(backends, tag, GEOPLEX_PRESENCE_PORT=str(free_port()))
+        servers[name] = server_factory("geoplex.servers.presence", env, f"presence-{name}")
+    return servers
+
+
+@pytest.fixture(scope="session")
+def presence_fast_expiry(backends: BackendUrls, server_factory: Callable):
+    """A presence process whose 10-minute inactivity limit is configured down to 2 s."""
+    env = presence_env(backends, uuid.uuid4().hex[:6],
+                       GEOPLEX_PRESENCE_INACTIVE_AFTER_SECONDS="2",
+                       GEOPLEX_PRESENCE_SWEEP_SECONDS="0.2")
+    return server_factory("geoplex.servers.presence", env, "presence-fast")
