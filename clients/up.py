@@ -66,7 +66,9 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
             method, body = entry.example.split("|", 1)
             print(f"  {entry.name:<10} {target}  ({entry.processes} processes)")
             print(f"    grpcurl -plaintext {target} list")
-            print(f"    grpcurl -plaintext -d '{body}' {target} {entry.full_name}/{method}")
+            auth = ' -H "authorization: Bearer $(geoplex auth dev-token alice)"' \
+                if entry.needs_token else ""
+            print(f"    grpcurl -plaintext{auth} -d '{body}' {target} {entry.full_name}/{method}")
         print("Backends:", ", ".join(f"{k}={v}" for k, v in env.items()))
         print("Ctrl-C stops everything.", flush=True)
         stop = asyncio.Event()

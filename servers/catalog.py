@@ -12,7 +12,8 @@ class ServiceEntry:
     full_name: str      # the gRPC service name, for grpcurl
     default_port: int
     processes: int      # processes sharing the port (grpc.so_reuseport)
-    example: str        # a grpcurl call: (method, JSON body, needs token)
+    example: str        # a grpcurl call: "Method|JSON body"
+    needs_token: bool = False
 
 
 SERVICES: tuple[ServiceEntry, ...] = (
@@ -20,4 +21,7 @@ SERVICES: tuple[ServiceEntry, ...] = (
                  "geoplex.proximity.v1.ProximityService", 50051, 2,
                  "SearchNearbyBusinesses|"
                  '{"location":{"latitude":60.1704,"longitude":24.9522},"radius_meters":500}'),
+    ServiceEntry("presence", "geoplex.servers.presence",
+                 "geoplex.presence.v1.PresenceService", 50052, 2, "GetSettings|{}",
+                 needs_token=True),
 )

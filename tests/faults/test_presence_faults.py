@@ -1,0 +1,74 @@
+"""Presence under faults: Redis killed with SIGKILL and restarted mid-stream."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from geoplex.clients import ChannelOptions
+from geoplex.clients.presence import LiveSession, PresenceClient
+from geoplex.infra.local import LocalInfra
+from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
+
+pytestmark = pytest.mark.timeout(120)
+HOME = (57.7089, 11.9746)
+
+
+@pytest.fixture(scope="module")
+def own_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
+    infra = LocalInfra(tmp_path_factory.mktemp("presence-fault"), backends=("redis", "mongo"))
+    infra.start()
+    yield infra
+    infra.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(own_infra: LocalInfra, server_factory):  # type: ignore[no-untyped-def]
+    env = {**own_infra.urls.env(), "GEOPLEX_PRESENCE_PORT": "0", "GEOPLEX_LOG_LEVEL": "warning"}
+    return [server_factory("geoplex.servers.presence", env, f"presence-fault-{n}")
+            for n in range(2)]
+
+
+async def moved_to(live: LiveSession, user: str, metres: float, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            event = await live.next(0.5)
+        except TimeoutError:
+            continue
+        kind = event.WhichOneof("event")
+        friend = None
+        if kind in ("friend_moved", "friend_nearby"):
+            friend = getattr(event, kind).friend
+        elif kind == "snapshot":
+            friend = next((f for f in event.snapshot.friends if f.user_id == user), None)
+        if friend is not None and abs(friend.distance_meters - metres) < 2:
+            return True
+    return False
+
+
+async def test_streams_continue_after_redis_is_killed_and_restarted(own_infra, pair):
+    tag = uuid.uuid4().hex[:6]
+    alice, bob = f"alice-{tag}", f"bob-{tag}"
+    token = lambda u: ChannelOptions(token=mint_token(DEV_SECRET, u), retry=False)  # noqa: E731
+    async with PresenceClient(pair[0].address, token(alice)) as pa, \
+            PresenceClient(pair[1].address, token(bob)) as pbob:
+        await pa.set_sharing(True)
+        await pbob.set_sharing(True)
+        await pa.add_friend(bob)
+        async with pa.live(*HOME) as la, pbob.live(HOME[0] + 100 / 111_194.93, HOME[1]) as lb:
+            assert await moved_to(la, bob, 100, 10)
+            own_infra.restart("redis", kill=True)
+            # the servers reconnect and resubscribe; a few updates may be lost meanwhile
+            deadline = time.monotonic() + 30
+            n = 0
+            while True:
+                n += 1
+                await lb.update(HOME[0] + (200 + n) / 111_194.93, HOME[1])
+                if await moved_to(la, bob, 200 + n, 1.0):
+                    break
+                assert time.monotonic() < deadline, "no update crossed after Redis restart"
+            assert la.reconnects == 0 and lb.reconnects == 0  # same streams all along
