@@ -7,7 +7,7 @@ import contextlib
 from geoplex.presence.v1 import presence_pb2, presence_pb2_grpc
 from geoplex.servers._runtime import RuntimeConfig, ServiceSpec, run
 from geoplex.servers._runtime.auth import TokenVerifier
-from geoplex.servers._runtime.server import StartupError
+from geoplex.servers._runtime.backends import open_mongo, open_redis
 
 from .adapters import mongo_store, redis_bus
 from .app import PresenceHub
@@ -20,18 +20,8 @@ SERVICE_NAME = presence_pb2.DESCRIPTOR.services_by_name["PresenceService"].full_
 async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
                 config: PresenceConfig | None = None) -> list[ServiceSpec]:
     config = config or PresenceConfig.from_env()
-    try:
-        mongo = await mongo_store.connect(config.mongo_uri)
-    except Exception as exc:  # noqa: BLE001
-        raise StartupError(f"GEOPLEX_MONGO_URI: cannot reach MongoDB ({type(exc).__name__}); "
-                           "start it or fix the URI") from None
-    stack.push_async_callback(mongo.close)
-    try:
-        redis = await redis_bus.connect(config.redis_url)
-    except Exception as exc:  # noqa: BLE001
-        raise StartupError(f"GEOPLEX_REDIS_URL: cannot reach Redis ({type(exc).__name__}); "
-                           "start it or fix the URL") from None
-    stack.push_async_callback(redis.aclose)
+    mongo = await open_mongo(config.mongo_uri, stack)
+    redis = await open_redis(config.redis_url, stack)
     store = mongo_store.MongoPresenceStore(mongo, config.database)
     await store.ensure_indexes()
     hub = PresenceHub(store, redis_bus.RedisBus(redis, config.namespace,

@@ -8,7 +8,7 @@ import logging
 from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
 from geoplex.servers._runtime import RuntimeConfig, ServiceSpec, run
 from geoplex.servers._runtime.auth import TokenVerifier
-from geoplex.servers._runtime.server import StartupError
+from geoplex.servers._runtime.backends import open_mongo, open_redis
 
 from .adapters import mongo_store, redis_cache
 from .app import ProximityApp
@@ -22,18 +22,8 @@ SERVICE_NAME = proximity_pb2.DESCRIPTOR.services_by_name["ProximityService"].ful
 async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
                 config: ProximityConfig | None = None) -> list[ServiceSpec]:
     config = config or ProximityConfig.from_env()
-    try:
-        mongo = await mongo_store.connect(config.mongo_uri)
-    except Exception as exc:  # noqa: BLE001
-        raise StartupError(f"GEOPLEX_MONGO_URI: cannot reach MongoDB ({type(exc).__name__}); "
-                           "start it or fix the URI") from None
-    stack.push_async_callback(mongo.close)
-    try:
-        redis = await redis_cache.connect(config.redis_url)
-    except Exception as exc:  # noqa: BLE001
-        raise StartupError(f"GEOPLEX_REDIS_URL: cannot reach Redis ({type(exc).__name__}); "
-                           "start it or fix the URL") from None
-    stack.push_async_callback(redis.aclose)
+    mongo = await open_mongo(config.mongo_uri, stack)
+    redis = await open_redis(config.redis_url, stack)
     store = mongo_store.MongoBusinessStore(mongo, config.database)
     await store.ensure_indexes()
     cache = redis_cache.RedisBusinessCache(redis, config.database, config.cache_ttl)

@@ -16,6 +16,8 @@ from typing import Any
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import PyMongoError
 
+from geoplex.servers._runtime.backends import ensure_indexes
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -32,14 +34,10 @@ class MongoPresenceStore:
         self.history = db["location_history"]
 
     async def ensure_indexes(self) -> None:
-        for collection, keys, options in (
+        await ensure_indexes([
             (self.friendships, [("user", 1), ("friend", 1)], {"unique": True}),
             (self.history, [("user", 1), ("t", -1)], {}),
-        ):
-            existing = {index["name"] async for index in await collection.list_indexes()}
-            name = "_".join(f"{field}_{kind}" for field, kind in keys)
-            if name not in existing:
-                await collection.create_index(keys, name=name, **options)
+        ])
 
     async def settings(self, user: str, default_radius_m: float) -> Settings:
         doc = await self.settings_.find_one({"_id": user})
@@ -95,14 +93,3 @@ class MongoPresenceStore:
     async def append_history(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             await self.history.insert_many(list(rows), ordered=False)
-
-
-async def connect(uri: str) -> AsyncMongoClient:
-    client: AsyncMongoClient = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000,
-                                                tz_aware=True)
-    try:
-        await client.admin.command("ping")
-    except PyMongoError:
-        await client.close()
-        raise
-    return client

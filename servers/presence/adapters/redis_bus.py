@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -83,12 +81,3 @@ class RedisBus:
 
     async def tell(self, user: str, message: dict[str, Any]) -> None:
         await self.r.publish(self.control(user), json.dumps(message))
-
-
-async def connect(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=3, health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError])
-    await client.ping()
-    return client

@@ -8,6 +8,7 @@ deletes one small document and inserts another, no array is rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -15,7 +16,8 @@ from typing import Any
 
 import pymongo
 from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
+
+from geoplex.servers._runtime.backends import ensure_indexes, open_mongo
 
 from ..domain import Business
 from ..ports import Change
@@ -57,18 +59,12 @@ class MongoBusinessStore:
         self.cells = self.db["geohash_index"]
 
     async def ensure_indexes(self) -> None:
-        """Create missing indexes only (re-creating one with other options is an error)."""
-        wanted = [
+        await ensure_indexes([
             (self.businesses, [("location", pymongo.GEOSPHERE)], {}),
             (self.businesses, [("owner", 1), ("_id", 1)], {}),
             (self.cells, [("geohash", 1), ("business_id", 1)], {"unique": True}),
             (self.cells, [("business_id", 1)], {}),
-        ]
-        for collection, keys, options in wanted:
-            existing = {index["name"] async for index in await collection.list_indexes()}
-            name = "_".join(f"{field}_{kind}" for field, kind in keys)
-            if name not in existing:
-                await collection.create_index(keys, name=name, **options)
+        ])
 
     async def get_many(self, ids: Sequence[str]) -> dict[str, Business]:
         if not ids:
@@ -140,11 +136,6 @@ class MongoBusinessStore:
 
 
 async def connect(uri: str) -> AsyncMongoClient:
-    client: AsyncMongoClient = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000,
-                                                tz_aware=True)
-    try:
-        await client.admin.command("ping")
-    except PyMongoError:
-        await client.close()
-        raise
-    return client
+    """A client for tools (loaders, tests); services use the runtime's open_mongo."""
+    stack = contextlib.AsyncExitStack()
+    return await open_mongo(uri, stack)

@@ -96,9 +96,3 @@ class RedisBusinessCache:
     async def flush_namespace(self) -> None:
         async for key in self.r.scan_iter(match=self.prefix + "*", count=1000):
             await self.r.delete(key)
-
-
-async def connect(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
-    await client.ping()
-    return client

@@ -1,0 +1,67 @@
+"""One way for every service to open its MongoDB and Redis clients.
+
+A backend that cannot be reached stops start-up with one line naming the
+variable to fix; the client is closed with the service (the exit stack closes
+in reverse order of opening).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as redis
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .server import StartupError
+
+
+async def open_mongo(uri: str, stack: contextlib.AsyncExitStack) -> AsyncMongoClient:
+    client: AsyncMongoClient = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000,
+                                                tz_aware=True)
+    try:
+        await client.admin.command("ping")
+    except Exception as exc:  # noqa: BLE001
+        await client.close()
+        raise StartupError(f"GEOPLEX_MONGO_URI: cannot reach MongoDB ({type(exc).__name__}); "
+                           "start it or fix the URI") from None
+    stack.push_async_callback(client.close)
+    return client
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client that retries a dropped connection briefly (a Redis restart)."""
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=3, health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError])
+
+
+async def open_redis(url: str, stack: contextlib.AsyncExitStack) -> redis.Redis:
+    client = redis_client(url)
+    try:
+        await client.ping()
+    except Exception as exc:  # noqa: BLE001
+        await client.aclose()
+        raise StartupError(f"GEOPLEX_REDIS_URL: cannot reach Redis ({type(exc).__name__}); "
+                           "start it or fix the URL") from None
+    stack.push_async_callback(client.aclose)
+    return client
+
+
+IndexSpec = tuple[AsyncCollection, Sequence[tuple[str, Any]], dict[str, Any]]
+
+
+async def ensure_indexes(specs: Sequence[IndexSpec]) -> None:
+    """Create the missing indexes only (re-creating one with other options is an error)."""
+    for collection, keys, options in specs:
+        existing = {index["name"] async for index in await collection.list_indexes()}
+        name = "_".join(f"{field}_{kind}" for field, kind in keys)
+        if name not in existing:
+            await collection.create_index(list(keys), name=name, **options)
