@@ -15,7 +15,6 @@ cluster, Redis Cluster, an etcd cluster).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -72,12 +71,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the parent dies, so nothing is orphaned."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def with_parent_death_signal(argv: list[str]) -> list[str]:
+    """``argv`` run so that the child gets SIGTERM when its parent dies, so nothing is orphaned.
+
+    Uses util-linux ``setpriv --pdeathsig`` (an exec, no Python between fork and
+    exec: a ``preexec_fn`` is unsafe in a process with gRPC threads and was seen
+    to crash the child).
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else list(argv)
 
 
 def find_binary(name: str, hint: str) -> str:
@@ -141,8 +143,8 @@ class _Proc:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            self.proc = subprocess.Popen(with_parent_death_signal(self.argv), stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)  # Ctrl-C goes to us only
 
     def wait_ready(self, timeout: float) -> None:

@@ -55,10 +55,12 @@ class Supervisor:
     async def _spawn(self, child: _Child) -> None:
         env = {**os.environ, **child.spec.env, "PYTHONUNBUFFERED": "1"}
         child.ready.clear()
+        from geoplex.infra.local import with_parent_death_signal
+
         child.proc = await asyncio.create_subprocess_exec(
-            *child.spec.argv, env=env, stdin=asyncio.subprocess.DEVNULL,
+            *with_parent_death_signal(list(child.spec.argv)), env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True)
         child.started_at = time.monotonic()
         child.pump = asyncio.create_task(self._pump(child))
 
@@ -155,16 +157,6 @@ class Supervisor:
                     await asyncio.wait_for(child.pump, 2)
                 except (TimeoutError, asyncio.CancelledError):
                     pass
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the supervisor dies, even by SIGKILL, so none is orphaned."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def python_module(module: str) -> list[str]:
