@@ -18,15 +18,15 @@ What is here:
 - load: :func:`closed_loop` (worker factory, concurrency, warmup, duration, pids)
   -> :class:`LoadResult`; :func:`per_worker` for stateless ops;
   :func:`combine_rounds` to merge repeated measurements of one cell;
-- noise on a shared machine: :func:`wait_for_quiet`, :func:`cpu_usage` (each
-  result's ``cpu`` says how much of the machine other work took);
+- noise on a shared machine: :func:`wait_for_quiet` (and ``_async``),
+  :func:`cpu_usage` (each result's ``cpu`` says how much of the machine other
+  work took);
 - statistics: :func:`percentile`, :func:`latency_summary`;
 - output: :func:`machine_info` / :func:`machine_line`, :func:`write_results`
   (``bench/results/<name>.json``), :func:`write_section` (the ``<name>`` section of
   ``BENCHMARKS.md``), :func:`markdown_table`, :func:`fmt_num`.
 
-Standard library only (plus grpc-free project code), so the harness adds no
-dependency of its own.
+Standard library only, so the harness adds no dependency of its own.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from geoplex.infra.local import with_parent_death_signal
 
 ROOT = Path(__file__).resolve().parent.parent
 """The project root (where ``BENCHMARKS.md`` lives)."""
@@ -315,13 +317,24 @@ async def closed_loop(factory: WorkerFactory, *, concurrency: int, warmup: float
                       slices=slices, latencies_s=latencies, **stats)
 
 
-def combine_rounds(rounds: Sequence[LoadResult]) -> dict[str, Any]:
+def combine_rounds(rounds: Sequence[LoadResult],
+                   max_other_pct: float | None = None) -> dict[str, Any]:
     """One cell's result from several rounds (the same measurement repeated apart in time).
 
-    ``calls_per_s`` is the median of the rounds' rates (``calls_per_s_rounds`` lists
-    them), so one disturbed round does not move it; latency percentiles pool every
-    round's calls; CPU shares are averaged; ``calls`` and ``errors`` are summed.
+    With ``max_other_pct``, rounds during which other work on the machine took more
+    than that share of a core are left out, unless that would leave none
+    (``rounds_used`` lists the indexes kept). Of the rounds kept, ``calls_per_s``
+    is the median rate (``calls_per_s_rounds`` lists every round's), so one
+    disturbed round does not move it; latency percentiles pool their calls; CPU
+    shares are averaged; ``calls`` and ``errors`` are summed.
     """
+    used = list(range(len(rounds)))
+    if max_other_pct is not None:
+        clean = [i for i, r in enumerate(rounds)
+                 if r.cpu.get("other_cpu_pct", 0.0) <= max_other_pct]
+        used = clean or used
+    all_rounds = rounds
+    rounds = [rounds[i] for i in used]
     rates = sorted(r.calls_per_s for r in rounds)
     mid = len(rates) // 2
     median = rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2
@@ -336,11 +349,12 @@ def combine_rounds(rounds: Sequence[LoadResult]) -> dict[str, Any]:
     return {
         "concurrency": rounds[0].concurrency,
         "duration_s": sum(r.duration_s for r in rounds),
-        "rounds": len(rounds),
+        "rounds": len(all_rounds),
+        "rounds_used": used,
         "calls": sum(r.calls for r in rounds),
         "errors": sum(r.errors for r in rounds),
         "calls_per_s": median,
-        "calls_per_s_rounds": [r.calls_per_s for r in rounds],
+        "calls_per_s_rounds": [r.calls_per_s for r in all_rounds],
         **latency_summary(pooled),
         "cpu": dict(sorted(cpu.items())),
         "first_error": next((r.first_error for r in rounds if r.first_error), None),
@@ -372,13 +386,26 @@ def wait_for_quiet(max_wait: float = 15.0, busy_pct: float = 20.0,
 
     Returns the busy percentage of the last probe. Benchmarks on a shared machine
     call it before each measurement so other work does not land in the window.
+    See :func:`wait_for_quiet_async` inside an event loop.
     """
     deadline = time.monotonic() + max_wait
     while True:
         b0, _ = system_cpu_seconds()
         time.sleep(probe_s)
-        b1, _ = system_cpu_seconds()
-        busy = (b1 - b0) / probe_s * 100
+        busy = (system_cpu_seconds()[0] - b0) / probe_s * 100
+        if busy < busy_pct or time.monotonic() >= deadline:
+            return busy
+
+
+async def wait_for_quiet_async(max_wait: float = 15.0, busy_pct: float = 20.0,
+                               probe_s: float = 0.5) -> float:
+    """:func:`wait_for_quiet` for a coroutine: sleeps with ``asyncio.sleep``, so it
+    can be cancelled (Ctrl-C) at once."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0, _ = system_cpu_seconds()
+        await asyncio.sleep(probe_s)
+        busy = (system_cpu_seconds()[0] - b0) / probe_s * 100
         if busy < busy_pct or time.monotonic() >= deadline:
             return busy
 
@@ -477,10 +504,10 @@ def start_server_processes(argv: Sequence[str], count: int = 1,
         for i in range(count):
             log = Path(tmp.name) / f"server-{i}.log"
             with log.open("wb") as stderr:
-                proc = subprocess.Popen(list(argv), env=full_env, cwd=cwd or ROOT,
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=stderr, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
+                proc = subprocess.Popen(with_parent_death_signal(list(argv)), env=full_env,
+                                        cwd=cwd or ROOT, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=stderr,
+                                        start_new_session=True)
             group.procs.append(proc)
             group.logs.append(log)
             address = _wait_ready(proc, ready_timeout)
@@ -496,14 +523,6 @@ def start_server_processes(argv: Sequence[str], count: int = 1,
         group.stop()
         raise
     return group
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the benchmark dies (even by SIGKILL), so none is orphaned."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], timeout: float) -> str | None:

@@ -24,7 +24,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from geoplex.servers._runtime import tracing
@@ -48,7 +48,8 @@ class DiscardingSpanExporter(SpanExporter):
         pass
 
 
-def tracer_provider(config: RuntimeConfig, env: Env):  # type: ignore[no-untyped-def]
+def tracer_provider(config: RuntimeConfig, env: Env) -> TracerProvider | None:
+    """``GEOPLEX_BENCH_TRACING`` if set (off | discard), else the runtime's own choice."""
     mode = env.choice("GEOPLEX_BENCH_TRACING", "", ("off", "discard"))
     if mode == "discard":
         return tracing.make_tracer_provider(
@@ -59,7 +60,8 @@ def tracer_provider(config: RuntimeConfig, env: Env):  # type: ignore[no-untyped
 
 
 async def serve(config: RuntimeConfig, env: Env) -> None:
-    server = GeoplexServer(config, [], tracer_provider=tracer_provider(config, env))
+    provider = tracer_provider(config, env)
+    server = GeoplexServer(config, [], tracer_provider=provider)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -68,7 +70,13 @@ async def serve(config: RuntimeConfig, env: Env) -> None:
     # The same ready line as the runtime's serve(), which the benchmark waits for.
     print(f"geoplex-{NAME} ready on {server.address} pid={os.getpid()}", flush=True)
     await stop.wait()
-    await server.stop(0.5)
+    await server.stop(0.5)  # also shuts the tracer provider down, flushing its spans
+    exporters = [getattr(p, "span_exporter", None) for p in
+                 getattr(getattr(provider, "_active_span_processor", None),
+                         "_span_processors", ())]
+    dropped = sum(e.exported for e in exporters if isinstance(e, DiscardingSpanExporter))
+    if provider is not None:
+        print(f"geoplex-{NAME}: {dropped} spans built and dropped", file=sys.stderr, flush=True)
 
 
 def main() -> None:

@@ -20,7 +20,9 @@ shared 2-core machine, or one unlucky placement of threads on cores, moves one
 round and not the result. A round is ``--warmup`` seconds, then ``--duration /
 --rounds`` seconds in which every completed call's latency is recorded
 (``time.perf_counter``); each first waits for the machine to go idle and is
-repeated when other work used more than ``--noise-pct`` of a core. A cell
+repeated when other work used more than ``--noise-pct`` of a core; a cell left
+with fewer than two undisturbed rounds gets up to two extra ones. Waiting,
+repeating and extra rounds share ``--noise-budget`` seconds per run. A cell
 reports the median round's calls/s, p50 and p99 over all rounds' calls, and the
 CPU used by this client, the servers and anything else on the machine.
 ``--rounds 1`` measures each cell once: 1 s warmup, then 4 s.
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import signal
@@ -49,6 +52,7 @@ from geoplex.clients.mesh import MeshClient
 from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 
 from ._common import (
+    RESULTS_DIR,
     LoadResult,
     ServerProcesses,
     WorkerFactory,
@@ -62,7 +66,7 @@ from ._common import (
     markdown_table,
     per_worker,
     start_server_processes,
-    wait_for_quiet,
+    wait_for_quiet_async,
     write_results,
     write_section,
 )
@@ -142,22 +146,31 @@ async def open_channels(target: str, count: int, server_pids: Sequence[int]
     want_distinct = len(server_pids) > 1 and count > 1
     channels: list[grpc.aio.Channel] = []
     pids: list[int] = []
-    for _ in range(64):
-        # A local subchannel pool: without it, channels with equal arguments
-        # share one connection.
-        channel = grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-        info = await mesh_pb2_grpc.MeshServiceStub(channel).GetServerInfo(
-            mesh_pb2.GetServerInfoRequest(), timeout=10)
-        if want_distinct and info.pid in pids:
+    try:
+        for _ in range(64):
+            # A local subchannel pool: without it, channels with equal arguments
+            # share one connection.
+            channel = grpc.aio.insecure_channel(
+                target, options=[("grpc.use_local_subchannel_pool", 1)])
+            try:
+                info = await mesh_pb2_grpc.MeshServiceStub(channel).GetServerInfo(
+                    mesh_pb2.GetServerInfoRequest(), timeout=10)
+            except BaseException:
+                await channel.close()
+                raise
+            if want_distinct and info.pid in pids:
+                await channel.close()
+                continue
+            channels.append(channel)
+            pids.append(info.pid)
+            if len(channels) == count:
+                return channels, pids
+        raise RuntimeError(f"could not reach {count} distinct server processes "
+                           "in 64 connections")
+    except BaseException:
+        for channel in channels:
             await channel.close()
-            continue
-        channels.append(channel)
-        pids.append(info.pid)
-        if len(channels) == count:
-            return channels, pids
-    for channel in channels:
-        await channel.close()
-    raise RuntimeError(f"could not reach {count} distinct server processes in 64 connections")
+        raise
 
 
 def unary_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceStub], size: int) -> WorkerFactory:
@@ -256,7 +269,7 @@ async def measure(cell: Cell, servers: ServerProcesses, args: argparse.Namespace
             break
         began = time.monotonic()
         if args.noise_budget > 0:
-            await asyncio.to_thread(wait_for_quiet, min(args.quiet_wait, args.noise_budget))
+            await wait_for_quiet_async(min(args.quiet_wait, args.noise_budget))
         if attempt == 0:
             args.noise_budget -= time.monotonic() - began
         result, pids = await run_cell(cell, servers, args.warmup, duration)
@@ -318,17 +331,17 @@ def _pct(ratio: float) -> str:
     return "-" if not math.isfinite(ratio) else f"{(ratio - 1) * 100:+.0f}%"
 
 
-NOISE = 0.10
-"""Run-to-run variation of one cell on the 2-core machine this was written on (the
-same cell repeated on an idle machine varied by about this much either way): a
-difference smaller than this is reported as no clear difference."""
+def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two cells' calls/s ranges (kept rounds, or half-second slices) overlap."""
+    (a_lo, a_hi), (b_lo, b_hi) = a["calls_per_s_range"], b["calls_per_s_range"]
+    return bool(a_lo <= b_hi and b_lo <= a_hi)
 
 
-def _cmp(ratio: float, what: str = "") -> str:
-    """``-27% vs ...``, flagged when it is within :data:`NOISE`."""
-    text = _pct(ratio) + (f" {what}" if what else "")
-    if math.isfinite(ratio) and abs(ratio - 1) < NOISE:
-        text += f", within the ~±{NOISE:.0%} run-to-run variation"
+def _cmp(cell: dict[str, Any], base: dict[str, Any], what: str = "") -> str:
+    """``-27% vs ...``; flagged when the two cells' ranges overlap (no clear difference)."""
+    text = _pct(_ratio(cell, base)) + (f" {what}" if what else "")
+    if _overlap(cell, base):
+        text += ", ranges overlap: not a clear difference"
     return text
 
 
@@ -372,14 +385,16 @@ def findings(cells: Sequence[dict[str, Any]], concurrencies: Sequence[int],
                        "the round-trip latency floor through both Python processes.")
         top = get(concurrency=max(concurrencies))
         if top and top is not ceiling:
+            more = ("past saturation, more concurrency mostly queues"
+                    if _ratio(top, ceiling) < 1 or _overlap(top, ceiling)
+                    else "more calls in flight still amortise per-call work")
             out.append(f"c={top['concurrency']}: {fmt_num(top['calls_per_s'])} calls/s "
-                       f"({_cmp(_ratio(top, ceiling), f'vs c={head}')}), p99 "
-                       f"{top['p99_ms']:.2f} ms: past saturation more concurrency only "
-                       "queues.")
+                       f"({_cmp(top, ceiling, f'vs c={head}')}), p99 "
+                       f"{top['p99_ms']:.2f} ms: {more}.")
     stream = get(call="stream")
     if stream and ceiling:
         out.append(f"Stream messages on long-lived streams: {fmt_num(stream['calls_per_s'])} "
-                   f"messages/s at c={head} ({_cmp(_ratio(stream, ceiling), 'vs unary')}), "
+                   f"messages/s at c={head} ({_cmp(stream, ceiling, 'vs unary')}), "
                    f"p99 {stream['p99_ms']:.2f} ms: no per-call HTTP/2 stream, headers, "
                    "deadline or interceptor run per message.")
     for size in sizes:
@@ -387,49 +402,62 @@ def findings(cells: Sequence[dict[str, Any]], concurrencies: Sequence[int],
             sized = get(response_size=size)
             if sized:
                 out.append(f"A {size:,}-byte response: {fmt_num(sized['calls_per_s'])} calls/s "
-                           f"at c={head} ({_cmp(_ratio(sized, ceiling), 'vs empty')}), "
+                           f"at c={head} ({_cmp(sized, ceiling, 'vs empty')}), "
                            f"p99 {sized['p99_ms']:.2f} ms.")
     traced = get(server=TRACING.key)
     if traced and ceiling:
         out.append(f"Tracing on (OpenTelemetry gRPC server spans, batch processor, exporter "
-                   f"that drops them): {_cmp(_ratio(traced, ceiling), 'calls/s')} at c={head}, "
+                   f"that drops them): {_cmp(traced, ceiling, 'calls/s')} at c={head}, "
                    f"p99 {ceiling['p99_ms']:.2f} -> {traced['p99_ms']:.2f} ms; the span work "
                    "runs in the server process.")
+        traced_stream, stream = get(server=TRACING.key, call="stream"), get(call="stream")
+        if traced_stream and stream:
+            out.append(f"A stream is one span however many messages it carries, so tracing "
+                       f"costs stream messages little: at c={head}, "
+                       f"{_cmp(traced_stream, stream)}.")
     info = get(server=INFO.key)
     if info and ceiling:
         out.append(f"Log level info, the default (one line per RPC, here to a file): "
-                   f"{_cmp(_ratio(info, ceiling), 'calls/s')} at c={head}, p99 "
+                   f"{_cmp(info, ceiling, 'calls/s')} at c={head}, p99 "
                    f"{info['p99_ms']:.2f} ms; every other row runs the servers at warning.")
     sdk = get(client="MeshClient")
     if sdk and ceiling:
         out.append(f"Through the typed MeshClient (request id, deadline, retry policy, typed "
-                   f"errors) instead of the raw stub: {_cmp(_ratio(sdk, ceiling), 'calls/s')} "
+                   f"errors) instead of the raw stub: {_cmp(sdk, ceiling, 'calls/s')} "
                    f"at c={head}, p99 {sdk['p99_ms']:.2f} ms.")
     two_ch = get(channels=2)
     if two_ch and ceiling:
-        out.append(f"Two channels (two connections) to the same process instead of one: "
-                   f"{_cmp(_ratio(two_ch, ceiling))} at c={head}.")
+        out.append(f"Two channels (two connections) to the same process instead of one, at "
+                   f"c={head}: {_cmp(two_ch, ceiling)}.")
     two = get(server=TWO.key, channels=2)
     if two and ceiling:
         each = " + ".join(f"{v:.0f}%" for v in two["cpu"].get("server_cpu_pct_each", []))
-        machine = cpu(two, "machine_cpu_pct")
+        saturated = cpu(ceiling, "machine_cpu_pct") >= 85 * nproc
         verdict = ""
-        if _ratio(two, ceiling) < 1 + NOISE and machine >= 85 * nproc:
+        if (_ratio(two, ceiling) < 1 or _overlap(two, ceiling)) and saturated:
             verdict = (f" With one process the client and server already kept all {nproc} "
                        "cores busy, so a second server process has no core to run on: it "
                        "only adds contention (more threads, context switches). Multi-process "
                        "scaling needs more cores than the load generator uses; it cannot be "
                        "shown on this machine.")
+        others = []
+        for conc in concurrencies:
+            two_c, one_c = get(server=TWO.key, channels=2, concurrency=conc), \
+                get(concurrency=conc)
+            if conc != head and two_c and one_c:
+                others.append(f"at c={conc}: {fmt_num(two_c['calls_per_s'])} calls/s "
+                              f"({_cmp(two_c, one_c, 'vs one process')})")
         out.append(f"Two server processes sharing the port, one channel pinned to each: "
                    f"{fmt_num(two['calls_per_s'])} calls/s at c={head} "
-                   f"({_cmp(_ratio(two, ceiling), 'vs one process')}), p99 "
+                   f"({_cmp(two, ceiling, 'vs one process')}), p99 "
                    f"{two['p99_ms']:.2f} ms; CPU client {cpu(two, 'client_cpu_pct'):.0f}%, "
-                   f"servers {each}.{verdict}")
+                   f"servers {each}"
+                   + (f"; {'; '.join(others)}" if others else "") + f".{verdict}")
         pinned = get(server=TWO.key, channels=1)
         if pinned:
             out.append(f"Two processes but one channel: every call rides one connection, so "
                        f"reaches one process ({fmt_num(pinned['calls_per_s'])} calls/s, "
-                       f"{_cmp(_ratio(pinned, ceiling), 'vs one process')}). SO_REUSEPORT "
+                       f"{_cmp(pinned, ceiling, 'vs one process')}). SO_REUSEPORT "
                        "spreads connections, not calls: a client needs several connections "
                        "to use several processes.")
     noisy = [c for c in cells if c["cpu"].get("other_cpu_pct", 0) > noise_pct]
@@ -490,8 +518,10 @@ def markdown(cells: Sequence[dict[str, Any]], info: dict[str, Any], settings: di
         "client (`clients/mesh.py`). `vs ceiling` compares with the same call, size and "
         "concurrency on `1 proc` through `stub, 1 ch`. "
         + (f"Every cell is measured in {rounds} rounds, each a whole pass over all cells with "
-           "freshly started servers: `calls/s` is the median round and the next column the "
-           "slowest and fastest round; p50/p99 pool the calls of all rounds. "
+           "freshly started servers; rounds disturbed by other work (see `other` below) are "
+           "left out when a clean one exists, and a cell with fewer than two clean rounds gets "
+           "up to two extra rounds. `calls/s` is the median of the rounds kept and "
+           "the next column their slowest and fastest; p50/p99 pool their calls. "
            if rounds > 1 else
            "The column after `calls/s` is the slowest and fastest half second of the window. ")
         + "CPU is percent of one core over the measured window (a process can exceed 100: "
@@ -501,7 +531,7 @@ def markdown(cells: Sequence[dict[str, Any]], info: dict[str, Any], settings: di
         "",
         f"Machine: {machine_line(info)}. Each cell: "
         + (f"{rounds} x ({settings['warmup_s']:g} s warmup + "
-           f"{settings['duration_s'] / rounds:g} s measured)" if rounds > 1 else
+           f"{settings['duration_s'] / rounds:.3g} s measured)" if rounds > 1 else
            f"{settings['warmup_s']:g} s warmup + {settings['duration_s']:g} s measured")
         + f"; client and servers share the cores. The whole run took "
         f"{settings['elapsed_s'] / 60:.1f} min.",
@@ -562,6 +592,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
                         default=None, metavar="SETUPS",
                         help="only these server setups: " + ",".join(s.key for s in SETUPS))
+    parser.add_argument("--rerender", action="store_true",
+                        help="measure nothing: rebuild the findings and the BENCHMARKS.md "
+                             "section from bench/results/runtime.json")
     parser.add_argument("--quick", action="store_true",
                         help="0.3 s warmup, 1 s per cell, concurrency 1,16; implies --no-write")
     parser.add_argument("--no-write", action="store_true",
@@ -604,39 +637,66 @@ async def run(args: argparse.Namespace) -> int:
           f"cell (~{estimate / 60:.1f} min plus start-up and retries)", flush=True)
     print(f"machine: {machine_line(info)}; load average {info['loadavg'][0]:.2f}", flush=True)
     measured: list[list[dict[str, Any]]] = [[] for _ in cells_plan]
-    started = time.perf_counter()
-    for round_no in range(1, args.rounds + 1):
+
+    def clean_rounds(index: int) -> int:
+        return sum(1 for m in measured[index]
+                   if m["result"].cpu.get("other_cpu_pct", 0.0) <= args.noise_pct)
+
+    async def one_pass(label: str, indexes: Sequence[int]) -> None:
+        """Measure these cells once more, each setup's servers freshly started."""
         for setup in setups:
+            todo = [i for i in indexes if cells_plan[i].server == setup]
+            if not todo:
+                continue
             port = free_port()
             level = "" if "log" in setup.label else f", log {setup.log_level}"
-            print(f"-- round {round_no}/{args.rounds}, server: {setup.label}{level} "
-                  f"({setup.processes} process{'es' if setup.processes > 1 else ''} on :{port})",
-                  flush=True)
+            print(f"-- {label}, server: {setup.label}{level} ({setup.processes} "
+                  f"process{'es' if setup.processes > 1 else ''} on :{port})", flush=True)
             with start_server_processes(SERVER_ARGV, setup.processes,
                                         setup.env(port)) as servers:
-                for index, cell in enumerate(cells_plan):
-                    if cell.server != setup:
-                        continue
+                for index in todo:
+                    cell = cells_plan[index]
                     result, pids, attempts = await measure(cell, servers, args, per_round)
                     measured[index].append({"result": result, "channel_server_pids": pids,
                                             "server_pids": servers.pids,
                                             "attempts_other_cpu_pct": attempts})
                     line = progress_line(index + 1, len(cells_plan), cell, result, attempts)
                     if args.rounds > 1:
-                        line = f"r{round_no} {line}"
-                        if round_no == args.rounds:  # the cell is complete
-                            done = combine_rounds([m["result"] for m in measured[index]])
-                            rates = done["calls_per_s_rounds"]
-                            line += (f"  => median {fmt_num(done['calls_per_s'])} calls/s "
-                                     f"({fmt_num(min(rates))}-{fmt_num(max(rates))}), "
-                                     f"p99 {done['p99_ms']:.2f} ms")
+                        line = f"{label.split(',')[0].replace('round ', 'r')} {line}"
+                    if len(measured[index]) >= args.rounds and args.rounds > 1:
+                        # The cell is complete (or topped up): its result so far.
+                        done = combine_rounds([m["result"] for m in measured[index]],
+                                              args.noise_pct)
+                        rates = [done["calls_per_s_rounds"][i] for i in done["rounds_used"]]
+                        line += (f"  => median {fmt_num(done['calls_per_s'])} calls/s "
+                                 f"({fmt_num(min(rates))}-{fmt_num(max(rates))}, "
+                                 f"{len(rates)} of {len(measured[index])} rounds), "
+                                 f"p99 {done['p99_ms']:.2f} ms")
                     print(line, flush=True)
+
+    started = time.perf_counter()
+    for round_no in range(1, args.rounds + 1):
+        await one_pass(f"round {round_no}/{args.rounds}", range(len(cells_plan)))
+    # Cells left with fewer than two undisturbed rounds get extra rounds, as far as
+    # the noise budget allows (at most two extra passes).
+    want = min(2, args.rounds)
+    for extra in range(1, 3):
+        short = [i for i in range(len(cells_plan)) if clean_rounds(i) < want]
+        if not short or args.noise_budget <= 0:
+            break
+        print(f"{len(short)} cell(s) have fewer than {want} undisturbed round(s): "
+              f"measuring them again ({args.noise_budget:.0f} s of noise budget left)",
+              flush=True)
+        began = time.monotonic()
+        await one_pass(f"extra round {extra}", short)
+        args.noise_budget -= time.monotonic() - began
     results: list[dict[str, Any]] = []
     for cell, rounds in zip(cells_plan, measured):
         setup = cell.server
-        combined = combine_rounds([m["result"] for m in rounds])
+        combined = combine_rounds([m["result"] for m in rounds], args.noise_pct)
         if len(rounds) > 1:
-            spread = [min(combined["calls_per_s_rounds"]), max(combined["calls_per_s_rounds"])]
+            kept = [combined["calls_per_s_rounds"][i] for i in combined["rounds_used"]]
+            spread = [min(kept), max(kept)]
         else:
             spread = list(rounds[0]["result"].slice_range)
         results.append({
@@ -676,8 +736,24 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def rerender() -> int:
+    """Rebuild findings and the Markdown section from the last results file."""
+    path = RESULTS_DIR / f"{NAME}.json"
+    payload = json.loads(path.read_text())
+    settings, info, cells = payload["settings"], payload["machine"], payload["cells"]
+    notes = findings(cells, settings["concurrency"], settings["response_sizes"],
+                     settings["noise_pct"], info.get("nproc"))
+    payload["findings"] = notes
+    write_results(NAME, payload)
+    md = write_section(NAME, markdown(cells, info, settings, notes))
+    print(f"rebuilt the '{NAME}' section of {md} from {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rerender:
+        return rerender()
     try:
         return asyncio.run(run(args))
     except (KeyboardInterrupt, asyncio.CancelledError):
