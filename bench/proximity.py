@@ -62,6 +62,7 @@ from ._common import (
     markdown_table,
     per_worker,
     start_server_processes,
+    wait_for_quiet_async,
     write_results,
     write_section,
 )
@@ -218,7 +219,7 @@ async def pinned_channels(address: str, want: int, tries: int = 24) -> list[grpc
 
 async def e2e(address: str, redis_url: str, geo_key: str, queries: list[tuple[float, float]],
               concurrencies: list[int], warmup: float, duration: float, pids: list[int],
-              label: str) -> list[dict[str, Any]]:
+              label: str, rounds: int = 2) -> list[dict[str, Any]]:
     channels = await pinned_channels(address, 2)
     stubs = [proximity_pb2_grpc.ProximityServiceStub(c) for c in channels]
     mesh = [mesh_pb2_grpc.MeshServiceStub(c) for c in channels]
@@ -234,24 +235,32 @@ async def e2e(address: str, redis_url: str, geo_key: str, queries: list[tuple[fl
         for conc in concurrencies:
             cyc = itertools.cycle(range(len(requests)))
             counter = itertools.count()
+            ping_req = mesh_pb2.PingRequest(response_size=size)
 
             async def search() -> None:
                 n = next(counter)
                 await stubs[n % len(stubs)].SearchNearbyBusinesses(requests[next(cyc)],
                                                                   timeout=10)
 
-            res = await closed_loop(per_worker(search), concurrency=conc, warmup=warmup,
-                                    duration=duration, pids=pids)
-            ping_req = mesh_pb2.PingRequest(response_size=size)
-
             async def ping() -> None:
                 n = next(counter)
                 await mesh[n % len(mesh)].Ping(ping_req, timeout=10)
 
-            ceil = None
-            if label == "quadtree":
-                ceil = await closed_loop(per_worker(ping), concurrency=conc, warmup=warmup,
-                                         duration=duration, pids=pids)
+            # Interleaved rounds (search, ceiling, search, ceiling...), each after the
+            # machine goes quiet; the best round of each is reported, which damps the
+            # +-15-20 % window-to-window noise of a shared 2-core machine.
+            res = ceil = None
+            for _ in range(rounds):
+                await wait_for_quiet_async(max_wait=5)
+                r = await closed_loop(per_worker(search), concurrency=conc, warmup=warmup,
+                                      duration=duration, pids=pids)
+                res = r if res is None or r.calls_per_s > res.calls_per_s else res
+                if label == "quadtree":
+                    await wait_for_quiet_async(max_wait=5)
+                    c = await closed_loop(per_worker(ping), concurrency=conc, warmup=warmup,
+                                          duration=duration, pids=pids)
+                    ceil = c if ceil is None or c.calls_per_s > ceil.calls_per_s else ceil
+            assert res is not None
             row = {"variant": label, "radius": radius, "concurrency": conc,
                    "response_bytes": size, "search": res.as_dict(),
                    "ceiling": ceil.as_dict() if ceil else None}
@@ -326,7 +335,10 @@ def report(result: dict[str, Any]) -> str:
          "brute force p50/p99", "quadtree vs brute", "quadtree vs cKDTree"], rows,
         "rrrrrrrr"))
     lines += ["", "**2. End to end over gRPC** (2 server processes sharing the port, one "
-              "client process; calls/s and p50/p99 ms).", ""]
+              "client process; calls/s and p50/p99 ms; each cell is the best of "
+              f"{result.get('rounds', 1)} interleaved rounds of search and ceiling, each "
+              "started on a quiet machine). The search handler answers with a response "
+              "assembled from cached serialised businesses.", ""]
     e2e_rows = []
     by = {(r["variant"], r["radius"], r["concurrency"]): r for r in result["e2e"]}
     for radius in RADII:
@@ -375,7 +387,7 @@ async def amain(args: argparse.Namespace) -> None:
                         ((b.lon + rng.uniform(-0.02, 0.02) + 180) % 360) - 180))
     points = [IndexedPoint(b.id, b.lat, b.lon, b.category, b.name.lower()) for b in businesses]
     result: dict[str, Any] = {"machine": machine, "places": len(points),
-                              "concurrencies": args.concurrency}
+                              "concurrencies": args.concurrency, "rounds": args.rounds}
     result["in_process"] = in_process(points, queries, args.per_radius)
     result["memory"] = index_memory(points)
     log(f"[3/3] index memory: {result['memory']['bytes_per_business']:.0f} B/business")
@@ -405,7 +417,8 @@ async def amain(args: argparse.Namespace) -> None:
                                             2, server_env, ready_timeout=300) as servers:
                     rows += await e2e(servers.address, urls.redis_url or "",
                                       f"px:{DATABASE}:geo", queries, args.concurrency,
-                                      args.warmup, args.duration, servers.pids, variant)
+                                      args.warmup, args.duration, servers.pids, variant,
+                                      args.rounds)
             rows += await raw_geosearch(urls.redis_url or "", f"px:{DATABASE}:geo", queries,
                                         args.concurrency, args.warmup, args.duration, [])
             result["e2e"] = rows
@@ -421,8 +434,10 @@ async def amain(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.proximity", description=__doc__)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per cell")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per round")
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="interleaved rounds per end-to-end cell; the best is kept")
     parser.add_argument("--per-radius", type=int, default=1000,
                         help="in-process queries per radius")
     parser.add_argument("--limit", type=int, default=0, help="use only N places (0: all)")

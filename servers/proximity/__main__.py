@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
+from geoplex.proximity.v1 import proximity_pb2
 from geoplex.servers._runtime import RuntimeConfig, ServiceSpec, run
 from geoplex.servers._runtime.auth import TokenVerifier
 from geoplex.servers._runtime.backends import open_mongo, open_redis
@@ -13,7 +13,7 @@ from geoplex.servers._runtime.backends import open_mongo, open_redis
 from .adapters import mongo_store, redis_cache
 from .app import ProximityApp
 from .config import DEFAULT_PORT, ProximityConfig
-from .servicer import ProximityServicer
+from .servicer import ProximityServicer, add_to_server
 
 log = logging.getLogger("geoplex.servers.proximity")
 SERVICE_NAME = proximity_pb2.DESCRIPTOR.services_by_name["ProximityService"].full_name
@@ -33,8 +33,7 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     stack.push_async_callback(app.stop)
     servicer = ProximityServicer(app, TokenVerifier(config.auth_secret))
     return [ServiceSpec(SERVICE_NAME,
-                        lambda server: proximity_pb2_grpc.add_ProximityServiceServicer_to_server(
-                            servicer, server))]
+                        lambda server: add_to_server(servicer, server))]
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grpc
 import grpc.aio
 
 from geoplex.proximity.v1 import proximity_pb2 as pb
@@ -22,8 +23,8 @@ class ProximityServicer(proximity_pb2_grpc.ProximityServiceServicer):
 
     async def SearchNearbyBusinesses(self, request: pb.SearchNearbyBusinessesRequest,
                                      context: grpc.aio.ServicerContext
-                                     ) -> pb.SearchNearbyBusinessesResponse:
-        return convert.page_to_pb(await self.app.search(convert.query_from_pb(request)))
+                                     ) -> bytes:  # pre-serialised SearchNearbyBusinessesResponse
+        return convert.page_to_bytes(await self.app.search(convert.query_from_pb(request)))
 
     async def GetBusiness(self, request: pb.GetBusinessRequest,
                           context: grpc.aio.ServicerContext) -> pb.GetBusinessResponse:
@@ -64,3 +65,25 @@ class ProximityServicer(proximity_pb2_grpc.ProximityServiceServicer):
                                                  request.page_token)
         return pb.ListBusinessesResponse(businesses=[convert.business_to_pb(b) for b in items],
                                          next_page_token=token)
+
+
+def _serialize(message: object) -> bytes:
+    return message if isinstance(message, bytes) else message.SerializeToString()  # type: ignore[attr-defined]
+
+
+def add_to_server(servicer: ProximityServicer, server: grpc.aio.Server) -> None:
+    """The generated registration, except that a handler may return pre-serialised bytes.
+
+    The search page is assembled from cached serialised businesses
+    (``convert.page_to_bytes``); every other method returns messages as usual.
+    """
+    service = pb.DESCRIPTOR.services_by_name["ProximityService"]
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=getattr(pb, method.input_type.name).FromString,
+            response_serializer=_serialize)
+        for method in service.methods}
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)

@@ -106,3 +106,19 @@ def test_haversine_matches_arc_length_on_the_mean_sphere():
     assert domain.haversine_m(0, 0, 0, 1) == pytest.approx(arc, rel=1e-12)
     assert domain.haversine_m(10, 30, 11, 30) == pytest.approx(arc, rel=1e-12)
     assert domain.haversine_m(0, 179.5, 0, -179.5) == pytest.approx(arc, rel=1e-9)
+
+
+def test_hand_built_search_response_parses_like_the_generated_one():
+    from datetime import UTC, datetime
+
+    from geoplex.proximity.v1 import proximity_pb2 as pb
+    from geoplex.servers.proximity import convert
+
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    hits = [domain.Hit(domain.Business(f"b{i}", f"Café {i} ☕" * (i * 20), "cafe", 60.0 + i,
+                                       24.0, address="x" * (i * 70), create_time=now,
+                                       update_time=now), i * 12.5) for i in range(5)]
+    for token in ("", "tok_en-123"):
+        page = domain.SearchPage(hits, token)
+        parsed = pb.SearchNearbyBusinessesResponse.FromString(convert.page_to_bytes(page))
+        assert parsed == convert.page_to_pb(page)
