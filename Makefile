@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps run test lint breaking gen gen-check bench bench-runtime bench-proximity clean
+.PHONY: help setup system-deps run test lint breaking gen gen-check bench bench-runtime bench-proximity bench-presence clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -52,13 +52,16 @@ run: setup  ## start backends, load demo data, run every service (Ctrl-C stops)
 test: setup lint breaking  ## every test, with the backends they need
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-bench: bench-runtime bench-proximity  ## run every benchmark (minutes)
+bench: bench-runtime bench-proximity bench-presence  ## run every benchmark (minutes)
 
 bench-runtime: setup  ## the runtime's own ceiling
 	$(PY) -m bench.runtime
 
 bench-proximity: setup  ## proximity search vs brute force, cKDTree and Redis GEOSEARCH
 	$(PY) -m bench.proximity
+
+bench-presence: setup  ## nearby friends: simulator over two presence processes vs raw Redis pub/sub
+	$(PY) -m bench.presence
 
 clean:  ## remove local state and build output (keeps the venv)
 	rm -rf .geoplex build dist *.egg-info

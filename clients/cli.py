@@ -185,9 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--target", default="127.0.0.1:50051", help="host:port (default: %(default)s)")
     info.set_defaults(func=cmd_mesh_info)
 
+    from .presence_cli import add_commands as add_presence
     from .proximity_cli import add_commands as add_proximity
 
     add_proximity(sub)
+    add_presence(sub)
     return parser
 
 

@@ -4,8 +4,12 @@
         await presence.set_sharing(True)
         async with presence.live(60.17, 24.95) as live:
             await live.update(60.171, 24.951)
-            async for event in live:          # ConnectResponse messages
+            async for event in live:          # ConnectResponse, one friend each
                 print(event.WhichOneof("event"))
+
+The server packs several friends' changes into one FriendUpdates message
+(gRPC's cost is per message); the live session unpacks them, so callers see
+one event per friend.
 
 When the server ends the stream with UNAVAILABLE (shutdown) or the
 connection drops, the live session reconnects with exponential backoff and
@@ -38,6 +42,14 @@ def _now_ts(t: float | None = None) -> Timestamp:
     t = time.time() if t is None else t
     seconds = int(t)
     return Timestamp(seconds=seconds, nanos=int((t - seconds) * 1e9))
+
+
+def unpack(updates: pb.FriendUpdates) -> list[pb.ConnectResponse]:
+    """A FriendUpdates batch as single events (gone first, then nearby, then moved)."""
+    out = [pb.ConnectResponse(friend_gone=g) for g in updates.gone]
+    out += [pb.ConnectResponse(friend_nearby=n) for n in updates.nearby]
+    out += [pb.ConnectResponse(friend_moved=m) for m in updates.moved]
+    return out
 
 
 class PresenceClient(BaseClient):
@@ -168,9 +180,14 @@ class LiveSession:
                                                    await call.trailing_metadata(),
                                                    await call.details())
                     return
-                if response.WhichOneof("event") == "snapshot":
+                kind = response.WhichOneof("event")
+                if kind == "snapshot":
                     self.connected.set()
-                await self.events.put(response)
+                if kind == "friend_updates":
+                    for single in unpack(response.friend_updates):
+                        self.events.put_nowait(single)
+                else:
+                    self.events.put_nowait(response)
         finally:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -73,6 +73,9 @@ class _Call:
         except grpc.aio.AbortError as abort:
             # cut the chain: the original exception's text must not reach a trace span
             raise abort from None
+        except Exception:  # noqa: BLE001 - the call is already gone (client cancelled)
+            self.code = grpc.StatusCode.CANCELLED
+            raise asyncio.CancelledError() from None
 
     def end(self, context: grpc.aio.ServicerContext) -> None:
         if self.code is grpc.StatusCode.OK:

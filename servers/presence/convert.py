@@ -53,6 +53,24 @@ def event(e: Event) -> pb.ConnectResponse:
                                                         reason=GONE[e.reason.value]))
 
 
+def batch(events: list[Event]) -> pb.ConnectResponse:
+    """One message for many friends' changes (one per friend), or the single event itself."""
+    if len(events) == 1:
+        return event(events[0])
+    updates = pb.FriendUpdates()
+    for e in events:
+        if e.kind == "nearby":
+            assert e.seen is not None
+            updates.nearby.add(friend=friend(e.seen))
+        elif e.kind == "moved":
+            assert e.seen is not None
+            updates.moved.add(friend=friend(e.seen))
+        else:
+            assert e.reason is not None
+            updates.gone.add(user_id=e.user_id, reason=GONE[e.reason.value])
+    return pb.ConnectResponse(friend_updates=updates)
+
+
 def rejection(r: Rejection) -> pb.ConnectResponse:
     return pb.ConnectResponse(update_rejected=pb.UpdateRejected(field=r.field, reason=r.reason,
                                                                 message=r.message))

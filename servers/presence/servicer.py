@@ -52,14 +52,17 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
                         return  # the client closed its side
                     wakeup.clear()
                     waiter = asyncio.ensure_future(wakeup.wait())
-                    await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
+                    try:
+                        await asyncio.wait({waiter, reader},
+                                           return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
                     continue
                 rejections, events = session.drain()
                 for r in rejections:
                     yield convert.rejection(r)
-                for e in events:
-                    yield convert.event(e)
+                if events:  # one message per drain: gRPC's cost is per message
+                    yield convert.batch(events)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

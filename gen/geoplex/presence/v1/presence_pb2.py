@@ -26,15 +26,15 @@ from geoplex.type.v1 import geo_pb2 as geoplex_dot_type_dot_v1_dot_geo__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"geoplex/presence/v1/presence.proto\x12\x13geoplex.presence.v1\x1a\x19geoplex/type/v1/geo.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x0e\x43onnectRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.geoplex.presence.v1.HelloH\x00\x12>\n\x0flocation_update\x18\x02 \x01(\x0b\x32#.geoplex.presence.v1.LocationUpdateH\x00\x42\t\n\x07message\"\\\n\x05Hello\x12)\n\x08location\x18\x01 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x0eLocationUpdate\x12)\n\x08location\x18\x01 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbb\x02\n\x0f\x43onnectResponse\x12\x31\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1d.geoplex.presence.v1.SnapshotH\x00\x12:\n\rfriend_nearby\x18\x02 \x01(\x0b\x32!.geoplex.presence.v1.FriendNearbyH\x00\x12\x38\n\x0c\x66riend_moved\x18\x03 \x01(\x0b\x32 .geoplex.presence.v1.FriendMovedH\x00\x12\x36\n\x0b\x66riend_gone\x18\x04 \x01(\x0b\x32\x1f.geoplex.presence.v1.FriendGoneH\x00\x12>\n\x0fupdate_rejected\x18\x05 \x01(\x0b\x32#.geoplex.presence.v1.UpdateRejectedH\x00\x42\x07\n\x05\x65vent\"\x94\x01\n\x0cNearbyFriend\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12)\n\x08location\x18\x02 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12\x17\n\x0f\x64istance_meters\x18\x03 \x01(\x01\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x08Snapshot\x12\x32\n\x07\x66riends\x18\x01 \x03(\x0b\x32!.geoplex.presence.v1.NearbyFriend\x12\x15\n\rradius_meters\x18\x02 \x01(\x01\"A\n\x0c\x46riendNearby\x12\x31\n\x06\x66riend\x18\x01 \x01(\x0b\x32!.geoplex.presence.v1.NearbyFriend\"@\n\x0b\x46riendMoved\x12\x31\n\x06\x66riend\x18\x01 \x01(\x0b\x32!.geoplex.presence.v1.NearbyFriend\"N\n\nFriendGone\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12/\n\x06reason\x18\x02 \x01(\x0e\x32\x1f.geoplex.presence.v1.GoneReason\"@\n\x0eUpdateRejected\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"#\n\x10\x41\x64\x64\x46riendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x13\n\x11\x41\x64\x64\x46riendResponse\"&\n\x13RemoveFriendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x16\n\x14RemoveFriendResponse\";\n\x12ListFriendsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"@\n\x13ListFriendsResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x11SetSharingRequest\x12\x0f\n\x07sharing\x18\x01 \x01(\x08\"%\n\x12SetSharingResponse\x12\x0f\n\x07sharing\x18\x01 \x01(\x08\"A\n\x18ListNearbyFriendsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x7f\n\x19ListNearbyFriendsResponse\x12\x32\n\x07\x66riends\x18\x01 \x03(\x0b\x32!.geoplex.presence.v1.NearbyFriend\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x15\n\rradius_meters\x18\x03 \x01(\x01\")\n\x10SetRadiusRequest\x12\x15\n\rradius_meters\x18\x01 \x01(\x01\"*\n\x11SetRadiusResponse\x12\x15\n\rradius_meters\x18\x01 \x01(\x01\"\x14\n\x12GetSettingsRequest\"=\n\x13GetSettingsResponse\x12\x0f\n\x07sharing\x18\x01 \x01(\x08\x12\x15\n\rradius_meters\x18\x02 \x01(\x01*\xbb\x01\n\nGoneReason\x12\x1b\n\x17GONE_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17GONE_REASON_LEFT_RADIUS\x10\x01\x12\x18\n\x14GONE_REASON_INACTIVE\x10\x02\x12\x1f\n\x1bGONE_REASON_STOPPED_SHARING\x10\x03\x12\x1a\n\x16GONE_REASON_UNFRIENDED\x10\x04\x12\x1c\n\x18GONE_REASON_DISCONNECTED\x10\x05\x32\x9f\x06\n\x0fPresenceService\x12X\n\x07\x43onnect\x12#.geoplex.presence.v1.ConnectRequest\x1a$.geoplex.presence.v1.ConnectResponse(\x01\x30\x01\x12Z\n\tAddFriend\x12%.geoplex.presence.v1.AddFriendRequest\x1a&.geoplex.presence.v1.AddFriendResponse\x12\x63\n\x0cRemoveFriend\x12(.geoplex.presence.v1.RemoveFriendRequest\x1a).geoplex.presence.v1.RemoveFriendResponse\x12`\n\x0bListFriends\x12\'.geoplex.presence.v1.ListFriendsRequest\x1a(.geoplex.presence.v1.ListFriendsResponse\x12]\n\nSetSharing\x12&.geoplex.presence.v1.SetSharingRequest\x1a\'.geoplex.presence.v1.SetSharingResponse\x12r\n\x11ListNearbyFriends\x12-.geoplex.presence.v1.ListNearbyFriendsRequest\x1a..geoplex.presence.v1.ListNearbyFriendsResponse\x12Z\n\tSetRadius\x12%.geoplex.presence.v1.SetRadiusRequest\x1a&.geoplex.presence.v1.SetRadiusResponse\x12`\n\x0bGetSettings\x12\'.geoplex.presence.v1.GetSettingsRequest\x1a(.geoplex.presence.v1.GetSettingsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"geoplex/presence/v1/presence.proto\x12\x13geoplex.presence.v1\x1a\x19geoplex/type/v1/geo.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x0e\x43onnectRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.geoplex.presence.v1.HelloH\x00\x12>\n\x0flocation_update\x18\x02 \x01(\x0b\x32#.geoplex.presence.v1.LocationUpdateH\x00\x42\t\n\x07message\"\\\n\x05Hello\x12)\n\x08location\x18\x01 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x0eLocationUpdate\x12)\n\x08location\x18\x01 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf9\x02\n\x0f\x43onnectResponse\x12\x31\n\x08snapshot\x18\x01 \x01(\x0b\x32\x1d.geoplex.presence.v1.SnapshotH\x00\x12:\n\rfriend_nearby\x18\x02 \x01(\x0b\x32!.geoplex.presence.v1.FriendNearbyH\x00\x12\x38\n\x0c\x66riend_moved\x18\x03 \x01(\x0b\x32 .geoplex.presence.v1.FriendMovedH\x00\x12\x36\n\x0b\x66riend_gone\x18\x04 \x01(\x0b\x32\x1f.geoplex.presence.v1.FriendGoneH\x00\x12>\n\x0fupdate_rejected\x18\x05 \x01(\x0b\x32#.geoplex.presence.v1.UpdateRejectedH\x00\x12<\n\x0e\x66riend_updates\x18\x06 \x01(\x0b\x32\".geoplex.presence.v1.FriendUpdatesH\x00\x42\x07\n\x05\x65vent\"\xa2\x01\n\rFriendUpdates\x12\x31\n\x06nearby\x18\x01 \x03(\x0b\x32!.geoplex.presence.v1.FriendNearby\x12/\n\x05moved\x18\x02 \x03(\x0b\x32 .geoplex.presence.v1.FriendMoved\x12-\n\x04gone\x18\x03 \x03(\x0b\x32\x1f.geoplex.presence.v1.FriendGone\"\x94\x01\n\x0cNearbyFriend\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12)\n\x08location\x18\x02 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12\x17\n\x0f\x64istance_meters\x18\x03 \x01(\x01\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x08Snapshot\x12\x32\n\x07\x66riends\x18\x01 \x03(\x0b\x32!.geoplex.presence.v1.NearbyFriend\x12\x15\n\rradius_meters\x18\x02 \x01(\x01\"A\n\x0c\x46riendNearby\x12\x31\n\x06\x66riend\x18\x01 \x01(\x0b\x32!.geoplex.presence.v1.NearbyFriend\"@\n\x0b\x46riendMoved\x12\x31\n\x06\x66riend\x18\x01 \x01(\x0b\x32!.geoplex.presence.v1.NearbyFriend\"N\n\nFriendGone\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12/\n\x06reason\x18\x02 \x01(\x0e\x32\x1f.geoplex.presence.v1.GoneReason\"@\n\x0eUpdateRejected\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"#\n\x10\x41\x64\x64\x46riendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x13\n\x11\x41\x64\x64\x46riendResponse\"&\n\x13RemoveFriendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x16\n\x14RemoveFriendResponse\";\n\x12ListFriendsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"@\n\x13ListFriendsResponse\x12\x10\n\x08user_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x11SetSharingRequest\x12\x0f\n\x07sharing\x18\x01 \x01(\x08\"%\n\x12SetSharingResponse\x12\x0f\n\x07sharing\x18\x01 \x01(\x08\"A\n\x18ListNearbyFriendsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x7f\n\x19ListNearbyFriendsResponse\x12\x32\n\x07\x66riends\x18\x01 \x03(\x0b\x32!.geoplex.presence.v1.NearbyFriend\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x15\n\rradius_meters\x18\x03 \x01(\x01\")\n\x10SetRadiusRequest\x12\x15\n\rradius_meters\x18\x01 \x01(\x01\"*\n\x11SetRadiusResponse\x12\x15\n\rradius_meters\x18\x01 \x01(\x01\"\x14\n\x12GetSettingsRequest\"=\n\x13GetSettingsResponse\x12\x0f\n\x07sharing\x18\x01 \x01(\x08\x12\x15\n\rradius_meters\x18\x02 \x01(\x01*\xbb\x01\n\nGoneReason\x12\x1b\n\x17GONE_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17GONE_REASON_LEFT_RADIUS\x10\x01\x12\x18\n\x14GONE_REASON_INACTIVE\x10\x02\x12\x1f\n\x1bGONE_REASON_STOPPED_SHARING\x10\x03\x12\x1a\n\x16GONE_REASON_UNFRIENDED\x10\x04\x12\x1c\n\x18GONE_REASON_DISCONNECTED\x10\x05\x32\x9f\x06\n\x0fPresenceService\x12X\n\x07\x43onnect\x12#.geoplex.presence.v1.ConnectRequest\x1a$.geoplex.presence.v1.ConnectResponse(\x01\x30\x01\x12Z\n\tAddFriend\x12%.geoplex.presence.v1.AddFriendRequest\x1a&.geoplex.presence.v1.AddFriendResponse\x12\x63\n\x0cRemoveFriend\x12(.geoplex.presence.v1.RemoveFriendRequest\x1a).geoplex.presence.v1.RemoveFriendResponse\x12`\n\x0bListFriends\x12\'.geoplex.presence.v1.ListFriendsRequest\x1a(.geoplex.presence.v1.ListFriendsResponse\x12]\n\nSetSharing\x12&.geoplex.presence.v1.SetSharingRequest\x1a\'.geoplex.presence.v1.SetSharingResponse\x12r\n\x11ListNearbyFriends\x12-.geoplex.presence.v1.ListNearbyFriendsRequest\x1a..geoplex.presence.v1.ListNearbyFriendsResponse\x12Z\n\tSetRadius\x12%.geoplex.presence.v1.SetRadiusRequest\x1a&.geoplex.presence.v1.SetRadiusResponse\x12`\n\x0bGetSettings\x12\'.geoplex.presence.v1.GetSettingsRequest\x1a(.geoplex.presence.v1.GetSettingsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geoplex.presence.v1.presence_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GONEREASON']._serialized_start=1985
-  _globals['_GONEREASON']._serialized_end=2172
+  _globals['_GONEREASON']._serialized_start=2212
+  _globals['_GONEREASON']._serialized_end=2399
   _globals['_CONNECTREQUEST']._serialized_start=120
   _globals['_CONNECTREQUEST']._serialized_end=256
   _globals['_HELLO']._serialized_start=258
@@ -42,47 +42,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOCATIONUPDATE']._serialized_start=352
   _globals['_LOCATIONUPDATE']._serialized_end=453
   _globals['_CONNECTRESPONSE']._serialized_start=456
-  _globals['_CONNECTRESPONSE']._serialized_end=771
-  _globals['_NEARBYFRIEND']._serialized_start=774
-  _globals['_NEARBYFRIEND']._serialized_end=922
-  _globals['_SNAPSHOT']._serialized_start=924
-  _globals['_SNAPSHOT']._serialized_end=1009
-  _globals['_FRIENDNEARBY']._serialized_start=1011
-  _globals['_FRIENDNEARBY']._serialized_end=1076
-  _globals['_FRIENDMOVED']._serialized_start=1078
-  _globals['_FRIENDMOVED']._serialized_end=1142
-  _globals['_FRIENDGONE']._serialized_start=1144
-  _globals['_FRIENDGONE']._serialized_end=1222
-  _globals['_UPDATEREJECTED']._serialized_start=1224
-  _globals['_UPDATEREJECTED']._serialized_end=1288
-  _globals['_ADDFRIENDREQUEST']._serialized_start=1290
-  _globals['_ADDFRIENDREQUEST']._serialized_end=1325
-  _globals['_ADDFRIENDRESPONSE']._serialized_start=1327
-  _globals['_ADDFRIENDRESPONSE']._serialized_end=1346
-  _globals['_REMOVEFRIENDREQUEST']._serialized_start=1348
-  _globals['_REMOVEFRIENDREQUEST']._serialized_end=1386
-  _globals['_REMOVEFRIENDRESPONSE']._serialized_start=1388
-  _globals['_REMOVEFRIENDRESPONSE']._serialized_end=1410
-  _globals['_LISTFRIENDSREQUEST']._serialized_start=1412
-  _globals['_LISTFRIENDSREQUEST']._serialized_end=1471
-  _globals['_LISTFRIENDSRESPONSE']._serialized_start=1473
-  _globals['_LISTFRIENDSRESPONSE']._serialized_end=1537
-  _globals['_SETSHARINGREQUEST']._serialized_start=1539
-  _globals['_SETSHARINGREQUEST']._serialized_end=1575
-  _globals['_SETSHARINGRESPONSE']._serialized_start=1577
-  _globals['_SETSHARINGRESPONSE']._serialized_end=1614
-  _globals['_LISTNEARBYFRIENDSREQUEST']._serialized_start=1616
-  _globals['_LISTNEARBYFRIENDSREQUEST']._serialized_end=1681
-  _globals['_LISTNEARBYFRIENDSRESPONSE']._serialized_start=1683
-  _globals['_LISTNEARBYFRIENDSRESPONSE']._serialized_end=1810
-  _globals['_SETRADIUSREQUEST']._serialized_start=1812
-  _globals['_SETRADIUSREQUEST']._serialized_end=1853
-  _globals['_SETRADIUSRESPONSE']._serialized_start=1855
-  _globals['_SETRADIUSRESPONSE']._serialized_end=1897
-  _globals['_GETSETTINGSREQUEST']._serialized_start=1899
-  _globals['_GETSETTINGSREQUEST']._serialized_end=1919
-  _globals['_GETSETTINGSRESPONSE']._serialized_start=1921
-  _globals['_GETSETTINGSRESPONSE']._serialized_end=1982
-  _globals['_PRESENCESERVICE']._serialized_start=2175
-  _globals['_PRESENCESERVICE']._serialized_end=2974
+  _globals['_CONNECTRESPONSE']._serialized_end=833
+  _globals['_FRIENDUPDATES']._serialized_start=836
+  _globals['_FRIENDUPDATES']._serialized_end=998
+  _globals['_NEARBYFRIEND']._serialized_start=1001
+  _globals['_NEARBYFRIEND']._serialized_end=1149
+  _globals['_SNAPSHOT']._serialized_start=1151
+  _globals['_SNAPSHOT']._serialized_end=1236
+  _globals['_FRIENDNEARBY']._serialized_start=1238
+  _globals['_FRIENDNEARBY']._serialized_end=1303
+  _globals['_FRIENDMOVED']._serialized_start=1305
+  _globals['_FRIENDMOVED']._serialized_end=1369
+  _globals['_FRIENDGONE']._serialized_start=1371
+  _globals['_FRIENDGONE']._serialized_end=1449
+  _globals['_UPDATEREJECTED']._serialized_start=1451
+  _globals['_UPDATEREJECTED']._serialized_end=1515
+  _globals['_ADDFRIENDREQUEST']._serialized_start=1517
+  _globals['_ADDFRIENDREQUEST']._serialized_end=1552
+  _globals['_ADDFRIENDRESPONSE']._serialized_start=1554
+  _globals['_ADDFRIENDRESPONSE']._serialized_end=1573
+  _globals['_REMOVEFRIENDREQUEST']._serialized_start=1575
+  _globals['_REMOVEFRIENDREQUEST']._serialized_end=1613
+  _globals['_REMOVEFRIENDRESPONSE']._serialized_start=1615
+  _globals['_REMOVEFRIENDRESPONSE']._serialized_end=1637
+  _globals['_LISTFRIENDSREQUEST']._serialized_start=1639
+  _globals['_LISTFRIENDSREQUEST']._serialized_end=1698
+  _globals['_LISTFRIENDSRESPONSE']._serialized_start=1700
+  _globals['_LISTFRIENDSRESPONSE']._serialized_end=1764
+  _globals['_SETSHARINGREQUEST']._serialized_start=1766
+  _globals['_SETSHARINGREQUEST']._serialized_end=1802
+  _globals['_SETSHARINGRESPONSE']._serialized_start=1804
+  _globals['_SETSHARINGRESPONSE']._serialized_end=1841
+  _globals['_LISTNEARBYFRIENDSREQUEST']._serialized_start=1843
+  _globals['_LISTNEARBYFRIENDSREQUEST']._serialized_end=1908
+  _globals['_LISTNEARBYFRIENDSRESPONSE']._serialized_start=1910
+  _globals['_LISTNEARBYFRIENDSRESPONSE']._serialized_end=2037
+  _globals['_SETRADIUSREQUEST']._serialized_start=2039
+  _globals['_SETRADIUSREQUEST']._serialized_end=2080
+  _globals['_SETRADIUSRESPONSE']._serialized_start=2082
+  _globals['_SETRADIUSRESPONSE']._serialized_end=2124
+  _globals['_GETSETTINGSREQUEST']._serialized_start=2126
+  _globals['_GETSETTINGSREQUEST']._serialized_end=2146
+  _globals['_GETSETTINGSRESPONSE']._serialized_start=2148
+  _globals['_GETSETTINGSRESPONSE']._serialized_end=2209
+  _globals['_PRESENCESERVICE']._serialized_start=2402
+  _globals['_PRESENCESERVICE']._serialized_end=3201
 # @@protoc_insertion_point(module_scope)

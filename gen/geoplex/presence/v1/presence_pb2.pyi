@@ -133,6 +133,7 @@ class ConnectResponse(_message.Message):
     FRIEND_MOVED_FIELD_NUMBER: _builtins.int
     FRIEND_GONE_FIELD_NUMBER: _builtins.int
     UPDATE_REJECTED_FIELD_NUMBER: _builtins.int
+    FRIEND_UPDATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def snapshot(self) -> Global___Snapshot: ...
     @_builtins.property
@@ -143,6 +144,12 @@ class ConnectResponse(_message.Message):
     def friend_gone(self) -> Global___FriendGone: ...
     @_builtins.property
     def update_rejected(self) -> Global___UpdateRejected: ...
+    @_builtins.property
+    def friend_updates(self) -> Global___FriendUpdates:
+        """Several friends' changes at once (a burst after one move, or what
+        piled up for a slow reader); the typed client unpacks them.
+        """
+
     def __init__(
         self,
         *,
@@ -151,16 +158,47 @@ class ConnectResponse(_message.Message):
         friend_moved: Global___FriendMoved | None = ...,
         friend_gone: Global___FriendGone | None = ...,
         update_rejected: Global___UpdateRejected | None = ...,
+        friend_updates: Global___FriendUpdates | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "friend_gone", b"friend_gone", "friend_moved", b"friend_moved", "friend_nearby", b"friend_nearby", "snapshot", b"snapshot", "update_rejected", b"update_rejected"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "friend_gone", b"friend_gone", "friend_moved", b"friend_moved", "friend_nearby", b"friend_nearby", "friend_updates", b"friend_updates", "snapshot", b"snapshot", "update_rejected", b"update_rejected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "friend_gone", b"friend_gone", "friend_moved", b"friend_moved", "friend_nearby", b"friend_nearby", "snapshot", b"snapshot", "update_rejected", b"update_rejected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "friend_gone", b"friend_gone", "friend_moved", b"friend_moved", "friend_nearby", b"friend_nearby", "friend_updates", b"friend_updates", "snapshot", b"snapshot", "update_rejected", b"update_rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["snapshot", "friend_nearby", "friend_moved", "friend_gone", "update_rejected"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["snapshot", "friend_nearby", "friend_moved", "friend_gone", "update_rejected", "friend_updates"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___ConnectResponse: _TypeAlias = ConnectResponse  # noqa: Y015
+
+@_typing.final
+class FriendUpdates(_message.Message):
+    """At most one change per friend: nearby, moved or gone."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEARBY_FIELD_NUMBER: _builtins.int
+    MOVED_FIELD_NUMBER: _builtins.int
+    GONE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def nearby(self) -> _containers.RepeatedCompositeFieldContainer[Global___FriendNearby]: ...
+    @_builtins.property
+    def moved(self) -> _containers.RepeatedCompositeFieldContainer[Global___FriendMoved]: ...
+    @_builtins.property
+    def gone(self) -> _containers.RepeatedCompositeFieldContainer[Global___FriendGone]: ...
+    def __init__(
+        self,
+        *,
+        nearby: _abc.Iterable[Global___FriendNearby] | None = ...,
+        moved: _abc.Iterable[Global___FriendMoved] | None = ...,
+        gone: _abc.Iterable[Global___FriendGone] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gone", b"gone", "moved", b"moved", "nearby", b"nearby"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FriendUpdates: _TypeAlias = FriendUpdates  # noqa: Y015
 
 @_typing.final
 class NearbyFriend(_message.Message):
