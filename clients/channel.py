@@ -28,6 +28,10 @@ IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
     "geoplex.mesh.v1.MeshService": ("GetServerInfo", "Ping"),
     "geoplex.proximity.v1.ProximityService": (
         "SearchNearbyBusinesses", "GetBusiness", "BatchGetBusinesses", "ListBusinesses"),
+    "geoplex.presence.v1.PresenceService": (
+        "ListFriends", "ListNearbyFriends", "GetSettings",
+        # idempotent writes: setting the same value twice changes nothing more
+        "SetSharing", "SetRadius"),
 }
 
 _RETRY_CONFIG = json.dumps({

@@ -113,6 +113,10 @@ class PresenceHub:
             self.watchers.setdefault(friend, set()).add(session)
             new.append(self.bus.channel(friend))
         await self._subscribe(new)
+        try:
+            await self.bus.stream_opened(user)
+        except REDIS_DOWN:
+            pass
         now = self.clock()
         try:
             located = await self.bus.shared_locations(sorted(friends))
@@ -139,11 +143,14 @@ class PresenceHub:
         if not mine:
             self.sessions.pop(user, None)
             gone.append(self.bus.control(user))
-            if session.sharing and not self.closing:
-                try:
-                    await self.bus.withdraw(user, Gone.DISCONNECTED.value)
-                except REDIS_DOWN:
-                    pass
+        try:
+            left = await self.bus.stream_closed(user)
+            # the user's last stream anywhere: friends see them go (not on a shutdown,
+            # where clients reconnect to another server at once)
+            if left <= 0 and session.sharing and not self.closing:
+                await self.bus.withdraw(user, Gone.DISCONNECTED.value)
+        except REDIS_DOWN:
+            pass
         await self._unsubscribe(gone)
 
     async def update(self, session: Session, fix: Fix) -> None:

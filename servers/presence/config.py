@@ -35,6 +35,10 @@ class PresenceConfig:
         lo = env.float(p + "MIN_RADIUS_METERS", 100.0, lo=1.0)
         hi = env.float(p + "MAX_RADIUS_METERS", 50_000.0, lo=lo)
         inactive = env.float(p + "INACTIVE_AFTER_SECONDS", 600.0, lo=1.0, hi=86_400.0)
+        if env.raw(p + "DEFAULT_RADIUS_METERS") is None and not lo <= DEFAULT_RADIUS_M <= hi:
+            raise ConfigError(f"{p}DEFAULT_RADIUS_METERS: the built-in 5 miles "
+                              f"({DEFAULT_RADIUS_M:g} m) is outside {p}MIN/MAX_RADIUS_METERS "
+                              f"{lo:g}..{hi:g}; set it inside that range")
         hub = HubConfig(
             default_radius_m=env.float(p + "DEFAULT_RADIUS_METERS", DEFAULT_RADIUS_M, lo=lo,
                                        hi=hi),

@@ -3,6 +3,8 @@
 Keys and channels (``p`` is a namespace so several meshes can share a Redis):
 - ``{p}loc:<user>``  latest location of a user who shares, TTL = inactivity limit
 - ``{p}me:<user>``   the user's own latest location, for ListNearbyFriends
+- ``{p}conn:<user>`` how many live streams the user has on any server (a user may
+  stream from two devices through two servers), expiring with inactivity
 - ``{p}ch:<user>``   channel: the user's location updates and "gone" notices
 - ``{p}ctl:<user>``  channel: changes to the user's friends and settings, for the
   servers holding that user's streams
@@ -57,10 +59,24 @@ class RedisBus:
         raw = encode_fix(fix)
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.set(f"{self.p}me:{user}", raw, ex=self.ttl_s)
+            pipe.expire(f"{self.p}conn:{user}", self.ttl_s)
             if sharing:
                 pipe.set(f"{self.p}loc:{user}", raw, ex=self.ttl_s)
                 pipe.publish(self.channel(user), '{"k":"loc","f":' + raw + "}")
             await pipe.execute()
+
+    async def stream_opened(self, user: str) -> None:
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.incr(f"{self.p}conn:{user}")
+            pipe.expire(f"{self.p}conn:{user}", self.ttl_s)
+            await pipe.execute()
+
+    async def stream_closed(self, user: str) -> int:
+        """Streams the user still has anywhere after this one closed."""
+        left = int(await self.r.decr(f"{self.p}conn:{user}"))
+        if left <= 0:
+            await self.r.delete(f"{self.p}conn:{user}")
+        return left
 
     async def withdraw(self, user: str, reason: int) -> None:
         """Forget the user's shared location and tell their friends' servers."""

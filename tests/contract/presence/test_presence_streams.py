@@ -338,3 +338,25 @@ def test_no_location_ever_reaches_a_server_log(presence_pair):
 
 
 _ = haversine_m
+
+
+async def test_a_second_device_keeps_the_user_visible_when_the_first_disconnects(presence_pair):
+    alice, bob = users("alice", "bob")
+    async with client(presence_pair["a"], alice) as pa, client(presence_pair["b"], bob) as pbob:
+        await befriend_and_share(pa, pbob, bob)
+        async with pa.live(*HOME) as la:
+            await la.next()
+            async with pbob.live(*north(300)) as phone:
+                await sees(la, bob)
+                async with client(presence_pair["a"], bob) as pbob2:
+                    async with pbob2.live(*north(310)) as laptop:
+                        await laptop.next()
+                        await next_kind(la, "friend_moved")
+                        await phone.close()  # one device goes away...
+                        await no_event(la, within=1.0)  # ...bob is still shown
+                        await laptop.update(*north(320))
+                        moved = await next_kind(la, "friend_moved")
+                        assert moved.friend_moved.friend.distance_meters == pytest.approx(320,
+                                                                                        abs=1)
+            gone = await next_kind(la, "friend_gone")  # the last device left
+            assert gone.friend_gone.reason == pb.GONE_REASON_DISCONNECTED
