@@ -166,8 +166,12 @@ class LiveSession:
         call = self.client.stub.Connect(metadata=self.client.metadata())
         self._call = call
         lat, lon, t = self.location
-        await call.write(pb.ConnectRequest(hello=pb.Hello(
-            location=LatLng(latitude=lat, longitude=lon), time=_now_ts(t))))
+        try:
+            await call.write(pb.ConnectRequest(hello=pb.Hello(
+                location=LatLng(latitude=lat, longitude=lon), time=_now_ts(t))))
+        except Exception:  # noqa: BLE001 - the call already ended (e.g. UNAUTHENTICATED):
+            pass           # its real status comes from read() below, not from the write
+
         writer = asyncio.create_task(self._write(call))
         try:
             while True:
@@ -197,4 +201,7 @@ class LiveSession:
     async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
         while True:
             request = await self._outgoing.get()
-            await call.write(request)
+            try:
+                await call.write(request)
+            except Exception:  # noqa: BLE001 - the call ended; read() reports how
+                return
