@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import logging
 import secrets
 from collections import OrderedDict
@@ -115,6 +116,10 @@ class ProximityApp:
                     await self.cache.geo_upsert(batch)
                     batch = []
             await self.cache.geo_upsert(batch)
+        # The index and detail cache are long-lived: keep them out of the cyclic
+        # collector's generations so a search's garbage never makes it walk them.
+        gc.collect()
+        gc.freeze()
         log.info("proximity index loaded: %d businesses (%s)", len(points), self.index_kind)
 
     async def _follow(self, stream) -> None:  # type: ignore[no-untyped-def]
