@@ -28,10 +28,13 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
 
     async def Connect(self, request_iterator: AsyncIterator[pb.ConnectRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ConnectResponse]:
+        # Read the Hello before judging the token: ending the call while the client's
+        # first write is in flight makes grpc.aio report INTERNAL instead of our status
+        # (grpc/grpc#36066). Nothing is done with the message until the token checks out.
+        first = await anext(aiter(request_iterator), None)
         user = self._caller(context)
         if self.hub.closing:
             raise Unavailable("server is shutting down; reconnect", reason="SHUTTING_DOWN")
-        first = await anext(aiter(request_iterator), None)
         if first is None:
             return
         if first.WhichOneof("message") != "hello":
