@@ -1,21 +1,12 @@
-"""The runtime every Geoplex server shares: config, serve(), interceptors, errors."""
+"""The runtime every Geoplex server shares.
 
-from .config import ConfigError, Env, RuntimeConfig
-from .errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    GeoplexError,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-)
-from .server import GeoplexServer, ServiceSpec, StartupError, run, serve
+- ``config``: GEOPLEX_* variables, read once, one-line errors
+- ``errors``: domain errors (pure Python: domain modules import them without gRPC)
+- ``geo``: point validation and great-circle distances
+- ``paging``: page sizes and opaque cursor tokens
+- ``status`` / ``interceptors``: the one mapping of errors to gRPC status, request ids, logs
+- ``server``: build, run and stop a grpc.aio server; ``backends``: MongoDB/Redis clients
+- ``auth``, ``tracing``, ``mesh``, ``supervisor``
 
-__all__ = [
-    "AlreadyExists", "ConfigError", "Env", "FailedPrecondition", "GeoplexError", "GeoplexServer",
-    "InvalidArgument", "NotFound", "PermissionDenied", "ResourceExhausted", "RuntimeConfig",
-    "ServiceSpec", "StartupError", "Unauthenticated", "Unavailable", "run", "serve",
-]
+Import from the submodules, so that importing the pure ones never pulls in gRPC.
+"""

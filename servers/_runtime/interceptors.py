@@ -23,7 +23,8 @@ import grpc
 import grpc.aio
 
 from .context import REQUEST_ID_HEADER, request_id
-from .errors import INTERNAL_STATUS, GeoplexError
+from .errors import GeoplexError
+from .status import INTERNAL_STATUS, to_status
 
 log = logging.getLogger("geoplex.rpc")
 _MAX_REQUEST_ID = 128
@@ -62,7 +63,7 @@ class _Call:
             self.code = grpc.StatusCode.CANCELLED
             raise exc
         if isinstance(exc, GeoplexError):
-            status = exc.to_status()
+            status = to_status(exc)
         else:
             log.error("unhandled error in %s rid=%s", self.method, self.rid, exc_info=exc)
             status = INTERNAL_STATUS

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 
 from geoplex.presence.v1 import presence_pb2, presence_pb2_grpc
-from geoplex.servers._runtime import RuntimeConfig, ServiceSpec, run
+from geoplex.servers._runtime.config import RuntimeConfig
+from geoplex.servers._runtime.server import ServiceSpec, run
 from geoplex.servers._runtime.auth import TokenVerifier
 from geoplex.servers._runtime.backends import open_mongo, open_redis
 

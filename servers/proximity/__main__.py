@@ -6,7 +6,8 @@ import contextlib
 import logging
 
 from geoplex.proximity.v1 import proximity_pb2
-from geoplex.servers._runtime import RuntimeConfig, ServiceSpec, run
+from geoplex.servers._runtime.config import RuntimeConfig
+from geoplex.servers._runtime.server import ServiceSpec, run
 from geoplex.servers._runtime.auth import TokenVerifier
 from geoplex.servers._runtime.backends import open_mongo, open_redis
 

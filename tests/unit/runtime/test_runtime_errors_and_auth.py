@@ -9,6 +9,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from geoplex.servers._runtime.auth import DEV_SECRET, TokenVerifier, auth_secret, mint_token
 from geoplex.servers._runtime.config import ConfigError, Env
+from geoplex.servers._runtime.status import to_status
 from geoplex.servers._runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -23,7 +24,7 @@ from geoplex.servers._runtime.errors import (
 
 
 def _decode(error: GeoplexError) -> tuple[grpc.StatusCode, status_pb2.Status]:
-    status = error.to_status()
+    status = to_status(error)
     details = dict(status.trailing_metadata)["grpc-status-details-bin"]
     return status.code, status_pb2.Status.FromString(details)
 
