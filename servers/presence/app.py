@@ -11,10 +11,8 @@ session following that friend, into a pending change (coalesced per friend).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +21,12 @@ from typing import Any
 
 from redis.asyncio.client import PubSub
 
+from geoplex.servers._runtime import paging
 from geoplex.servers._runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 from . import domain
 from .adapters.mongo_store import MongoPresenceStore
-from .adapters.redis_bus import REDIS_DOWN, RedisBus, decode_fix
+from .adapters.redis_bus import REDIS_DOWN, RedisBus
 from .domain import Fix, Gone, Seen, Session
 
 log = logging.getLogger(__name__)
@@ -372,16 +371,16 @@ class PresenceHub:
         return s.sharing, s.radius_m
 
     async def list_friends(self, user: str, page_size: int, token: str) -> tuple[list[str], str]:
-        size = _page_size(page_size, 100, 1000)
-        after = _decode_token(token)[1] if token else ""
+        size = paging.page_size(page_size, 100, 1000)
+        after = paging.decode_cursor(token, user)[1] if token else ""
         items = await self.store.friends_page(user, size + 1, after)
-        next_token = _encode_token(0.0, items[size - 1]) if len(items) > size else ""
+        next_token = paging.encode_cursor(0.0, items[size - 1], user) if len(items) > size else ""
         return items[:size], next_token
 
     async def nearby(self, user: str, page_size: int, token: str
                      ) -> tuple[list[Seen], str, float]:
-        size = _page_size(page_size, 20, 100)
-        after = _decode_token(token) if token else None
+        size = paging.page_size(page_size, 20, 100)
+        after = paging.decode_cursor(token, user) if token else None
         me = await self.bus.own_location(user)
         if me is None:
             raise FailedPrecondition("no recent location for the caller: connect and send a "
@@ -399,29 +398,6 @@ class PresenceHub:
                 seen.append(Seen(friend, fix, d))
         seen.sort(key=lambda s: (s.distance_m, s.user_id))
         page = seen[:size]
-        next_token = _encode_token(page[-1].distance_m, page[-1].user_id) \
+        next_token = paging.encode_cursor(page[-1].distance_m, page[-1].user_id, user) \
             if len(seen) > size else ""
         return page, next_token, settings.radius_m
-
-
-def _page_size(value: int, default: int, maximum: int) -> int:
-    if value == 0:
-        return default
-    if not 1 <= value <= maximum:
-        raise InvalidArgument("page_size", f"must be in 1..{maximum} (0 means {default})",
-                              reason="INVALID_PAGE_SIZE")
-    return value
-
-
-def _encode_token(distance: float, user: str) -> str:
-    raw = struct.pack(">d", distance) + user.encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> tuple[float, str]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        return struct.unpack(">d", raw[:8])[0], raw[8:].decode()
-    except (ValueError, struct.error, UnicodeDecodeError):
-        raise InvalidArgument("page_token", "is not a token this service issued",
-                              reason="INVALID_PAGE_TOKEN") from None

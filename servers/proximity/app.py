@@ -13,7 +13,6 @@ stream, so an owner's edit is visible to search in well under 5 seconds.
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
 import logging
 import secrets
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from geoplex.servers._runtime import paging
 from geoplex.servers._runtime.errors import InvalidArgument, NotFound, PermissionDenied
 
 from . import domain
@@ -320,19 +320,12 @@ class ProximityApp:
     async def list_owned(self, owner: str, page_size: int, page_token: str
                          ) -> tuple[list[Business], str]:
         size = domain.page_size_or_default(page_size)
-        after = ""
-        if page_token:
-            try:
-                after = base64.urlsafe_b64decode(page_token + "=" * (-len(page_token) % 4)
-                                                 ).decode()
-            except (ValueError, UnicodeDecodeError):
-                raise InvalidArgument("page_token", "is not a token this service issued",
-                                      reason="INVALID_PAGE_TOKEN") from None
+        after = paging.decode_cursor(page_token, owner)[1] if page_token else ""
         items = await self.store.list_by_owner(owner, size + 1, after)
         token = ""
         if len(items) > size:
             items = items[:size]
-            token = base64.urlsafe_b64encode(items[-1].id.encode()).decode().rstrip("=")
+            token = paging.encode_cursor(0.0, items[-1].id, owner)
         return items, token
 
     async def _owned(self, owner: str, business_id: str) -> Business:

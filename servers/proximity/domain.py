@@ -6,16 +6,13 @@ error message.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import math
-import struct
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-import numpy as np
 import pygeohash
 
+from geoplex.servers._runtime import paging
 from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.servers._runtime.geo import (  # noqa: F401 - part of this module's API
     EARTH_RADIUS_M,
@@ -80,10 +77,9 @@ class SearchQuery:
     page_size: int = DEFAULT_PAGE_SIZE
     after: tuple[float, str] | None = None  # (distance, id) of the last hit of the previous page
 
-    def fingerprint(self) -> bytes:
-        """Ties a page token to the query it came from (hashed: no coordinates in the token)."""
-        raw = f"{self.lat!r}|{self.lon!r}|{self.radius_m}|{self.category}|{self.keyword}"
-        return hashlib.blake2b(raw.encode(), digest_size=8).digest()
+    def scope(self) -> str:
+        """What a page token is bound to (only its hash goes into the token)."""
+        return f"{self.lat!r}|{self.lon!r}|{self.radius_m}|{self.category}|{self.keyword}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +96,8 @@ def validate_radius(radius_m: int) -> None:
                               reason="INVALID_RADIUS", allowed=RADII_M)
 
 
-def page_size_or_default(page_size: int, field_name: str = "page_size") -> int:
-    if page_size == 0:
-        return DEFAULT_PAGE_SIZE
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgument(field_name, f"must be in 1..{MAX_PAGE_SIZE} (0 means "
-                              f"{DEFAULT_PAGE_SIZE})", reason="INVALID_PAGE_SIZE")
-    return page_size
+def page_size_or_default(value: int) -> int:
+    return paging.page_size(value, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def validate_text(value: str, field_name: str, *, required: bool = False,
@@ -127,24 +118,12 @@ def normalise_category(value: str) -> str:
 # -- page tokens -----------------------------------------------------------------
 
 def encode_page_token(query: SearchQuery, last: Hit) -> str:
-    """Opaque cursor: (distance, id) of the last hit, bound to the query's hash."""
-    payload = query.fingerprint() + struct.pack(">d", last.distance_m) + last.business.id.encode()
-    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    """Opaque cursor: (distance, id) of the last hit, bound to the query."""
+    return paging.encode_cursor(last.distance_m, last.business.id, query.scope())
 
 
 def decode_page_token(token: str, query: SearchQuery) -> tuple[float, str]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        fingerprint, distance, last_id = raw[:8], struct.unpack(">d", raw[8:16])[0], raw[16:]
-        decoded_id = last_id.decode()
-    except (ValueError, struct.error, UnicodeDecodeError):
-        raise InvalidArgument("page_token", "is not a token this service issued",
-                              reason="INVALID_PAGE_TOKEN") from None
-    if fingerprint != query.fingerprint() or not decoded_id:
-        raise InvalidArgument("page_token", "belongs to a different search; send the same "
-                              "location, radius and filters as the first page",
-                              reason="INVALID_PAGE_TOKEN")
-    return distance, decoded_id
+    return paging.decode_cursor(token, query.scope())
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +176,7 @@ def cells_for_search(lat: float, lon: float, radius_m: int) -> list[str]:
     poles, where cells get thin, the precision drops until at most MAX_CELLS
     cells cover it.
     """
-    precision = PRECISION_FOR_RADIUS.get(radius_m) or _precision_for(radius_m)
+    precision = PRECISION_FOR_RADIUS[radius_m]
     boxes = bounding_boxes(lat, lon, radius_m)
     while True:
         cells: set[str] = set()
@@ -212,19 +191,7 @@ def cells_for_search(lat: float, lon: float, radius_m: int) -> list[str]:
         precision -= 1
 
 
-def _precision_for(radius_m: float) -> int:
-    # shorter side of a cell per precision, in metres, at the equator
-    for precision, side in ((6, 610), (5, 4_890), (4, 19_500), (3, 156_000), (2, 625_000)):
-        if side >= radius_m:
-            return precision
-    return 1
-
-
 # -- ordering and paging -------------------------------------------------------------
-
-def sort_key(distance_m: float, business_id: str) -> tuple[float, str]:
-    return (distance_m, business_id)
-
 
 def matches(business: Business, category: str, keyword: str) -> bool:
     if category and business.category != category:
