@@ -40,7 +40,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoplex.infra.local import with_parent_death_signal
+from geoplex.infra.local import free_port, with_parent_death_signal  # noqa: F401 - re-exported
 
 ROOT = Path(__file__).resolve().parent.parent
 """The project root (where ``BENCHMARKS.md`` lives)."""
@@ -408,13 +407,6 @@ async def wait_for_quiet_async(max_wait: float = 15.0, busy_pct: float = 20.0,
         busy = (system_cpu_seconds()[0] - b0) / probe_s * 100
         if busy < busy_pct or time.monotonic() >= deadline:
             return busy
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (bind to port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 _READY = re.compile(r" ready on (\S+)")

@@ -46,7 +46,8 @@ from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.proximity.v1 import proximity_pb2_grpc
 from geoplex.servers.proximity import domain
-from geoplex.servers.proximity.adapters.mongo_store import MongoBusinessStore, connect
+from geoplex.servers._runtime.backends import connect_mongo
+from geoplex.servers.proximity.adapters.mongo_store import MongoBusinessStore
 from geoplex.servers.proximity.adapters.redis_cache import RedisBusinessCache
 from geoplex.servers.proximity.loader import from_places, load
 from geoplex.servers.proximity.quadtree import IndexedPoint, QuadtreeIndex
@@ -303,7 +304,7 @@ async def raw_geosearch(redis_url: str, geo_key: str, queries: list[tuple[float,
 # -- main -----------------------------------------------------------------------------
 
 async def load_places(env: dict[str, str], businesses) -> None:  # type: ignore[no-untyped-def]
-    client = await connect(env["GEOPLEX_MONGO_URI"])
+    client = await connect_mongo(env["GEOPLEX_MONGO_URI"])
     r = aioredis.Redis.from_url(env["GEOPLEX_REDIS_URL"])
     try:
         store = MongoBusinessStore(client, DATABASE)

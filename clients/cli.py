@@ -12,15 +12,7 @@ from pathlib import Path
 import geoplex
 
 from .errors import GeoplexRpcError
-
-
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for n, row in enumerate(cells):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-        if n == 0:
-            print("  ".join("-" * width for width in widths))
+from .output import print_table
 
 
 # -- geoplex up ------------------------------------------------------------------
@@ -66,7 +58,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
         print(f"geoplex: error: {exc}", file=sys.stderr)
         return 2
     rows = [(name, file, path) for name, files in fetched.items() for file, path in files.items()]
-    _print_table(("dataset", "file", "path"), rows)
+    print_table(("dataset", "file", "path"), rows)
     return 0
 
 
@@ -81,7 +73,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
         except data.DataError:
             present = "no"
         rows.append((name, f"{ds.package}=={ds.version}", present, ds.description))
-    _print_table(("dataset", "package", "fetched", "what"), rows)
+    print_table(("dataset", "package", "fetched", "what"), rows)
     return 0
 
 
@@ -107,7 +99,7 @@ def cmd_mesh_info(args: argparse.Namespace) -> int:
     async def run() -> None:
         async with MeshClient(args.target) as client:
             info = await client.server_info()
-        _print_table(("server", "version", "pid", "started", "services"),
+        print_table(("server", "version", "pid", "started", "services"),
                      [(info.server_name, info.version, info.pid,
                        info.start_time.ToDatetime().isoformat(timespec="seconds") + "Z",
                        ", ".join(info.services))])

@@ -9,7 +9,8 @@ from geoplex.infra import data
 
 
 async def load_demo_data(env: Mapping[str, str], progress: Callable[[str], None] = print) -> int:
-    from geoplex.servers.proximity.adapters.mongo_store import MongoBusinessStore, connect
+    from geoplex.servers._runtime.backends import connect_mongo
+    from geoplex.servers.proximity.adapters.mongo_store import MongoBusinessStore
     from geoplex.servers.proximity.loader import from_pois, load
 
     fetched = await asyncio.to_thread(data.fetch, ["helsinki", "monaco"], None, progress=progress)
@@ -18,7 +19,7 @@ async def load_demo_data(env: Mapping[str, str], progress: Callable[[str], None]
         pois = await asyncio.to_thread(data.read_pois, fetched[name]["pbf"])
         progress(f"{name}: {len(pois):,} named points of interest")
         businesses.extend(from_pois(pois))
-    client = await connect(env["GEOPLEX_MONGO_URI"])
+    client = await connect_mongo(env["GEOPLEX_MONGO_URI"])
     try:
         store = MongoBusinessStore(client, "geoplex")
         return await load(store, businesses, progress=progress, label="demo businesses")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .channel import ChannelOptions
+from .output import print_table
 from .presence import PresenceClient
 
 DEFAULT_TARGET = os.environ.get("GEOPLEX_PRESENCE_TARGET", "127.0.0.1:50052")
@@ -21,12 +22,6 @@ def _client(args: argparse.Namespace) -> PresenceClient:
         raise SystemExit("geoplex: error: these calls act for a user: pass --token or set "
                          "GEOPLEX_TOKEN (geoplex auth dev-token USER)")
     return PresenceClient(args.target, ChannelOptions(token=token))
-
-
-def _table(headers, rows) -> None:  # type: ignore[no-untyped-def]
-    from .cli import _print_table
-
-    _print_table(headers, rows)
 
 
 # -- friends, sharing, nearby ------------------------------------------------------
@@ -81,7 +76,7 @@ def cmd_nearby(args: argparse.Namespace) -> int:
     async def run() -> None:
         async with _client(args) as presence:
             page = await presence.nearby(page_size=args.limit, page_token=args.page_token)
-        _table(("distance", "friend", "location", "updated"),
+        print_table(("distance", "friend", "location", "updated"),
                [(f"{f.distance_meters:,.0f} m", f.user_id,
                  f"{f.location.latitude:.5f}, {f.location.longitude:.5f}",
                  f.update_time.ToDatetime().isoformat(timespec="seconds") + "Z")
@@ -142,7 +137,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if not args.keep:
             asyncio.run(sim.unload_graph(args.mongo_uri, args.database, config.prefix))
     print()
-    _table(("measure", "value"), sim.result_rows(result))
+    print_table(("measure", "value"), sim.result_rows(result))
     if args.json:
         args.json.write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
         print(f"\nwrote {args.json}")

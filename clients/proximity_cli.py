@@ -7,6 +7,7 @@ import asyncio
 import os
 
 from .channel import ChannelOptions
+from .output import print_table
 from .proximity import RADII_M, ProximityClient
 
 DEFAULT_TARGET = os.environ.get("GEOPLEX_PROXIMITY_TARGET", "127.0.0.1:50051")
@@ -17,19 +18,13 @@ def _client(args: argparse.Namespace) -> ProximityClient:
     return ProximityClient(args.target, ChannelOptions(token=token))
 
 
-def _table(headers, rows) -> None:  # type: ignore[no-untyped-def]
-    from .cli import _print_table
-
-    _print_table(headers, rows)
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     async def run() -> None:
         async with _client(args) as px:
             page = await px.search(args.lat, args.lng, args.radius, category=args.category,
                                    keyword=args.keyword, page_size=args.limit,
                                    page_token=args.page_token)
-        _table(("distance", "name", "category", "address", "id"),
+        print_table(("distance", "name", "category", "address", "id"),
                [(f"{h.distance_meters:,.0f} m", h.business.name, h.business.category,
                  h.business.address, h.business.id) for h in page.businesses])
         if not page.businesses:
@@ -45,7 +40,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     async def run() -> None:
         async with _client(args) as px:
             b = await px.get(args.id)
-        _table(("field", "value"), [
+        print_table(("field", "value"), [
             ("id", b.id), ("name", b.name), ("category", b.category),
             ("location", f"{b.location.latitude:.6f}, {b.location.longitude:.6f}"),
             ("address", b.address), ("phone", b.phone), ("website", b.website),
@@ -85,7 +80,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     async def run() -> None:
         async with _client(args) as px:
             page = await px.list_own(page_size=args.limit)
-        _table(("id", "name", "category", "address"),
+        print_table(("id", "name", "category", "address"),
                [(b.id, b.name, b.category, b.address) for b in page.businesses])
 
     asyncio.run(run())

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
 
 from geoplex.infra.local import InfraError, LocalInfra, free_port
+from geoplex.servers._runtime.config import ConfigError, Env
 from geoplex.servers._runtime.supervisor import ProcessSpec, Supervisor, SupervisorError, python_module
 from geoplex.servers.catalog import SERVICES, ServiceEntry
 
@@ -16,11 +16,9 @@ from geoplex.servers.catalog import SERVICES, ServiceEntry
 def _port_for(entry: ServiceEntry) -> int:
     """The configured or default port; a taken default falls back to a free one."""
     var = f"GEOPLEX_{entry.name.upper()}_PORT"
-    raw = os.environ.get(var)
-    if raw:
-        if not raw.isdigit() or not 0 < int(raw) < 65536:
-            raise InfraError(f"{var}={raw!r}: expected a port number 1..65535")
-        return int(raw)
+    env = Env()
+    if env.raw(var) is not None:
+        return env.int(var, entry.default_port, lo=1, hi=65535)
     import socket
 
     with socket.socket() as sock:
@@ -78,7 +76,7 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
         await stop.wait()
         print("\nstopping...", flush=True)
         return 0
-    except (InfraError, SupervisorError) as exc:
+    except (ConfigError, InfraError, SupervisorError) as exc:
         print(f"geoplex: error: {exc}", file=sys.stderr, flush=True)
         return 2
     finally:

@@ -16,9 +16,7 @@ cluster, Redis Cluster, an etcd cluster).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geoplex.servers._runtime.config import ConfigError, Env
+from geoplex.servers._runtime.config import ConfigError, Env, backend_url
 
 BACKENDS = ("redis", "mongo", "etcd")
 READY_TIMEOUT = 30.0
@@ -59,8 +57,8 @@ class BackendUrls:
     def from_env(cls, env: Env | None = None) -> BackendUrls:
         env = env or Env()
         return cls(
-            redis_url=env.url("GEOPLEX_REDIS_URL", ("redis", "rediss", "unix")),
-            mongo_uri=env.url("GEOPLEX_MONGO_URI", ("mongodb", "mongodb+srv")),
+            redis_url=backend_url(env, "GEOPLEX_REDIS_URL"),
+            mongo_uri=backend_url(env, "GEOPLEX_MONGO_URI"),
             etcd_endpoints=env.endpoints("GEOPLEX_ETCD_ENDPOINTS"),
         )
 
@@ -310,18 +308,3 @@ class LocalInfra:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def main() -> None:  # pragma: no cover - `python -m geoplex.infra.local` for debugging
-    state = Path(os.environ.get("GEOPLEX_STATE_DIR", ".geoplex"))
-    infra = LocalInfra.from_env(state, progress=print)
-    urls = infra.start()
-    print(urls)
-    try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    finally:
-        infra.stop()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -22,7 +22,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .server import StartupError
 
 
-async def open_mongo(uri: str, stack: contextlib.AsyncExitStack) -> AsyncMongoClient:
+async def connect_mongo(uri: str) -> AsyncMongoClient:
+    """A client that answered a ping; StartupError naming GEOPLEX_MONGO_URI otherwise."""
     client: AsyncMongoClient = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000,
                                                 tz_aware=True)
     try:
@@ -31,6 +32,12 @@ async def open_mongo(uri: str, stack: contextlib.AsyncExitStack) -> AsyncMongoCl
         await client.close()
         raise StartupError(f"GEOPLEX_MONGO_URI: cannot reach MongoDB ({type(exc).__name__}); "
                            "start it or fix the URI") from None
+    return client
+
+
+async def open_mongo(uri: str, stack: contextlib.AsyncExitStack) -> AsyncMongoClient:
+    """:func:`connect_mongo`, closed with the service."""
+    client = await connect_mongo(uri)
     stack.push_async_callback(client.close)
     return client
 

@@ -118,6 +118,23 @@ class Env:
         return tuple(items)
 
 
+BACKEND_SCHEMES = {"GEOPLEX_REDIS_URL": ("redis", "rediss", "unix"),
+                   "GEOPLEX_MONGO_URI": ("mongodb", "mongodb+srv")}
+
+
+def backend_url(env: Env, name: str) -> str | None:
+    """GEOPLEX_REDIS_URL / GEOPLEX_MONGO_URI, checked for its scheme, or None if unset."""
+    return env.url(name, BACKEND_SCHEMES[name])
+
+
+def required_backend_url(env: Env, name: str) -> str:
+    value = backend_url(env, name)
+    if value is None:
+        raise ConfigError(f"{name} is not set: run `geoplex up`, or `geoplex infra up` and "
+                          "export what it prints")
+    return value
+
+
 def _bounds(lo: float | None, hi: float | None) -> str:
     if lo is not None and hi is not None:
         return f" in {lo}..{hi}"

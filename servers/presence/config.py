@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from geoplex.servers._runtime.auth import auth_secret
-from geoplex.servers._runtime.config import ConfigError, Env
+from geoplex.servers._runtime.config import ConfigError, Env, required_backend_url
 
 from .app import HubConfig
 from .domain import DEFAULT_RADIUS_M
@@ -25,12 +25,8 @@ class PresenceConfig:
     @classmethod
     def from_env(cls, env: Env | None = None) -> PresenceConfig:
         env = env or Env()
-        redis_url = env.url("GEOPLEX_REDIS_URL", ("redis", "rediss", "unix"))
-        mongo_uri = env.url("GEOPLEX_MONGO_URI", ("mongodb", "mongodb+srv"))
-        for var, value in (("GEOPLEX_REDIS_URL", redis_url), ("GEOPLEX_MONGO_URI", mongo_uri)):
-            if value is None:
-                raise ConfigError(f"{var} is not set: run `geoplex up`, or `geoplex infra up` "
-                                  "and export what it prints")
+        redis_url = required_backend_url(env, "GEOPLEX_REDIS_URL")
+        mongo_uri = required_backend_url(env, "GEOPLEX_MONGO_URI")
         p = "GEOPLEX_PRESENCE_"
         lo = env.float(p + "MIN_RADIUS_METERS", 100.0, lo=1.0)
         hi = env.float(p + "MAX_RADIUS_METERS", 50_000.0, lo=lo)
@@ -47,7 +43,7 @@ class PresenceConfig:
             future_tolerance_s=env.float(p + "FUTURE_TOLERANCE_SECONDS", 60.0, lo=0.0),
             history_batch=env.int(p + "HISTORY_BATCH", 1000, lo=1),
             history_flush_s=env.float(p + "HISTORY_FLUSH_SECONDS", 1.0, lo=0.01))
-        return cls(redis_url=redis_url or "", mongo_uri=mongo_uri or "",
+        return cls(redis_url=redis_url, mongo_uri=mongo_uri,
                    database=env.str(p + "DATABASE", "geoplex"),
                    namespace=env.str(p + "NAMESPACE", "pr:"), hub=hub,
                    auth_secret=auth_secret(env))

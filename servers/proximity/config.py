@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from geoplex.servers._runtime.auth import auth_secret
-from geoplex.servers._runtime.config import ConfigError, Env
+from geoplex.servers._runtime.config import Env, required_backend_url
 
 from .app import INDEX_KINDS
 
@@ -25,14 +25,8 @@ class ProximityConfig:
     @classmethod
     def from_env(cls, env: Env | None = None) -> ProximityConfig:
         env = env or Env()
-        redis_url = env.url("GEOPLEX_REDIS_URL", ("redis", "rediss", "unix"))
-        mongo_uri = env.url("GEOPLEX_MONGO_URI", ("mongodb", "mongodb+srv"))
-        if redis_url is None:
-            raise ConfigError("GEOPLEX_REDIS_URL is not set: run `geoplex up`, or "
-                              "`geoplex infra up` and export what it prints")
-        if mongo_uri is None:
-            raise ConfigError("GEOPLEX_MONGO_URI is not set: run `geoplex up`, or "
-                              "`geoplex infra up` and export what it prints")
+        redis_url = required_backend_url(env, "GEOPLEX_REDIS_URL")
+        mongo_uri = required_backend_url(env, "GEOPLEX_MONGO_URI")
         return cls(
             redis_url=redis_url, mongo_uri=mongo_uri,
             database=env.str("GEOPLEX_PROXIMITY_DATABASE", "geoplex"),

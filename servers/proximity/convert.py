@@ -15,8 +15,7 @@ from geoplex.type.v1 import geo_pb2
 from . import domain
 from .domain import Business, SearchPage, SearchQuery
 
-_PB_CACHE_LIMIT = 500_000
-_pb_cache: dict[str, tuple[datetime, pb.Business]] = {}
+_BYTES_CACHE_LIMIT = 500_000
 
 
 def _ts(value: datetime) -> Timestamp:
@@ -26,19 +25,11 @@ def _ts(value: datetime) -> Timestamp:
 
 
 def business_to_pb(b: Business) -> pb.Business:
-    """Memoised per (id, update_time): a search page reuses built messages."""
-    cached = _pb_cache.get(b.id)
-    if cached is not None and cached[0] == b.update_time and cached[1].name == b.name:
-        return cached[1]
-    message = pb.Business(
+    return pb.Business(
         id=b.id, name=b.name, category=b.category,
         location=geo_pb2.LatLng(latitude=b.lat, longitude=b.lon), address=b.address,
         phone=b.phone, website=b.website, opening_hours=b.opening_hours, owner=b.owner,
         create_time=_ts(b.create_time), update_time=_ts(b.update_time), source=b.source)
-    if len(_pb_cache) >= _PB_CACHE_LIMIT:
-        _pb_cache.pop(next(iter(_pb_cache)))
-    _pb_cache[b.id] = (b.update_time, message)
-    return message
 
 
 def location_from_pb(location: geo_pb2.LatLng, has: bool, field: str) -> tuple[float, float]:
@@ -83,7 +74,7 @@ def business_bytes(b: Business) -> bytes:
     if cached is not None and cached[0] == b.update_time and cached[1] == b.name:
         return cached[2]
     raw = business_to_pb(b).SerializeToString()
-    if len(_bytes_cache) >= _PB_CACHE_LIMIT:
+    if len(_bytes_cache) >= _BYTES_CACHE_LIMIT:
         _bytes_cache.pop(next(iter(_bytes_cache)))
     _bytes_cache[b.id] = (b.update_time, b.name, raw)
     return raw

@@ -14,7 +14,6 @@ the tree is rebuilt off the event loop and swapped in.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -255,5 +254,3 @@ def brute_force(points: Sequence[IndexedPoint], lat: float, lon: float, radius_m
     dist = haversine_np(lat, lon, lats, lons)
     return sorted((float(d), p.id) for d, p in zip(dist, points) if d <= radius_m)
 
-
-_ = math  # keep the import for type-checkers reading docstrings

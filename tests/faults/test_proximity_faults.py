@@ -10,7 +10,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -106,5 +105,3 @@ async def test_killed_replica_restarts_with_every_acknowledged_business(replicas
         page = await px.search(59.34, 18.07, 500, page_size=100)
     assert {b.id for b in made} <= {h.business.id for h in page.businesses}
 
-
-_ = Path

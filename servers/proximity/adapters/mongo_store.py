@@ -8,7 +8,6 @@ deletes one small document and inserts another, no array is rewritten.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from typing import Any
 import pymongo
 from pymongo import AsyncMongoClient
 
-from geoplex.servers._runtime.backends import ensure_indexes, open_mongo
+from geoplex.servers._runtime.backends import ensure_indexes
 
 from ..domain import Business
 from ..ports import Change
@@ -133,9 +132,3 @@ class MongoBusinessStore:
 
     async def count(self) -> int:
         return await self.businesses.estimated_document_count()
-
-
-async def connect(uri: str) -> AsyncMongoClient:
-    """A client for tools (loaders, tests); services use the runtime's open_mongo."""
-    stack = contextlib.AsyncExitStack()
-    return await open_mongo(uri, stack)

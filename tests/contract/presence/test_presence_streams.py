@@ -18,7 +18,6 @@ from geoplex.clients.errors import (
 from geoplex.clients.presence import LiveSession, PresenceClient
 from geoplex.presence.v1 import presence_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
-from geoplex.servers._runtime.geo import haversine_m
 from geoplex.type.v1.geo_pb2 import LatLng
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -336,8 +335,6 @@ def test_no_location_ever_reaches_a_server_log(presence_pair):
     for value in (f"{HOME[0]}", f"{HOME[1]}", "57.70", "11.97"):
         assert value not in text
 
-
-_ = haversine_m
 
 
 async def test_a_second_device_keeps_the_user_visible_when_the_first_disconnects(presence_pair):

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 
 from geoplex.infra import data
 from geoplex.infra.local import BackendUrls
-from geoplex.servers.proximity.adapters.mongo_store import MongoBusinessStore, connect
+from geoplex.servers._runtime.backends import connect_mongo
+from geoplex.servers.proximity.adapters.mongo_store import MongoBusinessStore
 from geoplex.servers.proximity.domain import Business
 from geoplex.servers.proximity.loader import from_pois, load
 from px_edges import edge_businesses
@@ -29,7 +29,7 @@ def real_businesses() -> list[Business]:
 
 def _load(backends: BackendUrls, database: str, businesses: list[Business]) -> None:
     async def run() -> None:
-        client = await connect(backends.mongo_uri or "")
+        client = await connect_mongo(backends.mongo_uri or "")
         try:
             await load(MongoBusinessStore(client, database), businesses)
         finally:
