@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,12 +22,17 @@ from typing import Any
 from redis.asyncio.client import PubSub
 
 from geoplex.servers._runtime import paging
-from geoplex.servers._runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from geoplex.servers._runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 
 from . import domain
 from .adapters.mongo_store import MongoPresenceStore
 from .adapters.redis_bus import REDIS_DOWN, RedisBus
-from .domain import Fix, Gone, Seen, Session
+from .domain import Event, Fix, Gone, Rejection, Seen, Session
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +156,27 @@ class PresenceHub:
         except REDIS_DOWN:
             pass
         await self._unsubscribe(gone)
+
+    async def outputs(self, session: Session, reader: asyncio.Task[None]
+                      ) -> AsyncIterator[tuple[list[Rejection], list[Event]]]:
+        """What the session has to send, each time it has some, until the client's side
+        (``reader``) ends; UNAVAILABLE when this server shuts down."""
+        wakeup: asyncio.Event = session.wakeup  # type: ignore[assignment]
+        while True:
+            if self.closing:
+                raise Unavailable("server is shutting down; reconnect", reason="SHUTTING_DOWN")
+            if session.has_output:
+                yield session.drain()
+                continue
+            if reader.done():
+                reader.result()  # re-raise a reader failure
+                return  # the client closed its side
+            wakeup.clear()
+            waiter = asyncio.ensure_future(wakeup.wait())
+            try:
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
 
     async def update(self, session: Session, fix: Fix) -> None:
         session.moved(fix)

@@ -44,24 +44,7 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
         reader = asyncio.create_task(self._read(session, request_iterator))
         try:
             yield convert.snapshot(session.snapshot(), session.radius_m)
-            wakeup: asyncio.Event = session.wakeup  # type: ignore[assignment]
-            while True:
-                if self.hub.closing:
-                    raise Unavailable("server is shutting down; reconnect",
-                                      reason="SHUTTING_DOWN")
-                if not session.has_output:
-                    if reader.done():
-                        reader.result()  # re-raise a reader failure
-                        return  # the client closed its side
-                    wakeup.clear()
-                    waiter = asyncio.ensure_future(wakeup.wait())
-                    try:
-                        await asyncio.wait({waiter, reader},
-                                           return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        waiter.cancel()
-                    continue
-                rejections, events = session.drain()
+            async for rejections, events in self.hub.outputs(session, reader):
                 for r in rejections:
                     yield convert.rejection(r)
                 if events:  # one message per drain: gRPC's cost is per message
