@@ -106,7 +106,8 @@ class ProximityApp:
             if len(self.details) < self.details.capacity:
                 self.details.put(b)
         self.quadtree = await asyncio.to_thread(QuadtreeIndex, points)
-        if self.index_kind == "redis-geo":  # the GEO set mirrors the system of record
+        if self.index_kind == "redis-geo" and await self.cache.geo_size() != len(points):
+            # the GEO set mirrors the system of record; the first replica up fills it
             batch: list[Business] = []
             for point in points:
                 b = self.details.get(point.id)

@@ -82,6 +82,9 @@ class RedisBusinessCache:
             values.extend((b.lon, b.lat, b.id))
         await self.r.geoadd(self.geo_key, values)
 
+    async def geo_size(self) -> int:
+        return int(await self.r.zcard(self.geo_key))
+
     async def geo_remove(self, business_id: str) -> None:
         await self.r.zrem(self.geo_key, business_id)
 
