@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
@@ -71,6 +72,19 @@ async def befriend_and_share(pa: PresenceClient, pb_: PresenceClient, b_id: str)
     await pa.set_sharing(True)
     await pb_.set_sharing(True)
     await pa.add_friend(b_id)
+
+
+@contextlib.asynccontextmanager
+async def streaming_friends(server_a, server_b, metres: float):  # type: ignore[no-untyped-def]
+    """alice (on server_a, at HOME) and bob (on server_b, ``metres`` north): friends,
+    sharing, both streaming, each already shown to the other."""
+    alice, bob = users("alice", "bob")
+    async with client(server_a, alice) as pa, client(server_b, bob) as pbob:
+        await befriend_and_share(pa, pbob, bob)
+        async with pa.live(*HOME) as la, pbob.live(*north(metres)) as lb:
+            await sees(la, bob)
+            await sees(lb, alice)
+            yield alice, bob, pa, pbob, la, lb
 
 
 async def test_friend_on_the_other_server_sees_each_update(presence_pair):
@@ -159,38 +173,29 @@ async def test_adding_a_friend_sends_their_latest_location_at_once(presence_pair
 
 
 async def test_sharing_off_removes_the_user_from_every_view(presence_pair):
-    alice, bob = users("alice", "bob")
-    async with client(presence_pair["a"], alice) as pa, client(presence_pair["b"], bob) as pbob:
-        await befriend_and_share(pa, pbob, bob)
-        async with pa.live(*HOME) as la, pbob.live(*north(200)) as lb:
-            await sees(la, bob)
-            await sees(lb, alice)
-            assert [f.user_id for f in (await pa.nearby()).friends] == [bob]
-            assert await pbob.set_sharing(False) is False
-            gone = await next_kind(la, "friend_gone")
-            assert gone.friend_gone.reason == pb.GONE_REASON_STOPPED_SHARING
-            await lb.update(*north(210))  # not shared any more
-            await no_event(la)
-            assert (await pa.nearby()).friends == []
-            await pbob.set_sharing(True)  # visible again at once, at the latest location
-            back = await next_kind(la, "friend_nearby")
-            assert back.friend_nearby.friend.distance_meters == pytest.approx(210, abs=1)
+    async with streaming_friends(presence_pair["a"], presence_pair["b"], 200) as (
+            alice, bob, pa, pbob, la, lb):
+        assert [f.user_id for f in (await pa.nearby()).friends] == [bob]
+        assert await pbob.set_sharing(False) is False
+        gone = await next_kind(la, "friend_gone")
+        assert gone.friend_gone.reason == pb.GONE_REASON_STOPPED_SHARING
+        await lb.update(*north(210))  # not shared any more
+        await no_event(la)
+        assert (await pa.nearby()).friends == []
+        await pbob.set_sharing(True)  # visible again at once, at the latest location
+        back = await next_kind(la, "friend_nearby")
+        assert back.friend_nearby.friend.distance_meters == pytest.approx(210, abs=1)
 
 
 async def test_inactive_friends_disappear(presence_fast_expiry):
-    alice, bob = users("alice", "bob")
-    async with client(presence_fast_expiry, alice) as pa, \
-            client(presence_fast_expiry, bob) as pbob:
-        await befriend_and_share(pa, pbob, bob)
-        async with pa.live(*HOME) as la, pbob.live(*north(100)) as lb:
-            await sees(la, bob)
-            await sees(lb, alice)
-            started = time.monotonic()
-            gone = await next_kind(la, "friend_gone", timeout=10)  # bob is silent
-            assert gone.friend_gone.reason == pb.GONE_REASON_INACTIVE
-            assert time.monotonic() - started >= 1.0
-            await lb.update(*north(150))  # active again
-            assert (await next_kind(la, "friend_nearby")).friend_nearby.friend.user_id == bob
+    async with streaming_friends(presence_fast_expiry, presence_fast_expiry, 100) as (
+            alice, bob, pa, pbob, la, lb):
+        started = time.monotonic()
+        gone = await next_kind(la, "friend_gone", timeout=10)  # bob is silent
+        assert gone.friend_gone.reason == pb.GONE_REASON_INACTIVE
+        assert time.monotonic() - started >= 1.0
+        await lb.update(*north(150))  # active again
+        assert (await next_kind(la, "friend_nearby")).friend_nearby.friend.user_id == bob
 
 
 async def test_slow_consumer_gets_the_newest_location_not_a_backlog(presence_pair):
@@ -211,26 +216,22 @@ async def test_slow_consumer_gets_the_newest_location_not_a_backlog(presence_pai
 
 
 async def test_bad_updates_are_rejected_and_the_stream_goes_on(presence_pair):
-    alice, bob = users("alice", "bob")
-    async with client(presence_pair["a"], alice) as pa, client(presence_pair["b"], bob) as pbob:
-        await befriend_and_share(pa, pbob, bob)
-        async with pa.live(*HOME) as la, pbob.live(*north(100)) as lb:
-            await sees(la, bob)
-            await sees(lb, alice)
-            await lb.send(pb.ConnectRequest(location_update=pb.LocationUpdate(
-                location=LatLng(latitude=91.5, longitude=0))))
-            bad = (await next_kind(lb, "update_rejected")).update_rejected
-            assert bad.field == "location_update.location.latitude"
-            assert bad.reason == "INVALID_LOCATION" and "91.5" not in bad.message
-            future = Timestamp(seconds=int(time.time()) + 3600)
-            await lb.send(pb.ConnectRequest(location_update=pb.LocationUpdate(
-                location=LatLng(latitude=HOME[0], longitude=HOME[1]), time=future)))
-            late = (await next_kind(lb, "update_rejected")).update_rejected
-            assert late.field == "location_update.time" and late.reason == "TIME_IN_FUTURE"
-            await no_event(la)  # nothing rejected reached the friend
-            await lb.update(*north(400))
-            moved = await next_kind(la, "friend_moved")
-            assert moved.friend_moved.friend.distance_meters == pytest.approx(400, abs=1)
+    async with streaming_friends(presence_pair["a"], presence_pair["b"], 100) as (
+            alice, bob, pa, pbob, la, lb):
+        await lb.send(pb.ConnectRequest(location_update=pb.LocationUpdate(
+            location=LatLng(latitude=91.5, longitude=0))))
+        bad = (await next_kind(lb, "update_rejected")).update_rejected
+        assert bad.field == "location_update.location.latitude"
+        assert bad.reason == "INVALID_LOCATION" and "91.5" not in bad.message
+        future = Timestamp(seconds=int(time.time()) + 3600)
+        await lb.send(pb.ConnectRequest(location_update=pb.LocationUpdate(
+            location=LatLng(latitude=HOME[0], longitude=HOME[1]), time=future)))
+        late = (await next_kind(lb, "update_rejected")).update_rejected
+        assert late.field == "location_update.time" and late.reason == "TIME_IN_FUTURE"
+        await no_event(la)  # nothing rejected reached the friend
+        await lb.update(*north(400))
+        moved = await next_kind(la, "friend_moved")
+        assert moved.friend_moved.friend.distance_meters == pytest.approx(400, abs=1)
 
 
 async def test_calls_without_a_token_are_unauthenticated(presence_pair):
