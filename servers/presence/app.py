@@ -75,6 +75,7 @@ class PresenceHub:
         self._pubsub: PubSub | None = None
         self._channels_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._releasing: set[asyncio.Task[None]] = set()
         self._history: list[dict[str, Any]] = []
         self._history_kick = asyncio.Event()
 
@@ -94,6 +95,7 @@ class PresenceHub:
 
     async def stop(self) -> None:
         self.closing = True
+        await asyncio.gather(*self._releasing, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -132,7 +134,21 @@ class PresenceHub:
         await self._record(session, fix)
         return session
 
+    def release(self, session: Session) -> asyncio.Task[None]:
+        """Let go of a stream's session: started once, however often it is asked for, and
+        run as its own task so a cancelled caller cannot cut it short (friends would never
+        see the user go)."""
+        if session.release is None:
+            task = asyncio.get_running_loop().create_task(self._close(session))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+            session.release = task
+        return session.release  # type: ignore[return-value]
+
     async def close(self, session: Session) -> None:
+        await asyncio.shield(self.release(session))
+
+    async def _close(self, session: Session) -> None:
         user = session.user_id
         mine = self.sessions.get(user, set())
         mine.discard(session)

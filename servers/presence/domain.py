@@ -103,6 +103,7 @@ class Session:
         self.dropped_rejections = 0
         self.delivered = 0
         self.wakeup: object | None = None   # set by the hub: an asyncio.Event
+        self.release: object | None = None  # set by the hub: the task letting go of it
 
     # -- inputs --------------------------------------------------------------------
 

@@ -42,6 +42,10 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
                                   reason="HELLO_REQUIRED")
         session = await self.hub.open(user, convert.fix_from(self.hub, first.hello, "hello"))
         reader = asyncio.create_task(self._read(session, request_iterator))
+        # The RPC's end lets go of the session, not only this generator's `finally`: a
+        # client cancelling while gRPC sends leaves the generator parked at a `yield`, and
+        # it is finalised whenever the garbage collector gets to it.
+        context.add_done_callback(lambda _ctx: (reader.cancel(), self.hub.release(session)))
         try:
             yield convert.snapshot(session.snapshot(), session.radius_m)
             async for rejections, events in self.hub.outputs(session, reader):

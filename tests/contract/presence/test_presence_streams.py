@@ -215,6 +215,27 @@ async def test_slow_consumer_gets_the_newest_location_not_a_backlog(presence_pai
     assert len(moves) < count  # coalesced: never a backlog of every update
 
 
+async def test_a_client_that_stops_reading_and_vanishes_is_seen_to_go(presence_pair):
+    """alice stops reading (the server's sends to her block on flow control), then her
+    call is cancelled: bob still sees her go, promptly."""
+    alice, bob = users("alice", "bob")
+    async with client(presence_pair["a"], alice) as pa, client(presence_pair["b"], bob) as pbob:
+        await befriend_and_share(pa, pbob, bob)
+        call = pa.stub.Connect(metadata=pa.metadata())
+        await call.write(pb.ConnectRequest(hello=pb.Hello(
+            location=LatLng(latitude=HOME[0], longitude=HOME[1]))))
+        assert (await call.read()).WhichOneof("event") == "snapshot"
+        async with pbob.live(*north(10)) as lb:
+            await sees(lb, alice)
+            for n in range(6000):  # far more than a stream's flow-control window holds
+                await lb.update(*north(10 + n / 10))
+            await asyncio.sleep(1.0)
+            call.cancel()
+            gone = await next_kind(lb, "friend_gone")
+            assert gone.friend_gone.user_id == alice
+            assert gone.friend_gone.reason == pb.GONE_REASON_DISCONNECTED
+
+
 async def test_bad_updates_are_rejected_and_the_stream_goes_on(presence_pair):
     async with streaming_friends(presence_pair["a"], presence_pair["b"], 100) as (
             alice, bob, pa, pbob, la, lb):
