@@ -29,7 +29,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from geoplex.servers._runtime import tracing
 from geoplex.servers._runtime.config import ConfigError, Env, RuntimeConfig
-from geoplex.servers._runtime.server import GeoplexServer, StartupError, configure_logging
+from geoplex.servers._runtime.server import (
+    GeoplexServer,
+    StartupError,
+    configure_logging,
+    loop_factory,
+)
 
 NAME = "bench"
 
@@ -84,7 +89,8 @@ def main() -> None:
         env = Env()
         config = RuntimeConfig.from_env(NAME, 0, env)
         configure_logging(config.log_level)
-        asyncio.run(serve(config, env))
+        with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+            runner.run(serve(config, env))
     except (ConfigError, StartupError) as exc:
         print(f"geoplex-{NAME}: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)

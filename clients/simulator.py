@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import uvloop
 
 EARTH_RADIUS_M = 6_371_008.8
 MILE_M = 1609.344
@@ -748,7 +749,8 @@ def _cpu_seconds(pids: Sequence[int]) -> float:
 def _worker_main(spec: _WorkerSpec, inbox: Any, outbox: Any) -> None:
     """Entry point of one worker process (spawned; imports nothing from its parent)."""
     try:
-        asyncio.run(_Worker(spec, inbox, outbox).run())
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_Worker(spec, inbox, outbox).run())
     except BaseException as exc:  # noqa: BLE001 - reported to the coordinator
         outbox.put(("failed", spec.index, f"{type(exc).__name__}: {exc}"[:1000]))
         raise SystemExit(1) from None

@@ -179,6 +179,7 @@ class RuntimeConfig:
     log_level: str
     shutdown_grace: float
     max_concurrent_rpcs: int | None
+    event_loop: str = "uvloop"  # uvloop | asyncio
 
     @classmethod
     def from_env(cls, name: str, default_port: int, env: Env | None = None) -> RuntimeConfig:
@@ -205,4 +206,5 @@ class RuntimeConfig:
                                  ("debug", "info", "warning", "error")),
             shutdown_grace=env.float("GEOPLEX_SHUTDOWN_GRACE_SECONDS", 10.0, lo=0, hi=600),
             max_concurrent_rpcs=max_rpcs or None,
+            event_loop=env.choice("GEOPLEX_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
         )

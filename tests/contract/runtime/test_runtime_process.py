@@ -94,10 +94,12 @@ def test_config_error_raised_by_setup_exits_2_with_one_line(
         "geoplex-test: error: GEOPLEX_TEST_THING_URL='x': expected a URL starting with thing://"]
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_sigterm_after_ready_stops_the_server_and_closes_adapters_in_reverse_order(
-        clean_env: dict[str, str], tmp_path: Path) -> None:
+        clean_env: dict[str, str], tmp_path: Path, loop: str) -> None:
     proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE, "0", "adapters"],
-                            env={**clean_env, "GEOPLEX_SHUTDOWN_GRACE_SECONDS": "2"},
+                            env={**clean_env, "GEOPLEX_SHUTDOWN_GRACE_SECONDS": "2",
+                                 "GEOPLEX_EVENT_LOOP": loop},
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:

@@ -18,7 +18,8 @@ def test_empty_environment_gives_local_plaintext_defaults() -> None:
 
     assert config == RuntimeConfig(name="test", host="127.0.0.1", port=50051, reuse_port=False,
                                    tls=None, tracing="off", log_level="info",
-                                   shutdown_grace=10.0, max_concurrent_rpcs=None)
+                                   shutdown_grace=10.0, max_concurrent_rpcs=None,
+                                   event_loop="uvloop")
 
 
 def test_service_variables_override_the_shared_ones() -> None:
@@ -63,6 +64,12 @@ def test_unknown_tracing_mode_lists_the_allowed_ones() -> None:
 def test_unknown_log_level_lists_the_allowed_ones() -> None:
     with pytest.raises(ConfigError, match="GEOPLEX_LOG_LEVEL.*debug, info, warning, error"):
         _config(GEOPLEX_LOG_LEVEL="loud")
+
+
+def test_event_loop_is_uvloop_or_asyncio() -> None:
+    assert _config(GEOPLEX_EVENT_LOOP="asyncio").event_loop == "asyncio"
+    with pytest.raises(ConfigError, match="GEOPLEX_EVENT_LOOP.*uvloop, asyncio"):
+        _config(GEOPLEX_EVENT_LOOP="trio")
 
 
 @pytest.mark.parametrize("value", ["soon", "nan", "-1", "601"])
