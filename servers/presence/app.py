@@ -60,6 +60,34 @@ class Counters:
     resubscribes: int = 0
 
 
+class Waker:
+    """Wakes one waiting stream: an asyncio.Event cut to what a stream needs. The stream
+    awaits one plain future; no task or asyncio.wait per wake-up, which every fan-out
+    message would otherwise pay for."""
+
+    __slots__ = ("_future", "_is_set")
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+        self._is_set = False
+
+    def set(self) -> None:
+        self._is_set = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once set() was called since the last wait() returned."""
+        if not self._is_set:
+            self._future = asyncio.get_running_loop().create_future()
+            try:
+                await self._future
+            finally:
+                self._future = None
+        self._is_set = False
+
+
 class PresenceHub:
     def __init__(self, store: MongoPresenceStore, bus: RedisBus, config: HubConfig,
                  clock: Callable[[], float] = time.time) -> None:
@@ -112,7 +140,7 @@ class PresenceHub:
         settings = await self.store.settings(user, self.config.default_radius_m)
         friends = await self.store.friends(user)
         session = Session(user, fix, settings.radius_m, settings.sharing, friends)
-        session.wakeup = asyncio.Event()
+        session.wakeup = Waker()
         self.sessions.setdefault(user, set()).add(session)
         new = [self.bus.control(user)]
         for friend in friends:
@@ -177,7 +205,8 @@ class PresenceHub:
                       ) -> AsyncIterator[tuple[list[Rejection], list[Event]]]:
         """What the session has to send, each time it has some, until the client's side
         (``reader``) ends; UNAVAILABLE when this server shuts down."""
-        wakeup: asyncio.Event = session.wakeup  # type: ignore[assignment]
+        wakeup: Waker = session.wakeup  # type: ignore[assignment]
+        reader.add_done_callback(lambda _task: wakeup.set())
         while True:
             if self.closing:
                 raise Unavailable("server is shutting down; reconnect", reason="SHUTTING_DOWN")
@@ -187,12 +216,7 @@ class PresenceHub:
             if reader.done():
                 reader.result()  # re-raise a reader failure
                 return  # the client closed its side
-            wakeup.clear()
-            waiter = asyncio.ensure_future(wakeup.wait())
-            try:
-                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
+            await wakeup.wait()
 
     async def update(self, session: Session, fix: Fix) -> None:
         session.moved(fix)

@@ -102,7 +102,7 @@ class Session:
         self.coalesced = 0                  # changes replaced before the client read them
         self.dropped_rejections = 0
         self.delivered = 0
-        self.wakeup: object | None = None   # set by the hub: an asyncio.Event
+        self.wakeup: object | None = None   # set by the hub: anything with set()
         self.release: object | None = None  # set by the hub: the task letting go of it
 
     # -- inputs --------------------------------------------------------------------
