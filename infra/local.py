@@ -190,6 +190,7 @@ class LocalInfra:
     configured: BackendUrls = field(default_factory=BackendUrls)
     host: str = "127.0.0.1"
     progress: Callable[[str], None] = lambda _msg: None
+    redis_cluster: int = 0  # 0: one redis-server; 3+: a Redis Cluster of that many primaries
     procs: dict[str, _Proc] = field(default_factory=dict)
     urls: BackendUrls = field(default_factory=BackendUrls)
 
@@ -223,6 +224,9 @@ class LocalInfra:
             for proc in self.procs.values():
                 proc.wait_ready(READY_TIMEOUT)
                 self.progress(f"{proc.name}: ready")
+            if "redis" in self.backends and self.configured.redis_url is None \
+                    and self.redis_cluster:
+                self._form_redis_cluster()
         except BaseException:
             self.stop()
             raise
@@ -239,19 +243,83 @@ class LocalInfra:
     def _redis(self) -> str:
         binary = find_binary("redis-server", "install it with `apt-get install redis-server` "
                                              "(make setup does), or set GEOPLEX_REDIS_URL")
+        if self.redis_cluster:
+            return self._redis_cluster_nodes(binary)
         port = free_port(self.host)
         data = self.state_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         url = f"redis://{self.host}:{port}/0"
         self.procs["redis"] = _Proc(
-            "redis-server",
-            [binary, "--bind", self.host, "--port", str(port), "--dir", str(data),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-             "--protected-mode", "yes", "--daemonize", "no"],
+            "redis-server", self._redis_argv(binary, port, data),
             self.state_dir / "logs" / "redis.log", lambda: redis_ready(url))
         self.progress(f"redis-server: starting on {self.host}:{port}")
         self.procs["redis"].start()
         return url
+
+    def _redis_argv(self, binary: str, port: int, data: Path) -> list[str]:
+        return [binary, "--bind", self.host, "--port", str(port), "--dir", str(data),
+                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                "--protected-mode", "yes", "--daemonize", "no"]
+
+    def _redis_cluster_nodes(self, binary: str) -> str:
+        """Start the primaries of a Redis Cluster (formed once all are up); the URL of
+        the first is the seed a cluster client discovers the others from."""
+        if self.redis_cluster < 3:
+            raise InfraError(f"a Redis Cluster needs at least 3 primaries, not "
+                             f"{self.redis_cluster}")
+        self._cluster_ports: list[int] = []
+        for i in range(self.redis_cluster):
+            port, bus = free_port(self.host), free_port(self.host)
+            data = self.state_dir / f"redis-{i}"
+            data.mkdir(parents=True, exist_ok=True)
+            url = f"redis://{self.host}:{port}/0"
+            self.procs[f"redis-{i}"] = _Proc(
+                f"redis-server (cluster node {i})",
+                [*self._redis_argv(binary, port, data), "--cluster-enabled", "yes",
+                 "--cluster-port", str(bus), "--cluster-config-file", "nodes.conf",
+                 "--cluster-node-timeout", "2000"],
+                self.state_dir / "logs" / f"redis-{i}.log",
+                lambda url=url: redis_ready(url))  # type: ignore[misc]
+            self.progress(f"redis-server (cluster node {i}): starting on {self.host}:{port}")
+            self.procs[f"redis-{i}"].start()
+            self._cluster_ports.append(port)
+        return f"redis://{self.host}:{self._cluster_ports[0]}/0"
+
+    def _form_redis_cluster(self) -> None:
+        import redis
+
+        nodes = [f"{self.host}:{p}" for p in self._cluster_ports]
+        seed = redis.Redis(host=self.host, port=self._cluster_ports[0], socket_timeout=2)
+        try:
+            if seed.info("cluster").get("cluster_enabled") and \
+                    seed.cluster("info").get("cluster_state") == "ok":
+                return  # formed before (a restart on kept state)
+            cli = find_binary("redis-cli", "it comes with redis-server (apt-get install "
+                                           "redis-server)")
+            done = subprocess.run([cli, "--cluster", "create", *nodes, "--cluster-replicas",
+                                   "0", "--cluster-yes"], capture_output=True, text=True,
+                                  timeout=60)
+            if done.returncode != 0:
+                raise InfraError(f"redis-cli --cluster create failed: "
+                                 f"{(done.stdout + done.stderr).strip().splitlines()[-1:]}")
+            deadline = time.monotonic() + READY_TIMEOUT
+            while True:
+                states = []
+                for port in self._cluster_ports:
+                    node = redis.Redis(host=self.host, port=port, socket_timeout=2)
+                    try:
+                        states.append(node.cluster("info").get("cluster_state"))
+                    finally:
+                        node.close()
+                if all(state == "ok" for state in states):
+                    break
+                if time.monotonic() > deadline:
+                    raise InfraError(f"Redis Cluster not ok within {READY_TIMEOUT:.0f}s: "
+                                     f"{states}")
+                time.sleep(0.1)
+            self.progress(f"Redis Cluster: {len(nodes)} primaries, all 16384 slots served")
+        finally:
+            seed.close()
 
     def _mongo(self) -> str:
         binary = find_binary("secantusd-py", "install the project (pip install -e .), "

@@ -30,6 +30,24 @@ def backends(infra: LocalInfra) -> BackendUrls:
     return infra.urls
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
+    """A real Redis Cluster: three redis-server primaries sharing the 16,384 slots."""
+    local = LocalInfra(tmp_path_factory.mktemp("redis-cluster"), backends=("redis",),
+                       redis_cluster=3)
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_backends(backends: BackendUrls, redis_cluster: LocalInfra) -> BackendUrls:
+    """The session's MongoDB and etcd, with the Redis Cluster instead of the single Redis."""
+    return BackendUrls(redis_cluster.urls.redis_url, backends.mongo_uri, backends.etcd_endpoints)
+
+
 class ServerProcess:
     """A real Geoplex server process (python -m MODULE), ready when it prints 'ready on'."""
 

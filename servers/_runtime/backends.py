@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -42,17 +44,44 @@ async def open_mongo(uri: str, stack: contextlib.AsyncExitStack) -> AsyncMongoCl
     return client
 
 
+RedisClient = redis.Redis | RedisCluster
+# Redis, or a part of a Redis Cluster, cannot serve right now (down, failing over, slots
+# not covered): callers degrade (a lost update, a cache miss) instead of failing a call.
+REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, OSError, ClusterError, RedisClusterException,
+    TryAgainError)
+_RETRY = dict(retry_on_error=[RedisConnectionError, RedisTimeoutError])
+
+
 def redis_client(url: str) -> redis.Redis:
     """A client that retries a dropped connection briefly (a Redis restart)."""
     return redis.Redis.from_url(
         url, socket_connect_timeout=3, health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError])
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3), **_RETRY)
 
 
-async def open_redis(url: str, stack: contextlib.AsyncExitStack) -> redis.Redis:
-    client = redis_client(url)
+def redis_cluster_client(url: str) -> RedisCluster:
+    """A Redis Cluster client seeded with the node in ``url``; it discovers the others and
+    follows slot moves and failovers."""
+    return RedisCluster.from_url(
+        url, socket_connect_timeout=3, health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3), **_RETRY)
+
+
+def is_cluster(client: RedisClient) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+async def open_redis(url: str, stack: contextlib.AsyncExitStack) -> RedisClient:
+    """A client for the Redis at ``url``: a cluster client when that server is a node of a
+    Redis Cluster (``cluster_enabled:1``), a plain one otherwise."""
+    client: RedisClient = redis_client(url)
     try:
+        clustered = bool((await client.info("cluster")).get("cluster_enabled"))
+        if clustered:
+            await client.aclose()
+            client = redis_cluster_client(url)
+            await client.initialize()
         await client.ping()
     except Exception as exc:  # noqa: BLE001
         await client.aclose()

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio.client import PubSub
-
 from geoplex.servers._runtime import paging
 from geoplex.servers._runtime.errors import (
     FailedPrecondition,
@@ -97,11 +95,9 @@ class PresenceHub:
         self.clock = clock
         self.sessions: dict[str, set[Session]] = {}
         self.watchers: dict[str, set[Session]] = {}
-        self.channels: set[str] = set()
         self.closing = False
         self.counters = Counters()
-        self._pubsub: PubSub | None = None
-        self._channels_changed = asyncio.Event()
+        self.feed = bus.feed(self._dispatch, self._resubscribed)
         self._tasks: list[asyncio.Task[None]] = []
         self._releasing: set[asyncio.Task[None]] = set()
         self._history: list[dict[str, Any]] = []
@@ -110,7 +106,7 @@ class PresenceHub:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._pump(), name="presence-pubsub"),
+        self._tasks = [asyncio.create_task(self.feed.run(), name="presence-pubsub"),
                        asyncio.create_task(self._sweeper(), name="presence-sweep"),
                        asyncio.create_task(self._history_writer(), name="presence-history")]
 
@@ -128,11 +124,6 @@ class PresenceHub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush_history()
-        if self._pubsub is not None:
-            try:
-                await self._pubsub.aclose()
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
 
     # -- sessions --------------------------------------------------------------------
 
@@ -240,66 +231,17 @@ class PresenceHub:
     # -- pub/sub ------------------------------------------------------------------------
 
     async def _subscribe(self, channels: list[str]) -> None:
-        fresh = [c for c in channels if c not in self.channels]
-        if not fresh:
-            return
-        self.channels.update(fresh)
-        if self._pubsub is not None:
-            try:
-                await self._pubsub.subscribe(*fresh)
-            except REDIS_DOWN:
-                pass  # the pump resubscribes everything when Redis is back
-        self._channels_changed.set()
+        await self.feed.add(channels)
 
     async def _unsubscribe(self, channels: list[str]) -> None:
-        stale = [c for c in channels if c in self.channels]
-        if not stale:
-            return
-        self.channels.difference_update(stale)
-        if self._pubsub is not None:
-            try:
-                await self._pubsub.unsubscribe(*stale)
-            except REDIS_DOWN:
-                pass
+        await self.feed.remove(channels)
 
-    async def _pump(self) -> None:
-        """Read the multiplexed subscription forever; on a lost Redis, reconnect and resubscribe."""
-        backoff = 0.1
-        while True:
-            try:
-                self._pubsub = self.bus.r.pubsub(ignore_subscribe_messages=True)
-                if self.channels:
-                    await self._pubsub.subscribe(*self.channels)
-                backoff = 0.1
-                while True:
-                    if not self._pubsub.subscribed:
-                        self._channels_changed.clear()
-                        await self._channels_changed.wait()
-                        continue
-                    message = await self._pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self._dispatch(message)
-            except asyncio.CancelledError:
-                raise
-            except REDIS_DOWN as exc:
-                log.warning("pub/sub connection lost (%s); resubscribing", type(exc).__name__)
-            except Exception:  # noqa: BLE001 - never let the pump die
-                log.exception("pub/sub pump error; resubscribing")
-            old, self._pubsub = self._pubsub, None
-            if old is not None:
-                try:
-                    await old.aclose()
-                except Exception:  # noqa: BLE001
-                    pass
-            self.counters.resubscribes += 1
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+    def _resubscribed(self) -> None:
+        self.counters.resubscribes += 1
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        channel = message["channel"]
-        channel = channel.decode() if isinstance(channel, bytes) else channel
+    def _dispatch(self, channel: str, raw: bytes) -> None:
         kind, user = self.bus.user_of(channel)
-        data = json.loads(message["data"])
+        data = json.loads(raw)
         self.counters.messages_in += 1
         if kind == "ch":
             watching = self.watchers.get(user)

@@ -1,30 +1,39 @@
 """Redis adapter: the latest-location cache (with TTL) and the per-user channels.
 
-Keys and channels (``p`` is a namespace so several meshes can share a Redis):
-- ``{p}loc:<user>``  latest location of a user who shares, TTL = inactivity limit
-- ``{p}me:<user>``   the user's own latest location, for ListNearbyFriends
-- ``{p}conn:<user>`` how many live streams the user has on any server (a user may
+Keys and channels (``p`` is a namespace so several meshes can share a Redis; the
+``{user}`` hash tag puts all of a user's keys and channels in one Redis Cluster slot,
+so an update's pipeline goes to one node):
+- ``{p}loc:{<user>}``  latest location of a user who shares, TTL = inactivity limit
+- ``{p}me:{<user>}``   the user's own latest location, for ListNearbyFriends
+- ``{p}conn:{<user>}`` how many live streams the user has on any server (a user may
   stream from two devices through two servers), expiring with inactivity
-- ``{p}ch:<user>``   channel: the user's location updates and "gone" notices
-- ``{p}ctl:<user>``  channel: changes to the user's friends and settings, for the
+- ``{p}ch:{<user>}``   channel: the user's location updates and "gone" notices
+- ``{p}ctl:{<user>}``  channel: changes to the user's friends and settings, for the
   servers holding that user's streams
-At scale: Redis Cluster with sharded pub/sub (SSUBSCRIBE/SPUBLISH, Redis 7+),
-channels spread over shards by user id.
+One Redis: classic PUBLISH/SUBSCRIBE over one connection per process. A Redis
+Cluster: sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7+), so a message is handled by
+the one shard owning its channel instead of being broadcast over the cluster bus, and
+each process holds one pub/sub connection per primary.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from geoplex.servers._runtime.backends import REDIS_UNAVAILABLE, RedisClient, is_cluster
 
 from ..domain import Fix
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+REDIS_DOWN = REDIS_UNAVAILABLE
+log = logging.getLogger("geoplex.presence")
 
 
 def encode_fix(fix: Fix) -> str:
@@ -36,64 +45,257 @@ def decode_fix(raw: bytes | str) -> Fix:
     return Fix(float(lat), float(lon), float(t))
 
 
+class ChannelFeed:
+    """This process's subscriptions, kept across reconnects, failovers and slot moves.
+
+    ``add``/``remove`` change what is wanted; ``run`` (a task) holds the connections and
+    hands every message to ``on_message(channel, data)``. When a connection fails, or a
+    cluster shard drops a subscription (its slot moved), everything wanted is subscribed
+    again on fresh connections, after a backoff.
+    """
+
+    def __init__(self, client: RedisClient, on_message: Callable[[str, bytes], None],
+                 on_resubscribe: Callable[[], None] = lambda: None) -> None:
+        self.r = client
+        self.cluster = is_cluster(client)
+        self.wanted: set[str] = set()
+        self.on_message = on_message
+        self.on_resubscribe = on_resubscribe
+        self._subs: dict[str, PubSub] = {}   # node name (or "") -> its pub/sub connection
+        self._node_clients: list[redis.Redis] = []
+        self._dropping: set[str] = set()     # unsubscribed by us, confirmation pending
+        self._changed = asyncio.Event()
+        self._rebuild = asyncio.Event()
+        self._data_type = "smessage" if self.cluster else "message"
+
+    async def add(self, channels: Sequence[str]) -> None:
+        fresh = [c for c in channels if c not in self.wanted]
+        if not fresh:
+            return
+        self.wanted.update(fresh)
+        try:
+            for node, group in self._by_node(fresh).items():
+                sub = self._subs.get(node)
+                if sub is None:  # a node this feed does not hold yet: start over
+                    raise _Rebuild(f"no pub/sub connection to {node!r}")
+                await self._subscribe(sub, group)
+        except (*REDIS_DOWN, RedisError, _Rebuild):
+            self._rebuild_soon()  # run() subscribes everything wanted again
+        self._changed.set()
+
+    async def remove(self, channels: Sequence[str]) -> None:
+        stale = [c for c in channels if c in self.wanted]
+        if not stale:
+            return
+        self.wanted.difference_update(stale)
+        self._dropping.update(stale)
+        try:
+            for node, group in self._by_node(stale).items():
+                sub = self._subs.get(node)
+                if sub is None:
+                    continue
+                if not self.cluster:
+                    await sub.unsubscribe(*group)
+                    continue
+                for channel in group:  # one slot per SUNSUBSCRIBE, as for SSUBSCRIBE
+                    await sub.sunsubscribe(channel)
+        except (*REDIS_DOWN, RedisError):
+            pass  # a fresh connection will not have them
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._open()
+                backoff = 0.1
+                await self._read_all()
+            except asyncio.CancelledError:
+                await self._close()
+                raise
+            except (*REDIS_DOWN, _Rebuild) as exc:
+                log.warning("pub/sub connection lost (%s); resubscribing", type(exc).__name__)
+            except Exception:  # noqa: BLE001 - never let the feed die
+                log.exception("pub/sub error; resubscribing")
+            await self._close()
+            self.on_resubscribe()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _node_of(self, channel: str) -> str:
+        if not self.cluster:
+            return ""
+        return self.r.get_node_from_key(channel).name  # type: ignore[union-attr]
+
+    def _by_node(self, channels: Sequence[str]) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for channel in channels:
+            groups.setdefault(self._node_of(channel), []).append(channel)
+        return groups
+
+    async def _subscribe(self, sub: PubSub, channels: list[str]) -> None:
+        if not self.cluster:
+            await sub.subscribe(*channels)
+            return
+        # SSUBSCRIBE takes the channels of one slot only; each user's channel is its own
+        # slot (the hash tag), so one command per channel (replies come as messages).
+        for channel in channels:
+            await sub.ssubscribe(channel)
+
+    async def _open(self) -> None:
+        if self.cluster:
+            await self.r.initialize()  # type: ignore[union-attr]  # fresh slot map
+            for node in self.r.get_primaries():  # type: ignore[union-attr]
+                client = redis.Redis(host=node.host, port=node.port,
+                                     **_connection_kwargs(self.r))
+                self._node_clients.append(client)
+                self._subs[node.name] = client.pubsub()
+        else:
+            self._subs[""] = self.r.pubsub()  # type: ignore[union-attr]
+        for node, group in self._by_node(sorted(self.wanted)).items():
+            if node not in self._subs:
+                raise _Rebuild(f"channel owner {node!r} is not a primary")
+            await self._subscribe(self._subs[node], group)
+
+    async def _read_all(self) -> None:
+        self._rebuild.clear()
+        readers = [asyncio.create_task(self._read(sub), name=f"presence-pubsub-{node}")
+                   for node, sub in self._subs.items()]
+        rebuild = asyncio.create_task(self._rebuild.wait())
+        try:
+            done, _ = await asyncio.wait([*readers, rebuild],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a reader only ends by failing
+            raise _Rebuild("a subscription could not be made on the current connections")
+        finally:
+            for task in (*readers, rebuild):
+                task.cancel()
+            await asyncio.gather(*readers, rebuild, return_exceptions=True)
+
+    async def _read(self, sub: PubSub) -> None:
+        data_type, lost = self._data_type, ("sunsubscribe", "unsubscribe")
+        while True:
+            if not sub.subscribed:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            message = await sub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            kind = message["type"]
+            kind = kind.decode() if isinstance(kind, bytes) else kind
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            if kind == data_type:
+                self.on_message(channel, message["data"])
+            elif kind in lost:
+                if channel in self._dropping:
+                    self._dropping.discard(channel)
+                elif channel in self.wanted:
+                    # the server dropped a subscription we still want: its slot moved
+                    raise _Rebuild(f"subscription dropped by the server ({kind})")
+
+    def _rebuild_soon(self) -> None:
+        self._rebuild.set()
+
+    async def _close(self) -> None:
+        subs, self._subs = self._subs, {}
+        clients, self._node_clients = self._node_clients, []
+        self._dropping.clear()
+        for closable in (*subs.values(), *clients):
+            try:
+                await closable.aclose()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+
+
+class _Rebuild(Exception):
+    """Start the feed's connections over (a new node, a moved slot)."""
+
+
+def _connection_kwargs(client: Any) -> dict[str, Any]:
+    """Credentials, TLS and timeouts of a cluster client, for a direct node connection."""
+    kwargs = dict(client.connection_kwargs)
+    return {k: v for k, v in kwargs.items()
+            if k in ("username", "password", "ssl", "ssl_ca_certs", "ssl_certfile",
+                     "ssl_keyfile", "ssl_cert_reqs", "socket_connect_timeout",
+                     "health_check_interval", "decode_responses")}
+
+
 class RedisBus:
-    def __init__(self, client: redis.Redis, namespace: str, ttl_s: int) -> None:
+    def __init__(self, client: RedisClient, namespace: str, ttl_s: int) -> None:
         self.r = client
         self.p = namespace
         self.ttl_s = ttl_s
+        self.cluster = is_cluster(client)
+
+    def _key(self, kind: str, user: str) -> str:
+        return f"{self.p}{kind}:{{{user}}}"
 
     def channel(self, user: str) -> str:
-        return f"{self.p}ch:{user}"
+        return self._key("ch", user)
 
     def control(self, user: str) -> str:
-        return f"{self.p}ctl:{user}"
+        return self._key("ctl", user)
 
     def user_of(self, channel: str) -> tuple[str, str]:
         """('ch' | 'ctl', user) of a channel name."""
         rest = channel[len(self.p):]
-        kind, _, user = rest.partition(":")
-        return kind, user
+        kind, _, tagged = rest.partition(":")
+        return kind, tagged[1:-1]
+
+    def feed(self, on_message: Callable[[str, bytes], None],
+             on_resubscribe: Callable[[], None] = lambda: None) -> ChannelFeed:
+        return ChannelFeed(self.r, on_message, on_resubscribe)
+
+    def _publish(self, target: Any, channel: str, message: str) -> Any:
+        return target.spublish(channel, message) if self.cluster else \
+            target.publish(channel, message)
 
     async def record(self, user: str, fix: Fix, sharing: bool) -> None:
-        """Cache the user's location (and share it) in one round trip."""
+        """Cache the user's location (and share it) in one round trip (one slot)."""
         raw = encode_fix(fix)
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.set(f"{self.p}me:{user}", raw, ex=self.ttl_s)
-            pipe.expire(f"{self.p}conn:{user}", self.ttl_s)
+            pipe.set(self._key("me", user), raw, ex=self.ttl_s)
+            pipe.expire(self._key("conn", user), self.ttl_s)
             if sharing:
-                pipe.set(f"{self.p}loc:{user}", raw, ex=self.ttl_s)
-                pipe.publish(self.channel(user), '{"k":"loc","f":' + raw + "}")
+                pipe.set(self._key("loc", user), raw, ex=self.ttl_s)
+                self._publish(pipe, self.channel(user), '{"k":"loc","f":' + raw + "}")
             await pipe.execute()
 
     async def stream_opened(self, user: str) -> None:
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.incr(f"{self.p}conn:{user}")
-            pipe.expire(f"{self.p}conn:{user}", self.ttl_s)
+            pipe.incr(self._key("conn", user))
+            pipe.expire(self._key("conn", user), self.ttl_s)
             await pipe.execute()
 
     async def stream_closed(self, user: str) -> int:
         """Streams the user still has anywhere after this one closed."""
-        left = int(await self.r.decr(f"{self.p}conn:{user}"))
+        left = int(await self.r.decr(self._key("conn", user)))
         if left <= 0:
-            await self.r.delete(f"{self.p}conn:{user}")
+            await self.r.delete(self._key("conn", user))
         return left
 
     async def withdraw(self, user: str, reason: int) -> None:
         """Forget the user's shared location and tell their friends' servers."""
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.delete(f"{self.p}loc:{user}")
-            pipe.publish(self.channel(user), json.dumps({"k": "gone", "r": reason}))
+            pipe.delete(self._key("loc", user))
+            self._publish(pipe, self.channel(user), json.dumps({"k": "gone", "r": reason}))
             await pipe.execute()
 
     async def shared_locations(self, users: Sequence[str]) -> dict[str, Fix]:
         if not users:
             return {}
-        values = await self.r.mget([f"{self.p}loc:{u}" for u in users])
+        keys = [self._key("loc", u) for u in users]
+        values = await (self.r.mget_nonatomic(keys) if self.cluster  # type: ignore[union-attr]
+                        else self.r.mget(keys))
         return {u: decode_fix(v) for u, v in zip(users, values) if v is not None}
 
     async def own_location(self, user: str) -> Fix | None:
-        raw = await self.r.get(f"{self.p}me:{user}")
+        raw = await self.r.get(self._key("me", user))
         return None if raw is None else decode_fix(raw)
 
     async def tell(self, user: str, message: dict[str, Any]) -> None:
-        await self.r.publish(self.control(user), json.dumps(message))
+        await self._publish(self.r, self.control(user), json.dumps(message))

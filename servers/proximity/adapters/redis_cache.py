@@ -1,7 +1,7 @@
 """Redis adapter: the shared caches of the search path, and a Redis GEO set.
 
-Keys (one Redis, or Redis Cluster at scale; the hash tags keep nothing
-together on purpose, so cells and businesses spread over slots):
+Keys (one Redis, or a Redis Cluster at scale; no hash tags on purpose, so cells
+and businesses spread over the slots, and multi-key reads go slot by slot):
 - ``px:{db}:biz:<id>``      business JSON, TTL ``ttl`` seconds
 - ``px:{db}:cell:<prefix>`` JSON list of business ids in that geohash cell, TTL
 - ``px:{db}:geo``           GEO set of every business (the GEOSEARCH variant)
@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-import redis.asyncio as redis
+from geoplex.servers._runtime.backends import RedisClient, is_cluster
 
 from ..domain import Business, geohash_prefixes
 
@@ -37,8 +37,10 @@ def _decode(raw: bytes | str) -> Business:
 
 
 class RedisBusinessCache:
-    def __init__(self, client: redis.Redis, namespace: str, ttl: int = 3600) -> None:
+    def __init__(self, client: RedisClient, namespace: str, ttl: int = 3600) -> None:
         self.r = client
+        # MGET of keys in many slots: one MGET per node on a cluster
+        self._mget = client.mget_nonatomic if is_cluster(client) else client.mget  # type: ignore[union-attr]
         self.prefix = f"px:{namespace}:"
         self.ttl = ttl
         self.geo_key = self.prefix + "geo"
@@ -46,7 +48,7 @@ class RedisBusinessCache:
     async def get_businesses(self, ids: Sequence[str]) -> dict[str, Business]:
         if not ids:
             return {}
-        values = await self.r.mget([self.prefix + "biz:" + i for i in ids])
+        values = await self._mget([self.prefix + "biz:" + i for i in ids])
         return {i: _decode(v) for i, v in zip(ids, values) if v is not None}
 
     async def put_businesses(self, businesses: Mapping[str, Business]) -> None:
@@ -62,7 +64,7 @@ class RedisBusinessCache:
         return None if raw is None else list(json.loads(raw))
 
     async def get_cells(self, prefixes: Sequence[str]) -> list[list[str] | None]:
-        values = await self.r.mget([self.prefix + "cell:" + p for p in prefixes])
+        values = await self._mget([self.prefix + "cell:" + p for p in prefixes])
         return [None if v is None else list(json.loads(v)) for v in values]
 
     async def put_cell(self, prefix: str, ids: Sequence[str]) -> None:

@@ -8,12 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from geoplex.infra.local import BackendUrls, free_port
-
-
-def presence_env(backends: BackendUrls, tag: str, **extra: str) -> dict[str, str]:
-    return {**backends.env(), "GEOPLEX_PRESENCE_DATABASE": f"presence_{tag}",
-            "GEOPLEX_PRESENCE_NAMESPACE": f"pr{tag}:", "GEOPLEX_PRESENCE_PORT": "0",
-            "GEOPLEX_LOG_LEVEL": "info", **extra}
+from presence_servers import presence_env
 
 
 @pytest.fixture(scope="session")
