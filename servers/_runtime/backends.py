@@ -72,9 +72,10 @@ def is_cluster(client: RedisClient) -> bool:
     return isinstance(client, RedisCluster)
 
 
-async def open_redis(url: str, stack: contextlib.AsyncExitStack) -> RedisClient:
-    """A client for the Redis at ``url``: a cluster client when that server is a node of a
-    Redis Cluster (``cluster_enabled:1``), a plain one otherwise."""
+async def connect_redis(url: str) -> RedisClient:
+    """A client for the Redis at ``url`` that answered a ping: a cluster client when that
+    server is a node of a Redis Cluster (``cluster_enabled:1``), a plain one otherwise.
+    StartupError naming GEOPLEX_REDIS_URL when it cannot be reached."""
     client: RedisClient = redis_client(url)
     try:
         clustered = bool((await client.info("cluster")).get("cluster_enabled"))
@@ -87,6 +88,12 @@ async def open_redis(url: str, stack: contextlib.AsyncExitStack) -> RedisClient:
         await client.aclose()
         raise StartupError(f"GEOPLEX_REDIS_URL: cannot reach Redis ({type(exc).__name__}); "
                            "start it or fix the URL") from None
+    return client
+
+
+async def open_redis(url: str, stack: contextlib.AsyncExitStack) -> RedisClient:
+    """:func:`connect_redis`, closed with the service."""
+    client = await connect_redis(url)
     stack.push_async_callback(client.aclose)
     return client
 

@@ -4,7 +4,6 @@ at the poles, the equator and the antimeridian."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 
@@ -12,11 +11,11 @@ import pytest
 
 from geoplex.infra import data
 from geoplex.infra.local import BackendUrls
-from geoplex.servers._runtime.backends import connect_mongo
-from geoplex.servers.proximity.adapters.mongo_store import MongoBusinessStore
 from geoplex.servers.proximity.domain import Business
-from geoplex.servers.proximity.loader import from_pois, load
+from geoplex.servers.proximity.loader import from_pois
 from px_edges import edge_businesses
+from px_servers import load_businesses, server_env
+
 
 @pytest.fixture(scope="session")
 def real_businesses() -> list[Business]:
@@ -27,29 +26,12 @@ def real_businesses() -> list[Business]:
     return businesses
 
 
-def _load(backends: BackendUrls, database: str, businesses: list[Business]) -> None:
-    async def run() -> None:
-        client = await connect_mongo(backends.mongo_uri or "")
-        try:
-            await load(MongoBusinessStore(client, database), businesses)
-        finally:
-            await client.close()
-
-    asyncio.run(run())
-
-
-def server_env(backends: BackendUrls, database: str, index: str) -> dict[str, str]:
-    return {**backends.env(), "GEOPLEX_PROXIMITY_DATABASE": database,
-            "GEOPLEX_PROXIMITY_INDEX": index, "GEOPLEX_PROXIMITY_PORT": "0",
-            "GEOPLEX_LOG_LEVEL": "warning"}
-
-
 @pytest.fixture(scope="session")
 def search_dataset(backends: BackendUrls, real_businesses: list[Business]) -> tuple[str, list[Business]]:
     """A read-only database for the property tests."""
     database = f"px_search_{uuid.uuid4().hex[:8]}"
     businesses = real_businesses + edge_businesses()
-    _load(backends, database, businesses)
+    load_businesses(backends, database, businesses)
     return database, businesses
 
 
@@ -66,7 +48,7 @@ def search_servers(backends: BackendUrls, search_dataset, server_factory: Callab
 @pytest.fixture(scope="session")
 def edit_database(backends: BackendUrls, real_businesses: list[Business]) -> str:
     database = f"px_edit_{uuid.uuid4().hex[:8]}"
-    _load(backends, database, real_businesses)
+    load_businesses(backends, database, real_businesses)
     return database
 
 

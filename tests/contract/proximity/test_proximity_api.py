@@ -7,7 +7,6 @@ import time
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 
 from geoplex.clients import ChannelOptions
 from geoplex.clients.errors import (
@@ -19,6 +18,7 @@ from geoplex.clients.errors import (
 from geoplex.clients.proximity import ProximityClient
 from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
+from geoplex.servers._runtime.backends import connect_redis
 from geoplex.type.v1.geo_pb2 import LatLng
 
 CATHEDRAL = (60.1704, 24.9522)
@@ -229,7 +229,7 @@ async def _has(px: ProximityClient, business_id: str, lat: float, lon: float) ->
 
 
 async def test_move_and_delete_invalidate_every_cache(edit_servers, backends, edit_database):
-    r = aioredis.Redis.from_url(backends.redis_url)
+    r = await connect_redis(backends.redis_url)  # one Redis or a cluster
     async with client(edit_servers["a"], ALICE) as a, client(edit_servers["b"]) as b, \
             client(edit_servers["geohash"]) as gh:
         created = await a.create(new_business("Moving Cafe", 60.17, 24.95))
