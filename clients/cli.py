@@ -32,6 +32,7 @@ def cmd_infra_up(args: argparse.Namespace) -> int:
     from geoplex.infra.local import InfraError, LocalInfra
 
     infra = LocalInfra.from_env(args.state_dir.resolve(), progress=print)
+    infra.redis_cluster = args.redis_cluster
     try:
         urls = infra.start()
     except InfraError as exc:
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "stops them.")
     iup.add_argument("--state-dir", type=Path, default=state_default,
                      help="where backend data and logs live (default: %(default)s)")
+    iup.add_argument("--redis-cluster", type=int, default=0, metavar="PRIMARIES",
+                     help="start a Redis Cluster of this many primaries (3 or more) instead of "
+                     "one redis-server; services find out by themselves that it is a cluster")
     iup.set_defaults(func=cmd_infra_up)
 
     data = sub.add_parser("data", help="fetch and inspect the real datasets",
