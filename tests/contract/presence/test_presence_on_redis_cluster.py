@@ -18,7 +18,7 @@ from geoplex.infra.local import BackendUrls, LocalInfra
 
 import test_presence_streams as scenarios
 from presence_servers import presence_env
-from test_presence_streams import HOME, client, next_kind, north, sees, streaming_friends, users
+from test_presence_streams import client, next_kind, north, streaming_friends
 
 pytestmark = pytest.mark.timeout(90)
 
