@@ -100,23 +100,15 @@ class ProximityApp:
                     pass
 
     async def _load_all(self) -> None:
-        points: list[IndexedPoint] = []
-        async for b in self.store.scan_all():
-            points.append(indexed(b))
-            if len(self.details) < self.details.capacity:
-                self.details.put(b)
+        points = [IndexedPoint(bid, lat, lon, category, name.lower())
+                  async for bid, lat, lon, category, name in self.store.scan_points()]
+        async for b in self.store.scan_some(self.details.capacity):
+            self.details.put(b)
         self.quadtree = await asyncio.to_thread(QuadtreeIndex, points)
         if self.index_kind == "redis-geo" and await self.cache.geo_size() != len(points):
             # the GEO set mirrors the system of record; the first replica up fills it
-            batch: list[Business] = []
-            for point in points:
-                b = self.details.get(point.id)
-                if b is not None:
-                    batch.append(b)
-                if len(batch) >= 5000:
-                    await self.cache.geo_upsert(batch)
-                    batch = []
-            await self.cache.geo_upsert(batch)
+            for start in range(0, len(points), 5000):
+                await self.cache.geo_upsert(points[start:start + 5000])
         # The index and detail cache are long-lived: keep them out of the cyclic
         # collector's generations so a search's garbage never makes it walk them.
         gc.collect()

@@ -111,8 +111,17 @@ class MongoBusinessStore:
                                  {"business_id": 1, "_id": 0})
         return [doc["business_id"] async for doc in cursor]
 
-    async def scan_all(self) -> AsyncIterator[Business]:
-        async for doc in self.businesses.find({}, batch_size=5000):
+    async def scan_points(self) -> AsyncIterator[tuple[str, float, float, str, str]]:
+        """(id, lat, lon, category, name) of every business: only what the in-memory index
+        holds is read (at 200 M businesses, ~60 B a document instead of the whole one)."""
+        projection = {"location.coordinates": 1, "category": 1, "name": 1}
+        async for doc in self.businesses.find({}, projection, batch_size=10_000):
+            lon, lat = doc["location"]["coordinates"]
+            yield doc["_id"], float(lat), float(lon), doc.get("category", ""), doc["name"]
+
+    async def scan_some(self, limit: int) -> AsyncIterator[Business]:
+        """Up to ``limit`` whole businesses (to warm a detail cache)."""
+        async for doc in self.businesses.find({}, batch_size=5000).limit(limit):
             yield from_doc(doc)
 
     async def open_change_stream(self) -> Any:

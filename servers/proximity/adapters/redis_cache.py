@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from geoplex.servers._runtime.backends import RedisClient, is_cluster
 
 from ..domain import Business, geohash_prefixes
+from ..ports import Located
 
 
 def _encode(b: Business) -> str:
@@ -40,7 +41,8 @@ class RedisBusinessCache:
     def __init__(self, client: RedisClient, namespace: str, ttl: int = 3600) -> None:
         self.r = client
         # MGET of keys in many slots: one MGET per node on a cluster
-        self._mget = client.mget_nonatomic if is_cluster(client) else client.mget  # type: ignore[union-attr]
+        self._mget = (client.mget_nonatomic  # type: ignore[union-attr]
+                      if is_cluster(client) else client.mget)
         self.prefix = f"px:{namespace}:"
         self.ttl = ttl
         self.geo_key = self.prefix + "geo"
@@ -76,7 +78,7 @@ class RedisBusinessCache:
             keys.extend(self.prefix + "cell:" + p for p in geohash_prefixes(geohash))
         await self.r.delete(*keys)
 
-    async def geo_upsert(self, businesses: Sequence[Business]) -> None:
+    async def geo_upsert(self, businesses: Sequence[Located]) -> None:
         if not businesses:
             return
         values: list[object] = []
