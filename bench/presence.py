@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import redis
 import redis.asyncio as aioredis
+import uvloop
 
 from geoplex.clients.simulator import (
     DEFAULT_RADIUS_M,
@@ -457,7 +458,7 @@ def report(result: dict[str, Any]) -> str:
         "hubs. **Floor**: the same graph, walks and update rate with raw redis.asyncio: one "
         "PUBLISH per update, one PubSub connection per 'server' subscribed to its users' "
         "friends' channels, delivery to in-process subscriber queues filtered by the same "
-        f"radius (one Python process). Each cell: {result['warmup_s']:g} s warm-up, "
+        f"radius (one Python process). Both sides run on uvloop. Each cell: {result['warmup_s']:g} s warm-up, "
         f"{result['duration_s']:g} s measured.",
         "",
     ]
@@ -606,8 +607,9 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
                     f"%, mongo {ours['cpu']['mongo_pct']:.0f} %; "
                     f"{ours['memory_per_connection_bytes']['end'] / 1024:.0f} KiB/connection")
                 wait_for_quiet(max_wait=5)
-                floor = asyncio.run(run_floor(level, args, net, graph, urls.redis_url or "",
-                                              infra_pids["redis"], args.radius))
+                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as ours
+                    floor = runner.run(run_floor(level, args, net, graph, urls.redis_url or "",
+                                                 infra_pids["redis"], args.radius))
                 log(f"  floor: {floor['updates_per_s']:,.0f} updates/s, "
                     f"{floor['deliveries_per_s']:,.0f} fan-out/s "
                     f"({floor['delivery_ratio']:.0%}), p50 {floor['latency_ms']['p50']:.2f} ms,"
