@@ -18,11 +18,8 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
     """Real redis-server, etcd and SecantusDB (or the GEOPLEX_* configured servers)."""
     state: Path = tmp_path_factory.mktemp("geoplex-state")
     local = LocalInfra.from_env(state)
-    local.start()
-    try:
+    with local:  # started, and stopped after the session
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="session")
@@ -35,11 +32,8 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInf
     """A real Redis Cluster: three redis-server primaries sharing the 16,384 slots."""
     local = LocalInfra(tmp_path_factory.mktemp("redis-cluster"), backends=("redis",),
                        redis_cluster=3)
-    local.start()
-    try:
+    with local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="session")

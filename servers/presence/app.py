@@ -100,6 +100,7 @@ class PresenceHub:
         self.feed = bus.feed(self._dispatch, self._resubscribed)
         self._tasks: list[asyncio.Task[None]] = []
         self._releasing: set[asyncio.Task[None]] = set()
+        self._catch_up_wanted = asyncio.Event()
         self._history: list[dict[str, Any]] = []
         self._history_kick = asyncio.Event()
 
@@ -108,7 +109,8 @@ class PresenceHub:
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self.feed.run(), name="presence-pubsub"),
                        asyncio.create_task(self._sweeper(), name="presence-sweep"),
-                       asyncio.create_task(self._history_writer(), name="presence-history")]
+                       asyncio.create_task(self._history_writer(), name="presence-history"),
+                       asyncio.create_task(self._catch_up_loop(), name="presence-catch-up")]
 
     async def shutdown(self) -> None:
         """Before the server stops: every stream ends (UNAVAILABLE) so clients reconnect."""
@@ -236,9 +238,6 @@ class PresenceHub:
     async def _unsubscribe(self, channels: list[str]) -> None:
         await self.feed.remove(channels)
 
-    def _resubscribed(self) -> None:
-        self.counters.resubscribes += 1
-
     def _dispatch(self, channel: str, raw: bytes) -> None:
         kind, user = self.bus.user_of(channel)
         data = json.loads(raw)
@@ -265,37 +264,102 @@ class PresenceHub:
             return
         k = data.get("k")
         if k == "friend+":
-            friend = str(data["f"])
-            for session in sessions:
-                session.add_friend(friend)
-                self.watchers.setdefault(friend, set()).add(session)
-            await self._subscribe([self.bus.channel(friend)])
-            try:
-                located = await self.bus.shared_locations([friend])
-            except REDIS_DOWN:
-                located = {}
-            if friend in located and located[friend].t >= self.clock() - \
-                    self.config.inactive_after_s:
-                for session in sessions:
-                    session.friend_moved(friend, located[friend])
+            await self._befriend(sessions, str(data["f"]))
         elif k == "friend-":
-            friend = str(data["f"])
-            for session in sessions:
-                session.remove_friend(friend)
-                watching = self.watchers.get(friend)
-                if watching is not None:
-                    watching.discard(session)
-                    if not watching:
-                        del self.watchers[friend]
-                        await self._unsubscribe([self.bus.channel(friend)])
+            await self._unfriend(sessions, str(data["f"]))
         elif k == "sharing":
-            for session in sessions:
-                session.sharing = bool(data["v"])
-                if session.sharing:
-                    await self._record(session, session.fix)
+            await self._set_sharing(sessions, bool(data["v"]))
         elif k == "radius":
             for session in sessions:
                 session.set_radius(float(data["v"]))
+
+    async def _befriend(self, sessions: list[Session], friend: str) -> None:
+        for session in sessions:
+            session.add_friend(friend)
+            self.watchers.setdefault(friend, set()).add(session)
+        await self._subscribe([self.bus.channel(friend)])
+        try:
+            located = await self.bus.shared_locations([friend])
+        except REDIS_DOWN:
+            located = {}
+        if friend in located and located[friend].t >= self.clock() - \
+                self.config.inactive_after_s:
+            for session in sessions:
+                session.friend_moved(friend, located[friend])
+
+    async def _unfriend(self, sessions: list[Session], friend: str) -> None:
+        for session in sessions:
+            session.remove_friend(friend)
+            watching = self.watchers.get(friend)
+            if watching is not None:
+                watching.discard(session)
+                if not watching:
+                    del self.watchers[friend]
+                    await self._unsubscribe([self.bus.channel(friend)])
+
+    async def _set_sharing(self, sessions: list[Session], sharing: bool) -> None:
+        for session in sessions:
+            session.sharing = sharing
+            if session.sharing:
+                await self._record(session, session.fix)
+
+    # -- catching up after a pub/sub outage ----------------------------------------------
+
+    def _resubscribed(self) -> None:
+        """The feed is subscribed again after an outage: whatever was published meanwhile
+        (friend and settings changes, moves, departures) is lost; catch up once more."""
+        self.counters.resubscribes += 1
+        self._catch_up_wanted.set()
+
+    async def _catch_up_loop(self) -> None:
+        while True:
+            await self._catch_up_wanted.wait()
+            self._catch_up_wanted.clear()
+            try:
+                await self.catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried on the next resubscription
+                log.warning("catching up after a pub/sub outage failed (%s)", type(exc).__name__)
+
+    async def catch_up(self) -> None:
+        """Bring every live session in this process back in line with the system of record:
+        friends and settings from MongoDB, friends' latest locations from Redis."""
+        for user, sessions in list(self.sessions.items()):
+            live = [s for s in sessions if s.release is None]
+            if not live:
+                continue
+            settings = await self.store.settings(user, self.config.default_radius_m)
+            friends = await self.store.friends(user)
+            known = set().union(*(s.friends for s in live))
+            for friend in sorted(friends - known):
+                await self._befriend(live, friend)
+            for friend in sorted(known - friends):
+                await self._unfriend(live, friend)
+            if any(s.sharing != settings.sharing for s in live):
+                await self._set_sharing(live, settings.sharing)
+            for session in live:
+                if session.radius_m != settings.radius_m:
+                    session.set_radius(settings.radius_m)
+        watched = sorted(self.watchers)
+        located = await self.bus.shared_locations(watched)
+        now = self.clock()
+        for friend in watched:
+            fix = located.get(friend)
+            sessions = list(self.watchers.get(friend, ()))
+            if fix is not None:  # (a location gone stale is the sweeper's)
+                if fix.t >= now - self.config.inactive_after_s:
+                    for session in sessions:
+                        known = session.friend_fixes.get(friend)
+                        if known is None or fix.t > known.t:
+                            session.friend_moved(friend, fix)
+                continue
+            shown = [s for s in sessions if friend in s.friend_fixes]
+            if shown:  # no shared location any more: the friend stopped sharing or left
+                sharing = (await self.store.settings(friend, 0.0)).sharing
+                for session in shown:
+                    session.friend_gone(friend, Gone.DISCONNECTED if sharing
+                                        else Gone.STOPPED_SHARING)
 
     # -- inactivity and history -------------------------------------------------------
 
@@ -349,30 +413,45 @@ class PresenceHub:
     async def add_friend(self, user: str, friend: str) -> None:
         self._check_user_id(user, friend)
         await self.store.add_friendship(user, friend)
-        await self.bus.tell(user, {"k": "friend+", "f": friend})
-        await self.bus.tell(friend, {"k": "friend+", "f": user})
+        await self._tell(user, {"k": "friend+", "f": friend})
+        await self._tell(friend, {"k": "friend+", "f": user})
 
     async def remove_friend(self, user: str, friend: str) -> None:
         self._check_user_id(user, friend)
         if await self.store.remove_friendship(user, friend) == 0:
             raise NotFound(f"{friend!r} is not a friend of the caller",
                            reason="NOT_A_FRIEND", metadata={"user_id": friend})
-        await self.bus.tell(user, {"k": "friend-", "f": friend})
-        await self.bus.tell(friend, {"k": "friend-", "f": user})
+        await self._tell(user, {"k": "friend-", "f": friend})
+        await self._tell(friend, {"k": "friend-", "f": user})
 
     async def set_sharing(self, user: str, sharing: bool) -> bool:
         await self.store.set_sharing(user, sharing)
         if not sharing:
-            await self.bus.withdraw(user, Gone.STOPPED_SHARING.value)
-        await self.bus.tell(user, {"k": "sharing", "v": sharing})
+            try:
+                await self.bus.withdraw(user, Gone.STOPPED_SHARING.value)
+            except REDIS_DOWN:
+                # stored, but the last shared location may still be readable: say so
+                raise Unavailable("sharing is off, but the location cache could not be "
+                                  "cleared yet; retry", reason="CACHE_UNAVAILABLE") from None
+        await self._tell(user, {"k": "sharing", "v": sharing})
         return sharing
 
     async def set_radius(self, user: str, radius_m: float) -> float:
         radius_m = domain.validate_radius(radius_m, self.config.min_radius_m,
                                           self.config.max_radius_m)
         await self.store.set_radius(user, radius_m)
-        await self.bus.tell(user, {"k": "radius", "v": radius_m})
+        await self._tell(user, {"k": "radius", "v": radius_m})
         return radius_m
+
+    async def _tell(self, user: str, message: dict[str, Any]) -> None:
+        """Tell the processes holding ``user``'s streams about a change already stored. Best
+        effort: if Redis cannot take it now, those processes catch up from MongoDB when
+        their subscriptions are back (see catch_up)."""
+        try:
+            await self.bus.tell(user, message)
+        except REDIS_DOWN as exc:
+            log.warning("could not notify live streams of a %s change (%s); they catch up "
+                        "when Redis is back", message.get("k"), type(exc).__name__)
 
     async def settings(self, user: str) -> tuple[bool, float]:
         s = await self.store.settings(user, self.config.default_radius_m)

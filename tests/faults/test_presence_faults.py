@@ -72,3 +72,28 @@ async def test_streams_continue_after_redis_is_killed_and_restarted(own_infra, p
                     break
                 assert time.monotonic() < deadline, "no update crossed after Redis restart"
             assert la.reconnects == 0 and lb.reconnects == 0  # same streams all along
+
+
+async def test_changes_made_while_redis_is_down_reach_live_streams_when_it_is_back(
+        own_infra, pair):
+    """Friend changes made while Redis is down are stored but cannot be published; when the
+    servers' subscriptions are back, they catch up from MongoDB."""
+    tag = uuid.uuid4().hex[:6]
+    alice, carol = f"alice-{tag}", f"carol-{tag}"
+    token = lambda u: ChannelOptions(token=mint_token(DEV_SECRET, u), retry=False)  # noqa: E731
+    async with PresenceClient(pair[0].address, token(alice)) as pa, \
+            PresenceClient(pair[1].address, token(carol)) as pc:
+        await pa.set_sharing(True)
+        await pc.set_sharing(True)
+        async with pa.live(*HOME) as la:
+            assert (await la.next()).snapshot.friends == []
+            redis = own_infra.procs["redis"]
+            redis.kill()
+            try:
+                await pa.add_friend(carol)  # stored; the live streams cannot hear of it now
+            finally:
+                redis.start()
+                redis.wait_ready(30)
+            async with pc.live(HOME[0] + 300 / 111_194.93, HOME[1]):
+                assert await moved_to(la, carol, 300, 30), \
+                    "alice's stream never learnt of the friend added while Redis was down"

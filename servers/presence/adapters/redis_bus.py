@@ -45,13 +45,32 @@ def decode_fix(raw: bytes | str) -> Fix:
     return Fix(float(lat), float(lon), float(t))
 
 
+class _FeedPubSub(PubSub):
+    """A PubSub that says when it connected again: redis-py reconnects a dropped pub/sub
+    connection by itself (and subscribes its channels again), and what was published
+    meanwhile is lost, so the feed's owner must catch up."""
+
+    def __init__(self, client: redis.Redis, on_reconnect: Callable[[], None]) -> None:
+        super().__init__(client.connection_pool)
+        self._on_reconnect = on_reconnect
+        self._connected_before = False
+
+    async def on_connect(self, connection: Any) -> None:
+        await super().on_connect(connection)
+        if self._connected_before:
+            self._on_reconnect()
+        self._connected_before = True
+
+
 class ChannelFeed:
     """This process's subscriptions, kept across reconnects, failovers and slot moves.
 
     ``add``/``remove`` change what is wanted; ``run`` (a task) holds the connections and
     hands every message to ``on_message(channel, data)``. When a connection fails, or a
     cluster shard drops a subscription (its slot moved), everything wanted is subscribed
-    again on fresh connections, after a backoff.
+    again on fresh connections, after a backoff. Whenever subscriptions were down and are
+    back, ``on_resubscribe()`` is called: messages published meanwhile are lost (pub/sub
+    is at most once), so the owner catches up from the system of record.
     """
 
     def __init__(self, client: RedisClient, on_message: Callable[[str, bytes], None],
@@ -104,9 +123,13 @@ class ChannelFeed:
 
     async def run(self) -> None:
         backoff = 0.1
+        opened_before = False
         while True:
             try:
                 await self._open()
+                if opened_before:
+                    self.on_resubscribe()
+                opened_before = True
                 backoff = 0.1
                 await self._read_all()
             except asyncio.CancelledError:
@@ -117,7 +140,6 @@ class ChannelFeed:
             except Exception:  # noqa: BLE001 - never let the feed die
                 log.exception("pub/sub error; resubscribing")
             await self._close()
-            self.on_resubscribe()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
@@ -150,9 +172,9 @@ class ChannelFeed:
                 client = redis.Redis(host=node.host, port=node.port,
                                      **_connection_kwargs(self.r))
                 self._node_clients.append(client)
-                self._subs[node.name] = client.pubsub()
+                self._subs[node.name] = _FeedPubSub(client, self.on_resubscribe)
         else:
-            self._subs[""] = self.r.pubsub()  # type: ignore[union-attr]
+            self._subs[""] = _FeedPubSub(self.r, self.on_resubscribe)  # type: ignore[arg-type]
         for node, group in self._by_node(sorted(self.wanted)).items():
             if node not in self._subs:
                 raise _Rebuild(f"channel owner {node!r} is not a primary")

@@ -4,7 +4,6 @@ at the poles, the equator and the antimeridian."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 
 import pytest
@@ -14,7 +13,7 @@ from geoplex.infra.local import BackendUrls
 from geoplex.servers.proximity.domain import Business
 from geoplex.servers.proximity.loader import from_pois
 from px_edges import edge_businesses
-from px_servers import load_businesses, server_env
+from px_servers import edit_replicas, fresh_database, server_env
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +28,8 @@ def real_businesses() -> list[Business]:
 @pytest.fixture(scope="session")
 def search_dataset(backends: BackendUrls, real_businesses: list[Business]) -> tuple[str, list[Business]]:
     """A read-only database for the property tests."""
-    database = f"px_search_{uuid.uuid4().hex[:8]}"
     businesses = real_businesses + edge_businesses()
-    load_businesses(backends, database, businesses)
-    return database, businesses
+    return fresh_database(backends, businesses, "px_search"), businesses
 
 
 @pytest.fixture(scope="session")
@@ -47,17 +44,10 @@ def search_servers(backends: BackendUrls, search_dataset, server_factory: Callab
 
 @pytest.fixture(scope="session")
 def edit_database(backends: BackendUrls, real_businesses: list[Business]) -> str:
-    database = f"px_edit_{uuid.uuid4().hex[:8]}"
-    load_businesses(backends, database, real_businesses)
-    return database
+    return fresh_database(backends, real_businesses, "px_edit")
 
 
 @pytest.fixture(scope="session")
 def edit_servers(backends: BackendUrls, edit_database: str, server_factory: Callable):
     """Two quadtree replicas and one geohash replica over the same writable database."""
-    env = lambda index: server_env(backends, edit_database, index)  # noqa: E731
-    return {
-        "a": server_factory("geoplex.servers.proximity", env("quadtree"), "px-edit-a"),
-        "b": server_factory("geoplex.servers.proximity", env("quadtree"), "px-edit-b"),
-        "geohash": server_factory("geoplex.servers.proximity", env("geohash"), "px-edit-gh"),
-    }
+    return edit_replicas(backends, edit_database, server_factory, "px-edit")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
 
 from geoplex.infra.local import BackendUrls
 from geoplex.servers._runtime.backends import connect_mongo
@@ -22,7 +25,25 @@ def load_businesses(backends: BackendUrls, database: str, businesses: list[Busin
     asyncio.run(run())
 
 
+def fresh_database(backends: BackendUrls, businesses: list[Business], prefix: str) -> str:
+    """A new database named ``prefix_<random>``, loaded with ``businesses``."""
+    database = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    load_businesses(backends, database, businesses)
+    return database
+
+
 def server_env(backends: BackendUrls, database: str, index: str) -> dict[str, str]:
     return {**backends.env(), "GEOPLEX_PROXIMITY_DATABASE": database,
             "GEOPLEX_PROXIMITY_INDEX": index, "GEOPLEX_PROXIMITY_PORT": "0",
             "GEOPLEX_LOG_LEVEL": "warning"}
+
+
+def edit_replicas(backends: BackendUrls, database: str, server_factory: Callable,
+                  name: str) -> dict[str, Any]:
+    """Two quadtree replicas and one geohash replica over the same writable database."""
+    env = lambda index: server_env(backends, database, index)  # noqa: E731
+    return {
+        "a": server_factory("geoplex.servers.proximity", env("quadtree"), f"{name}-a"),
+        "b": server_factory("geoplex.servers.proximity", env("quadtree"), f"{name}-b"),
+        "geohash": server_factory("geoplex.servers.proximity", env("geohash"), f"{name}-gh"),
+    }

@@ -4,13 +4,12 @@ replicas whose GEOPLEX_REDIS_URL is a cluster node."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 
 import pytest
 import redis as sync_redis
 import test_proximity_api as scenarios
-from px_servers import load_businesses, server_env
+from px_servers import edit_replicas, fresh_database
 
 from geoplex.infra.local import BackendUrls, LocalInfra
 from geoplex.servers.proximity.domain import Business
@@ -20,20 +19,13 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def cluster_database(cluster_backends: BackendUrls, real_businesses: list[Business]) -> str:
-    database = f"px_cluster_{uuid.uuid4().hex[:8]}"
-    load_businesses(cluster_backends, database, real_businesses)
-    return database
+    return fresh_database(cluster_backends, real_businesses, "px_cluster")
 
 
 @pytest.fixture(scope="module")
 def cluster_servers(cluster_backends: BackendUrls, cluster_database: str,
                     server_factory: Callable):  # type: ignore[no-untyped-def]
-    env = lambda index: server_env(cluster_backends, cluster_database, index)  # noqa: E731
-    return {
-        "a": server_factory("geoplex.servers.proximity", env("quadtree"), "px-cluster-a"),
-        "b": server_factory("geoplex.servers.proximity", env("quadtree"), "px-cluster-b"),
-        "geohash": server_factory("geoplex.servers.proximity", env("geohash"), "px-cluster-gh"),
-    }
+    return edit_replicas(cluster_backends, cluster_database, server_factory, "px-cluster")
 
 
 @pytest.mark.parametrize("scenario", [
