@@ -271,6 +271,9 @@ class LocalInfra:
         for i in range(self.redis_cluster):
             port, bus = free_port(self.host), free_port(self.host)
             data = self.state_dir / f"redis-{i}"
+            # a local cluster starts empty: its nodes get new ports each time, and a kept
+            # nodes.conf would name the old ones (the cluster would never come up)
+            shutil.rmtree(data, ignore_errors=True)
             data.mkdir(parents=True, exist_ok=True)
             url = f"redis://{self.host}:{port}/0"
             self.procs[f"redis-{i}"] = _Proc(
@@ -289,11 +292,7 @@ class LocalInfra:
         import redis
 
         nodes = [f"{self.host}:{p}" for p in self._cluster_ports]
-        seed = redis.Redis(host=self.host, port=self._cluster_ports[0], socket_timeout=2)
         try:
-            if seed.info("cluster").get("cluster_enabled") and \
-                    seed.cluster("info").get("cluster_state") == "ok":
-                return  # formed before (a restart on kept state)
             cli = find_binary("redis-cli", "it comes with redis-server (apt-get install "
                                            "redis-server)")
             done = subprocess.run([cli, "--cluster", "create", *nodes, "--cluster-replicas",
@@ -318,8 +317,8 @@ class LocalInfra:
                                      f"{states}")
                 time.sleep(0.1)
             self.progress(f"Redis Cluster: {len(nodes)} primaries, all 16384 slots served")
-        finally:
-            seed.close()
+        except subprocess.TimeoutExpired:
+            raise InfraError("redis-cli --cluster create did not finish within 60s") from None
 
     def _mongo(self) -> str:
         binary = find_binary("secantusd-py", "install the project (pip install -e .), "

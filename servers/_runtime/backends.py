@@ -17,7 +17,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
+from redis.exceptions import ClusterError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -48,7 +48,7 @@ RedisClient = redis.Redis | RedisCluster
 # Redis, or a part of a Redis Cluster, cannot serve right now (down, failing over, slots
 # not covered): callers degrade (a lost update, a cache miss) instead of failing a call.
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    RedisConnectionError, RedisTimeoutError, OSError, ClusterError, RedisClusterException,
+    RedisConnectionError, RedisTimeoutError, OSError, ClusterError, SlotNotCoveredError,
     TryAgainError)
 _RETRY = dict(retry_on_error=[RedisConnectionError, RedisTimeoutError])
 

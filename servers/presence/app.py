@@ -101,6 +101,7 @@ class PresenceHub:
         self._tasks: list[asyncio.Task[None]] = []
         self._releasing: set[asyncio.Task[None]] = set()
         self._catch_up_wanted = asyncio.Event()
+        self._ctl_heard: dict[str, int] = {}  # control messages heard, per user with streams
         self._history: list[dict[str, Any]] = []
         self._history_kick = asyncio.Event()
 
@@ -130,29 +131,42 @@ class PresenceHub:
     # -- sessions --------------------------------------------------------------------
 
     async def open(self, user: str, fix: Fix) -> Session:
-        settings = await self.store.settings(user, self.config.default_radius_m)
-        friends = await self.store.friends(user)
+        # Listen for the user's changes before reading them, and note what was heard: a
+        # change published between the read and the session's registration is caught up.
+        await self._subscribe([self.bus.control(user)])
+        heard = self._ctl_heard.get(user, 0)
+        try:
+            settings = await self.store.settings(user, self.config.default_radius_m)
+            friends = await self.store.friends(user)
+        except BaseException:
+            if user not in self.sessions:
+                await self._unsubscribe([self.bus.control(user)])
+            raise
         session = Session(user, fix, settings.radius_m, settings.sharing, friends)
         session.wakeup = Waker()
         self.sessions.setdefault(user, set()).add(session)
-        new = [self.bus.control(user)]
-        for friend in friends:
-            self.watchers.setdefault(friend, set()).add(session)
-            new.append(self.bus.channel(friend))
-        await self._subscribe(new)
+        if self._ctl_heard.get(user, 0) != heard:
+            self._catch_up_wanted.set()
         try:
-            await self.bus.stream_opened(user)
-        except REDIS_DOWN:
-            pass
-        now = self.clock()
-        try:
-            located = await self.bus.shared_locations(sorted(friends))
-        except REDIS_DOWN:
-            located = {}
-        for friend, ffix in located.items():
-            if ffix.t >= now - self.config.inactive_after_s:
-                session.friend_moved(friend, ffix)
-        await self._record(session, fix)
+            for friend in friends:
+                self.watchers.setdefault(friend, set()).add(session)
+            await self._subscribe([self.bus.channel(friend) for friend in friends])
+            try:
+                await self.bus.stream_opened(user)
+            except REDIS_DOWN:
+                pass
+            now = self.clock()
+            try:
+                located = await self.bus.shared_locations(sorted(friends))
+            except REDIS_DOWN:
+                located = {}
+            for friend, ffix in located.items():
+                if ffix.t >= now - self.config.inactive_after_s:
+                    session.friend_moved(friend, ffix)
+            await self._record(session, fix)
+        except BaseException:
+            self.release(session)  # nothing of a failed open stays behind
+            raise
         return session
 
     def release(self, session: Session) -> asyncio.Task[None]:
@@ -183,6 +197,7 @@ class PresenceHub:
                     gone.append(self.bus.channel(friend))
         if not mine:
             self.sessions.pop(user, None)
+            self._ctl_heard.pop(user, None)
             gone.append(self.bus.control(user))
         try:
             left = await self.bus.stream_closed(user)
@@ -256,6 +271,7 @@ class PresenceHub:
                 for session in watching:
                     session.friend_gone(user, reason)
         elif kind == "ctl":
+            self._ctl_heard[user] = self._ctl_heard.get(user, 0) + 1
             asyncio.create_task(self._control(user, data))
 
     async def _control(self, user: str, data: dict[str, Any]) -> None:
@@ -274,34 +290,58 @@ class PresenceHub:
                 session.set_radius(float(data["v"]))
 
     async def _befriend(self, sessions: list[Session], friend: str) -> None:
+        self._add_friend_now(sessions, friend)
+        await self._follow(sessions, [friend])
+
+    def _add_friend_now(self, sessions: list[Session], friend: str) -> None:
         for session in sessions:
-            session.add_friend(friend)
-            self.watchers.setdefault(friend, set()).add(session)
-        await self._subscribe([self.bus.channel(friend)])
+            if session.release is None:  # (a stream that ended meanwhile stays ended)
+                session.add_friend(friend)
+                self.watchers.setdefault(friend, set()).add(session)
+
+    async def _follow(self, sessions: list[Session], friends: list[str]) -> None:
+        """Subscribe to new friends' channels and show where they are now."""
+        await self._subscribe([self.bus.channel(f) for f in friends])
         try:
-            located = await self.bus.shared_locations([friend])
+            located = await self.bus.shared_locations(friends)
         except REDIS_DOWN:
-            located = {}
-        if friend in located and located[friend].t >= self.clock() - \
-                self.config.inactive_after_s:
-            for session in sessions:
-                session.friend_moved(friend, located[friend])
+            return
+        active_since = self.clock() - self.config.inactive_after_s
+        for friend, fix in located.items():
+            if fix.t >= active_since:
+                for session in sessions:
+                    known = session.friend_fixes.get(friend)
+                    if known is None or fix.t > known.t:
+                        session.friend_moved(friend, fix)  # ignored if unfriended meanwhile
 
     async def _unfriend(self, sessions: list[Session], friend: str) -> None:
+        await self._unsubscribe(self._remove_friend_now(sessions, friend))
+
+    def _remove_friend_now(self, sessions: list[Session], friend: str) -> list[str]:
+        """Drop the friend from the sessions; the channels no local stream needs any more."""
         for session in sessions:
             session.remove_friend(friend)
             watching = self.watchers.get(friend)
             if watching is not None:
                 watching.discard(session)
-                if not watching:
-                    del self.watchers[friend]
-                    await self._unsubscribe([self.bus.channel(friend)])
+        if friend in self.watchers and not self.watchers[friend]:
+            del self.watchers[friend]
+            return [self.bus.channel(friend)]
+        return []
 
     async def _set_sharing(self, sessions: list[Session], sharing: bool) -> None:
         for session in sessions:
             session.sharing = sharing
-            if session.sharing:
+        if sharing:
+            for session in sessions:
                 await self._record(session, session.fix)
+        elif sessions:
+            # again from here: an update recorded between the caller's withdraw and this
+            # message would otherwise leave the location shared until its TTL
+            try:
+                await self.bus.withdraw(sessions[0].user_id, Gone.STOPPED_SHARING.value)
+            except REDIS_DOWN:
+                pass
 
     # -- catching up after a pub/sub outage ----------------------------------------------
 
@@ -312,54 +352,86 @@ class PresenceHub:
         self._catch_up_wanted.set()
 
     async def _catch_up_loop(self) -> None:
+        backoff = 0.5
         while True:
             await self._catch_up_wanted.wait()
             self._catch_up_wanted.clear()
             try:
                 await self.catch_up()
+                backoff = 0.5
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - retried on the next resubscription
-                log.warning("catching up after a pub/sub outage failed (%s)", type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - MongoDB or Redis down: again later
+                log.warning("catching up after a pub/sub outage failed (%s); retrying",
+                            type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                self._catch_up_wanted.set()
 
     async def catch_up(self) -> None:
         """Bring every live session in this process back in line with the system of record:
         friends and settings from MongoDB, friends' latest locations from Redis."""
-        for user, sessions in list(self.sessions.items()):
-            live = [s for s in sessions if s.release is None]
-            if not live:
-                continue
+        for user in list(self.sessions):
+            await self._catch_up_user(user)
+        await self._catch_up_locations()
+
+    async def _catch_up_user(self, user: str) -> None:
+        for _ in range(5):
+            heard = self._ctl_heard.get(user, 0)
             settings = await self.store.settings(user, self.config.default_radius_m)
             friends = await self.store.friends(user)
+            if self._ctl_heard.get(user, 0) != heard:
+                continue  # a change arrived while reading: read again
+            live = [s for s in self.sessions.get(user, ()) if s.release is None]
+            if not live:
+                return
+            # every session change at once, with no await in between: a control message
+            # handled after this point is newer than what was read, and wins
             known = set().union(*(s.friends for s in live))
-            for friend in sorted(friends - known):
-                await self._befriend(live, friend)
-            for friend in sorted(known - friends):
-                await self._unfriend(live, friend)
-            if any(s.sharing != settings.sharing for s in live):
-                await self._set_sharing(live, settings.sharing)
+            added = sorted(friends - known)
+            for friend in added:
+                self._add_friend_now(live, friend)
+            dropped = [c for friend in sorted(known - friends)
+                       for c in self._remove_friend_now(live, friend)]
+            sharing_changed = any(s.sharing != settings.sharing for s in live)
             for session in live:
                 if session.radius_m != settings.radius_m:
                     session.set_radius(settings.radius_m)
+            await self._unsubscribe(dropped)
+            if added:
+                await self._follow(live, added)
+            if sharing_changed:
+                await self._set_sharing(live, settings.sharing)
+            return
+
+    async def _catch_up_locations(self) -> None:
+        """Moves and departures of watched friends published while subscriptions were down."""
         watched = sorted(self.watchers)
         located = await self.bus.shared_locations(watched)
         now = self.clock()
+        active_since = now - self.config.inactive_after_s
         for friend in watched:
             fix = located.get(friend)
             sessions = list(self.watchers.get(friend, ()))
             if fix is not None:  # (a location gone stale is the sweeper's)
-                if fix.t >= now - self.config.inactive_after_s:
+                if fix.t >= active_since:
                     for session in sessions:
                         known = session.friend_fixes.get(friend)
                         if known is None or fix.t > known.t:
                             session.friend_moved(friend, fix)
                 continue
             shown = [s for s in sessions if friend in s.friend_fixes]
-            if shown:  # no shared location any more: the friend stopped sharing or left
-                sharing = (await self.store.settings(friend, 0.0)).sharing
-                for session in shown:
-                    session.friend_gone(friend, Gone.DISCONNECTED if sharing
-                                        else Gone.STOPPED_SHARING)
+            if not shown:
+                continue
+            # no shared location any more: expired, sharing turned off, or the friend left
+            sharing = (await self.store.settings(friend, 0.0)).sharing
+            for session in shown:
+                last = session.friend_fixes.get(friend)
+                if last is None:
+                    continue
+                reason = (Gone.INACTIVE if last.t < active_since else
+                          Gone.DISCONNECTED if sharing else Gone.STOPPED_SHARING)
+                session.friend_gone(friend, reason)
 
     # -- inactivity and history -------------------------------------------------------
 
@@ -426,14 +498,17 @@ class PresenceHub:
 
     async def set_sharing(self, user: str, sharing: bool) -> bool:
         await self.store.set_sharing(user, sharing)
-        if not sharing:
-            try:
-                await self.bus.withdraw(user, Gone.STOPPED_SHARING.value)
-            except REDIS_DOWN:
-                # stored, but the last shared location may still be readable: say so
-                raise Unavailable("sharing is off, but the location cache could not be "
-                                  "cleared yet; retry", reason="CACHE_UNAVAILABLE") from None
-        await self._tell(user, {"k": "sharing", "v": sharing})
+        try:
+            if not sharing:
+                try:
+                    await self.bus.withdraw(user, Gone.STOPPED_SHARING.value)
+                except REDIS_DOWN:
+                    # stored, but the last shared location may still be readable: say so
+                    raise Unavailable("sharing is off, but the location cache could not "
+                                      "be cleared yet; retry",
+                                      reason="CACHE_UNAVAILABLE") from None
+        finally:
+            await self._tell(user, {"k": "sharing", "v": sharing})  # the streams stop now
         return sharing
 
     async def set_radius(self, user: str, radius_m: float) -> float:

@@ -11,6 +11,7 @@ import pytest
 from geoplex.clients import ChannelOptions
 from geoplex.clients.presence import LiveSession, PresenceClient
 from geoplex.infra.local import LocalInfra
+from geoplex.presence.v1 import presence_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 
 pytestmark = pytest.mark.timeout(120)
@@ -97,3 +98,23 @@ async def test_changes_made_while_redis_is_down_reach_live_streams_when_it_is_ba
             async with pc.live(HOME[0] + 300 / 111_194.93, HOME[1]):
                 assert await moved_to(la, carol, 300, 30), \
                     "alice's stream never learnt of the friend added while Redis was down"
+                redis.kill()
+                try:
+                    await pa.remove_friend(carol)  # and one removed while it is down
+                finally:
+                    redis.start()
+                    redis.wait_ready(30)
+                assert await gone(la, carol, 30), \
+                    "alice's stream still shows the friend removed while Redis was down"
+
+
+async def gone(live: LiveSession, user: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            event = await live.next(0.5)
+        except TimeoutError:
+            continue
+        if event.WhichOneof("event") == "friend_gone" and event.friend_gone.user_id == user:
+            return event.friend_gone.reason == pb.GONE_REASON_UNFRIENDED
+    return False

@@ -19,6 +19,7 @@ each process holds one pub/sub connection per primary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import MovedError, RedisError
 
 from geoplex.servers._runtime.backends import REDIS_UNAVAILABLE, RedisClient, is_cluster
 
@@ -53,13 +54,14 @@ class _FeedPubSub(PubSub):
     def __init__(self, client: redis.Redis, on_reconnect: Callable[[], None]) -> None:
         super().__init__(client.connection_pool)
         self._on_reconnect = on_reconnect
-        self._connected_before = False
 
     async def on_connect(self, connection: Any) -> None:
+        # called on reconnects only (registered after the first connect); it subscribes
+        # again what this PubSub had
+        had = bool(self.channels or self.shard_channels)
         await super().on_connect(connection)
-        if self._connected_before:
+        if had:
             self._on_reconnect()
-        self._connected_before = True
 
 
 class ChannelFeed:
@@ -123,22 +125,24 @@ class ChannelFeed:
 
     async def run(self) -> None:
         backoff = 0.1
-        opened_before = False
+        failed = False
         while True:
+            self._rebuild.clear()  # what is asked for from here on is done by this round
             try:
                 await self._open()
-                if opened_before:
+                if failed:  # subscriptions were down (or never up): catch up
                     self.on_resubscribe()
-                opened_before = True
+                failed = False
                 backoff = 0.1
                 await self._read_all()
             except asyncio.CancelledError:
                 await self._close()
                 raise
-            except (*REDIS_DOWN, _Rebuild) as exc:
+            except (*REDIS_DOWN, _Rebuild, MovedError) as exc:
                 log.warning("pub/sub connection lost (%s); resubscribing", type(exc).__name__)
             except Exception:  # noqa: BLE001 - never let the feed die
                 log.exception("pub/sub error; resubscribing")
+            failed = True
             await self._close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
@@ -166,22 +170,36 @@ class ChannelFeed:
             await sub.ssubscribe(channel)
 
     async def _open(self) -> None:
+        subs: dict[str, PubSub] = {}
         if self.cluster:
-            await self.r.initialize()  # type: ignore[union-attr]  # fresh slot map
+            # a forced refresh of the slot map (RedisCluster.initialize() is a no-op once
+            # initialised): after a slot moved, the old map would send SSUBSCRIBE to the
+            # old owner again and again
+            await self.r.nodes_manager.initialize()  # type: ignore[union-attr]
             for node in self.r.get_primaries():  # type: ignore[union-attr]
                 client = redis.Redis(host=node.host, port=node.port,
                                      **_connection_kwargs(self.r))
                 self._node_clients.append(client)
-                self._subs[node.name] = _FeedPubSub(client, self.on_resubscribe)
+                subs[node.name] = _FeedPubSub(client, self.on_resubscribe)
         else:
-            self._subs[""] = _FeedPubSub(self.r, self.on_resubscribe)  # type: ignore[arg-type]
+            subs[""] = _FeedPubSub(self.r, self.on_resubscribe)  # type: ignore[arg-type]
+        try:
+            for sub in subs.values():
+                # connected before anyone may subscribe through it: two first subscribes
+                # at once would each open a connection, and one would never be read
+                await sub.connect()
+        except BaseException:
+            for sub in subs.values():
+                with contextlib.suppress(Exception):
+                    await sub.aclose()
+            raise
+        self._subs = subs
         for node, group in self._by_node(sorted(self.wanted)).items():
             if node not in self._subs:
                 raise _Rebuild(f"channel owner {node!r} is not a primary")
             await self._subscribe(self._subs[node], group)
 
     async def _read_all(self) -> None:
-        self._rebuild.clear()
         readers = [asyncio.create_task(self._read(sub), name=f"presence-pubsub-{node}")
                    for node, sub in self._subs.items()]
         rebuild = asyncio.create_task(self._rebuild.wait())

@@ -120,7 +120,9 @@ class MongoBusinessStore:
             yield doc["_id"], float(lat), float(lon), doc.get("category", ""), doc["name"]
 
     async def scan_some(self, limit: int) -> AsyncIterator[Business]:
-        """Up to ``limit`` whole businesses (to warm a detail cache)."""
+        """Up to ``limit`` whole businesses (to warm a detail cache); none for 0."""
+        if limit <= 0:
+            return  # (MongoDB reads limit(0) as "no limit")
         async for doc in self.businesses.find({}, batch_size=5000).limit(limit):
             yield from_doc(doc)
 
