@@ -102,6 +102,7 @@ class PresenceHub:
         self._releasing: set[asyncio.Task[None]] = set()
         self._catch_up_wanted = asyncio.Event()
         self._ctl_heard: dict[str, int] = {}  # control messages heard, per user with streams
+        self._unfinished_ends: list[tuple[str, bool, bool]] = []  # Redis was down at the end
         self._history: list[dict[str, Any]] = []
         self._history_kick = asyncio.Event()
 
@@ -199,15 +200,23 @@ class PresenceHub:
             self.sessions.pop(user, None)
             self._ctl_heard.pop(user, None)
             gone.append(self.bus.control(user))
+        await self._stream_ended(user, session.sharing and not self.closing)
+        await self._unsubscribe(gone)
+
+    async def _stream_ended(self, user: str, withdraw: bool, counted: bool = False) -> None:
+        """Count one stream of ``user`` less; after the last one anywhere, friends see the user
+        go (``withdraw``; not on a shutdown, where clients reconnect elsewhere at once). If
+        Redis cannot take it now, it is done again after the next catch-up."""
         try:
-            left = await self.bus.stream_closed(user)
-            # the user's last stream anywhere: friends see them go (not on a shutdown,
-            # where clients reconnect to another server at once)
-            if left <= 0 and session.sharing and not self.closing:
+            if not counted:
+                left = await self.bus.stream_closed(user)
+                counted = True
+                if left > 0:
+                    return
+            if withdraw:
                 await self.bus.withdraw(user, Gone.DISCONNECTED.value)
         except REDIS_DOWN:
-            pass
-        await self._unsubscribe(gone)
+            self._unfinished_ends.append((user, withdraw, counted))
 
     async def outputs(self, session: Session, reader: asyncio.Task[None]
                       ) -> AsyncIterator[tuple[list[Rejection], list[Event]]]:
@@ -371,6 +380,9 @@ class PresenceHub:
     async def catch_up(self) -> None:
         """Bring every live session in this process back in line with the system of record:
         friends and settings from MongoDB, friends' latest locations from Redis."""
+        unfinished, self._unfinished_ends = self._unfinished_ends, []
+        for user, withdraw, counted in unfinished:
+            await self._stream_ended(user, withdraw, counted)
         for user in list(self.sessions):
             await self._catch_up_user(user)
         await self._catch_up_locations()

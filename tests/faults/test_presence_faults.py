@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -108,7 +109,32 @@ async def test_changes_made_while_redis_is_down_reach_live_streams_when_it_is_ba
                     "alice's stream still shows the friend removed while Redis was down"
 
 
-async def gone(live: LiveSession, user: str, timeout: float) -> bool:
+async def test_a_stream_that_ended_while_redis_was_down_is_seen_to_go_when_it_is_back(
+        own_infra, pair):
+    tag = uuid.uuid4().hex[:6]
+    alice, bob = f"alice-{tag}", f"bob-{tag}"
+    token = lambda u: ChannelOptions(token=mint_token(DEV_SECRET, u), retry=False)  # noqa: E731
+    async with PresenceClient(pair[0].address, token(alice)) as pa, \
+            PresenceClient(pair[1].address, token(bob)) as pbob:
+        await pa.set_sharing(True)
+        await pbob.set_sharing(True)
+        await pa.add_friend(bob)
+        async with pa.live(*HOME) as la:
+            async with pbob.live(HOME[0] + 100 / 111_194.93, HOME[1]):
+                assert await moved_to(la, bob, 100, 10)
+                redis = own_infra.procs["redis"]
+                redis.kill()
+            # bob's stream ended while Redis was down, for longer than the client's retries:
+            # his server could not tell anyone
+            await asyncio.sleep(4)
+            redis.start()
+            redis.wait_ready(30)
+            assert await gone(la, bob, 30, pb.GONE_REASON_DISCONNECTED), \
+                "alice still shows bob, whose stream ended while Redis was down"
+
+
+async def gone(live: LiveSession, user: str, timeout: float,
+               reason: int = pb.GONE_REASON_UNFRIENDED) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -116,5 +142,5 @@ async def gone(live: LiveSession, user: str, timeout: float) -> bool:
         except TimeoutError:
             continue
         if event.WhichOneof("event") == "friend_gone" and event.friend_gone.user_id == user:
-            return event.friend_gone.reason == pb.GONE_REASON_UNFRIENDED
+            return event.friend_gone.reason == reason
     return False
