@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,13 +35,18 @@ def pair(own_infra: LocalInfra, server_factory):  # type: ignore[no-untyped-def]
             for n in range(2)]
 
 
-async def moved_to(live: LiveSession, user: str, metres: float, timeout: float) -> bool:
+async def events_for(live: LiveSession, timeout: float):  # type: ignore[no-untyped-def]
+    """The stream's events for ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            event = await live.next(0.5)
+            yield await live.next(0.5)
         except TimeoutError:
             continue
+
+
+async def moved_to(live: LiveSession, user: str, metres: float, timeout: float) -> bool:
+    async for event in events_for(live, timeout):
         kind = event.WhichOneof("event")
         friend = None
         if kind in ("friend_moved", "friend_nearby"):
@@ -52,15 +58,24 @@ async def moved_to(live: LiveSession, user: str, metres: float, timeout: float) 
     return False
 
 
-async def test_streams_continue_after_redis_is_killed_and_restarted(own_infra, pair):
+@contextlib.asynccontextmanager
+async def two_sharing_users(pair, befriend: bool = True):  # type: ignore[no-untyped-def]
+    """alice on the first server, a second user on the other; both share their location,
+    and (``befriend``) they are friends."""
     tag = uuid.uuid4().hex[:6]
-    alice, bob = f"alice-{tag}", f"bob-{tag}"
-    token = lambda u: ChannelOptions(token=mint_token(DEV_SECRET, u), retry=False)  # noqa: E731
-    async with PresenceClient(pair[0].address, token(alice)) as pa, \
-            PresenceClient(pair[1].address, token(bob)) as pbob:
+    alice, other = f"alice-{tag}", f"other-{tag}"
+    options = lambda u: ChannelOptions(token=mint_token(DEV_SECRET, u), retry=False)  # noqa: E731
+    async with PresenceClient(pair[0].address, options(alice)) as pa, \
+            PresenceClient(pair[1].address, options(other)) as po:
         await pa.set_sharing(True)
-        await pbob.set_sharing(True)
-        await pa.add_friend(bob)
+        await po.set_sharing(True)
+        if befriend:
+            await pa.add_friend(other)
+        yield alice, other, pa, po
+
+
+async def test_streams_continue_after_redis_is_killed_and_restarted(own_infra, pair):
+    async with two_sharing_users(pair) as (alice, bob, pa, pbob):
         async with pa.live(*HOME) as la, pbob.live(HOME[0] + 100 / 111_194.93, HOME[1]) as lb:
             assert await moved_to(la, bob, 100, 10)
             own_infra.restart("redis", kill=True)
@@ -80,13 +95,7 @@ async def test_changes_made_while_redis_is_down_reach_live_streams_when_it_is_ba
         own_infra, pair):
     """Friend changes made while Redis is down are stored but cannot be published; when the
     servers' subscriptions are back, they catch up from MongoDB."""
-    tag = uuid.uuid4().hex[:6]
-    alice, carol = f"alice-{tag}", f"carol-{tag}"
-    token = lambda u: ChannelOptions(token=mint_token(DEV_SECRET, u), retry=False)  # noqa: E731
-    async with PresenceClient(pair[0].address, token(alice)) as pa, \
-            PresenceClient(pair[1].address, token(carol)) as pc:
-        await pa.set_sharing(True)
-        await pc.set_sharing(True)
+    async with two_sharing_users(pair, befriend=False) as (alice, carol, pa, pc):
         async with pa.live(*HOME) as la:
             assert (await la.next()).snapshot.friends == []
             redis = own_infra.procs["redis"]
@@ -111,14 +120,7 @@ async def test_changes_made_while_redis_is_down_reach_live_streams_when_it_is_ba
 
 async def test_a_stream_that_ended_while_redis_was_down_is_seen_to_go_when_it_is_back(
         own_infra, pair):
-    tag = uuid.uuid4().hex[:6]
-    alice, bob = f"alice-{tag}", f"bob-{tag}"
-    token = lambda u: ChannelOptions(token=mint_token(DEV_SECRET, u), retry=False)  # noqa: E731
-    async with PresenceClient(pair[0].address, token(alice)) as pa, \
-            PresenceClient(pair[1].address, token(bob)) as pbob:
-        await pa.set_sharing(True)
-        await pbob.set_sharing(True)
-        await pa.add_friend(bob)
+    async with two_sharing_users(pair) as (alice, bob, pa, pbob):
         async with pa.live(*HOME) as la:
             async with pbob.live(HOME[0] + 100 / 111_194.93, HOME[1]):
                 assert await moved_to(la, bob, 100, 10)
@@ -135,12 +137,7 @@ async def test_a_stream_that_ended_while_redis_was_down_is_seen_to_go_when_it_is
 
 async def gone(live: LiveSession, user: str, timeout: float,
                reason: int = pb.GONE_REASON_UNFRIENDED) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            event = await live.next(0.5)
-        except TimeoutError:
-            continue
+    async for event in events_for(live, timeout):
         if event.WhichOneof("event") == "friend_gone" and event.friend_gone.user_id == user:
             return event.friend_gone.reason == reason
     return False
