@@ -58,11 +58,10 @@ from geoplex.clients.simulator import (
     SimConfig,
     Simulator,
     Walker,
-    haversine_m,
-    haversine_np,
     latency_summary_ms,
     load_graph,
 )
+from geoplex.servers._runtime.geo import haversine_m, haversine_np
 from geoplex.infra.local import LocalInfra
 
 from ._common import (

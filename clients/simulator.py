@@ -68,27 +68,11 @@ from typing import Any
 import numpy as np
 import uvloop
 
-EARTH_RADIUS_M = 6_371_008.8
-MILE_M = 1609.344
-DEFAULT_RADIUS_M = 5 * MILE_M  # the server's default nearby radius
+from geoplex.clients.mesh import open_spread_channels
+from geoplex.servers._runtime.geo import haversine_m, haversine_np, haversine_pairs
+from geoplex.servers.presence.domain import DEFAULT_RADIUS_M
+
 MAX_AVG_DEGREE = 400.0
-
-
-# --------------------------------------------------------------------------- geometry
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
-
-
-def haversine_np(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
-    p1 = math.radians(lat)
-    p2 = np.radians(lats)
-    a = (np.sin((p2 - p1) * 0.5) ** 2
-         + math.cos(p1) * np.cos(p2) * np.sin(np.radians(lons - lon) * 0.5) ** 2)
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
 
 
 # --------------------------------------------------------------------------- roads
@@ -153,7 +137,7 @@ class RoadNetwork:
             indptr[new + 1] = len(indices)
         idx = np.array(indices, dtype=np.int64)
         src = np.repeat(np.arange(len(keep)), np.diff(indptr))
-        length = _haversine_pairs(lat[src], lon[src], lat[idx], lon[idx])
+        length = haversine_pairs(lat[src], lon[src], lat[idx], lon[idx])
         return cls(lat, lon, indptr, idx, np.maximum(length, 0.1))
 
     @classmethod
@@ -171,14 +155,6 @@ class RoadNetwork:
         ns = haversine_m(float(self.lat.min()), 0.0, float(self.lat.max()), 0.0)
         ew = haversine_m(mid, float(self.lon.min()), mid, float(self.lon.max()))
         return ns, ew
-
-
-def _haversine_pairs(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray,
-                     lon2: np.ndarray) -> np.ndarray:
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    a = (np.sin((p2 - p1) / 2) ** 2
-         + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2)
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
 
 
 def _largest_component(adjacency: list[list[int]]) -> list[int]:
@@ -756,76 +732,6 @@ def _worker_main(spec: _WorkerSpec, inbox: Any, outbox: Any) -> None:
         raise SystemExit(1) from None
 
 
-async def open_channels(targets: Sequence[str], count: int, *, probe: int = 8,
-                        max_tries: int | None = None) -> list[tuple[Any, int]]:
-    """``count`` channels spread evenly over the server *processes* behind ``targets``.
-
-    Each channel has its own connection (local subchannel pool) and asks
-    MeshService which pid serves it; with SO_REUSEPORT the kernel picks a process
-    per connection, so channels are opened until every process seen has its
-    share (``probe`` first, to see them all), or ``max_tries`` is spent.
-    Returns ``(channel, pid)`` pairs.
-    """
-    import grpc.aio
-
-    from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
-
-    tries = max_tries or count * 6 + probe
-    serial = 0
-
-    async def one() -> tuple[Any, int]:
-        nonlocal serial
-        target = targets[serial % len(targets)]
-        serial += 1
-        channel = grpc.aio.insecure_channel(target, options=[
-            ("grpc.use_local_subchannel_pool", 1), ("geoplex.sim.channel", serial),
-            ("grpc.http2.max_pings_without_data", 0)])
-        try:
-            info = await mesh_pb2_grpc.MeshServiceStub(channel).GetServerInfo(
-                mesh_pb2.GetServerInfoRequest(), timeout=10)
-        except BaseException:
-            await channel.close()
-            raise
-        return channel, int(info.pid)
-
-    candidates = [await one() for _ in range(min(tries, max(probe, count)))]
-    pids = {pid for _, pid in candidates}
-    count = max(count, len(pids))  # at least one channel per server process
-    quota = math.ceil(count / len(pids))
-    chosen: list[tuple[Any, int]] = []
-    spare: list[tuple[Any, int]] = []
-    load: dict[int, int] = {}
-    for channel, pid in candidates:
-        if len(chosen) < count and load.get(pid, 0) < quota:
-            chosen.append((channel, pid))
-            load[pid] = load.get(pid, 0) + 1
-        else:
-            spare.append((channel, pid))
-    tries -= len(candidates)
-    while len(chosen) < count and tries > 0:
-        channel, pid = await one()
-        tries -= 1
-        if load.get(pid, 0) < quota:
-            chosen.append((channel, pid))
-            load[pid] = load.get(pid, 0) + 1
-        else:
-            spare.append((channel, pid))
-    while len(chosen) < count and spare:
-        chosen.append(spare.pop())
-    for channel, _ in spare:
-        await channel.close()
-    # interleave processes so user i and user i+1 land on different ones
-    by_pid: dict[int, list[tuple[Any, int]]] = {}
-    for item in chosen:
-        by_pid.setdefault(item[1], []).append(item)
-    order: list[tuple[Any, int]] = []
-    while any(by_pid.values()):
-        for items in by_pid.values():
-            if items:
-                order.append(items.pop())
-    return order
-
-
 class _User:
     __slots__ = ("index", "id", "walker", "live", "last", "friends", "pid", "consumer", "mover",
                  "moved_at")
@@ -870,7 +776,7 @@ class _Worker:
         loop = asyncio.get_running_loop()
         try:
             n_channels = max(1, math.ceil(len(spec.users) / cfg.users_per_channel))
-            channels = await open_channels(cfg.targets, n_channels)
+            channels = await open_spread_channels(cfg.targets, n_channels)
             secret = cfg.auth_secret or DEV_SECRET
             users = []
             for local, (index, start) in enumerate(zip(spec.users, spec.starts)):

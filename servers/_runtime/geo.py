@@ -39,3 +39,12 @@ def haversine_np(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> 
     dl = np.radians(lons - lon)
     a = np.sin(dp * 0.5) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dl * 0.5) ** 2
     return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+
+
+def haversine_pairs(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray,
+                    lon2: np.ndarray) -> np.ndarray:
+    """Element-wise distances in metres between two arrays of points (degrees)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    a = (np.sin((p2 - p1) * 0.5) ** 2
+         + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) * 0.5) ** 2)
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
