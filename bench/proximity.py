@@ -35,11 +35,10 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-import grpc
-import grpc.aio
 import numpy as np
 import redis.asyncio as aioredis
 
+from geoplex.clients.mesh import open_spread_channels
 from geoplex.infra import data
 from geoplex.infra.local import LocalInfra
 from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
@@ -201,27 +200,10 @@ def index_memory(points: list[IndexedPoint]) -> dict[str, Any]:
 
 # -- 2. end to end ------------------------------------------------------------------
 
-async def pinned_channels(address: str, want: int, tries: int = 24) -> list[grpc.aio.Channel]:
-    """One channel per server process behind a shared port (SO_REUSEPORT spreads by connection)."""
-    chosen: dict[int, grpc.aio.Channel] = {}
-    for n in range(tries):
-        ch = grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1),
-                                                         ("geoplex.bench.channel", n)])
-        info = await mesh_pb2_grpc.MeshServiceStub(ch).GetServerInfo(
-            mesh_pb2.GetServerInfoRequest(), timeout=10)
-        if info.pid in chosen:
-            await ch.close()
-        else:
-            chosen[info.pid] = ch
-        if len(chosen) == want:
-            break
-    return list(chosen.values())
-
-
 async def e2e(address: str, redis_url: str, geo_key: str, queries: list[tuple[float, float]],
               concurrencies: list[int], warmup: float, duration: float, pids: list[int],
               label: str, rounds: int = 2) -> list[dict[str, Any]]:
-    channels = await pinned_channels(address, 2)
+    channels = [c for c, _ in await open_spread_channels([address], 2)]
     stubs = [proximity_pb2_grpc.ProximityServiceStub(c) for c in channels]
     mesh = [mesh_pb2_grpc.MeshServiceStub(c) for c in channels]
     rows = []

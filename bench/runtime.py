@@ -48,7 +48,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from geoplex.clients.mesh import MeshClient
+from geoplex.clients.mesh import MeshClient, open_spread_channels
 from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 
 from ._common import (
@@ -137,42 +137,6 @@ def plan(concurrencies: Sequence[int], sizes: Sequence[int]) -> list[Cell]:
 
 # --------------------------------------------------------------------------- client side
 
-async def open_channels(target: str, count: int, server_pids: Sequence[int]
-                        ) -> tuple[list[grpc.aio.Channel], list[int]]:
-    """``count`` channels, each its own TCP connection; with several server
-    processes on one port, reconnect until each channel reaches a different one
-    (the kernel spreads SO_REUSEPORT connections by a hash, not round-robin).
-    Returns the channels and the server pid each one reaches."""
-    want_distinct = len(server_pids) > 1 and count > 1
-    channels: list[grpc.aio.Channel] = []
-    pids: list[int] = []
-    try:
-        for _ in range(64):
-            # A local subchannel pool: without it, channels with equal arguments
-            # share one connection.
-            channel = grpc.aio.insecure_channel(
-                target, options=[("grpc.use_local_subchannel_pool", 1)])
-            try:
-                info = await mesh_pb2_grpc.MeshServiceStub(channel).GetServerInfo(
-                    mesh_pb2.GetServerInfoRequest(), timeout=10)
-            except BaseException:
-                await channel.close()
-                raise
-            if want_distinct and info.pid in pids:
-                await channel.close()
-                continue
-            channels.append(channel)
-            pids.append(info.pid)
-            if len(channels) == count:
-                return channels, pids
-        raise RuntimeError(f"could not reach {count} distinct server processes "
-                           "in 64 connections")
-    except BaseException:
-        for channel in channels:
-            await channel.close()
-        raise
-
-
 def unary_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceStub], size: int) -> WorkerFactory:
     request = mesh_pb2.PingRequest(response_size=size)
 
@@ -240,7 +204,10 @@ async def run_cell(cell: Cell, servers: ServerProcesses, warmup: float,
             return result, []
         finally:
             await client.aclose()
-    channels, pids = await open_channels(target, cell.channels, servers.pids)
+    # each channel its own connection; with several processes behind the port, each a
+    # different one (the kernel spreads SO_REUSEPORT connections by a hash)
+    pairs = await open_spread_channels([target], cell.channels, every_process=False)
+    channels, pids = [c for c, _ in pairs], [pid for _, pid in pairs]
     try:
         stubs = [mesh_pb2_grpc.MeshServiceStub(ch) for ch in channels]
         for stub in stubs:
