@@ -28,9 +28,8 @@ from geoplex.servers._runtime.errors import (
 )
 
 from . import domain
-from .adapters.mongo_store import MongoPresenceStore
-from .adapters.redis_bus import REDIS_DOWN, RedisBus
-from .domain import Event, Fix, Gone, Rejection, Seen, Session
+from .ports import LocationBus, PresenceStore
+from .domain import Event, Fix, Gone, LocationsUnavailable, Rejection, Seen, Session
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ class Waker:
 
 
 class PresenceHub:
-    def __init__(self, store: MongoPresenceStore, bus: RedisBus, config: HubConfig,
+    def __init__(self, store: PresenceStore, bus: LocationBus, config: HubConfig,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.bus = bus
@@ -154,12 +153,12 @@ class PresenceHub:
             await self._subscribe([self.bus.channel(friend) for friend in friends])
             try:
                 await self.bus.stream_opened(user)
-            except REDIS_DOWN:
+            except LocationsUnavailable:
                 pass
             now = self.clock()
             try:
                 located = await self.bus.shared_locations(sorted(friends))
-            except REDIS_DOWN:
+            except LocationsUnavailable:
                 located = {}
             for friend, ffix in located.items():
                 if ffix.t >= now - self.config.inactive_after_s:
@@ -215,7 +214,7 @@ class PresenceHub:
                     return
             if withdraw:
                 await self.bus.withdraw(user, Gone.DISCONNECTED.value)
-        except REDIS_DOWN:
+        except LocationsUnavailable:
             self._unfinished_ends.append((user, withdraw, counted))
 
     async def outputs(self, session: Session, reader: asyncio.Task[None]
@@ -243,7 +242,7 @@ class PresenceHub:
         self.counters.updates += 1
         try:
             await self.bus.record(session.user_id, fix, session.sharing)
-        except REDIS_DOWN:
+        except LocationsUnavailable:
             self.counters.updates_lost += 1  # a few lost updates are acceptable
             return
         if session.sharing:
@@ -313,7 +312,7 @@ class PresenceHub:
         await self._subscribe([self.bus.channel(f) for f in friends])
         try:
             located = await self.bus.shared_locations(friends)
-        except REDIS_DOWN:
+        except LocationsUnavailable:
             return
         active_since = self.clock() - self.config.inactive_after_s
         for friend, fix in located.items():
@@ -349,7 +348,7 @@ class PresenceHub:
             # message would otherwise leave the location shared until its TTL
             try:
                 await self.bus.withdraw(sessions[0].user_id, Gone.STOPPED_SHARING.value)
-            except REDIS_DOWN:
+            except LocationsUnavailable:
                 pass
 
     # -- catching up after a pub/sub outage ----------------------------------------------
@@ -514,7 +513,7 @@ class PresenceHub:
             if not sharing:
                 try:
                     await self.bus.withdraw(user, Gone.STOPPED_SHARING.value)
-                except REDIS_DOWN:
+                except LocationsUnavailable:
                     # stored, but the last shared location may still be readable: say so
                     raise Unavailable("sharing is off, but the location cache could not "
                                       "be cleared yet; retry",
@@ -536,7 +535,7 @@ class PresenceHub:
         their subscriptions are back (see catch_up)."""
         try:
             await self.bus.tell(user, message)
-        except REDIS_DOWN as exc:
+        except LocationsUnavailable as exc:
             log.warning("could not notify live streams of a %s change (%s); they catch up "
                         "when Redis is back", message.get("k"), type(exc).__name__)
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
-from geoplex.servers._runtime.errors import InvalidArgument
+from geoplex.servers._runtime.errors import InvalidArgument, Unavailable
 from geoplex.servers._runtime.geo import haversine_m, validate_location
 
 MILE_M = 1609.344
@@ -28,6 +28,20 @@ class Gone(Enum):
     STOPPED_SHARING = 3
     UNFRIENDED = 4
     DISCONNECTED = 5
+
+
+class LocationsUnavailable(Unavailable):
+    """The shared location cache and channels (Redis) cannot be reached right now."""
+
+    def __init__(self) -> None:
+        super().__init__("live locations are unavailable for a moment; retry",
+                         reason="LOCATIONS_UNAVAILABLE")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    sharing: bool
+    radius_m: float
 
 
 @dataclass(frozen=True, slots=True)

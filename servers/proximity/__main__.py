@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 
 from geoplex.proximity.v1 import proximity_pb2
 from geoplex.servers._runtime.config import RuntimeConfig
@@ -16,7 +15,6 @@ from .app import ProximityApp
 from .config import DEFAULT_PORT, ProximityConfig
 from .servicer import ProximityServicer, add_to_server
 
-log = logging.getLogger("geoplex.servers.proximity")
 SERVICE_NAME = proximity_pb2.DESCRIPTOR.services_by_name["ProximityService"].full_name
 
 

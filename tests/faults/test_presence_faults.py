@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from geoplex.clients import ChannelOptions
+from geoplex.clients.errors import UnavailableError
 from geoplex.clients.presence import LiveSession, PresenceClient
 from geoplex.infra.local import LocalInfra
 from geoplex.presence.v1 import presence_pb2 as pb
@@ -101,6 +102,9 @@ async def test_changes_made_while_redis_is_down_reach_live_streams_when_it_is_ba
             redis = own_infra.procs["redis"]
             redis.kill()
             try:
+                with pytest.raises(UnavailableError) as down:  # a read that needs Redis
+                    await pa.nearby()
+                assert down.value.reason == "LOCATIONS_UNAVAILABLE"
                 await pa.add_friend(carol)  # stored; the live streams cannot hear of it now
             finally:
                 redis.start()

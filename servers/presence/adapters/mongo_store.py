@@ -9,7 +9,6 @@ settings are small and read at connect time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,11 +17,7 @@ from pymongo.errors import PyMongoError
 
 from geoplex.servers._runtime.backends import ensure_indexes
 
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    sharing: bool
-    radius_m: float
+from ..domain import Settings
 
 
 class MongoPresenceStore:

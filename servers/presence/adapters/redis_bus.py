@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
@@ -31,10 +32,10 @@ from redis.exceptions import MovedError, RedisError
 
 from geoplex.servers._runtime.backends import REDIS_UNAVAILABLE, RedisClient, is_cluster
 
-from ..domain import Fix
+from ..domain import Fix, LocationsUnavailable
 
-REDIS_DOWN = REDIS_UNAVAILABLE
-log = logging.getLogger("geoplex.presence")
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def encode_fix(fix: Fix) -> str:
@@ -100,7 +101,7 @@ class ChannelFeed:
                 if sub is None:  # a node this feed does not hold yet: start over
                     raise _Rebuild(f"no pub/sub connection to {node!r}")
                 await self._subscribe(sub, group)
-        except (*REDIS_DOWN, RedisError, _Rebuild):
+        except (*REDIS_UNAVAILABLE, RedisError, _Rebuild):
             self._rebuild_soon()  # run() subscribes everything wanted again
         self._changed.set()
 
@@ -120,7 +121,7 @@ class ChannelFeed:
                     continue
                 for channel in group:  # one slot per SUNSUBSCRIBE, as for SSUBSCRIBE
                     await sub.sunsubscribe(channel)
-        except (*REDIS_DOWN, RedisError):
+        except (*REDIS_UNAVAILABLE, RedisError):
             pass  # a fresh connection will not have them
 
     async def run(self) -> None:
@@ -138,7 +139,7 @@ class ChannelFeed:
             except asyncio.CancelledError:
                 await self._close()
                 raise
-            except (*REDIS_DOWN, _Rebuild, MovedError) as exc:
+            except (*REDIS_UNAVAILABLE, _Rebuild, MovedError) as exc:
                 log.warning("pub/sub connection lost (%s); resubscribing", type(exc).__name__)
             except Exception:  # noqa: BLE001 - never let the feed die
                 log.exception("pub/sub error; resubscribing")
@@ -264,6 +265,19 @@ def _connection_kwargs(client: Any) -> dict[str, Any]:
                      "health_check_interval", "decode_responses")}
 
 
+def _locations_unavailable(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Redis out of reach becomes the domain's LocationsUnavailable."""
+
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except REDIS_UNAVAILABLE as exc:
+            raise LocationsUnavailable() from exc
+
+    return call
+
+
 class RedisBus:
     def __init__(self, client: RedisClient, namespace: str, ttl_s: int) -> None:
         self.r = client
@@ -294,6 +308,7 @@ class RedisBus:
         return target.spublish(channel, message) if self.cluster else \
             target.publish(channel, message)
 
+    @_locations_unavailable
     async def record(self, user: str, fix: Fix, sharing: bool) -> None:
         """Cache the user's location (and share it) in one round trip (one slot)."""
         raw = encode_fix(fix)
@@ -305,12 +320,14 @@ class RedisBus:
                 self._publish(pipe, self.channel(user), '{"k":"loc","f":' + raw + "}")
             await pipe.execute()
 
+    @_locations_unavailable
     async def stream_opened(self, user: str) -> None:
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.incr(self._key("conn", user))
             pipe.expire(self._key("conn", user), self.ttl_s)
             await pipe.execute()
 
+    @_locations_unavailable
     async def stream_closed(self, user: str) -> int:
         """Streams the user still has anywhere after this one closed."""
         left = int(await self.r.decr(self._key("conn", user)))
@@ -318,6 +335,7 @@ class RedisBus:
             await self.r.delete(self._key("conn", user))
         return left
 
+    @_locations_unavailable
     async def withdraw(self, user: str, reason: int) -> None:
         """Forget the user's shared location and tell their friends' servers."""
         async with self.r.pipeline(transaction=False) as pipe:
@@ -325,6 +343,7 @@ class RedisBus:
             self._publish(pipe, self.channel(user), json.dumps({"k": "gone", "r": reason}))
             await pipe.execute()
 
+    @_locations_unavailable
     async def shared_locations(self, users: Sequence[str]) -> dict[str, Fix]:
         if not users:
             return {}
@@ -333,9 +352,11 @@ class RedisBus:
                         else self.r.mget(keys))
         return {u: decode_fix(v) for u, v in zip(users, values) if v is not None}
 
+    @_locations_unavailable
     async def own_location(self, user: str) -> Fix | None:
         raw = await self.r.get(self._key("me", user))
         return None if raw is None else decode_fix(raw)
 
+    @_locations_unavailable
     async def tell(self, user: str, message: dict[str, Any]) -> None:
         await self._publish(self.r, self.control(user), json.dumps(message))
