@@ -28,13 +28,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from geoplex.servers._runtime import tracing
-from geoplex.servers._runtime.config import ConfigError, Env, RuntimeConfig
-from geoplex.servers._runtime.server import (
-    GeoplexServer,
-    StartupError,
-    configure_logging,
-    loop_factory,
-)
+from geoplex.servers._runtime.config import Env, RuntimeConfig
+from geoplex.servers._runtime.server import GeoplexServer, run_main
 
 NAME = "bench"
 
@@ -85,18 +80,7 @@ async def serve(config: RuntimeConfig, env: Env) -> None:
 
 
 def main() -> None:
-    try:
-        env = Env()
-        config = RuntimeConfig.from_env(NAME, 0, env)
-        configure_logging(config.log_level)
-        with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
-            runner.run(serve(config, env))
-    except (ConfigError, StartupError) as exc:
-        print(f"geoplex-{NAME}: error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        pass
-
+    run_main(NAME, 0, lambda config: serve(config, Env()))
 
 if __name__ == "__main__":
     main()

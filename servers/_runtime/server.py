@@ -191,11 +191,18 @@ def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 def run(name: str, default_port: int, setup: Setup) -> None:
     """Entry point for ``python -m geoplex.servers.<name>``: config, logging, serve."""
+    run_main(name, default_port, lambda config: serve(config, setup))
+
+
+def run_main(name: str, default_port: int,
+             main: Callable[[RuntimeConfig], Awaitable[None]]) -> None:
+    """Read the runtime config, set up logging and run ``main(config)`` on the configured
+    event loop; a configuration or start-up error is one line on stderr and exit code 2."""
     try:
         config = RuntimeConfig.from_env(name, default_port)
         configure_logging(config.log_level)
         with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
-            runner.run(serve(config, setup))
+            runner.run(main(config))
     except (ConfigError, StartupError) as exc:
         print(f"geoplex-{name}: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
