@@ -130,6 +130,11 @@ class PresenceHub:
 
     # -- sessions --------------------------------------------------------------------
 
+    def ensure_serving(self) -> None:
+        """UNAVAILABLE once this server is shutting down: clients reconnect elsewhere."""
+        if self.closing:
+            raise Unavailable("server is shutting down; reconnect", reason="SHUTTING_DOWN")
+
     async def open(self, user: str, fix: Fix) -> Session:
         # Listen for the user's changes before reading them, and note what was heard: a
         # change published between the read and the session's registration is caught up.
@@ -224,8 +229,7 @@ class PresenceHub:
         wakeup: Waker = session.wakeup  # type: ignore[assignment]
         reader.add_done_callback(lambda _task: wakeup.set())
         while True:
-            if self.closing:
-                raise Unavailable("server is shutting down; reconnect", reason="SHUTTING_DOWN")
+            self.ensure_serving()
             if session.has_output:
                 yield session.drain()
                 continue

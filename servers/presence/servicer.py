@@ -11,7 +11,7 @@ import grpc.aio
 from geoplex.presence.v1 import presence_pb2 as pb
 from geoplex.presence.v1 import presence_pb2_grpc
 from geoplex.servers._runtime.auth import TokenVerifier
-from geoplex.servers._runtime.errors import InvalidArgument, Unavailable
+from geoplex.servers._runtime.errors import InvalidArgument
 
 from . import convert
 from .app import PresenceHub
@@ -33,8 +33,7 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
         # (grpc/grpc#36066). Nothing is done with the message until the token checks out.
         first = await anext(aiter(request_iterator), None)
         user = self._caller(context)
-        if self.hub.closing:
-            raise Unavailable("server is shutting down; reconnect", reason="SHUTTING_DOWN")
+        self.hub.ensure_serving()
         if first is None:
             return
         if first.WhichOneof("message") != "hello":
