@@ -4,12 +4,14 @@ gen/geoplex -> geoplex (generated protobuf/gRPC code, proto path == import path)
 servers     -> geoplex.servers
 clients     -> geoplex.clients
 infra       -> geoplex.infra
+tools       -> geoplex.tools  (the operator side of the `geoplex` command)
 """
 
 from setuptools import find_packages, setup
 
 ROOTS = {"geoplex": "gen/geoplex", "geoplex.servers": "servers",
-         "geoplex.clients": "clients", "geoplex.infra": "infra"}
+         "geoplex.clients": "clients", "geoplex.infra": "infra",
+         "geoplex.tools": "tools"}
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}
@@ -17,7 +19,7 @@ for name, folder in ROOTS.items():
     package_dir[name] = folder
     packages.append(name)
     for sub in find_packages(folder):
-        if name == "geoplex" and sub.split(".")[0] in {"servers", "clients", "infra"}:
+        if name == "geoplex" and sub.split(".")[0] in {"servers", "clients", "infra", "tools"}:
             continue
         packages.append(f"{name}.{sub}")
 

@@ -5,7 +5,7 @@ level (users N, update interval T):
 
 1. **Ours**: the friend graph (mean degree min(400, (N-1)/2)) is loaded into
    MongoDB, two fresh presence processes share one port (SO_REUSEPORT), and the
-   simulator (:mod:`geoplex.clients.simulator`, in its own process(es)) connects
+   simulator (:mod:`geoplex.tools.simulator`, in its own process(es)) connects
    N live streams spread evenly over them, moves the users along the roads and
    sends one update per user every T seconds (jittered). Measured in a window
    after warm-up: updates/s sent and accepted, fan-out deliveries/s (a friend
@@ -51,7 +51,7 @@ import redis
 import redis.asyncio as aioredis
 import uvloop
 
-from geoplex.clients.simulator import (
+from geoplex.tools.simulator import (
     DEFAULT_RADIUS_M,
     FriendGraph,
     RoadNetwork,
@@ -451,7 +451,7 @@ def report(result: dict[str, Any]) -> str:
         f"+-10 %) that stands for {result['sim_interval_s']:g} s of movement; the radius is "
         "5 miles, so almost every friend is nearby (maximal fan-out). Friend graph: Chung-Lu, "
         "power-law exponent 2.5, mean degree min(400, (N-1)/2), loaded into MongoDB before "
-        "anyone connects. **Ours**: N gRPC streams (`clients/simulator.py`, "
+        "anyone connects. **Ours**: N gRPC streams (`tools/simulator.py`, "
         f"{result['client_processes']} client process, ~50 streams per connection) spread "
         "evenly over two fresh presence processes sharing one port, through Redis and the "
         "hubs. **Floor**: the same graph, walks and update rate with raw redis.asyncio: one "

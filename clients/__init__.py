@@ -1,4 +1,7 @@
-"""Typed async clients for the Geoplex services and the ``geoplex`` CLI."""
+"""The typed Geoplex SDK: one async client per service over a shared channel helper.
+
+Pure gRPC: nothing here imports ``geoplex.servers``, ``geoplex.infra`` or ``geoplex.tools``.
+"""
 
 from .errors import (
     AlreadyExistsError,

@@ -1,13 +1,17 @@
 """One way to open a channel to any Geoplex server, and the base of every typed client.
 
 Calls that are safe to repeat (reads) are retried by gRPC itself on UNAVAILABLE
-(service-config retry policy with exponential backoff; see IDEMPOTENT_METHODS); every call has a
+(service-config retry policy with exponential backoff, for the methods the protos mark with
+``idempotency_level``); every call has a
 default deadline; ``AioRpcError`` becomes a typed :mod:`errors` exception.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
+import pkgutil
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +20,9 @@ from typing import Any, Self, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.descriptor_pb2 import MethodOptions
+
+import geoplex
 
 from .errors import from_rpc_error
 
@@ -23,30 +30,59 @@ T = TypeVar("T")
 
 # Reads are safe to repeat, so gRPC retries them on UNAVAILABLE with backoff;
 # writes are not (a create could run twice), so only gRPC's transparent retry
-# (a request that never left the client) applies to them.
-IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
-    "geoplex.mesh.v1.MeshService": ("GetServerInfo", "Ping"),
-    "geoplex.proximity.v1.ProximityService": (
-        "SearchNearbyBusinesses", "GetBusiness", "BatchGetBusinesses", "ListBusinesses"),
-    "geoplex.presence.v1.PresenceService": (
-        "ListFriends", "ListNearbyFriends", "GetSettings",
-        # idempotent writes: setting the same value twice changes nothing more
-        "SetSharing", "SetRadius"),
-}
+# (a request that never left the client) applies to them. Which is which is
+# declared in the protos (``option idempotency_level``) and read here from the
+# generated descriptors of every geoplex.<service>.v1 package.
+_RETRYABLE_LEVELS = frozenset({MethodOptions.NO_SIDE_EFFECTS, MethodOptions.IDEMPOTENT})
 
-_RETRY_CONFIG = json.dumps({
-    "methodConfig": [{
-        "name": [{"service": service, "method": method}
-                 for service, methods in IDEMPOTENT_METHODS.items() for method in methods],
-        "retryPolicy": {
-            "maxAttempts": 4,
-            "initialBackoff": "0.1s",
-            "maxBackoff": "2s",
-            "backoffMultiplier": 2,
-            "retryableStatusCodes": ["UNAVAILABLE"],
-        },
-    }],
-})
+
+_HAND_WRITTEN = frozenset({"servers", "clients", "infra", "tools"})
+
+
+def _generated_modules() -> list[str]:
+    """``geoplex.<x>.v1.<y>_pb2`` for every generated package (never servers, tools...)."""
+    found = []
+    for top in pkgutil.iter_modules(geoplex.__path__):
+        if not top.ispkg or top.name in _HAND_WRITTEN:
+            continue
+        package = importlib.import_module(f"geoplex.{top.name}")
+        for info in pkgutil.walk_packages(package.__path__, f"geoplex.{top.name}."):
+            if info.name.endswith("_pb2") and not info.ispkg:
+                found.append(info.name)
+    return sorted(found)
+
+
+@functools.cache
+def idempotent_methods() -> dict[str, tuple[str, ...]]:
+    """gRPC service name -> its unary methods that the proto marks safe to repeat."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name in _generated_modules():
+        module = importlib.import_module(name)
+        for service in module.DESCRIPTOR.services_by_name.values():
+            methods = tuple(m.name for m in service.methods
+                            if not (m.client_streaming or m.server_streaming)
+                            and m.GetOptions().idempotency_level in _RETRYABLE_LEVELS)
+            if methods:
+                out[service.full_name] = methods
+    return out
+
+
+@functools.cache
+def retry_service_config() -> str:
+    """The channel's service config: retry idempotent methods on UNAVAILABLE with backoff."""
+    return json.dumps({
+        "methodConfig": [{
+            "name": [{"service": service, "method": method}
+                     for service, methods in idempotent_methods().items() for method in methods],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }],
+    })
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +102,7 @@ def open_channel(target: str, options: ChannelOptions | None = None,
     options = options or ChannelOptions()
     channel_args: list[tuple[str, Any]] = [("grpc.enable_retries", 1 if options.retry else 0)]
     if options.retry:
-        channel_args.append(("grpc.service_config", _RETRY_CONFIG))
+        channel_args.append(("grpc.service_config", retry_service_config()))
     if options.root_certificates is None and options.client_cert is None:
         return grpc.aio.insecure_channel(target, options=channel_args,
                                          interceptors=list(interceptors) or None)

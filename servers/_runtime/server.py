@@ -31,6 +31,7 @@ from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 
 from . import tracing
 from .config import ConfigError, RuntimeConfig
+from .declaration import ServiceDeclaration
 from .interceptors import GeoplexServerInterceptor
 from .mesh import MeshServicer
 
@@ -189,9 +190,9 @@ def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-def run(name: str, default_port: int, setup: Setup) -> None:
+def run(service: ServiceDeclaration, setup: Setup) -> None:
     """Entry point for ``python -m geoplex.servers.<name>``: config, logging, serve."""
-    run_main(name, default_port, lambda config: serve(config, setup))
+    run_main(service.name, service.default_port, lambda config: serve(config, setup))
 
 
 def run_main(name: str, default_port: int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from geoplex.presence.v1 import presence_pb2, presence_pb2_grpc
+from geoplex.presence.v1 import presence_pb2_grpc
 from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.server import ServiceSpec, run
 from geoplex.servers._runtime.auth import TokenVerifier
@@ -12,10 +12,10 @@ from geoplex.servers._runtime.backends import open_mongo, open_redis
 
 from .adapters import mongo_store, redis_bus
 from .app import PresenceHub
-from .config import DEFAULT_PORT, PresenceConfig
+from .config import PresenceConfig
+from .service import SERVICE
 from .servicer import PresenceServicer
 
-SERVICE_NAME = presence_pb2.DESCRIPTOR.services_by_name["PresenceService"].full_name
 
 
 async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
@@ -31,14 +31,14 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     await hub.start()
     stack.push_async_callback(hub.stop)
     servicer = PresenceServicer(hub, TokenVerifier(config.auth_secret))
-    return [ServiceSpec(SERVICE_NAME,
+    return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: presence_pb2_grpc.add_PresenceServiceServicer_to_server(
                             servicer, server),
                         on_shutdown=hub.shutdown)]
 
 
 def main() -> None:
-    run("presence", DEFAULT_PORT, build)
+    run(SERVICE, build)
 
 
 if __name__ == "__main__":

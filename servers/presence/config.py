@@ -10,8 +10,6 @@ from geoplex.servers._runtime.config import ConfigError, Env, required_backend_u
 from .app import HubConfig
 from .domain import DEFAULT_RADIUS_M
 
-DEFAULT_PORT = 50052
-
 
 @dataclass(frozen=True, slots=True)
 class PresenceConfig:

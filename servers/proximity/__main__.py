@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 
-from geoplex.proximity.v1 import proximity_pb2
 from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.server import ServiceSpec, run
 from geoplex.servers._runtime.auth import TokenVerifier
@@ -12,10 +11,10 @@ from geoplex.servers._runtime.backends import open_mongo, open_redis
 
 from .adapters import mongo_store, redis_cache
 from .app import ProximityApp
-from .config import DEFAULT_PORT, ProximityConfig
+from .config import ProximityConfig
+from .service import SERVICE
 from .servicer import ProximityServicer, add_to_server
 
-SERVICE_NAME = proximity_pb2.DESCRIPTOR.services_by_name["ProximityService"].full_name
 
 
 async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
@@ -31,12 +30,12 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     await app.start()
     stack.push_async_callback(app.stop)
     servicer = ProximityServicer(app, TokenVerifier(config.auth_secret))
-    return [ServiceSpec(SERVICE_NAME,
+    return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: add_to_server(servicer, server))]
 
 
 def main() -> None:
-    run("proximity", DEFAULT_PORT, build)
+    run(SERVICE, build)
 
 
 if __name__ == "__main__":

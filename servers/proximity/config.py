@@ -9,8 +9,6 @@ from geoplex.servers._runtime.config import Env, required_backend_url
 
 from .app import INDEX_KINDS
 
-DEFAULT_PORT = 50051
-
 
 @dataclass(frozen=True, slots=True)
 class ProximityConfig:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from geoplex.servers._runtime.supervisor import ProcessSpec, Supervisor
+from geoplex.tools.supervisor import ProcessSpec, Supervisor
 
 CHILD = ("import os, signal, time, sys\n"
          "print(f'child ready on {os.getpid()}', flush=True)\n"

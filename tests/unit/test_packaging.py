@@ -83,7 +83,7 @@ def test_wheel_installs_only_the_geoplex_package_and_its_command(tmp_path: Path)
     site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                      elsewhere).stdout.strip())
     assert (site / "geoplex").is_dir()
-    for stray in ("servers", "clients", "gen", "infra", "tests", "scripts", "protos", "bench"):
+    for stray in ("servers", "clients", "gen", "infra", "tools", "tests", "scripts", "protos", "bench"):
         assert not (site / stray).exists(), f"wheel installed a top-level {stray!r}"
     record = (site / "geoplex-0.1.0.dist-info" / "RECORD").read_text().splitlines()
     installed = {line.split(",", 1)[0].split("/", 1)[0] for line in record}
@@ -94,7 +94,7 @@ def test_wheel_installs_only_the_geoplex_package_and_its_command(tmp_path: Path)
 
     imported = _run([str(python), "-c",
                      "import geoplex.proximity.v1.proximity_pb2, geoplex.servers._runtime, "
-                     "geoplex.clients.cli, geoplex.infra.local; "
+                     "geoplex.clients.channel, geoplex.tools.cli, geoplex.infra.local; "
                      "print(geoplex.servers._runtime.__file__)"], elsewhere)
     assert Path(imported.stdout.strip()).is_relative_to(site)
     assert (site / "geoplex" / "py.typed").is_file()

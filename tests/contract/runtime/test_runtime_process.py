@@ -1,7 +1,7 @@
 """A server process started through ``run()``: its ready line, clean SIGTERM, start-up errors.
 
-Each test runs a real ``python -c`` process that calls
-``geoplex.servers._runtime.server.run('test', PORT, setup)`` with a trivial setup.
+Each test runs a real ``python -c`` process that does what ``run(SERVICE, setup)`` does
+(``run_main('test', PORT, ...)`` then ``serve(config, setup)``) with a trivial setup.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 SERVER_CODE = """
 import sys
 from geoplex.servers._runtime.config import ConfigError
-from geoplex.servers._runtime.server import run
+from geoplex.servers._runtime.server import run_main, serve
 
 async def setup(config, stack):
     mode = sys.argv[2] if len(sys.argv) > 2 else ""
@@ -32,7 +32,7 @@ async def setup(config, stack):
             stack.push_async_callback(close)
     return []
 
-run("test", int(sys.argv[1]), setup)
+run_main("test", int(sys.argv[1]), lambda config: serve(config, setup))
 """
 
 

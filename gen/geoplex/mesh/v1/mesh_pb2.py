@@ -25,13 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ageoplex/mesh/v1/mesh.proto\x12\x0fgeoplex.mesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetServerInfoRequest\"\x8c\x01\n\x15GetServerInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08services\x18\x02 \x03(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pid\x18\x04 \x01(\x03\x12\x13\n\x0bserver_name\x18\x05 \x01(\t\"5\n\x0bPingRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x15\n\rresponse_size\x18\x02 \x01(\x05\"\x1f\n\x0cPingResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\";\n\x11PingStreamRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x15\n\rresponse_size\x18\x02 \x01(\x05\"%\n\x12PingStreamResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x32\x8d\x02\n\x0bMeshService\x12^\n\rGetServerInfo\x12%.geoplex.mesh.v1.GetServerInfoRequest\x1a&.geoplex.mesh.v1.GetServerInfoResponse\x12\x43\n\x04Ping\x12\x1c.geoplex.mesh.v1.PingRequest\x1a\x1d.geoplex.mesh.v1.PingResponse\x12Y\n\nPingStream\x12\".geoplex.mesh.v1.PingStreamRequest\x1a#.geoplex.mesh.v1.PingStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ageoplex/mesh/v1/mesh.proto\x12\x0fgeoplex.mesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetServerInfoRequest\"\x8c\x01\n\x15GetServerInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08services\x18\x02 \x03(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pid\x18\x04 \x01(\x03\x12\x13\n\x0bserver_name\x18\x05 \x01(\t\"5\n\x0bPingRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x15\n\rresponse_size\x18\x02 \x01(\x05\"\x1f\n\x0cPingResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\";\n\x11PingStreamRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x15\n\rresponse_size\x18\x02 \x01(\x05\"%\n\x12PingStreamResponse\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x32\x97\x02\n\x0bMeshService\x12\x63\n\rGetServerInfo\x12%.geoplex.mesh.v1.GetServerInfoRequest\x1a&.geoplex.mesh.v1.GetServerInfoResponse\"\x03\x90\x02\x01\x12H\n\x04Ping\x12\x1c.geoplex.mesh.v1.PingRequest\x1a\x1d.geoplex.mesh.v1.PingResponse\"\x03\x90\x02\x01\x12Y\n\nPingStream\x12\".geoplex.mesh.v1.PingStreamRequest\x1a#.geoplex.mesh.v1.PingStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geoplex.mesh.v1.mesh_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MESHSERVICE'].methods_by_name['GetServerInfo']._loaded_options = None
+  _globals['_MESHSERVICE'].methods_by_name['GetServerInfo']._serialized_options = b'\220\002\001'
+  _globals['_MESHSERVICE'].methods_by_name['Ping']._loaded_options = None
+  _globals['_MESHSERVICE'].methods_by_name['Ping']._serialized_options = b'\220\002\001'
   _globals['_GETSERVERINFOREQUEST']._serialized_start=80
   _globals['_GETSERVERINFOREQUEST']._serialized_end=102
   _globals['_GETSERVERINFORESPONSE']._serialized_start=105
@@ -45,5 +49,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PINGSTREAMRESPONSE']._serialized_start=396
   _globals['_PINGSTREAMRESPONSE']._serialized_end=433
   _globals['_MESHSERVICE']._serialized_start=436
-  _globals['_MESHSERVICE']._serialized_end=705
+  _globals['_MESHSERVICE']._serialized_end=715
 # @@protoc_insertion_point(module_scope)

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from geoplex.infra.local import InfraError, LocalInfra, free_port
 from geoplex.servers._runtime.config import ConfigError, Env
-from geoplex.servers._runtime.supervisor import ProcessSpec, Supervisor, SupervisorError, python_module
-from geoplex.servers.catalog import SERVICES, ServiceEntry
+from geoplex.tools.supervisor import ProcessSpec, Supervisor, SupervisorError, python_module
+from geoplex.servers._runtime.declaration import ServiceDeclaration
+from geoplex.servers.catalog import services
 
 
-def _port_for(entry: ServiceEntry) -> int:
+def _port_for(entry: ServiceDeclaration) -> int:
     """The configured or default port; a taken default falls back to a free one."""
-    var = f"GEOPLEX_{entry.name.upper()}_PORT"
+    var = f"{entry.env_prefix}PORT"
     env = Env()
     if env.raw(var) is not None:
         return env.int(var, entry.default_port, lo=1, hi=65535)
@@ -31,9 +32,10 @@ def _port_for(entry: ServiceEntry) -> int:
 
 async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = None) -> int:
     state_dir = state_dir.resolve()
-    entries = [e for e in SERVICES if not only or e.name in only]
+    declared = services()
+    entries = [e for e in declared if not only or e.name in only]
     if only and len(entries) != len(only):
-        known = ", ".join(e.name for e in SERVICES)
+        known = ", ".join(e.name for e in declared)
         print(f"geoplex: error: unknown service in {only}; implemented: {known}", file=sys.stderr)
         return 2
     infra = LocalInfra.from_env(state_dir, progress=lambda m: print(f"[infra] {m}", flush=True))
@@ -50,7 +52,7 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
         for entry in entries:
             port = _port_for(entry)
             ports[entry.name] = port
-            prefix = f"GEOPLEX_{entry.name.upper()}_"
+            prefix = entry.env_prefix
             for n in range(entry.processes):
                 specs.append(ProcessSpec(
                     f"{entry.name}-{n + 1}", python_module(entry.module),
@@ -61,12 +63,12 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
         print("\nGeoplex is up. Endpoints (plaintext, reflection on):", flush=True)
         for entry in entries:
             target = f"127.0.0.1:{ports[entry.name]}"
-            method, body = entry.example.split("|", 1)
+            method, body = entry.example.method, entry.example.body
             print(f"  {entry.name:<10} {target}  ({entry.processes} processes)")
             print(f"    grpcurl -plaintext {target} list")
             auth = ' -H "authorization: Bearer $(geoplex auth dev-token alice)"' \
                 if entry.needs_token else ""
-            print(f"    grpcurl -plaintext{auth} -d '{body}' {target} {entry.full_name}/{method}")
+            print(f"    grpcurl -plaintext{auth} -d '{body}' {target} {entry.grpc_service_names[0]}/{method}")
         print("Backends:", ", ".join(f"{k}={v}" for k, v in env.items()))
         print("Ctrl-C stops everything.", flush=True)
         stop = asyncio.Event()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import geoplex
 
-from .errors import GeoplexRpcError
+from geoplex.clients.errors import GeoplexRpcError
 from .output import print_table
 
 
@@ -95,7 +95,7 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
 # -- geoplex mesh ----------------------------------------------------------------
 
 def cmd_mesh_info(args: argparse.Namespace) -> int:
-    from .mesh import MeshClient
+    from geoplex.clients.mesh import MeshClient
 
     async def run() -> None:
         async with MeshClient(args.target) as client:
@@ -181,11 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--target", default="127.0.0.1:50051", help="host:port (default: %(default)s)")
     info.set_defaults(func=cmd_mesh_info)
 
-    from .presence_cli import add_commands as add_presence
-    from .proximity_cli import add_commands as add_proximity
+    import importlib
 
-    add_proximity(sub)
-    add_presence(sub)
+    from geoplex.servers.catalog import services
+
+    for declared in services():  # each service hooks its own commands in
+        if declared.cli:
+            importlib.import_module(declared.cli).add_commands(sub)
     return parser
 
 

@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from .channel import ChannelOptions
+from geoplex.clients.channel import ChannelOptions
 from .output import print_table
-from .presence import PresenceClient
+from geoplex.clients.presence import PresenceClient
 
 DEFAULT_TARGET = os.environ.get("GEOPLEX_PRESENCE_TARGET", "127.0.0.1:50052")
 

@@ -767,8 +767,8 @@ class _Worker:
     async def run(self) -> None:
         from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 
-        from .channel import ChannelOptions
-        from .presence import PresenceClient
+        from geoplex.clients.channel import ChannelOptions
+        from geoplex.clients.presence import PresenceClient
 
         cfg, spec = self.cfg, self.spec
         shm = shared_memory.SharedMemory(name=spec.shm_name)

@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import os
 
-from .channel import ChannelOptions
+from geoplex.clients.channel import ChannelOptions
 from .output import print_table
-from .proximity import RADII_M, ProximityClient
+from geoplex.clients.proximity import RADII_M, ProximityClient
 
 DEFAULT_TARGET = os.environ.get("GEOPLEX_PROXIMITY_TARGET", "127.0.0.1:50051")
 
