@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps run test lint breaking gen gen-check bench bench-runtime bench-proximity bench-presence clean
+.PHONY: help setup system-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -41,6 +41,9 @@ gen: $(STAMP)  ## regenerate gen/ from protos/
 lint: $(STAMP)  ## buf lint the protos
 	$(BIN)/buf lint
 
+typecheck: $(STAMP)  ## mypy: strict on servers/ and the SDK (clients/), tools/ and infra/ typed
+	$(PY) scripts/typecheck.py
+
 breaking: $(STAMP)  ## buf breaking against the previous commit, once it has protos
 	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
 	  $(BIN)/buf breaking --against '.git#ref=HEAD~1' && echo "buf breaking: no breaking change against HEAD~1"; \
@@ -49,7 +52,7 @@ breaking: $(STAMP)  ## buf breaking against the previous commit, once it has pro
 run: setup  ## start backends, load demo data, run every service (Ctrl-C stops)
 	$(BIN)/geoplex up
 
-test: setup lint breaking  ## every test, with the backends they need
+test: setup lint breaking typecheck  ## every test, with the backends they need
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: bench-runtime bench-proximity bench-presence  ## run every benchmark (minutes)

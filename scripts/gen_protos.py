@@ -2,6 +2,7 @@
 
     python scripts/gen_protos.py            # rewrite gen/
     python scripts/gen_protos.py --out DIR  # write elsewhere (the freshness test)
+    python scripts/gen_protos.py --protos DIR --out DIR2   # other sources (tests)
 
 The proto path equals the Python package path (protos/geoplex/x/v1 ->
 geoplex.x.v1), so no import rewriting is needed. protoc writes into a temporary
@@ -28,12 +29,12 @@ TOP_INIT = (
 )
 
 
-def generate(out: Path) -> None:
-    """Write ``out/geoplex``; on any failure ``out`` is left untouched."""
+def generate(out: Path, protos: Path = PROTOS) -> None:
+    """Write ``out/geoplex`` from ``protos``; on any failure ``out`` is left untouched."""
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gen-", dir=out) as tmp:
         staged = Path(tmp)
-        _protoc(staged)
+        _protoc(staged, protos)
         target = out / "geoplex"
         previous = staged / "previous"
         if target.exists():
@@ -41,19 +42,19 @@ def generate(out: Path) -> None:
         (staged / "geoplex").rename(target)
 
 
-def _protoc(out: Path) -> None:
+def _protoc(out: Path, sources: Path) -> None:
     from grpc_tools import protoc
 
     target = out / "geoplex"
     target.mkdir(parents=True)
-    protos = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    protos = sorted(str(p.relative_to(sources)) for p in sources.rglob("*.proto"))
     include = Path(protoc.__file__).parent / "_proto"
     bindir = Path(sys.executable).parent
     args = [
         "grpc_tools.protoc",
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
-        f"-I{PROTOS}",
+        f"-I{sources}",
         f"-I{include}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
@@ -62,7 +63,7 @@ def _protoc(out: Path) -> None:
         *protos,
     ]
     if protoc.main(args) != 0:
-        sys.exit("protoc failed; gen/ is unchanged")
+        sys.exit("protoc failed; the generated code is unchanged")
     for folder in sorted({p.parent for p in target.rglob("*.py")} | {target}):
         init = folder / "__init__.py"
         init.write_text(TOP_INIT if folder == target else HEADER)
@@ -75,8 +76,12 @@ def _protoc(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "gen")
-    generate(parser.parse_args().out)
+    parser.add_argument("--out", type=Path, default=ROOT / "gen",
+                        help="where the geoplex/ package is written (default: gen/)")
+    parser.add_argument("--protos", type=Path, default=PROTOS,
+                        help="the proto sources (default: protos/)")
+    args = parser.parse_args()
+    generate(args.out, args.protos)
 
 
 if __name__ == "__main__":

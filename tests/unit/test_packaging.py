@@ -40,6 +40,25 @@ def test_generated_code_is_what_gen_protos_writes_today(tmp_path: Path) -> None:
     assert stale == [], f"gen/ is stale in {stale}: run `make gen`"
 
 
+def test_a_failed_generation_leaves_the_previous_code_in_place(tmp_path: Path) -> None:
+    protos = tmp_path / "protos"
+    shutil.copytree(ROOT / "protos", protos)
+    (protos / "geoplex" / "mesh" / "v1" / "broken.proto").write_text(
+        'syntax = "proto3";\npackage geoplex.mesh.v1;\nmessage Broken { NoSuchType field = 1; }\n')
+    out = tmp_path / "out"
+    (out / "geoplex").mkdir(parents=True)
+    (out / "geoplex" / "previous.py").write_text("# the code generated last time\n")
+
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"),
+                             "--protos", str(protos), "--out", str(out)],
+                            capture_output=True, text=True, timeout=120)
+
+    assert result.returncode != 0
+    assert "the generated code is unchanged" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["geoplex"]
+    assert [p.name for p in (out / "geoplex").iterdir()] == ["previous.py"]
+
+
 def test_buf_lint_passes() -> None:
     result = subprocess.run([str(BIN / "buf"), "lint"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
