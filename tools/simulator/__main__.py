@@ -1,0 +1,5 @@
+"""``python -m geoplex.tools.simulator`` only points to the command that runs it."""
+
+import sys
+
+sys.exit("run `geoplex presence simulate --help`")
