@@ -362,13 +362,13 @@ def _extract(ds: Dataset, archive: Path, scratch: Path) -> dict[str, tuple[Path,
         try:
             with tarfile.open(archive, "r:*") as tf:
                 for info in tf:
-                    logical = wanted.get(info.name)
-                    if logical is None or not info.isfile():
+                    target = wanted.get(info.name)
+                    if target is None or not info.isfile():
                         continue
-                    src = tf.extractfile(info)
-                    assert src is not None  # a regular file always has data
-                    with src:
-                        out[logical] = _copy_hashed(src, scratch / ds.file_name(logical))
+                    data = tf.extractfile(info)
+                    assert data is not None  # a regular file always has data
+                    with data:
+                        out[target] = _copy_hashed(data, scratch / ds.file_name(target))
                     if len(out) == len(wanted):
                         break
         except tarfile.TarError as exc:
@@ -479,11 +479,12 @@ def read_pois(path: Path) -> list[Poi]:
                  .with_filter(KeyFilter(*POI_KEYS)))
     pois: list[Poi] = []
     for obj in processor:
-        if obj.is_node():
+        if isinstance(obj, osmium.osm.Node):  # what obj.is_node() tests
             if not obj.location.valid():
                 continue
             source, lat, lon = f"osm:node/{obj.id}", obj.location.lat, obj.location.lon
         else:
+            assert isinstance(obj, osmium.osm.Way)  # the processor reads nodes and ways only
             refs = list(obj.nodes)
             if len(refs) > 1 and refs[0].ref == refs[-1].ref:
                 refs = refs[:-1]  # a closed way repeats its first node

@@ -17,17 +17,17 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ClusterError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import ClusterError, RedisError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .server import StartupError
 
 
-async def connect_mongo(uri: str) -> AsyncMongoClient:
+async def connect_mongo(uri: str) -> AsyncMongoClient[dict[str, Any]]:
     """A client that answered a ping; StartupError naming GEOPLEX_MONGO_URI otherwise."""
-    client: AsyncMongoClient = AsyncMongoClient(uri, serverSelectionTimeoutMS=5000,
-                                                tz_aware=True)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        uri, serverSelectionTimeoutMS=5000, tz_aware=True)
     try:
         await client.admin.command("ping")
     except Exception as exc:  # noqa: BLE001
@@ -37,7 +37,8 @@ async def connect_mongo(uri: str) -> AsyncMongoClient:
     return client
 
 
-async def open_mongo(uri: str, stack: contextlib.AsyncExitStack) -> AsyncMongoClient:
+async def open_mongo(uri: str,
+                     stack: contextlib.AsyncExitStack) -> AsyncMongoClient[dict[str, Any]]:
     """:func:`connect_mongo`, closed with the service."""
     client = await connect_mongo(uri)
     stack.push_async_callback(client.close)
@@ -50,14 +51,14 @@ RedisClient = redis.Redis | RedisCluster
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError, RedisTimeoutError, OSError, ClusterError, SlotNotCoveredError,
     TryAgainError)
-_RETRY = dict(retry_on_error=[RedisConnectionError, RedisTimeoutError])
+_RETRY_ON_ERROR: list[type[RedisError]] = [RedisConnectionError, RedisTimeoutError]
 
 
 def redis_client(url: str) -> redis.Redis:
     """A client that retries a dropped connection briefly (a Redis restart)."""
     return redis.Redis.from_url(
         url, socket_connect_timeout=3, health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3), **_RETRY)
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3), retry_on_error=_RETRY_ON_ERROR)
 
 
 def redis_cluster_client(url: str) -> RedisCluster:
@@ -65,7 +66,7 @@ def redis_cluster_client(url: str) -> RedisCluster:
     follows slot moves and failovers."""
     return RedisCluster.from_url(
         url, socket_connect_timeout=3, health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3), **_RETRY)
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 3), retry_on_error=_RETRY_ON_ERROR)
 
 
 def is_cluster(client: RedisClient) -> bool:
@@ -98,7 +99,9 @@ async def open_redis(url: str, stack: contextlib.AsyncExitStack) -> RedisClient:
     return client
 
 
-IndexSpec = tuple[AsyncCollection, Sequence[tuple[str, Any]], dict[str, Any]]
+# (collection, [(field, direction or index type such as "2dsphere")], create_index options)
+IndexSpec = tuple[AsyncCollection[dict[str, Any]], Sequence[tuple[str, int | str]],
+                  dict[str, Any]]
 
 
 async def ensure_indexes(specs: Sequence[IndexSpec]) -> None:

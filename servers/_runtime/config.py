@@ -7,6 +7,7 @@ and what was expected; ``serve()`` prints it as one line and exits 2.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,11 @@ class ConfigError(ValueError):
 
 
 class Env:
-    """Typed reads of one environment mapping, each failing with the variable's name."""
+    """Typed reads of one environment mapping, each failing with the variable's name.
+
+    The methods are named after the types they read and hide those names for the rest of
+    the class body, so the annotations below ``def str`` spell it ``builtins.str``.
+    """
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._env = os.environ if environ is None else environ
@@ -34,7 +39,8 @@ class Env:
         value = self.raw(name)
         return default if value is None else value.strip()
 
-    def int(self, name: str, default: int, *, lo: int | None = None, hi: int | None = None) -> int:
+    def int(self, name: builtins.str, default: int, *, lo: int | None = None,
+            hi: int | None = None) -> int:
         value = self.raw(name)
         if value is None:
             return default
@@ -46,7 +52,7 @@ class Env:
             raise ConfigError(f"{name}={value!r}: expected an integer{_bounds(lo, hi)}")
         return number
 
-    def float(self, name: str, default: float, *, lo: float | None = None,
+    def float(self, name: builtins.str, default: float, *, lo: float | None = None,
               hi: float | None = None) -> float:
         value = self.raw(name)
         if value is None:
@@ -59,7 +65,7 @@ class Env:
             raise ConfigError(f"{name}={value!r}: expected a number{_bounds(lo, hi)}")
         return number
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -70,7 +76,8 @@ class Env:
             return False
         raise ConfigError(f"{name}={value!r}: expected one of true, false, 1, 0, yes, no, on, off")
 
-    def choice(self, name: str, default: str, allowed: Sequence[str]) -> str:
+    def choice(self, name: builtins.str, default: builtins.str,
+               allowed: Sequence[builtins.str]) -> builtins.str:
         value = self.raw(name)
         if value is None:
             return default
@@ -79,11 +86,11 @@ class Env:
             raise ConfigError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
         return lowered
 
-    def path(self, name: str, default: Path) -> Path:
+    def path(self, name: builtins.str, default: Path) -> Path:
         value = self.raw(name)
         return default if value is None else Path(value).expanduser()
 
-    def existing_file(self, name: str) -> Path | None:
+    def existing_file(self, name: builtins.str) -> Path | None:
         value = self.raw(name)
         if value is None:
             return None
@@ -92,7 +99,7 @@ class Env:
             raise ConfigError(f"{name}={value!r}: no such file")
         return path
 
-    def url(self, name: str, schemes: Sequence[str]) -> str | None:
+    def url(self, name: builtins.str, schemes: Sequence[builtins.str]) -> builtins.str | None:
         value = self.raw(name)
         if value is None:
             return None
@@ -103,7 +110,7 @@ class Env:
                 + " or ".join(f"{s}://" for s in schemes))
         return value.strip()
 
-    def endpoints(self, name: str) -> tuple[str, ...] | None:
+    def endpoints(self, name: builtins.str) -> tuple[builtins.str, ...] | None:
         """Comma-separated ``host:port`` list (``http://`` prefixes allowed)."""
         value = self.raw(name)
         if value is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import InvalidArgument
 
@@ -31,20 +32,26 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
-def haversine_np(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
+Degrees = npt.NDArray[np.float64]
+Metres = npt.NDArray[np.float64]
+
+
+def haversine_np(lat: float, lon: float, lats: Degrees, lons: Degrees) -> Metres:
     """Distances in metres from one point to arrays of points (degrees)."""
     p1 = math.radians(lat)
     p2 = np.radians(lats)
     dp = p2 - p1
     dl = np.radians(lons - lon)
     a = np.sin(dp * 0.5) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dl * 0.5) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+    # numpy's stubs type these ufunc results as Any
+    distances: Metres = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+    return distances
 
 
-def haversine_pairs(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray,
-                    lon2: np.ndarray) -> np.ndarray:
+def haversine_pairs(lat1: Degrees, lon1: Degrees, lat2: Degrees, lon2: Degrees) -> Metres:
     """Element-wise distances in metres between two arrays of points (degrees)."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
     a = (np.sin((p2 - p1) * 0.5) ** 2
          + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) * 0.5) ** 2)
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+    distances: Metres = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+    return distances

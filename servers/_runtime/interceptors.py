@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn, Protocol, TypeAlias, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -28,6 +28,34 @@ from .status import INTERNAL_STATUS, to_status
 
 log = logging.getLogger("geoplex.rpc")
 _MAX_REQUEST_ID = 128
+
+_TRequest = TypeVar("_TRequest")
+_TResponse = TypeVar("_TResponse")
+_In = TypeVar("_In")  # what a behaviour reads: the request, or the client stream's iterator
+_Out = TypeVar("_Out")  # what it answers: the response (None for a stream written by hand)
+
+# The interceptor wraps the handlers of every method, so their message types are open.
+_Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+# A behaviour as grpc.aio calls it: a coroutine function, or for a server stream an
+# async generator function (or a coroutine function that writes with context.write).
+_UnaryBehavior: TypeAlias = Callable[[_In, _Context], Awaitable[_Out]]
+_StreamBehavior: TypeAlias = (Callable[[_In, _Context], AsyncIterator[_Out]]
+                              | Callable[[_In, _Context], Awaitable[None]])
+
+
+class _AioMethodHandler(Protocol[_TRequest, _TResponse]):
+    """A ``grpc.RpcMethodHandler`` as grpc.aio serves it.
+
+    grpc builds them as a namedtuple (``grpc._utilities.RpcMethodHandler``); the grpc stub
+    declares only the abstract class, with synchronous behaviours and no ``_replace``.
+    """
+
+    unary_unary: _UnaryBehavior[_TRequest, _TResponse] | None
+    unary_stream: _StreamBehavior[_TRequest, _TResponse] | None
+    stream_unary: _UnaryBehavior[AsyncIterator[_TRequest], _TResponse] | None
+    stream_stream: _StreamBehavior[AsyncIterator[_TRequest], _TResponse] | None
+
+    def _replace(self, **behaviors: Any) -> grpc.RpcMethodHandler[_TRequest, _TResponse]: ...
 
 
 def _incoming_request_id(details: grpc.HandlerCallDetails) -> str:
@@ -50,11 +78,11 @@ class _Call:
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
 
-    def begin(self, context: grpc.aio.ServicerContext) -> None:
+    def begin(self, context: _Context) -> None:
         request_id.set(self.rid)
         context.set_trailing_metadata(((REQUEST_ID_HEADER, self.rid),))
 
-    async def fail(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+    async def fail(self, exc: BaseException, context: _Context) -> NoReturn:
         """Turn an exception into a status; always raises."""
         if isinstance(exc, grpc.aio.AbortError):
             self.code = _context_code(context, grpc.StatusCode.UNKNOWN)
@@ -78,7 +106,7 @@ class _Call:
             self.code = grpc.StatusCode.CANCELLED
             raise asyncio.CancelledError() from None
 
-    def end(self, context: grpc.aio.ServicerContext) -> None:
+    def end(self, context: _Context) -> None:
         if self.code is grpc.StatusCode.OK:
             self.code = _context_code(context, grpc.StatusCode.OK)
         if log.isEnabledFor(logging.INFO):
@@ -86,9 +114,10 @@ class _Call:
                      (time.perf_counter() - self.started) * 1000.0, self.rid)
 
 
-def _context_code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.StatusCode:
+def _context_code(context: _Context, default: grpc.StatusCode) -> grpc.StatusCode:
     try:
-        code = context.code()
+        # the stub says StatusCode; grpc.aio answers None until a code is set
+        code = cast("grpc.StatusCode | None", context.code())
     except Exception:  # noqa: BLE001 - older grpc without ServicerContext.code()
         return default
     if isinstance(code, grpc.StatusCode):
@@ -96,9 +125,9 @@ def _context_code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -
     return default
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str,
-                details: grpc.HandlerCallDetails) -> Callable[..., Awaitable[Any]]:
-    async def handler(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+def _wrap_unary(behavior: _UnaryBehavior[_In, _Out], method: str,
+                details: grpc.HandlerCallDetails) -> _UnaryBehavior[_In, _Out]:
+    async def handler(request_or_iterator: _In, context: _Context) -> _Out:
         call = _Call(method, _incoming_request_id(details))
         call.begin(context)
         try:
@@ -111,11 +140,10 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str,
     return handler
 
 
-def _wrap_stream(behavior: Callable[..., Any], method: str,
-                 details: grpc.HandlerCallDetails) -> Callable[..., Any]:
+def _wrap_stream(behavior: _StreamBehavior[_In, _Out], method: str,
+                 details: grpc.HandlerCallDetails) -> _StreamBehavior[_In, _Out]:
     if inspect.isasyncgenfunction(behavior):
-        async def generator(request_or_iterator: Any,
-                            context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def generator(request_or_iterator: _In, context: _Context) -> AsyncIterator[_Out]:
             call = _Call(method, _incoming_request_id(details))
             call.begin(context)
             try:
@@ -127,21 +155,25 @@ def _wrap_stream(behavior: Callable[..., Any], method: str,
                 call.end(context)
 
         return generator
-    return _wrap_unary(behavior, method, details)
+    # not an async generator function: the coroutine function of a stream written by hand
+    return _wrap_unary(cast("_UnaryBehavior[_In, None]", behavior), method, details)
 
 
 class GeoplexServerInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails],
+                               Awaitable[grpc.RpcMethodHandler[_TRequest, _TResponse] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+    ) -> grpc.RpcMethodHandler[_TRequest, _TResponse] | None:
+        found = await continuation(handler_call_details)
+        if found is None:
+            return found
         method = handler_call_details.method
         if method.startswith("/grpc.reflection.") or method.startswith("/grpc.health."):
-            return handler
+            return found
+        # the stub types the behaviours as synchronous; see _AioMethodHandler
+        handler = cast("_AioMethodHandler[_TRequest, _TResponse]", found)
         if handler.unary_unary:
             return handler._replace(
                 unary_unary=_wrap_unary(handler.unary_unary, method, handler_call_details))
@@ -151,5 +183,8 @@ class GeoplexServerInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream:
             return handler._replace(
                 unary_stream=_wrap_stream(handler.unary_stream, method, handler_call_details))
+        # grpc's handler constructors set exactly one behaviour, so this is the one
+        stream_stream = cast("_StreamBehavior[AsyncIterator[_TRequest], _TResponse]",
+                             handler.stream_stream)
         return handler._replace(
-            stream_stream=_wrap_stream(handler.stream_stream, method, handler_call_details))
+            stream_stream=_wrap_stream(stream_stream, method, handler_call_details))

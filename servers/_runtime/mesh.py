@@ -28,19 +28,26 @@ class MeshServicer(mesh_pb2_grpc.MeshServiceServicer):
             version=geoplex.__version__, services=list(services), start_time=start_time,
             pid=os.getpid(), server_name=server_name)
 
-    async def GetServerInfo(self, request: mesh_pb2.GetServerInfoRequest,
-                            context: grpc.aio.ServicerContext) -> mesh_pb2.GetServerInfoResponse:
+    async def GetServerInfo(
+            self, request: mesh_pb2.GetServerInfoRequest,
+            context: grpc.aio.ServicerContext[mesh_pb2.GetServerInfoRequest,
+                                              mesh_pb2.GetServerInfoResponse],
+    ) -> mesh_pb2.GetServerInfoResponse:
         return self._info
 
-    async def Ping(self, request: mesh_pb2.PingRequest,
-                   context: grpc.aio.ServicerContext) -> mesh_pb2.PingResponse:
+    async def Ping(
+            self, request: mesh_pb2.PingRequest,
+            context: grpc.aio.ServicerContext[mesh_pb2.PingRequest, mesh_pb2.PingResponse],
+    ) -> mesh_pb2.PingResponse:
         if request.response_size == 0:
             return mesh_pb2.PingResponse()
         return mesh_pb2.PingResponse(payload=_payload(request.response_size, "response_size"))
 
-    async def PingStream(self, request_iterator: AsyncIterator[mesh_pb2.PingStreamRequest],
-                         context: grpc.aio.ServicerContext
-                         ) -> AsyncIterator[mesh_pb2.PingStreamResponse]:
+    async def PingStream(
+            self, request_iterator: AsyncIterator[mesh_pb2.PingStreamRequest],
+            context: grpc.aio.ServicerContext[mesh_pb2.PingStreamRequest,
+                                              mesh_pb2.PingStreamResponse],
+    ) -> AsyncIterator[mesh_pb2.PingStreamResponse]:
         async for request in request_iterator:
             if request.response_size == 0:
                 yield mesh_pb2.PingStreamResponse()

@@ -16,7 +16,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,7 +196,7 @@ def run(service: ServiceDeclaration, setup: Setup) -> None:
 
 
 def run_main(name: str, default_port: int,
-             main: Callable[[RuntimeConfig], Awaitable[None]]) -> None:
+             main: Callable[[RuntimeConfig], Coroutine[Any, Any, None]]) -> None:
     """Read the runtime config, set up logging and run ``main(config)`` on the configured
     event loop; a configuration or start-up error is one line on stderr and exit code 2."""
     try:

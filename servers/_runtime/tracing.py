@@ -7,8 +7,10 @@ recorded, so a location never reaches a span.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import cast
 
+import grpc.aio
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -31,7 +33,7 @@ def make_tracer_provider(mode: str, service_name: str,
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     elif mode == "otlp":
         try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
                 OTLPSpanExporter,
             )
         except ImportError:
@@ -41,17 +43,21 @@ def make_tracer_provider(mode: str, service_name: str,
     return provider
 
 
-def server_interceptors(provider: TracerProvider | None) -> list[Any]:
+def server_interceptors(provider: TracerProvider | None) -> list[grpc.aio.ServerInterceptor]:
     if provider is None:
         return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return [aio_server_interceptor(tracer_provider=provider)]
+    # the instrumentation ships py.typed but leaves its factories unannotated
+    make = cast("Callable[..., grpc.aio.ServerInterceptor]", aio_server_interceptor)
+    return [make(tracer_provider=provider)]
 
 
-def client_interceptors(provider: TracerProvider | None) -> list[Any]:
+def client_interceptors(provider: TracerProvider | None) -> list[grpc.aio.ClientInterceptor]:
     if provider is None:
         return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-    return list(aio_client_interceptors(tracer_provider=provider))
+    # unannotated too: a list of the four grpc.aio client interceptors
+    make = cast("Callable[..., list[grpc.aio.ClientInterceptor]]", aio_client_interceptors)
+    return list(make(tracer_provider=provider))
