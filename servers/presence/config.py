@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from geoplex.servers._runtime.auth import auth_secret
 from geoplex.servers._runtime.config import ConfigError, Env, required_backend_url
 
-from .app import HubConfig
-from .domain import DEFAULT_RADIUS_M
+from .domain import DEFAULT_RADIUS_M, HubConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,21 +8,22 @@ from geoplex.presence.v1 import presence_pb2 as pb
 from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.type.v1.geo_pb2 import LatLng
 
-from .app import PresenceHub
 from .domain import Event, Fix, Rejection, Seen
+from .ports import FixValidator
 
 GONE = {1: pb.GONE_REASON_LEFT_RADIUS, 2: pb.GONE_REASON_INACTIVE,
         3: pb.GONE_REASON_STOPPED_SHARING, 4: pb.GONE_REASON_UNFRIENDED,
         5: pb.GONE_REASON_DISCONNECTED}
 
 
-def fix_from(hub: PresenceHub, message: pb.Hello | pb.LocationUpdate, field: str) -> Fix:
+def fix_from(validator: FixValidator, message: pb.Hello | pb.LocationUpdate,
+             field: str) -> Fix:
     if not message.HasField("location"):
         raise InvalidArgument(f"{field}.location", "is required", reason="REQUIRED_FIELD")
     t = None
     if message.HasField("time"):
         t = message.time.seconds + message.time.nanos / 1e9
-    return hub.validate(message.location.latitude, message.location.longitude, t, field)
+    return validator.validate(message.location.latitude, message.location.longitude, t, field)
 
 
 def _ts(t: float) -> Timestamp:

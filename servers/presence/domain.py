@@ -9,17 +9,33 @@ newest state, never a backlog), so memory is bounded by the number of friends.
 
 from __future__ import annotations
 
+import asyncio
 import math
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from geoplex.servers._runtime.errors import InvalidArgument, Unavailable
 from geoplex.servers._runtime.geo import haversine_m, validate_location
 
 MILE_M = 1609.344
 DEFAULT_RADIUS_M = 5 * MILE_M
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """The presence hub's limits and periods (PresenceConfig reads them from the environment)."""
+
+    default_radius_m: float = DEFAULT_RADIUS_M
+    min_radius_m: float = 100.0
+    max_radius_m: float = 50_000.0
+    inactive_after_s: float = 600.0
+    sweep_interval_s: float = 30.0
+    future_tolerance_s: float = 60.0
+    history_batch: int = 1000
+    history_flush_s: float = 1.0
+    history_buffer_max: int = 200_000
 
 
 class Gone(Enum):
@@ -79,6 +95,55 @@ class Rejection:
     message: str
 
 
+# -- what the server processes tell each other (LocationBus.feed hears it) ---------------
+# On a user's channel, for the servers of the user's friends: Located and Withdrawn. On
+# the user's control channel, for the servers holding the user's streams: a Change,
+# already stored in the system of record.
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A sharing user is here now."""
+
+    user_id: str
+    fix: Fix
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    """A user's location is no longer shared, and why."""
+
+    user_id: str
+    reason: Gone
+
+
+@dataclass(frozen=True, slots=True)
+class FriendAdded:
+    user_id: str
+    friend_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FriendRemoved:
+    user_id: str
+    friend_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SharingChanged:
+    user_id: str
+    sharing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RadiusChanged:
+    user_id: str
+    radius_m: float
+
+
+Change = FriendAdded | FriendRemoved | SharingChanged | RadiusChanged
+FeedEvent = Located | Withdrawn | Change
+
+
 def validate_fix(lat: float, lon: float, t: float, field: str, now: float,
                  future_tolerance_s: float) -> Fix:
     validate_location(lat, lon, f"{field}.location")
@@ -98,6 +163,12 @@ def validate_radius(radius_m: float, lo: float, hi: float) -> float:
     return radius_m
 
 
+class Wakeup(Protocol):
+    """What a session pokes when it has something to send (the hub's Waker)."""
+
+    def set(self) -> None: ...
+
+
 class Session:
     """One open stream of one user. Not thread-safe; lives on the event loop."""
 
@@ -114,10 +185,8 @@ class Session:
         self.rejections: list[Rejection] = []
         self.max_rejections = max_rejections
         self.coalesced = 0                  # changes replaced before the client read them
-        self.dropped_rejections = 0
-        self.delivered = 0
-        self.wakeup: object | None = None   # set by the hub: anything with set()
-        self.release: object | None = None  # set by the hub: the task letting go of it
+        self.wakeup: Wakeup | None = None   # set by the hub
+        self.release: asyncio.Task[None] | None = None  # set by the hub: the task letting go
 
     # -- inputs --------------------------------------------------------------------
 
@@ -158,8 +227,7 @@ class Session:
 
     def reject(self, rejection: Rejection) -> None:
         if len(self.rejections) >= self.max_rejections:
-            self.dropped_rejections += 1
-            return
+            return  # the client has not read the ones waiting yet
         self.rejections.append(rejection)
         self._wake()
 
@@ -181,7 +249,7 @@ class Session:
 
     def _wake(self) -> None:
         if self.wakeup is not None:
-            self.wakeup.set()  # type: ignore[attr-defined]
+            self.wakeup.set()
 
     # -- outputs -------------------------------------------------------------------
 
@@ -210,13 +278,8 @@ class Session:
             elif friend in self.shown:
                 self.shown.discard(friend)
                 events.append(Event("gone", friend, reason=state))
-        self.delivered += len(events)
         return rejections, events
 
     @property
     def has_output(self) -> bool:
         return bool(self.pending or self.rejections)
-
-
-def now() -> float:
-    return time.time()

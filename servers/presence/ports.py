@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-from .domain import Fix, Settings
+from .domain import Change, FeedEvent, Fix, Gone, Settings
 
 
-class PresenceStore(Protocol):
+class HistoryStore(Protocol):
+    async def append_history(self, rows: Sequence[tuple[str, Fix]]) -> None:
+        """(user, fix) rows, oldest first."""
+
+
+class PresenceStore(HistoryStore, Protocol):
     """System of record: settings, friendships, location history (MongoDB)."""
 
     async def settings(self, user: str, default_radius_m: float) -> Settings: ...
@@ -18,7 +23,6 @@ class PresenceStore(Protocol):
     async def friends_page(self, user: str, limit: int, after: str) -> list[str]: ...
     async def add_friendship(self, a: str, b: str) -> None: ...
     async def remove_friendship(self, a: str, b: str) -> int: ...
-    async def append_history(self, rows: Sequence[dict[str, Any]]) -> None: ...
 
 
 class Feed(Protocol):
@@ -33,15 +37,33 @@ class LocationBus(Protocol):
     """Latest locations with a TTL and per-user channels (Redis). Every call raises
     domain.LocationsUnavailable when the backend cannot be reached."""
 
-    def channel(self, user: str) -> str: ...
-    def control(self, user: str) -> str: ...
-    def user_of(self, channel: str) -> tuple[str, str]: ...
-    def feed(self, on_message: Callable[[str, bytes], None],
-             on_resubscribe: Callable[[], None]) -> Feed: ...
-    async def record(self, user: str, fix: Fix, sharing: bool) -> None: ...
+    def channel(self, user: str) -> str:
+        """Where the user's Located and Withdrawn events are published."""
+
+    def control(self, user: str) -> str:
+        """Where Changes for the user's streams are published."""
+
+    def feed(self, on_event: Callable[[FeedEvent], None],
+             on_resubscribe: Callable[[], None]) -> Feed:
+        """Subscriptions whose messages reach ``on_event`` decoded; ``on_resubscribe`` after
+        an outage of the subscriptions (what was published meanwhile is lost)."""
+
+    async def record(self, user: str, fix: Fix, sharing: bool) -> None:
+        """Cache the user's location and, if ``sharing``, publish it (Located)."""
+
     async def stream_opened(self, user: str) -> None: ...
     async def stream_closed(self, user: str) -> int: ...
-    async def withdraw(self, user: str, reason: int) -> None: ...
+    async def withdraw(self, user: str, reason: Gone) -> None:
+        """Forget the user's shared location and publish Withdrawn."""
+
     async def shared_locations(self, users: Sequence[str]) -> dict[str, Fix]: ...
     async def own_location(self, user: str) -> Fix | None: ...
-    async def tell(self, user: str, message: dict[str, Any]) -> None: ...
+    async def tell(self, change: Change) -> None:
+        """Publish a stored change to the servers holding ``change.user_id``'s streams."""
+
+
+class FixValidator(Protocol):
+    """Turns a client's location and optional time into a Fix (InvalidArgument naming
+    ``field`` otherwise); the hub is one."""
+
+    def validate(self, lat: float, lon: float, t: float | None, field: str) -> Fix: ...

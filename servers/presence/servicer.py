@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import grpc.aio
 
@@ -17,17 +18,25 @@ from . import convert
 from .app import PresenceHub
 from .domain import Rejection, Session
 
+if TYPE_CHECKING:
+    from grpc.aio import _DoneCallback
+
+Context = grpc.aio.ServicerContext
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
 
 class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
     def __init__(self, hub: PresenceHub, verifier: TokenVerifier) -> None:
         self.hub = hub
         self.verifier = verifier
 
-    def _caller(self, context: grpc.aio.ServicerContext) -> str:
-        return self.verifier.subject(context.invocation_metadata())
+    def _caller(self, context: Context[_Request, _Response]) -> str:
+        return self.verifier.subject(tuple(context.invocation_metadata() or ()))
 
     async def Connect(self, request_iterator: AsyncIterator[pb.ConnectRequest],
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ConnectResponse]:
+                      context: Context[pb.ConnectRequest, pb.ConnectResponse]
+                      ) -> AsyncIterator[pb.ConnectResponse]:
         # Read the Hello before judging the token: ending the call while the client's
         # first write is in flight makes grpc.aio report INTERNAL instead of our status
         # (grpc/grpc#36066). Nothing is done with the message until the token checks out.
@@ -44,7 +53,15 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
         # The RPC's end lets go of the session, not only this generator's `finally`: a
         # client cancelling while gRPC sends leaves the generator parked at a `yield`, and
         # it is finalised whenever the garbage collector gets to it.
-        context.add_done_callback(lambda _ctx: (reader.cancel(), self.hub.release(session)))
+
+        def on_done(_context: object) -> None:
+            reader.cancel()
+            self.hub.release(session)
+
+        # types-grpcio declares the callback as a class (_DoneCallback) no function can be
+        # an instance of; grpc.aio calls it with the context, as on_done takes it
+        context.add_done_callback(
+            cast("_DoneCallback[pb.ConnectRequest, pb.ConnectResponse]", on_done))
         try:
             yield convert.snapshot(session.snapshot(), session.radius_m)
             async for rejections, events in self.hub.outputs(session, reader):
@@ -75,28 +92,33 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
             await self.hub.update(session, fix)
 
     async def AddFriend(self, request: pb.AddFriendRequest,
-                        context: grpc.aio.ServicerContext) -> pb.AddFriendResponse:
+                        context: Context[pb.AddFriendRequest, pb.AddFriendResponse]
+                        ) -> pb.AddFriendResponse:
         await self.hub.add_friend(self._caller(context), request.user_id)
         return pb.AddFriendResponse()
 
     async def RemoveFriend(self, request: pb.RemoveFriendRequest,
-                           context: grpc.aio.ServicerContext) -> pb.RemoveFriendResponse:
+                           context: Context[pb.RemoveFriendRequest, pb.RemoveFriendResponse]
+                           ) -> pb.RemoveFriendResponse:
         await self.hub.remove_friend(self._caller(context), request.user_id)
         return pb.RemoveFriendResponse()
 
     async def ListFriends(self, request: pb.ListFriendsRequest,
-                          context: grpc.aio.ServicerContext) -> pb.ListFriendsResponse:
+                          context: Context[pb.ListFriendsRequest, pb.ListFriendsResponse]
+                          ) -> pb.ListFriendsResponse:
         items, token = await self.hub.list_friends(self._caller(context), request.page_size,
                                                    request.page_token)
         return pb.ListFriendsResponse(user_ids=items, next_page_token=token)
 
     async def SetSharing(self, request: pb.SetSharingRequest,
-                         context: grpc.aio.ServicerContext) -> pb.SetSharingResponse:
+                         context: Context[pb.SetSharingRequest, pb.SetSharingResponse]
+                         ) -> pb.SetSharingResponse:
         sharing = await self.hub.set_sharing(self._caller(context), request.sharing)
         return pb.SetSharingResponse(sharing=sharing)
 
     async def ListNearbyFriends(self, request: pb.ListNearbyFriendsRequest,
-                                context: grpc.aio.ServicerContext
+                                context: Context[pb.ListNearbyFriendsRequest,
+                                                 pb.ListNearbyFriendsResponse]
                                 ) -> pb.ListNearbyFriendsResponse:
         page, token, radius = await self.hub.nearby(self._caller(context), request.page_size,
                                                     request.page_token)
@@ -104,11 +126,13 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
                                             next_page_token=token, radius_meters=radius)
 
     async def SetRadius(self, request: pb.SetRadiusRequest,
-                        context: grpc.aio.ServicerContext) -> pb.SetRadiusResponse:
+                        context: Context[pb.SetRadiusRequest, pb.SetRadiusResponse]
+                        ) -> pb.SetRadiusResponse:
         radius = await self.hub.set_radius(self._caller(context), request.radius_meters)
         return pb.SetRadiusResponse(radius_meters=radius)
 
     async def GetSettings(self, request: pb.GetSettingsRequest,
-                          context: grpc.aio.ServicerContext) -> pb.GetSettingsResponse:
+                          context: Context[pb.GetSettingsRequest, pb.GetSettingsResponse]
+                          ) -> pb.GetSettingsResponse:
         sharing, radius = await self.hub.settings(self._caller(context))
         return pb.GetSettingsResponse(sharing=sharing, radius_meters=radius)

@@ -17,11 +17,13 @@ from pymongo.errors import PyMongoError
 
 from geoplex.servers._runtime.backends import ensure_indexes
 
-from ..domain import Settings
+from ..domain import Fix, Settings
+
+Document = dict[str, Any]
 
 
 class MongoPresenceStore:
-    def __init__(self, client: AsyncMongoClient, database: str) -> None:
+    def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
         self.client = client
         db = client[database]
         self.friendships = db["friendships"]
@@ -85,6 +87,9 @@ class MongoPresenceStore:
             {"$or": [{"user": a, "friend": b}, {"user": b, "friend": a}]})
         return int(result.deleted_count)
 
-    async def append_history(self, rows: Sequence[dict[str, Any]]) -> None:
+    async def append_history(self, rows: Sequence[tuple[str, Fix]]) -> None:
         if rows:
-            await self.history.insert_many(list(rows), ordered=False)
+            await self.history.insert_many(
+                [{"user": user, "lat": fix.lat, "lon": fix.lon,
+                  "t": datetime.fromtimestamp(fix.t, UTC)} for user, fix in rows],
+                ordered=False)

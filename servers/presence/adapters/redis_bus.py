@@ -23,28 +23,104 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import MovedError, RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
+from redis.exceptions import MovedError, RedisError, SlotNotCoveredError
 
 from geoplex.servers._runtime.backends import REDIS_UNAVAILABLE, RedisClient, is_cluster
 
-from ..domain import Fix, LocationsUnavailable
+from ..domain import (
+    Change,
+    FeedEvent,
+    Fix,
+    FriendAdded,
+    FriendRemoved,
+    Gone,
+    Located,
+    LocationsUnavailable,
+    RadiusChanged,
+    SharingChanged,
+    Withdrawn,
+)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger(__name__)
 
+
+# -- the message format: JSON, compact; a kind this version does not know is ignored --------
+# on ch:  {"k":"loc","f":[lat,lon,t]}  {"k":"gone","r":<Gone value>}
+# on ctl: {"k":"friend+","f":<friend>}  {"k":"friend-","f":<friend>}
+#         {"k":"sharing","v":<bool>}  {"k":"radius","v":<metres>}
 
 def encode_fix(fix: Fix) -> str:
     return json.dumps([fix.lat, fix.lon, fix.t], separators=(",", ":"))
 
 
-def decode_fix(raw: bytes | str) -> Fix:
-    lat, lon, t = json.loads(raw)
+def _fix_of(value: Any) -> Fix:
+    lat, lon, t = value
     return Fix(float(lat), float(lon), float(t))
+
+
+def decode_fix(raw: bytes | str) -> Fix:
+    return _fix_of(json.loads(raw))
+
+
+def encode_located(raw_fix: str) -> str:
+    """A Located message around a fix already encoded (the same text is cached)."""
+    return '{"k":"loc","f":' + raw_fix + "}"
+
+
+def encode_withdrawn(reason: Gone) -> str:
+    return json.dumps({"k": "gone", "r": reason.value})
+
+
+def encode_change(change: Change) -> str:
+    match change:
+        case FriendAdded(friend_id=friend):
+            message: dict[str, object] = {"k": "friend+", "f": friend}
+        case FriendRemoved(friend_id=friend):
+            message = {"k": "friend-", "f": friend}
+        case SharingChanged(sharing=sharing):
+            message = {"k": "sharing", "v": sharing}
+        case RadiusChanged(radius_m=radius_m):
+            message = {"k": "radius", "v": radius_m}
+    return json.dumps(message)
+
+
+def decode_message(kind: str, user: str, raw: bytes | str) -> FeedEvent | None:
+    """The event a message on ``user``'s channel (``kind`` "ch") or control channel ("ctl")
+    carries; None for a kind of message this version does not know."""
+    data = json.loads(raw)
+    k = data.get("k")
+    if kind == "ch":
+        if k == "loc":
+            return Located(user, _fix_of(data["f"]))
+        if k == "gone":
+            return Withdrawn(user, Gone(int(data.get("r", Gone.DISCONNECTED.value))))
+    elif kind == "ctl":
+        if k == "friend+":
+            return FriendAdded(user, str(data["f"]))
+        if k == "friend-":
+            return FriendRemoved(user, str(data["f"]))
+        if k == "sharing":
+            return SharingChanged(user, bool(data["v"]))
+        if k == "radius":
+            return RadiusChanged(user, float(data["v"]))
+    return None
+
+
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+class _Connectable(_Closable, Protocol):
+    async def connect(self) -> None: ...
 
 
 class _FeedPubSub(PubSub):
@@ -56,13 +132,22 @@ class _FeedPubSub(PubSub):
         super().__init__(client.connection_pool)
         self._on_reconnect = on_reconnect
 
-    async def on_connect(self, connection: Any) -> None:
+    async def on_connect(self, connection: Connection) -> None:
         # called on reconnects only (registered after the first connect); it subscribes
         # again what this PubSub had
         had = bool(self.channels or self.shard_channels)
         await super().on_connect(connection)
         if had:
             self._on_reconnect()
+
+
+class _Rebuild(Exception):
+    """Start the feed's connections over (a new node, a moved slot)."""
+
+
+_SUBSCRIBE_FAILED: tuple[type[BaseException], ...] = (*REDIS_UNAVAILABLE, RedisError, _Rebuild)
+_UNSUBSCRIBE_FAILED: tuple[type[BaseException], ...] = (*REDIS_UNAVAILABLE, RedisError)
+_CONNECTIONS_LOST: tuple[type[BaseException], ...] = (*REDIS_UNAVAILABLE, _Rebuild, MovedError)
 
 
 class ChannelFeed:
@@ -101,7 +186,7 @@ class ChannelFeed:
                 if sub is None:  # a node this feed does not hold yet: start over
                     raise _Rebuild(f"no pub/sub connection to {node!r}")
                 await self._subscribe(sub, group)
-        except (*REDIS_UNAVAILABLE, RedisError, _Rebuild):
+        except _SUBSCRIBE_FAILED:
             self._rebuild_soon()  # run() subscribes everything wanted again
         self._changed.set()
 
@@ -121,7 +206,7 @@ class ChannelFeed:
                     continue
                 for channel in group:  # one slot per SUNSUBSCRIBE, as for SSUBSCRIBE
                     await sub.sunsubscribe(channel)
-        except (*REDIS_UNAVAILABLE, RedisError):
+        except _UNSUBSCRIBE_FAILED:
             pass  # a fresh connection will not have them
 
     async def run(self) -> None:
@@ -139,7 +224,7 @@ class ChannelFeed:
             except asyncio.CancelledError:
                 await self._close()
                 raise
-            except (*REDIS_UNAVAILABLE, _Rebuild, MovedError) as exc:
+            except _CONNECTIONS_LOST as exc:
                 log.warning("pub/sub connection lost (%s); resubscribing", type(exc).__name__)
             except Exception:  # noqa: BLE001 - never let the feed die
                 log.exception("pub/sub error; resubscribing")
@@ -151,9 +236,12 @@ class ChannelFeed:
     # -- internals --------------------------------------------------------------------
 
     def _node_of(self, channel: str) -> str:
-        if not self.cluster:
+        if not isinstance(self.r, RedisCluster):
             return ""
-        return self.r.get_node_from_key(channel).name  # type: ignore[union-attr]
+        node = self.r.get_node_from_key(channel)
+        if node is None:  # (None is for a replica only)
+            raise SlotNotCoveredError("the channel's slot has no primary")
+        return node.name
 
     def _by_node(self, channels: Sequence[str]) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}
@@ -172,27 +260,27 @@ class ChannelFeed:
 
     async def _open(self) -> None:
         subs: dict[str, PubSub] = {}
-        if self.cluster:
+        if isinstance(self.r, RedisCluster):
             # a forced refresh of the slot map (RedisCluster.initialize() is a no-op once
             # initialised): after a slot moved, the old map would send SSUBSCRIBE to the
             # old owner again and again
-            await self.r.nodes_manager.initialize()  # type: ignore[union-attr]
-            for node in self.r.get_primaries():  # type: ignore[union-attr]
-                client = redis.Redis(host=node.host, port=node.port,
+            await self.r.nodes_manager.initialize()
+            for primary in self.r.get_primaries():
+                client = redis.Redis(host=primary.host, port=int(primary.port),
                                      **_connection_kwargs(self.r))
                 self._node_clients.append(client)
-                subs[node.name] = _FeedPubSub(client, self.on_resubscribe)
+                subs[primary.name] = _FeedPubSub(client, self.on_resubscribe)
         else:
-            subs[""] = _FeedPubSub(self.r, self.on_resubscribe)  # type: ignore[arg-type]
+            subs[""] = _FeedPubSub(self.r, self.on_resubscribe)
         try:
             for sub in subs.values():
                 # connected before anyone may subscribe through it: two first subscribes
                 # at once would each open a connection, and one would never be read
-                await sub.connect()
+                await _typed(sub).connect()
         except BaseException:
             for sub in subs.values():
                 with contextlib.suppress(Exception):
-                    await sub.aclose()
+                    await _typed(sub).aclose()
             raise
         self._subs = subs
         for node, group in self._by_node(sorted(self.wanted)).items():
@@ -245,18 +333,21 @@ class ChannelFeed:
         subs, self._subs = self._subs, {}
         clients, self._node_clients = self._node_clients, []
         self._dropping.clear()
-        for closable in (*subs.values(), *clients):
+        closables: list[_Closable] = [*map(_typed, subs.values()), *clients]
+        for closable in closables:
             try:
                 await closable.aclose()
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
 
 
-class _Rebuild(Exception):
-    """Start the feed's connections over (a new node, a moved slot)."""
+def _typed(sub: PubSub) -> _Connectable:
+    """redis-py leaves PubSub.connect() and aclose() unannotated (mypy strict refuses to call
+    them); both are coroutines returning None."""
+    return cast(_Connectable, sub)
 
 
-def _connection_kwargs(client: Any) -> dict[str, Any]:
+def _connection_kwargs(client: RedisCluster) -> dict[str, Any]:
     """Credentials, TLS and timeouts of a cluster client, for a direct node connection."""
     kwargs = dict(client.connection_kwargs)
     return {k: v for k, v in kwargs.items()
@@ -265,11 +356,12 @@ def _connection_kwargs(client: Any) -> dict[str, Any]:
                      "health_check_interval", "decode_responses")}
 
 
-def _locations_unavailable(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _locations_unavailable(method: Callable[P, Awaitable[T]]
+                           ) -> Callable[P, Coroutine[Any, Any, T]]:
     """Redis out of reach becomes the domain's LocationsUnavailable."""
 
     @functools.wraps(method)
-    async def call(*args: Any, **kwargs: Any) -> T:
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
         except REDIS_UNAVAILABLE as exc:
@@ -294,14 +386,21 @@ class RedisBus:
     def control(self, user: str) -> str:
         return self._key("ctl", user)
 
-    def user_of(self, channel: str) -> tuple[str, str]:
+    def _user_of(self, channel: str) -> tuple[str, str]:
         """('ch' | 'ctl', user) of a channel name."""
         rest = channel[len(self.p):]
         kind, _, tagged = rest.partition(":")
         return kind, tagged[1:-1]
 
-    def feed(self, on_message: Callable[[str, bytes], None],
+    def feed(self, on_event: Callable[[FeedEvent], None],
              on_resubscribe: Callable[[], None] = lambda: None) -> ChannelFeed:
+        """The subscriptions, their messages decoded for ``on_event``."""
+
+        def on_message(channel: str, raw: bytes) -> None:
+            event = decode_message(*self._user_of(channel), raw)
+            if event is not None:
+                on_event(event)
+
         return ChannelFeed(self.r, on_message, on_resubscribe)
 
     def _publish(self, target: Any, channel: str, message: str) -> Any:
@@ -317,7 +416,7 @@ class RedisBus:
             pipe.expire(self._key("conn", user), self.ttl_s)
             if sharing:
                 pipe.set(self._key("loc", user), raw, ex=self.ttl_s)
-                self._publish(pipe, self.channel(user), '{"k":"loc","f":' + raw + "}")
+                self._publish(pipe, self.channel(user), encode_located(raw))
             await pipe.execute()
 
     @_locations_unavailable
@@ -336,11 +435,11 @@ class RedisBus:
         return left
 
     @_locations_unavailable
-    async def withdraw(self, user: str, reason: int) -> None:
+    async def withdraw(self, user: str, reason: Gone) -> None:
         """Forget the user's shared location and tell their friends' servers."""
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.delete(self._key("loc", user))
-            self._publish(pipe, self.channel(user), json.dumps({"k": "gone", "r": reason}))
+            self._publish(pipe, self.channel(user), encode_withdrawn(reason))
             await pipe.execute()
 
     @_locations_unavailable
@@ -348,7 +447,7 @@ class RedisBus:
         if not users:
             return {}
         keys = [self._key("loc", u) for u in users]
-        values = await (self.r.mget_nonatomic(keys) if self.cluster  # type: ignore[union-attr]
+        values = await (self.r.mget_nonatomic(keys) if isinstance(self.r, RedisCluster)
                         else self.r.mget(keys))
         return {u: decode_fix(v) for u, v in zip(users, values) if v is not None}
 
@@ -358,5 +457,5 @@ class RedisBus:
         return None if raw is None else decode_fix(raw)
 
     @_locations_unavailable
-    async def tell(self, user: str, message: dict[str, Any]) -> None:
-        await self._publish(self.r, self.control(user), json.dumps(message))
+    async def tell(self, change: Change) -> None:
+        await self._publish(self.r, self.control(change.user_id), encode_change(change))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from geoplex.servers.presence.app import Waker
+from geoplex.servers.presence.sessions import Waker
 
 
 async def test_a_set_before_the_wait_returns_at_once_and_only_once() -> None:

@@ -1,0 +1,68 @@
+"""The location history, written behind: shared locations are buffered and inserted in
+batches (every ``history_flush_s``, or sooner once a batch is full).
+
+The buffer is bounded by ``history_buffer_max``: while the store cannot keep up (or is
+down), the oldest rows not yet written give way to new ones. Those are counted and
+logged (how many, never whose or where).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from .domain import Fix, HubConfig
+from .ports import HistoryStore
+
+log = logging.getLogger(__name__)
+
+
+class HistoryWriter:
+    def __init__(self, store: HistoryStore, config: HubConfig) -> None:
+        self.store = store
+        self.config = config
+        self.dropped = 0  # rows given up because the buffer was full
+        self._dropped_reported = 0
+        self._rows: deque[tuple[str, Fix]] = deque(maxlen=config.history_buffer_max)
+        self._batch: list[tuple[str, Fix]] = []  # taken from the buffer, not written yet
+        self._kick = asyncio.Event()
+
+    def append(self, user: str, fix: Fix) -> None:
+        if len(self._rows) == self._rows.maxlen:
+            self.dropped += 1  # the oldest row goes
+        self._rows.append((user, fix))
+        if len(self._rows) >= self.config.history_batch:
+            self._kick.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._kick.wait(), self.config.history_flush_s)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything buffered, a batch at a time; a batch that fails stays first in
+        line for the next round."""
+        self._report_dropped()
+        while self._batch or self._rows:
+            if not self._batch:
+                take = min(len(self._rows), self.config.history_batch)
+                self._batch = [self._rows.popleft() for _ in range(take)]
+            try:
+                await self.store.append_history(self._batch)
+            except Exception as exc:  # noqa: BLE001 - keep the rows, retry next tick
+                log.warning("history write failed (%s); will retry", type(exc).__name__)
+                return
+            self._batch = []
+
+    def _report_dropped(self) -> None:
+        new = self.dropped - self._dropped_reported
+        if new:
+            self._dropped_reported = self.dropped
+            log.warning("history buffer full (%d rows): %d oldest rows dropped (%d since "
+                        "start); the store is not keeping up", self.config.history_buffer_max,
+                        new, self.dropped)

@@ -1,0 +1,71 @@
+"""The write-behind location history: bounded, batched, and a failed batch is not lost."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pytest
+
+from geoplex.servers.presence.domain import Fix, HubConfig
+from geoplex.servers.presence.history import HistoryWriter
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, Fix]]] = []
+        self.fail = False
+
+    async def append_history(self, rows: Sequence[tuple[str, Fix]]) -> None:
+        if self.fail:
+            raise ConnectionError("store down")
+        self.batches.append(list(rows))
+
+
+def writer(store: FakeStore, batch: int = 2, buffer_max: int = 3) -> HistoryWriter:
+    config = HubConfig(history_batch=batch, history_buffer_max=buffer_max)
+    return HistoryWriter(store, config)
+
+
+def fix(n: int) -> Fix:
+    return Fix(10.0 + n, 20.0 + n, 1000.0 + n)
+
+
+async def test_rows_are_written_in_batches_oldest_first() -> None:
+    store = FakeStore()
+    history = writer(store, batch=2, buffer_max=10)
+    for n in range(5):
+        history.append("alice", fix(n))
+    await history.flush()
+    assert [[f.t for _, f in batch] for batch in store.batches] == [
+        [1000.0, 1001.0], [1002.0, 1003.0], [1004.0]]
+
+
+async def test_a_full_buffer_drops_the_oldest_rows_and_counts_them(
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = FakeStore()
+    history = writer(store, batch=10, buffer_max=3)
+    for n in range(5):
+        history.append("alice", fix(n))
+    assert history.dropped == 2
+    with caplog.at_level(logging.WARNING):
+        await history.flush()
+    assert [f.t for _, f in store.batches[0]] == [1002.0, 1003.0, 1004.0]
+    logged = caplog.text
+    assert "2 oldest rows dropped" in logged
+    assert "alice" not in logged and "12.0" not in logged  # never whose or where
+
+
+async def test_a_batch_that_failed_is_written_first_next_time() -> None:
+    store = FakeStore()
+    history = writer(store, batch=2, buffer_max=10)
+    for n in range(3):
+        history.append("alice", fix(n))
+    store.fail = True
+    await history.flush()
+    assert store.batches == []
+    history.append("alice", fix(3))
+    store.fail = False
+    await history.flush()
+    assert [[f.t for _, f in batch] for batch in store.batches] == [
+        [1000.0, 1001.0], [1002.0, 1003.0]]
