@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from geoplex.servers._runtime.auth import auth_secret
 from geoplex.servers._runtime.config import Env, required_backend_url
 
-from .app import INDEX_KINDS
+from .indexes import INDEX_KINDS
 
 
 @dataclass(frozen=True, slots=True)

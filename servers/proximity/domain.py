@@ -7,19 +7,19 @@ error message.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+import numpy as np
 import pygeohash
 
 from geoplex.servers._runtime import paging
 from geoplex.servers._runtime.errors import InvalidArgument
-from geoplex.servers._runtime.geo import (  # noqa: F401 - part of this module's API
-    EARTH_RADIUS_M,
-    haversine_m,
-    haversine_np,
-    validate_location,
-)
+from geoplex.servers._runtime.geo import EARTH_RADIUS_M as EARTH_RADIUS_M
+from geoplex.servers._runtime.geo import haversine_m as haversine_m
+from geoplex.servers._runtime.geo import haversine_np as haversine_np
+from geoplex.servers._runtime.geo import validate_location as validate_location
 
 RADII_M = (500, 1000, 2000, 5000, 20000)
 DEFAULT_PAGE_SIZE = 20
@@ -57,8 +57,16 @@ class Business:
     def geohash(self) -> str:
         return encode_geohash(self.lat, self.lon)
 
-    def with_changes(self, **changes: object) -> Business:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def edited(self, draft: Business, fields: Collection[str]) -> Business:
+        """This business with the named EDITABLE_FIELDS taken from ``draft``
+        ("location" is lat and lon); every other field is kept."""
+        def source(name: str) -> Business:
+            return draft if name in fields else self
+        return replace(self, name=source("name").name, category=source("category").category,
+                       lat=source("location").lat, lon=source("location").lon,
+                       address=source("address").address, phone=source("phone").phone,
+                       website=source("website").website,
+                       opening_hours=source("opening_hours").opening_hours)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,3 +207,18 @@ def matches(business: Business, category: str, keyword: str) -> bool:
     if keyword and keyword not in business.name.lower():
         return False
     return True
+
+
+def rank(query: SearchQuery, candidates: Iterable[Business], limit: int
+         ) -> list[tuple[float, str]]:
+    """The first ``limit`` (distance m, id) of the candidates that match the query, after
+    ``query.after``, nearest first, ties by id (the order every index answers in)."""
+    chosen = [b for b in candidates if matches(b, query.category, query.keyword)]
+    if not chosen:
+        return []
+    dist = haversine_np(query.lat, query.lon, np.array([b.lat for b in chosen]),
+                        np.array([b.lon for b in chosen]))
+    ranked = sorted((float(d), b.id) for d, b in zip(dist, chosen) if d <= query.radius_m)
+    if query.after is not None:
+        ranked = [r for r in ranked if r > query.after]
+    return ranked[:limit]

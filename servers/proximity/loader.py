@@ -10,16 +10,54 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from pymongo import ReplaceOne, UpdateOne
-
-from geoplex.infra.data import Place, Poi
 
 from .adapters.mongo_store import MongoBusinessStore, to_doc
 from .adapters.redis_cache import RedisBusinessCache
 from .domain import Business
 
 BATCH = 2000
+
+
+class Poi(Protocol):
+    """An OpenStreetMap point of interest as the data tools read it
+    (``geoplex.infra.data.Poi``; a service does not import the operator side)."""
+
+    @property
+    def source(self) -> str: ...  # "osm:node/123" or "osm:way/45"
+    @property
+    def name(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def lat(self) -> float: ...
+    @property
+    def lon(self) -> float: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def phone(self) -> str: ...
+    @property
+    def website(self) -> str: ...
+    @property
+    def opening_hours(self) -> str: ...
+
+
+class Place(Protocol):
+    """A GeoNames populated place as the data tools read it (``geoplex.infra.data.Place``)."""
+
+    @property
+    def geonameid(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def lat(self) -> float: ...
+    @property
+    def lon(self) -> float: ...
+    @property
+    def country_code(self) -> str: ...
 
 
 def business_from_poi(poi: Poi, now: datetime) -> Business:

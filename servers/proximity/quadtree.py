@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .domain import Box, bounding_boxes, haversine_np
+from .domain import Box, Business, bounding_boxes, haversine_np
 
 LEAF_CAPACITY = 100
 MAX_DEPTH = 24
@@ -32,6 +32,16 @@ class IndexedPoint:
     lon: float
     category: str
     name_lower: str
+
+    @classmethod
+    def of(cls, b: Business) -> IndexedPoint:
+        return cls(b.id, b.lat, b.lon, b.category, b.name.lower())
+
+    @classmethod
+    def from_row(cls, row: tuple[str, float, float, str, str]) -> IndexedPoint:
+        """From an (id, lat, lon, category, name) row of the system of record."""
+        bid, lat, lon, category, name = row
+        return cls(bid, lat, lon, category, name.lower())
 
 
 class _Tree:
@@ -61,10 +71,11 @@ class _Tree:
         perm = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
         self.lats = lats[perm]
         self.lons = lons[perm]
-        self.ids = np.array([points[i].id for i in perm], dtype=object)
+        ordered = [points[i] for i in perm.tolist()]
+        self.ids = np.array([p.id for p in ordered], dtype=np.object_)
         self.ids_u = self.ids.astype(str) if n else np.empty(0, dtype=str)
-        self.categories = np.array([points[i].category for i in perm], dtype=object)
-        self.names = [points[i].name_lower for i in perm]
+        self.categories = np.array([p.category for p in ordered], dtype=np.object_)
+        self.names = [p.name_lower for p in ordered]
         self.alive = np.ones(n, dtype=bool)
         self.row_of = {self.ids[i]: i for i in range(n)}
 
@@ -127,8 +138,6 @@ class _Tree:
 
 class QuadtreeIndex:
     """Nearby search over points in memory; exact, nearest first, ties by id."""
-
-    name = "quadtree"
 
     def __init__(self, points: Iterable[IndexedPoint] = (), rebuild_threshold: int = 5000) -> None:
         self._tree = _Tree(list(points))
@@ -220,7 +229,7 @@ class QuadtreeIndex:
                 near = edist <= radius_m
                 dist = np.concatenate([dist, edist[near]])
                 ids = np.concatenate([ids.astype(object),
-                                      np.array([p.id for p in extra], dtype=object)[near]]
+                                      np.array([p.id for p in extra], dtype=np.object_)[near]]
                                      ).astype(str)
         return _order(dist, ids, after, limit)
 

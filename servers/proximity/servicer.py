@@ -2,51 +2,69 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 
 from geoplex.proximity.v1 import proximity_pb2 as pb
-from geoplex.proximity.v1 import proximity_pb2_grpc
 from geoplex.servers._runtime.auth import TokenVerifier
 
 from . import convert
 from .app import ProximityApp
 
+Context = grpc.aio.ServicerContext
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
-class ProximityServicer(proximity_pb2_grpc.ProximityServiceServicer):
+
+class ProximityServicer:
+    """Every method of ProximityService, registered by :func:`add_to_server`.
+
+    Not a subclass of the generated ``ProximityServiceServicer``: its search handler
+    returns the response already serialised (bytes), which that base's signature
+    forbids, and the generated registration, the only thing that needs the base, is
+    not used.
+    """
+
     def __init__(self, app: ProximityApp, verifier: TokenVerifier) -> None:
         self.app = app
         self.verifier = verifier
 
-    def _caller(self, context: grpc.aio.ServicerContext) -> str:
-        return self.verifier.subject(context.invocation_metadata())
+    def _caller(self, context: Context[_Request, _Response]) -> str:
+        return self.verifier.subject(tuple(context.invocation_metadata() or ()))
 
     async def SearchNearbyBusinesses(self, request: pb.SearchNearbyBusinessesRequest,
-                                     context: grpc.aio.ServicerContext
+                                     context: Context[pb.SearchNearbyBusinessesRequest, bytes]
                                      ) -> bytes:  # pre-serialised SearchNearbyBusinessesResponse
         return convert.page_to_bytes(await self.app.search(convert.query_from_pb(request)))
 
     async def GetBusiness(self, request: pb.GetBusinessRequest,
-                          context: grpc.aio.ServicerContext) -> pb.GetBusinessResponse:
+                          context: Context[pb.GetBusinessRequest, pb.GetBusinessResponse]
+                          ) -> pb.GetBusinessResponse:
         return pb.GetBusinessResponse(
             business=convert.business_to_pb(await self.app.get(request.id)))
 
     async def BatchGetBusinesses(self, request: pb.BatchGetBusinessesRequest,
-                                 context: grpc.aio.ServicerContext
+                                 context: Context[pb.BatchGetBusinessesRequest,
+                                                  pb.BatchGetBusinessesResponse]
                                  ) -> pb.BatchGetBusinessesResponse:
         found = await self.app.batch_get(list(request.ids))
         return pb.BatchGetBusinessesResponse(
             businesses=[convert.business_to_pb(b) for b in found])
 
     async def CreateBusiness(self, request: pb.CreateBusinessRequest,
-                             context: grpc.aio.ServicerContext) -> pb.CreateBusinessResponse:
+                             context: Context[pb.CreateBusinessRequest, pb.CreateBusinessResponse]
+                             ) -> pb.CreateBusinessResponse:
         owner = self._caller(context)
         draft = convert.draft_from_pb(request.business, need_location=True)
         created = await self.app.create(owner, draft)
         return pb.CreateBusinessResponse(business=convert.business_to_pb(created))
 
     async def UpdateBusiness(self, request: pb.UpdateBusinessRequest,
-                             context: grpc.aio.ServicerContext) -> pb.UpdateBusinessResponse:
+                             context: Context[pb.UpdateBusinessRequest, pb.UpdateBusinessResponse]
+                             ) -> pb.UpdateBusinessResponse:
         owner = self._caller(context)
         paths = list(request.update_mask.paths)
         draft = convert.draft_from_pb(request.business,
@@ -55,20 +73,22 @@ class ProximityServicer(proximity_pb2_grpc.ProximityServiceServicer):
         return pb.UpdateBusinessResponse(business=convert.business_to_pb(updated))
 
     async def DeleteBusiness(self, request: pb.DeleteBusinessRequest,
-                             context: grpc.aio.ServicerContext) -> pb.DeleteBusinessResponse:
+                             context: Context[pb.DeleteBusinessRequest, pb.DeleteBusinessResponse]
+                             ) -> pb.DeleteBusinessResponse:
         await self.app.delete(self._caller(context), request.id)
         return pb.DeleteBusinessResponse()
 
     async def ListBusinesses(self, request: pb.ListBusinessesRequest,
-                             context: grpc.aio.ServicerContext) -> pb.ListBusinessesResponse:
+                             context: Context[pb.ListBusinessesRequest, pb.ListBusinessesResponse]
+                             ) -> pb.ListBusinessesResponse:
         items, token = await self.app.list_owned(self._caller(context), request.page_size,
                                                  request.page_token)
         return pb.ListBusinessesResponse(businesses=[convert.business_to_pb(b) for b in items],
                                          next_page_token=token)
 
 
-def _serialize(message: object) -> bytes:
-    return message if isinstance(message, bytes) else message.SerializeToString()  # type: ignore[attr-defined]
+def _serialize(message: bytes | Message) -> bytes:
+    return message if isinstance(message, bytes) else message.SerializeToString()
 
 
 def add_to_server(servicer: ProximityServicer, server: grpc.aio.Server) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pymongo
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.change_stream import AsyncCollectionChangeStream
 
 from geoplex.servers._runtime.backends import ensure_indexes
 
@@ -44,14 +45,14 @@ def from_doc(doc: dict[str, Any]) -> Business:
         create_time=_utc(doc.get("create_time")), update_time=_utc(doc.get("update_time")))
 
 
-def _utc(value: Any) -> datetime:
+def _utc(value: object) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     return datetime.fromtimestamp(0, UTC)
 
 
 class MongoBusinessStore:
-    def __init__(self, client: AsyncMongoClient, database: str) -> None:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
         self.client = client
         self.db = client[database]
         self.businesses = self.db["businesses"]
@@ -126,7 +127,7 @@ class MongoBusinessStore:
         async for doc in self.businesses.find({}, batch_size=5000).limit(limit):
             yield from_doc(doc)
 
-    async def open_change_stream(self) -> Any:
+    async def open_change_stream(self) -> AsyncCollectionChangeStream[dict[str, Any]]:
         """A change stream on businesses, opened now so nothing after this call is missed."""
         return await self.businesses.watch(full_document="updateLookup")
 
@@ -140,6 +141,3 @@ class MongoBusinessStore:
             doc = event["fullDocument"]
             return Change(doc["_id"], from_doc(doc))
         return None
-
-    async def count(self) -> int:
-        return await self.businesses.estimated_document_count()

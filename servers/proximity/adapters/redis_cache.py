@@ -18,7 +18,10 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from geoplex.servers._runtime.backends import RedisClient, is_cluster
+from redis.asyncio.cluster import RedisCluster
+from redis.typing import GeoSearchItem
+
+from geoplex.servers._runtime.backends import RedisClient
 
 from ..domain import Business, geohash_prefixes
 from ..ports import Located
@@ -40,12 +43,14 @@ def _decode(raw: bytes | str) -> Business:
 class RedisBusinessCache:
     def __init__(self, client: RedisClient, namespace: str, ttl: int = 3600) -> None:
         self.r = client
-        # MGET of keys in many slots: one MGET per node on a cluster
-        self._mget = (client.mget_nonatomic  # type: ignore[union-attr]
-                      if is_cluster(client) else client.mget)
         self.prefix = f"px:{namespace}:"
         self.ttl = ttl
         self.geo_key = self.prefix + "geo"
+
+    async def _mget(self, keys: list[str]) -> list[bytes | str | None]:
+        if isinstance(self.r, RedisCluster):  # keys in many slots: one MGET per node
+            return await self.r.mget_nonatomic(keys)
+        return await self.r.mget(keys)
 
     async def get_businesses(self, ids: Sequence[str]) -> dict[str, Business]:
         if not ids:
@@ -60,10 +65,6 @@ class RedisBusinessCache:
             for bid, b in businesses.items():
                 pipe.set(self.prefix + "biz:" + bid, _encode(b), ex=self.ttl)
             await pipe.execute()
-
-    async def get_cell(self, prefix: str) -> list[str] | None:
-        raw = await self.r.get(self.prefix + "cell:" + prefix)
-        return None if raw is None else list(json.loads(raw))
 
     async def get_cells(self, prefixes: Sequence[str]) -> list[list[str] | None]:
         values = await self._mget([self.prefix + "cell:" + p for p in prefixes])
@@ -81,7 +82,7 @@ class RedisBusinessCache:
     async def geo_upsert(self, businesses: Sequence[Located]) -> None:
         if not businesses:
             return
-        values: list[object] = []
+        values: list[float | str] = []
         for b in businesses:
             values.extend((b.lon, b.lat, b.id))
         await self.r.geoadd(self.geo_key, values)
@@ -98,8 +99,14 @@ class RedisBusinessCache:
         rows = await self.r.geosearch(self.geo_key, longitude=lon, latitude=lat,
                                       radius=radius_m, unit="m", sort="ASC", count=count,
                                       withdist=True)
-        return [(float(d), m.decode() if isinstance(m, bytes) else m) for m, d in rows]
+        return [_member_and_distance(row) for row in rows]
 
-    async def flush_namespace(self) -> None:
-        async for key in self.r.scan_iter(match=self.prefix + "*", count=1000):
-            await self.r.delete(key)
+
+def _member_and_distance(row: GeoSearchItem) -> tuple[float, str]:
+    """(distance, member) of one GEOSEARCH WITHDIST row, [member, distance]."""
+    match row:
+        case [bytes() as member, float() as distance]:
+            return distance, member.decode()
+        case [str() as member, float() as distance]:
+            return distance, member
+    raise ValueError(f"not a GEOSEARCH WITHDIST row: {row!r}")
