@@ -38,19 +38,18 @@ import json
 import math
 import os
 import platform
-import re
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoplex.infra.local import free_port, with_parent_death_signal  # noqa: F401 - re-exported
+from geoplex.infra.local import free_port  # noqa: F401 - re-exported
+from geoplex.infra.process import (  # noqa: F401 - ProcessError re-exported
+    READY_LINE, Process, ProcessError, stop_all)
 
 ROOT = Path(__file__).resolve().parent.parent
 """The project root (where ``BENCHMARKS.md`` lives)."""
@@ -409,30 +408,29 @@ async def wait_for_quiet_async(max_wait: float = 15.0, busy_pct: float = 20.0,
             return busy
 
 
-_READY = re.compile(r" ready on (\S+)")
-
-
-class ServerStartError(RuntimeError):
-    """A server process exited or stayed silent before printing its ready line."""
-
-
 @dataclass
 class ServerProcesses:
     """Server processes started by :func:`start_server_processes`.
 
     ``addresses[i]`` is what process ``i`` printed after ``ready on`` (e.g.
     ``127.0.0.1:50051``); ``pids[i]`` its process id; ``logs[i]`` the file its
-    stderr (the runtime's log) goes to, kept until :meth:`stop`.
+    output (the runtime's log) goes to, kept until :meth:`stop`.
     """
 
-    procs: list[subprocess.Popen[bytes]]
-    addresses: list[str]
-    logs: list[Path]
+    processes: list[Process]
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @property
+    def addresses(self) -> list[str]:
+        return [p.address for p in self.processes]
+
+    @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        return [p.proc.pid for p in self.processes if p.proc is not None]
+
+    @property
+    def logs(self) -> list[Path]:
+        return [p.log_path for p in self.processes]
 
     @property
     def address(self) -> str:
@@ -440,27 +438,11 @@ class ServerProcesses:
         return self.addresses[0]
 
     def log_tail(self, index: int, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.logs[index].read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return self.processes[index].log_tail(lines)
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM each process (graceful stop), SIGKILL any still alive after ``timeout``."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self.procs:
-            try:
-                proc.wait(max(deadline - time.monotonic(), 0.01))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        stop_all(self.processes, timeout)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -480,68 +462,28 @@ def start_server_processes(argv: Sequence[str], count: int = 1,
 
     ``env`` is added to this process's environment (e.g. ``GEOPLEX_<NAME>_PORT``
     and ``GEOPLEX_<NAME>_REUSE_PORT=true`` so that several copies share a port:
-    pick it first with :func:`free_port`). Each child runs in its own session
-    (a Ctrl-C in the terminal reaches only the benchmark, which stops them),
-    stdin is closed, stdout is read until the ready line and then drained by a
-    daemon thread, stderr goes to a temporary log file; each gets SIGTERM if
-    this process dies without stopping them. Returns a
+    pick it first with :func:`free_port`). Each copy is a
+    :class:`geoplex.infra.process.Process`: its own session (a Ctrl-C in the
+    terminal reaches only the benchmark, which stops them), stdin closed, its
+    output written straight to a temporary log file (nothing in this process
+    reads it), SIGTERM if this process dies without stopping them. Returns a
     :class:`ServerProcesses`, a context manager that stops them all on exit.
-    Raises :class:`ServerStartError` (after stopping what it started) if any
-    copy exits or is not ready within ``ready_timeout`` seconds.
+    Raises :class:`ProcessError` (after stopping what it started) if any copy
+    exits or is not ready within ``ready_timeout`` seconds.
     """
     tmp = tempfile.TemporaryDirectory(prefix="geoplex-bench-")
-    group = ServerProcesses([], [], [], tmp)
-    full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    group = ServerProcesses([], tmp)
     try:
         for i in range(count):
-            log = Path(tmp.name) / f"server-{i}.log"
-            with log.open("wb") as stderr:
-                proc = subprocess.Popen(with_parent_death_signal(list(argv)), env=full_env,
-                                        cwd=cwd or ROOT, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=stderr,
-                                        start_new_session=True)
-            group.procs.append(proc)
-            group.logs.append(log)
-            address = _wait_ready(proc, ready_timeout)
-            if address is None:
-                code = proc.poll()
-                how = f"exited with {code}" if code is not None else \
-                    f"not ready after {ready_timeout:.0f}s"
-                raise ServerStartError(f"{' '.join(argv)} (copy {i + 1}/{count}) {how}:\n"
-                                       + group.log_tail(i))
-            group.addresses.append(address)
-            threading.Thread(target=_drain, args=(proc,), daemon=True).start()
+            process = Process(f"{' '.join(argv)} (copy {i + 1}/{count})", list(argv),
+                              Path(tmp.name) / f"server-{i}.log", env=dict(env or {}),
+                              ready_line=READY_LINE, cwd=cwd or ROOT)
+            group.processes.append(process)
+            process.start().wait_ready(ready_timeout)
     except BaseException:
         group.stop()
         raise
     return group
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], timeout: float) -> str | None:
-    """Read ``proc``'s stdout until its ready line; its address, or None."""
-    assert proc.stdout is not None
-    found: list[str] = []
-    done = threading.Event()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            match = _READY.search(raw.decode(errors="replace"))
-            if match:
-                found.append(match.group(1))
-                break
-        done.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    done.wait(timeout)
-    return found[0] if found else None
-
-
-def _drain(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ValueError, OSError):
-        assert proc.stdout is not None
-        for _ in proc.stdout:
-            pass
 
 
 # --------------------------------------------------------------------------- machine and output

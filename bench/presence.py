@@ -63,6 +63,7 @@ from geoplex.tools.simulator import (
 )
 from geoplex.servers._runtime.geo import haversine_m, haversine_np
 from geoplex.infra.local import LocalInfra
+from geoplex.tools.backends import configured_backends
 
 from ._common import (
     RESULTS_DIR,
@@ -579,7 +580,8 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration, "warmup_s": args.warmup,
         "client_processes": args.client_processes, "servers": SERVERS, "cells": []}
     with tempfile.TemporaryDirectory(prefix="geoplex-bench-presence-") as state:
-        infra = LocalInfra.from_env(Path(state), backends=("redis", "mongo"), progress=log)
+        infra = LocalInfra(Path(state), backends=("redis", "mongo"),
+                           configured=configured_backends(), progress=log)
         urls = infra.start()
         try:
             env = urls.env()

@@ -41,6 +41,7 @@ import redis.asyncio as aioredis
 from geoplex.clients.mesh import open_spread_channels
 from geoplex.infra import data
 from geoplex.infra.local import LocalInfra
+from geoplex.tools.backends import configured_backends
 from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.proximity.v1 import proximity_pb2_grpc
@@ -378,7 +379,8 @@ async def amain(args: argparse.Namespace) -> None:
     gc.collect()
 
     with tempfile.TemporaryDirectory(prefix="geoplex-bench-px-") as state:
-        infra = LocalInfra.from_env(Path(state), backends=("redis", "mongo"), progress=log)
+        infra = LocalInfra(Path(state), backends=("redis", "mongo"),
+                           configured=configured_backends(), progress=log)
         urls = infra.start()
         try:
             env = urls.env()

@@ -7,10 +7,12 @@ WiredTiger storage, 2dsphere support), a PyPI dependency, because no
 and keeps its data under one state directory; start-up waits until each one
 answers its own protocol (PING, /health, hello).
 
-When ``GEOPLEX_REDIS_URL``, ``GEOPLEX_MONGO_URI`` or ``GEOPLEX_ETCD_ENDPOINTS``
-is set, that backend is not started: the configured server is checked for
-reachability and used (the production path: a MongoDB replica set or sharded
-cluster, Redis Cluster, an etcd cluster).
+A backend given in ``configured`` (what ``GEOPLEX_REDIS_URL``, ``GEOPLEX_MONGO_URI``
+and ``GEOPLEX_ETCD_ENDPOINTS`` say, read by ``geoplex.tools.backends``) is not
+started: the configured server is checked for reachability and used (the
+production path: a MongoDB replica set or sharded cluster, Redis Cluster, an etcd
+cluster). Each started backend is a :class:`~geoplex.infra.process.Process`.
+This module imports nothing from ``geoplex.servers``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
-from geoplex.servers._runtime.config import ConfigError, Env, backend_url
+from .process import Process, ProcessError
+
+T = TypeVar("T")
 
 BACKENDS = ("redis", "mongo", "etcd")
 READY_TIMEOUT = 30.0
@@ -53,31 +59,11 @@ class BackendUrls:
             out["GEOPLEX_ETCD_ENDPOINTS"] = ",".join(self.etcd_endpoints)
         return out
 
-    @classmethod
-    def from_env(cls, env: Env | None = None) -> BackendUrls:
-        env = env or Env()
-        return cls(
-            redis_url=backend_url(env, "GEOPLEX_REDIS_URL"),
-            mongo_uri=backend_url(env, "GEOPLEX_MONGO_URI"),
-            etcd_endpoints=env.endpoints("GEOPLEX_ETCD_ENDPOINTS"),
-        )
-
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def with_parent_death_signal(argv: list[str]) -> list[str]:
-    """``argv`` run so that the child gets SIGTERM when its parent dies, so nothing is orphaned.
-
-    Uses util-linux ``setpriv --pdeathsig`` (an exec, no Python between fork and
-    exec: a ``preexec_fn`` is unsafe in a process with gRPC threads and was seen
-    to crash the child).
-    """
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else list(argv)
 
 
 def find_binary(name: str, hint: str) -> str:
@@ -131,58 +117,14 @@ def etcd_ready(endpoints: Iterable[str]) -> bool:
 
 
 @dataclass
-class _Proc:
-    name: str
-    argv: list[str]
-    log_path: Path
-    ready: Callable[[], bool]
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(with_parent_death_signal(self.argv), stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)  # Ctrl-C goes to us only
-
-    def wait_ready(self, timeout: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                raise InfraError(f"{self.name} exited with code {self.proc.returncode} at start;"
-                                 f" its log {self.log_path} ends: {' | '.join(tail)}")
-            if self.ready():
-                return
-            time.sleep(0.1)
-        raise InfraError(f"{self.name} did not become ready within {timeout:.0f}s; "
-                         f"see {self.log_path}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL, for fault tests: no chance to flush anything."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@dataclass
 class LocalInfra:
     """The embedded backends, or the configured ones, for a mesh or a test run.
 
-    >>> infra = LocalInfra(Path(".geoplex"))
+    >>> infra = LocalInfra(Path(".geoplex"), configured=configured_backends())
     >>> urls = infra.start()      # starts what is not configured, waits for readiness
     >>> infra.stop()              # stops only what it started
+
+    (``configured_backends`` is in ``geoplex.tools.backends``.)
     """
 
     state_dir: Path
@@ -191,18 +133,8 @@ class LocalInfra:
     host: str = "127.0.0.1"
     progress: Callable[[str], None] = lambda _msg: None
     redis_cluster: int = 0  # 0: one redis-server; 3+: a Redis Cluster of that many primaries
-    procs: dict[str, _Proc] = field(default_factory=dict)
+    procs: dict[str, Process] = field(default_factory=dict)
     urls: BackendUrls = field(default_factory=BackendUrls)
-
-    @classmethod
-    def from_env(cls, state_dir: Path, backends: tuple[str, ...] = BACKENDS,
-                 progress: Callable[[str], None] = lambda _msg: None) -> LocalInfra:
-        try:
-            configured = BackendUrls.from_env()
-        except ConfigError as exc:
-            raise InfraError(str(exc)) from None
-        return cls(state_dir=state_dir, backends=backends, configured=configured,
-                   progress=progress)
 
     def start(self) -> BackendUrls:
         unknown = set(self.backends) - set(BACKENDS)
@@ -222,7 +154,7 @@ class LocalInfra:
                 etcd = self._etcd() if etcd is None else self._check(
                     "GEOPLEX_ETCD_ENDPOINTS", etcd, etcd_ready)
             for proc in self.procs.values():
-                proc.wait_ready(READY_TIMEOUT)
+                self._wait_ready(proc)
                 self.progress(f"{proc.name}: ready")
             if "redis" in self.backends and self.configured.redis_url is None \
                     and self.redis_cluster:
@@ -233,7 +165,7 @@ class LocalInfra:
         self.urls = BackendUrls(redis_url, mongo_uri, etcd)
         return self.urls
 
-    def _check(self, var: str, value, probe):  # type: ignore[no-untyped-def]
+    def _check(self, var: str, value: T, probe: Callable[[T], bool]) -> T:
         if not probe(value):
             raise InfraError(f"{var}: cannot reach the configured server; start it, fix the "
                              f"value, or unset {var} to use the embedded one")
@@ -249,11 +181,10 @@ class LocalInfra:
         data = self.state_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         url = f"redis://{self.host}:{port}/0"
-        self.procs["redis"] = _Proc(
+        self._start("redis", Process(
             "redis-server", self._redis_argv(binary, port, data),
-            self.state_dir / "logs" / "redis.log", lambda: redis_ready(url))
-        self.progress(f"redis-server: starting on {self.host}:{port}")
-        self.procs["redis"].start()
+            self.state_dir / "logs" / "redis.log", probe=partial(redis_ready, url)),
+            f"{self.host}:{port}")
         return url
 
     def _redis_argv(self, binary: str, port: int, data: Path) -> list[str]:
@@ -276,15 +207,13 @@ class LocalInfra:
             shutil.rmtree(data, ignore_errors=True)
             data.mkdir(parents=True, exist_ok=True)
             url = f"redis://{self.host}:{port}/0"
-            self.procs[f"redis-{i}"] = _Proc(
+            self._start(f"redis-{i}", Process(
                 f"redis-server (cluster node {i})",
                 [*self._redis_argv(binary, port, data), "--cluster-enabled", "yes",
                  "--cluster-port", str(bus), "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", "2000"],
-                self.state_dir / "logs" / f"redis-{i}.log",
-                lambda url=url: redis_ready(url))  # type: ignore[misc]
-            self.progress(f"redis-server (cluster node {i}): starting on {self.host}:{port}")
-            self.procs[f"redis-{i}"].start()
+                self.state_dir / "logs" / f"redis-{i}.log", probe=partial(redis_ready, url)),
+                f"{self.host}:{port}")
             self._cluster_ports.append(port)
         return f"redis://{self.host}:{self._cluster_ports[0]}/0"
 
@@ -327,13 +256,12 @@ class LocalInfra:
         data = self.state_dir / "mongo"
         data.mkdir(parents=True, exist_ok=True)
         uri = f"mongodb://{self.host}:{port}/?directConnection=true"
-        self.procs["mongo"] = _Proc(
+        self._start("mongo", Process(
             "secantusdb",
             [binary, "--host", self.host, "--port", str(port), "--storage-path", str(data),
              "--log-level", "WARNING", "--noop-heartbeat-seconds", "10"],
-            self.state_dir / "logs" / "mongo.log", lambda: mongo_ready(uri))
-        self.progress(f"secantusdb (MongoDB wire protocol): starting on {self.host}:{port}")
-        self.procs["mongo"].start()
+            self.state_dir / "logs" / "mongo.log", probe=partial(mongo_ready, uri)),
+            f"{self.host}:{port}", "secantusdb (MongoDB wire protocol)")
         return uri
 
     def _etcd(self) -> tuple[str, ...]:
@@ -342,7 +270,7 @@ class LocalInfra:
         client, peer = free_port(self.host), free_port(self.host)
         data = self.state_dir / "etcd"
         endpoint = f"{self.host}:{client}"
-        self.procs["etcd"] = _Proc(
+        self._start("etcd", Process(
             "etcd",
             [binary, "--name", "geoplex", "--data-dir", str(data),
              "--listen-client-urls", f"http://{endpoint}",
@@ -351,10 +279,23 @@ class LocalInfra:
              "--initial-advertise-peer-urls", f"http://{self.host}:{peer}",
              "--initial-cluster", f"geoplex=http://{self.host}:{peer}",
              "--log-level", "warn", "--logger", "zap"],
-            self.state_dir / "logs" / "etcd.log", lambda: etcd_ready([endpoint]))
-        self.progress(f"etcd: starting on {endpoint}")
-        self.procs["etcd"].start()
+            self.state_dir / "logs" / "etcd.log", probe=partial(etcd_ready, [endpoint])),
+            endpoint)
         return (endpoint,)
+
+    def _start(self, key: str, proc: Process, where: str, what: str = "") -> None:
+        """Start a backend without waiting for it (they come up side by side)."""
+        proc.ready_timeout = READY_TIMEOUT
+        self.procs[key] = proc
+        self.progress(f"{what or proc.name}: starting on {where}")
+        proc.start()
+
+    @staticmethod
+    def _wait_ready(proc: Process) -> None:
+        try:
+            proc.wait_ready()
+        except ProcessError as exc:
+            raise InfraError(str(exc)) from None
 
     def stop(self) -> None:
         """Stop what this object started, in reverse order of start."""
@@ -366,9 +307,12 @@ class LocalInfra:
     def restart(self, name: str, *, kill: bool = False) -> None:
         """Stop (or SIGKILL) one started backend and start it again on the same port."""
         proc = self.procs[name]
-        proc.kill() if kill else proc.stop()
+        if kill:
+            proc.kill()
+        else:
+            proc.stop()
         proc.start()
-        proc.wait_ready(READY_TIMEOUT)
+        self._wait_ready(proc)
 
     def __enter__(self) -> BackendUrls:
         return self.start()

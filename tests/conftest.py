@@ -5,19 +5,22 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from geoplex.infra.local import BackendUrls, LocalInfra
+from geoplex.infra.process import READY_LINE, Process, stop_all
+from geoplex.servers.catalog import service
+from geoplex.tools.backends import configured_backends
 
 
 @pytest.fixture(scope="session")
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
     """Real redis-server, etcd and SecantusDB (or the GEOPLEX_* configured servers)."""
     state: Path = tmp_path_factory.mktemp("geoplex-state")
-    local = LocalInfra.from_env(state)
+    local = LocalInfra(state, configured=configured_backends())
     with local:  # started, and stopped after the session
         yield local
 
@@ -43,63 +46,62 @@ def cluster_backends(backends: BackendUrls, redis_cluster: LocalInfra) -> Backen
 
 
 class ServerProcess:
-    """A real Geoplex server process (python -m MODULE), ready when it prints 'ready on'."""
+    """A real Geoplex server process (python -m MODULE), ready when it prints 'ready on'.
+
+    It gets SIGTERM if pytest dies (the runner's parent-death signal), so a killed test
+    run leaves no server behind.
+    """
 
     def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
-        import os
-
         self.module = module
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.address = ""
+        self.process = Process(log_path.stem, [sys.executable, "-m", module], log_path,
+                               env=env, ready_line=READY_LINE, stop_grace=20.0)
+
+    @property
+    def address(self) -> str:
+        return self.process.address
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The variables it was given (over this environment)."""
+        return self.process.env
+
+    @property
+    def log_path(self) -> Path:
+        return self.process.log_path
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
-        import time
-
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log_path.read_text(errors="replace")
-            ready = [line for line in text.splitlines() if " ready on " in line]
-            if len(ready) > self.starts:
-                self.address = ready[-1].rsplit(" ready on ", 1)[1].strip()
-                self.starts += 1
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.module} exited with {self.proc.returncode}: "
-                                   f"{text[-2000:]}")
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.module} not ready in {timeout}s: {self.log_path}")
-
-    starts = 0
+        """Start (again, on the same port if it has a fixed one) and wait until it serves."""
+        self.process.start().wait_ready(timeout)
+        return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        """``sig``, SIGKILL after 20 s; the exit code (None if never started)."""
+        return self.process.stop(sig=sig)
 
 
 @pytest.fixture(scope="session")
 def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
-    """Start server processes; every one is stopped at the end of the session."""
+    """Start a declared service's server (``server_factory("presence", env, "log-name")``);
+    its port is ``env``'s ``GEOPLEX_<NAME>_PORT``, else a free one. Every server is stopped
+    at the end of the session."""
     started: list[ServerProcess] = []
     logs = tmp_path_factory.mktemp("server-logs")
 
-    def start(module: str, env: dict[str, str], name: str = "server") -> ServerProcess:
-        proc = ServerProcess(module, env, logs / f"{name}-{len(started)}.log").start()
-        started.append(proc)
-        return proc
+    def start(name: str, env: dict[str, str], log_name: str = "server") -> ServerProcess:
+        declared = service(name)
+        env = {declared.env_prefix + "PORT": "0", **env}
+        proc = ServerProcess(declared.module, env, logs / f"{log_name}-{len(started)}.log")
+        started.append(proc)  # stopped at the end even if it fails to start
+        return proc.start()
 
     yield start
-    for proc in started:
-        proc.stop()
+    stop_all([proc.process for proc in started], grace=20.0)

@@ -31,9 +31,11 @@ def cmd_infra_up(args: argparse.Namespace) -> int:
 
     from geoplex.infra.local import InfraError, LocalInfra
 
-    infra = LocalInfra.from_env(args.state_dir.resolve(), progress=print)
-    infra.redis_cluster = args.redis_cluster
+    from .backends import configured_backends
+
     try:
+        infra = LocalInfra(args.state_dir.resolve(), configured=configured_backends(),
+                           progress=print, redis_cluster=args.redis_cluster)
         urls = infra.start()
     except InfraError as exc:
         print(f"geoplex: error: {exc}", file=sys.stderr)

@@ -1,21 +1,25 @@
 """Run each service in its own process, restart crashed ones, stop them all cleanly.
 
-Used by ``geoplex up``. A process is ready when it prints the runtime's ready
-line; its other output is forwarded with a ``[name]`` prefix. A process that
-exits while the mesh is up is logged and restarted with exponential backoff
-(capped), so one crash never takes the mesh down.
+Used by ``geoplex up``. Each process is a :class:`~geoplex.infra.process.Process`: ready
+when it prints the runtime's ready line, its output kept in ``<log_dir>/<name>.log``
+and forwarded with a ``[name]`` prefix. A process that exits while the mesh is up is
+logged and restarted with exponential backoff (capped), so one crash never takes the
+mesh down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
+
+from geoplex.infra.process import READY_LINE, Process, ProcessError, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +33,13 @@ class ProcessSpec:
 
 @dataclass
 class _Child:
-    spec: ProcessSpec
-    proc: asyncio.subprocess.Process | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    process: Process
     restarts: int = 0
     started_at: float = 0.0
-    pump: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.process.name
 
 
 class SupervisorError(RuntimeError):
@@ -44,39 +49,39 @@ class SupervisorError(RuntimeError):
 class Supervisor:
     def __init__(self, specs: Sequence[ProcessSpec], *,
                  output: Callable[[str], None] = lambda line: print(line, flush=True),
+                 log_dir: Path | None = None,
                  ready_timeout: float = 60.0, max_backoff: float = 30.0) -> None:
-        self.children = [_Child(spec) for spec in specs]
+        """``log_dir``: where each process's log is kept (default: a temporary directory,
+        removed by :meth:`stop`)."""
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if log_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="geoplex-supervisor-")
+            log_dir = Path(self._tmp.name)
         self.output = output
-        self.ready_timeout = ready_timeout
+        self._output_lock = threading.Lock()  # lines come from each process's reader thread
+        self.children = [_Child(Process(
+            spec.name, list(spec.argv), log_dir / f"{spec.name}.log", env=spec.env,
+            ready_line=READY_LINE, ready_timeout=ready_timeout,
+            on_line=self._forward_as(spec.name))) for spec in specs]
         self.max_backoff = max_backoff
-        self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
 
-    async def _spawn(self, child: _Child) -> None:
-        env = {**os.environ, **child.spec.env, "PYTHONUNBUFFERED": "1"}
-        child.ready.clear()
-        from geoplex.infra.local import with_parent_death_signal
+    def _say(self, line: str) -> None:
+        with self._output_lock:
+            self.output(line)
 
-        child.proc = await asyncio.create_subprocess_exec(
-            *with_parent_death_signal(list(child.spec.argv)), env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True)
+    def _forward_as(self, name: str) -> Callable[[str], None]:
+        return lambda line: self._say(f"[{name}] {line}")
+
+    def _spawn(self, child: _Child) -> None:
+        child.process.start()
         child.started_at = time.monotonic()
-        child.pump = asyncio.create_task(self._pump(child))
-
-    async def _pump(self, child: _Child) -> None:
-        assert child.proc is not None and child.proc.stdout is not None
-        async for raw in child.proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            if " ready on " in line:
-                child.ready.set()
-            self.output(f"[{child.spec.name}] {line}")
 
     async def start(self) -> None:
         """Start every process and wait until each says it is ready."""
-        for child in self.children:
-            await self._spawn(child)
         try:
+            for child in self.children:
+                self._spawn(child)
             for child in self.children:
                 await self._wait_ready(child)
         except BaseException:
@@ -84,79 +89,45 @@ class Supervisor:
             raise
         self._watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
 
-    async def _wait_ready(self, child: _Child) -> None:
-        assert child.proc is not None
-        ready = asyncio.create_task(child.ready.wait())
-        exited = asyncio.create_task(child.proc.wait())
-        done, _ = await asyncio.wait({ready, exited}, timeout=self.ready_timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        for task in (ready, exited):
-            if task not in done:
-                task.cancel()
-        if ready in done:
-            return
-        if exited in done:
-            if child.pump:
-                await child.pump
-            raise SupervisorError(f"{child.spec.name} exited with code "
-                                  f"{child.proc.returncode} before it was ready (see its output "
-                                  "above)")
-        raise SupervisorError(f"{child.spec.name} was not ready within {self.ready_timeout:.0f}s")
+    @staticmethod
+    async def _wait_ready(child: _Child) -> None:
+        try:
+            await child.process.wait_ready_async()
+        except ProcessError as exc:
+            raise SupervisorError(str(exc)) from None
 
     async def _watch(self, child: _Child) -> None:
-        while not self._stopping:
-            assert child.proc is not None
-            code = await child.proc.wait()
-            if child.pump:
-                await child.pump
-            if self._stopping:
-                return
+        while True:
+            code = await child.process.wait_async()
             uptime = time.monotonic() - child.started_at
             child.restarts = 0 if uptime > 60 else child.restarts + 1
             delay = min(self.max_backoff, 0.5 * 2 ** child.restarts)
             log.warning("%s exited with code %s after %.1fs; restarting in %.1fs",
-                        child.spec.name, code, uptime, delay)
-            self.output(f"[supervisor] {child.spec.name} exited with code {code}; "
-                        f"restarting in {delay:.1f}s")
+                        child.name, code, uptime, delay)
+            self._say(f"[supervisor] {child.name} exited with code {code}; "
+                      f"restarting in {delay:.1f}s")
             await asyncio.sleep(delay)
-            if self._stopping:
-                return
-            await self._spawn(child)
+            self._spawn(child)
             try:
                 await self._wait_ready(child)
-                self.output(f"[supervisor] {child.spec.name} restarted")
-            except SupervisorError as exc:
-                self.output(f"[supervisor] {exc}")
+                self._say(f"[supervisor] {child.name} restarted")
+            except SupervisorError as exc:  # stopped; the next turn restarts it again
+                self._say(f"[supervisor] {exc}")
 
     def pids(self) -> dict[str, int]:
-        return {c.spec.name: c.proc.pid for c in self.children
-                if c.proc is not None and c.proc.returncode is None}
+        return {c.name: c.process.proc.pid for c in self.children
+                if c.process.proc is not None and c.process.running}
 
     async def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM every process (they drain in-flight calls), SIGKILL after ``timeout``."""
-        self._stopping = True
         for task in self._watchers:
             task.cancel()
-        live = [c for c in self.children if c.proc is not None and c.proc.returncode is None]
-        for child in live:
-            assert child.proc is not None
-            try:
-                child.proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for child in live:
-            assert child.proc is not None
-            try:
-                await asyncio.wait_for(child.proc.wait(), timeout)
-            except TimeoutError:
-                child.proc.kill()
-                await child.proc.wait()
-        for child in self.children:
-            if child.pump is not None:
-                try:
-                    await asyncio.wait_for(child.pump, 2)
-                except (TimeoutError, asyncio.CancelledError):
-                    pass
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        self._watchers = []
+        await asyncio.to_thread(stop_all, [c.process for c in self.children], timeout)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
 
 def python_module(module: str) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from geoplex.infra.local import InfraError, LocalInfra, free_port
 from geoplex.servers._runtime.config import ConfigError, Env
+from geoplex.tools.backends import configured_backends
 from geoplex.tools.supervisor import ProcessSpec, Supervisor, SupervisorError, python_module
 from geoplex.servers._runtime.declaration import ServiceDeclaration
 from geoplex.servers.catalog import services
@@ -38,10 +39,16 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
         known = ", ".join(e.name for e in declared)
         print(f"geoplex: error: unknown service in {only}; implemented: {known}", file=sys.stderr)
         return 2
-    infra = LocalInfra.from_env(state_dir, progress=lambda m: print(f"[infra] {m}", flush=True))
+    try:
+        configured = configured_backends()
+    except InfraError as exc:
+        print(f"geoplex: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    infra = LocalInfra(state_dir, configured=configured,
+                       progress=lambda m: print(f"[infra] {m}", flush=True))
     supervisor: Supervisor | None = None
     try:
-        urls = infra.start()  # main thread: children get PDEATHSIG tied to it
+        urls = infra.start()
         env = urls.env()
         if demo_data:
             from .demo import load_demo_data
@@ -58,7 +65,7 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
                     f"{entry.name}-{n + 1}", python_module(entry.module),
                     {**env, prefix + "PORT": str(port),
                      prefix + "REUSE_PORT": "true" if entry.processes > 1 else "false"}))
-        supervisor = Supervisor(specs)
+        supervisor = Supervisor(specs, log_dir=state_dir / "logs")
         await supervisor.start()
         print("\nGeoplex is up. Endpoints (plaintext, reflection on):", flush=True)
         for entry in entries:

@@ -32,7 +32,7 @@ def own_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
 @pytest.fixture(scope="module")
 def pair(own_infra: LocalInfra, server_factory):  # type: ignore[no-untyped-def]
     env = {**own_infra.urls.env(), "GEOPLEX_PRESENCE_PORT": "0", "GEOPLEX_LOG_LEVEL": "warning"}
-    return [server_factory("geoplex.servers.presence", env, f"presence-fault-{n}")
+    return [server_factory("presence", env, f"presence-fault-{n}")
             for n in range(2)]
 
 

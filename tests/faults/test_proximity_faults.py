@@ -37,7 +37,7 @@ def own_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
 def replicas(own_infra: LocalInfra, server_factory) -> dict[str, object]:  # type: ignore[no-untyped-def]
     env = {**own_infra.urls.env(), "GEOPLEX_PROXIMITY_DATABASE": f"px_fault_{uuid.uuid4().hex[:6]}",
            "GEOPLEX_PROXIMITY_PORT": "0", "GEOPLEX_LOG_LEVEL": "warning"}
-    return {index: server_factory("geoplex.servers.proximity",
+    return {index: server_factory("proximity",
                                   {**env, "GEOPLEX_PROXIMITY_INDEX": index}, f"fault-{index}")
             for index in ("quadtree", "geohash")}
 

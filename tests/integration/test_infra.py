@@ -23,6 +23,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from geoplex.infra.local import BackendUrls, InfraError, LocalInfra, find_binary
+from geoplex.tools.backends import configured_backends
 
 # mvccpb.Event.EventType
 ETCD_PUT, ETCD_DELETE = 0, 1
@@ -322,7 +323,7 @@ def _closed_port() -> int:
 def test_configured_redis_that_cannot_be_reached_names_its_variable(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GEOPLEX_REDIS_URL", f"redis://127.0.0.1:{_closed_port()}/0")
-    infra = LocalInfra.from_env(tmp_path, backends=("redis",))
+    infra = LocalInfra(tmp_path, backends=("redis",), configured=configured_backends())
 
     with pytest.raises(InfraError, match="GEOPLEX_REDIS_URL") as info:
         infra.start()
@@ -336,7 +337,7 @@ def test_malformed_backend_url_is_an_infra_error_without_the_password(
     monkeypatch.setenv("GEOPLEX_MONGO_URI", "http://app:pa55word@db:27017")
 
     with pytest.raises(InfraError, match="GEOPLEX_MONGO_URI") as info:
-        LocalInfra.from_env(tmp_path)
+        LocalInfra(tmp_path, configured=configured_backends())
 
     assert "pa55word" not in str(info.value)
 
@@ -354,7 +355,7 @@ def test_missing_redis_server_binary_stops_start_with_install_hint(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GEOPLEX_REDIS_URL", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    infra = LocalInfra.from_env(tmp_path, backends=("redis",))
+    infra = LocalInfra(tmp_path, backends=("redis",), configured=configured_backends())
 
     with pytest.raises(InfraError) as info:
         infra.start()

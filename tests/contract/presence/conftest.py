@@ -18,7 +18,7 @@ def presence_pair(backends: BackendUrls, server_factory: Callable):
     servers = {}
     for name in ("a", "b"):
         env = presence_env(backends, tag, GEOPLEX_PRESENCE_PORT=str(free_port()))
-        servers[name] = server_factory("geoplex.servers.presence", env, f"presence-{name}")
+        servers[name] = server_factory("presence", env, f"presence-{name}")
     return servers
 
 
@@ -28,4 +28,4 @@ def presence_fast_expiry(backends: BackendUrls, server_factory: Callable):
     env = presence_env(backends, uuid.uuid4().hex[:6],
                        GEOPLEX_PRESENCE_INACTIVE_AFTER_SECONDS="2",
                        GEOPLEX_PRESENCE_SWEEP_SECONDS="0.2")
-    return server_factory("geoplex.servers.presence", env, "presence-fast")
+    return server_factory("presence", env, "presence-fast")

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture(scope="module")
 def cluster_pair(cluster_backends: BackendUrls, server_factory: Callable):
     tag = uuid.uuid4().hex[:6]
-    return {name: server_factory("geoplex.servers.presence",
+    return {name: server_factory("presence",
                                  presence_env(cluster_backends, tag), f"presence-cluster-{name}")
             for name in ("a", "b")}
 

@@ -37,7 +37,7 @@ def search_servers(backends: BackendUrls, search_dataset, server_factory: Callab
                    ) -> dict[str, str]:
     """index kind -> address of a server answering from the read-only dataset."""
     database, _ = search_dataset
-    return {index: server_factory("geoplex.servers.proximity",
+    return {index: server_factory("proximity",
                                   server_env(backends, database, index), f"px-{index}").address
             for index in ("quadtree", "geohash")}
 

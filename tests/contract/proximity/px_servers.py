@@ -43,7 +43,7 @@ def edit_replicas(backends: BackendUrls, database: str, server_factory: Callable
     """Two quadtree replicas and one geohash replica over the same writable database."""
     env = lambda index: server_env(backends, database, index)  # noqa: E731
     return {
-        "a": server_factory("geoplex.servers.proximity", env("quadtree"), f"{name}-a"),
-        "b": server_factory("geoplex.servers.proximity", env("quadtree"), f"{name}-b"),
-        "geohash": server_factory("geoplex.servers.proximity", env("geohash"), f"{name}-gh"),
+        "a": server_factory("proximity", env("quadtree"), f"{name}-a"),
+        "b": server_factory("proximity", env("quadtree"), f"{name}-b"),
+        "geohash": server_factory("proximity", env("geohash"), f"{name}-gh"),
     }
