@@ -7,11 +7,13 @@ from .errors import (
     AlreadyExistsError,
     DeadlineExceededError,
     FailedPreconditionError,
-    ResourceExhaustedError,
+    GeoplexError,
     GeoplexRpcError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    ResourceExhaustedError,
+    SessionClosedError,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -19,7 +21,7 @@ from .channel import ChannelOptions, open_channel
 
 __all__ = [
     "AlreadyExistsError", "ChannelOptions", "DeadlineExceededError", "FailedPreconditionError",
-    "ResourceExhaustedError", "GeoplexRpcError", "InvalidArgumentError",
-    "NotFoundError", "PermissionDeniedError", "UnauthenticatedError", "UnavailableError",
-    "open_channel",
+    "GeoplexError", "GeoplexRpcError", "InvalidArgumentError", "NotFoundError",
+    "PermissionDeniedError", "ResourceExhaustedError", "SessionClosedError",
+    "UnauthenticatedError", "UnavailableError", "open_channel",
 ]

@@ -141,8 +141,10 @@ class BaseClient:
     async def call(self, method: Callable[..., Awaitable[T]], request: Any, *,
                    timeout: float | None = None, token: str | None = None,
                    metadata: Sequence[tuple[str, str]] = ()) -> T:
+        """One unary call: ``timeout`` seconds (None: ``options.timeout``), typed errors."""
         try:
-            return await method(request, timeout=timeout or self.options.timeout,
+            return await method(request,
+                                timeout=self.options.timeout if timeout is None else timeout,
                                 metadata=self.metadata(metadata, token))
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None

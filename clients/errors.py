@@ -1,8 +1,10 @@
-"""One exception tree for every client call, decoded from the server's rich status.
+"""One exception tree for the SDK, with one root: ``GeoplexError``.
 
-``GeoplexRpcError`` carries the status code, message, ``ErrorInfo.reason`` /
-``domain`` / ``metadata``, the offending field for bad requests, and the
-request id the server logged the call under.
+``GeoplexRpcError`` (a call failed, decoded from the server's rich status) carries the
+status code, message, ``ErrorInfo.reason`` / ``domain`` / ``metadata``, the offending
+field for bad requests, and the request id the server logged the call under.
+``SessionClosedError`` is raised by the SDK itself: a live session was used after it
+was closed or after its stream ended for good.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ _DETAILS_KEY = "grpc-status-details-bin"
 _REQUEST_ID_KEY = "x-request-id"
 
 
-class GeoplexRpcError(Exception):
+class GeoplexError(Exception):
+    """The root of every exception the SDK raises."""
+
+
+class SessionClosedError(GeoplexError):
+    """A live session was sent to or read from after ``close()``, or after its stream ended
+    for good (then ``__cause__`` is the error that ended it)."""
+
+
+class GeoplexRpcError(GeoplexError):
     """A call failed; ``code`` is the gRPC status code, ``reason`` the machine-readable why."""
 
     def __init__(self, code: grpc.StatusCode, message: str, *, reason: str = "",
@@ -90,15 +101,12 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> GeoplexRpcError:
         elif key == _DETAILS_KEY and isinstance(value, bytes):
             status = status_pb2.Status.FromString(value)
             for detail in status.details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
+                info = error_details_pb2.ErrorInfo()
+                bad = error_details_pb2.BadRequest()
+                if detail.Unpack(info):  # False (and nothing read) when it is another type
                     reason, domain, metadata = info.reason, info.domain, dict(info.metadata)
-                elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    detail.Unpack(bad)
-                    if bad.field_violations:
-                        field = bad.field_violations[0].field
+                elif detail.Unpack(bad) and bad.field_violations:
+                    field = bad.field_violations[0].field
     cls = _BY_CODE.get(code, GeoplexRpcError)
     return cls(code, error.details() or "", reason=reason, domain=domain, metadata=metadata,
                field=field or metadata.get("field", ""), request_id=request_id)

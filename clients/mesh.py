@@ -9,12 +9,13 @@ import grpc.aio
 
 from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 
-from .channel import BaseClient
+from .channel import BaseClient, ChannelOptions
 
 
 class MeshClient(BaseClient):
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
+    def __init__(self, target: str | grpc.aio.Channel, options: ChannelOptions | None = None,
+                 interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> None:
+        super().__init__(target, options, interceptors)
         self.stub = mesh_pb2_grpc.MeshServiceStub(self.channel)
 
     async def server_info(self, *, timeout: float | None = None) -> mesh_pb2.GetServerInfoResponse:

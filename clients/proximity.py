@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+import grpc.aio
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.proximity.v1 import proximity_pb2_grpc
 from geoplex.type.v1.geo_pb2 import LatLng
 
-from .channel import BaseClient
+from .channel import BaseClient, ChannelOptions
 
 Business = pb.Business
 NearbyBusiness = pb.NearbyBusiness
@@ -24,8 +25,9 @@ RADII_M = (500, 1000, 2000, 5000, 20000)
 
 
 class ProximityClient(BaseClient):
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
+    def __init__(self, target: str | grpc.aio.Channel, options: ChannelOptions | None = None,
+                 interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> None:
+        super().__init__(target, options, interceptors)
         self.stub = proximity_pb2_grpc.ProximityServiceStub(self.channel)
 
     async def search(self, latitude: float, longitude: float, radius_m: int = 1000, *,
@@ -39,13 +41,14 @@ class ProximityClient(BaseClient):
         return await self.call(self.stub.SearchNearbyBusinesses, request, timeout=timeout)
 
     async def search_all(self, latitude: float, longitude: float, radius_m: int = 1000, *,
-                         category: str = "", keyword: str = "", page_size: int = 100
-                         ) -> AsyncIterator[pb.NearbyBusiness]:
-        """Every business within the radius, following page tokens."""
+                         category: str = "", keyword: str = "", page_size: int = 100,
+                         timeout: float | None = None) -> AsyncIterator[pb.NearbyBusiness]:
+        """Every business within the radius, following page tokens (``timeout`` per page)."""
         token = ""
         while True:
             page = await self.search(latitude, longitude, radius_m, category=category,
-                                     keyword=keyword, page_size=page_size, page_token=token)
+                                     keyword=keyword, page_size=page_size, page_token=token,
+                                     timeout=timeout)
             for hit in page.businesses:
                 yield hit
             token = page.next_page_token
@@ -84,7 +87,9 @@ class ProximityClient(BaseClient):
                         token=token, timeout=timeout)
 
     async def list_own(self, *, page_size: int = 0, page_token: str = "",
-                       token: str | None = None) -> pb.ListBusinessesResponse:
+                       token: str | None = None, timeout: float | None = None
+                       ) -> pb.ListBusinessesResponse:
         return await self.call(self.stub.ListBusinesses,
                                pb.ListBusinessesRequest(page_size=page_size,
-                                                        page_token=page_token), token=token)
+                                                        page_token=page_token),
+                               token=token, timeout=timeout)
