@@ -41,7 +41,7 @@ gen: $(STAMP)  ## regenerate gen/ from protos/
 lint: $(STAMP)  ## buf lint the protos
 	$(BIN)/buf lint
 
-typecheck: $(STAMP)  ## mypy: strict on servers/ and the SDK (clients/), tools/ and infra/ typed
+typecheck: $(STAMP)  ## mypy: strict on servers/ and the SDK (clients/); tools, infra, bench, tests typed; no type: ignore
 	$(PY) scripts/typecheck.py
 
 breaking: $(STAMP)  ## buf breaking against the previous commit, once it has protos

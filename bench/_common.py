@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geoplex.infra.local import free_port  # noqa: F401 - re-exported
+from geoplex.infra.local import free_port as free_port  # re-exported
 from geoplex.infra.process import (  # noqa: F401 - ProcessError re-exported
     READY_LINE, Process, ProcessError, stop_all)
 

@@ -237,12 +237,12 @@ async def run_floor(level: tuple[int, float], args: argparse.Namespace, net: Roa
     window = [math.inf, math.inf]
     latencies: list[float] = []
     counts = {"sent": 0, "expected": 0, "deliveries": 0, "dropped": 0}
-    queues = [asyncio.Queue(maxsize=1024) for _ in range(users)]
+    queues: list[asyncio.Queue[float]] = [asyncio.Queue(maxsize=1024) for _ in range(users)]
     pub = aioredis.Redis.from_url(redis_url, max_connections=64)
     subs = [aioredis.Redis.from_url(redis_url) for _ in range(SERVERS)]
     pubsubs = [s.pubsub(ignore_subscribe_messages=True) for s in subs]
-    for server, pubsub in enumerate(pubsubs):
-        channels = [f"{prefix}{u}" for u in followers[server]]
+    for index, pubsub in enumerate(pubsubs):
+        channels = [f"{prefix}{u}" for u in followers[index]]
         for n in range(0, len(channels), 1000):
             await pubsub.subscribe(*channels[n:n + 1000])
     step_m = args.speed * args.sim_interval

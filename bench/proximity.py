@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from geoplex.servers.proximity import domain
 from geoplex.servers._runtime.backends import connect_mongo
 from geoplex.servers.proximity.adapters.mongo_store import MongoBusinessStore
 from geoplex.servers.proximity.adapters.redis_cache import RedisBusinessCache
+from geoplex.servers.proximity.domain import Business
 from geoplex.servers.proximity.loader import from_places, load
 from geoplex.servers.proximity.quadtree import IndexedPoint, QuadtreeIndex
 from geoplex.type.v1.geo_pb2 import LatLng
@@ -159,7 +161,7 @@ def in_process(points: list[IndexedPoint], queries: list[tuple[float, float]],
     mismatches = 0
     for radius in RADII:
         sample = queries[:per_radius]
-        answers = {name: [] for name in methods}
+        answers: dict[str, list[list[str]]] = {name: [] for name in methods}  # ids per query
         times: dict[str, list[float]] = {name: [] for name in methods}
         for name, fn in methods.items():
             n = per_radius if name != "brute_force_numpy" else min(per_radius, 300)
@@ -255,8 +257,8 @@ async def e2e(address: str, redis_url: str, geo_key: str, queries: list[tuple[fl
                 msg += (f" | ceiling({size} B) {ceil.calls_per_s:,.0f}/s -> "
                         f"{res.calls_per_s / ceil.calls_per_s:.0%}")
             log(msg)
-    for c in channels:
-        await c.close()
+    for channel in channels:
+        await channel.close()
     return rows
 
 
@@ -286,7 +288,7 @@ async def raw_geosearch(redis_url: str, geo_key: str, queries: list[tuple[float,
 
 # -- main -----------------------------------------------------------------------------
 
-async def load_places(env: dict[str, str], businesses) -> None:  # type: ignore[no-untyped-def]
+async def load_places(env: dict[str, str], businesses: Sequence[Business]) -> None:
     client = await connect_mongo(env["GEOPLEX_MONGO_URI"])
     r = aioredis.Redis.from_url(env["GEOPLEX_REDIS_URL"])
     try:

@@ -137,7 +137,8 @@ def plan(concurrencies: Sequence[int], sizes: Sequence[int]) -> list[Cell]:
 
 # --------------------------------------------------------------------------- client side
 
-def unary_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceStub], size: int) -> WorkerFactory:
+def unary_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceAsyncStub], size: int
+                  ) -> WorkerFactory:
     request = mesh_pb2.PingRequest(response_size=size)
 
     @contextlib.asynccontextmanager
@@ -148,7 +149,8 @@ def unary_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceStub], size: int) -> 
     return factory
 
 
-def stream_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceStub], size: int) -> WorkerFactory:
+def stream_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceAsyncStub], size: int
+                   ) -> WorkerFactory:
     request = mesh_pb2.PingStreamRequest(response_size=size)
 
     @contextlib.asynccontextmanager
@@ -171,7 +173,7 @@ def stream_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceStub], size: int) ->
     return factory
 
 
-async def check_payload(cell: Cell, stub: mesh_pb2_grpc.MeshServiceStub) -> None:
+async def check_payload(cell: Cell, stub: mesh_pb2_grpc.MeshServiceAsyncStub) -> None:
     """One call before the cell: the server answers with the asked-for size."""
     if cell.call == "unary":
         response = await stub.Ping(mesh_pb2.PingRequest(response_size=cell.response_size),
@@ -180,11 +182,13 @@ async def check_payload(cell: Cell, stub: mesh_pb2_grpc.MeshServiceStub) -> None
     else:
         call = stub.PingStream()
         await call.write(mesh_pb2.PingStreamRequest(response_size=cell.response_size))
-        response = await call.read()
+        first = await call.read()
         await call.done_writing()
         while await call.read() is not grpc.aio.EOF:
             pass
-        got = len(response.payload)
+        if not isinstance(first, mesh_pb2.PingStreamResponse):  # grpc.aio.EOF
+            raise RuntimeError(f"{cell.describe()}: PingStream ended early")
+        got = len(first.payload)
     if got != cell.response_size:
         raise RuntimeError(f"{cell.describe()}: asked {cell.response_size} bytes, got {got}")
 

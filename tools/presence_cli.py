@@ -144,7 +144,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if result.connected == result.users and not result.errors else 1
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from . import simulator as sim
 
     pr = sub.add_parser("presence", help="nearby friends: friends, sharing, and a load simulator",

@@ -87,7 +87,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     px = sub.add_parser("proximity", help="search nearby businesses and manage your own",
                         description="Call ProximityService: nearby search, details, and owner "
                         "edits (these need --token or GEOPLEX_TOKEN; see geoplex auth dev-token).")

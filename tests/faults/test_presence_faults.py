@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +17,9 @@ from geoplex.clients.presence import LiveSession, PresenceClient
 from geoplex.infra.local import LocalInfra
 from geoplex.presence.v1 import presence_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
+
+if TYPE_CHECKING:
+    from conftest import ServerProcess  # tests/conftest.py
 
 pytestmark = pytest.mark.timeout(120)
 HOME = (57.7089, 11.9746)
@@ -30,13 +34,14 @@ def own_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
 
 
 @pytest.fixture(scope="module")
-def pair(own_infra: LocalInfra, server_factory):  # type: ignore[no-untyped-def]
+def pair(own_infra: LocalInfra,
+         server_factory: Callable[..., ServerProcess]) -> list[ServerProcess]:
     env = {**own_infra.urls.env(), "GEOPLEX_PRESENCE_PORT": "0", "GEOPLEX_LOG_LEVEL": "warning"}
     return [server_factory("presence", env, f"presence-fault-{n}")
             for n in range(2)]
 
 
-async def events_for(live: LiveSession, timeout: float):  # type: ignore[no-untyped-def]
+async def events_for(live: LiveSession, timeout: float) -> AsyncIterator[pb.ConnectResponse]:
     """The stream's events for ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,7 +65,8 @@ async def moved_to(live: LiveSession, user: str, metres: float, timeout: float) 
 
 
 @contextlib.asynccontextmanager
-async def two_sharing_users(pair, befriend: bool = True):  # type: ignore[no-untyped-def]
+async def two_sharing_users(pair: list[ServerProcess], befriend: bool = True
+                            ) -> AsyncIterator[tuple[str, str, PresenceClient, PresenceClient]]:
     """alice on the first server, a second user on the other; both share their location,
     and (``befriend``) they are friends."""
     tag = uuid.uuid4().hex[:6]

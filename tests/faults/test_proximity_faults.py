@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -21,8 +22,12 @@ from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.type.v1.geo_pb2 import LatLng
 
+if TYPE_CHECKING:
+    from conftest import ServerProcess  # tests/conftest.py
+
 pytestmark = pytest.mark.timeout(240)
 TOKEN = mint_token(DEV_SECRET, "fault-owner")
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,8 @@ def own_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
 
 
 @pytest.fixture(scope="module")
-def replicas(own_infra: LocalInfra, server_factory) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def replicas(own_infra: LocalInfra,
+             server_factory: Callable[..., ServerProcess]) -> dict[str, ServerProcess]:
     env = {**own_infra.urls.env(), "GEOPLEX_PROXIMITY_DATABASE": f"px_fault_{uuid.uuid4().hex[:6]}",
            "GEOPLEX_PROXIMITY_PORT": "0", "GEOPLEX_LOG_LEVEL": "warning"}
     return {index: server_factory("proximity",
@@ -42,7 +48,7 @@ def replicas(own_infra: LocalInfra, server_factory) -> dict[str, object]:  # typ
             for index in ("quadtree", "geohash")}
 
 
-async def eventually(check, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -56,7 +62,7 @@ async def eventually(check, timeout: float = 30.0):  # type: ignore[no-untyped-d
         await asyncio.sleep(0.2)
 
 
-def client(server) -> ProximityClient:  # type: ignore[no-untyped-def]
+def client(server: ServerProcess) -> ProximityClient:
     return ProximityClient(server.address, ChannelOptions(token=TOKEN, retry=False))
 
 

@@ -173,6 +173,7 @@ WRONG = "0" * 64
 def test_tampered_pin_raises_and_leaves_no_file(pin: str, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     ds = data.DATASETS["gothenburg"]
+    actual: str | None  # the pin the data really has
     if pin == "file":
         member, actual = ds.files["network"]
         tampered = dataclasses.replace(ds, files={"network": (member, WRONG)})

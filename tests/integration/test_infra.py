@@ -12,7 +12,7 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import pymongo
@@ -194,13 +194,14 @@ async def test_etcd_watch_receives_put_and_delete_events(
 
     async def collect() -> None:
         watch = watch_service.watch(key, start_revision=start)
+        assert isinstance(watch, AsyncGenerator)  # typed an AsyncIterator; it has aclose()
         try:
             async for response in watch:
                 events.extend((e.type, e.kv.key, e.kv.value) for e in response.events)
                 if len(events) >= 2:
                     return
         finally:
-            await watch.aclose()  # type: ignore[attr-defined]
+            await watch.aclose()
 
     watcher = asyncio.create_task(collect())
     await kv.put(key, "v1")

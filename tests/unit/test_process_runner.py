@@ -8,7 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 READY = "import time\nprint('starting', flush=True)\nprint('x ready on 127.0.0.1:4321', flush=True)\ntime.sleep(600)\n"
 
 
-def child(tmp_path: Path, code: str, **options) -> Process:  # type: ignore[no-untyped-def]
+def child(tmp_path: Path, code: str, **options: Any) -> Process:
     return Process("child", [sys.executable, "-c", code], tmp_path / "child.log",
                    ready_timeout=20, **options)
 
@@ -41,7 +43,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def eventually(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,12 +18,15 @@ from geoplex.presence.v1 import presence_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.type.v1.geo_pb2 import LatLng
 
+if TYPE_CHECKING:
+    from conftest import ServerProcess  # tests/conftest.py
+
 pytestmark = pytest.mark.timeout(60)
 HOME = (57.7089, 11.9746)  # Gothenburg
 METRE = 1 / 111_194.93     # degrees of latitude
 
 
-def presence_as(server, user: str) -> PresenceClient:  # type: ignore[no-untyped-def]
+def presence_as(server: ServerProcess, user: str) -> PresenceClient:
     options = ChannelOptions(token=mint_token(DEV_SECRET, user), retry=False)
     return PresenceClient(server.address, options)
 
@@ -101,7 +105,8 @@ async def test_sending_or_reading_after_close_raises_session_closed(presence_pai
         live = presence.live(*HOME)
         async with live:
             assert (await live.next()).WhichOneof("event") == "snapshot"
-            assert live.state is SessionState.CONNECTED
+            state = live.state  # a copy: mypy would keep live.state narrowed past the close
+            assert state is SessionState.CONNECTED
             reader = asyncio.ensure_future(live.next(30))
         assert live.state is SessionState.CLOSED
         with pytest.raises(SessionClosedError):

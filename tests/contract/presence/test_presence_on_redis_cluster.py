@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import pytest
 import redis as sync_redis
@@ -20,11 +21,15 @@ import test_presence_streams as scenarios
 from presence_servers import presence_env
 from test_presence_streams import client, next_kind, north, streaming_friends
 
+if TYPE_CHECKING:
+    from conftest import ServerProcess  # tests/conftest.py
+
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture(scope="module")
-def cluster_pair(cluster_backends: BackendUrls, server_factory: Callable):
+def cluster_pair(cluster_backends: BackendUrls, server_factory: Callable[..., ServerProcess]
+                 ) -> dict[str, ServerProcess]:
     tag = uuid.uuid4().hex[:6]
     return {name: server_factory("presence",
                                  presence_env(cluster_backends, tag), f"presence-cluster-{name}")
@@ -39,7 +44,9 @@ def cluster_pair(cluster_backends: BackendUrls, server_factory: Callable):
     scenarios.test_sharing_off_removes_the_user_from_every_view,
     scenarios.test_a_second_device_keeps_the_user_visible_when_the_first_disconnects,
 ], ids=lambda f: f.__name__.removeprefix("test_"))
-async def test_scenario_on_a_redis_cluster(cluster_pair, scenario) -> None:  # type: ignore[no-untyped-def]
+async def test_scenario_on_a_redis_cluster(
+        cluster_pair: dict[str, ServerProcess],
+        scenario: Callable[[dict[str, ServerProcess]], Awaitable[None]]) -> None:
     await scenario(cluster_pair)
 
 
@@ -48,7 +55,8 @@ def _nodes(cluster: LocalInfra) -> list[sync_redis.Redis]:
     return [sync_redis.Redis(host="127.0.0.1", port=port) for port in ports]
 
 
-async def test_users_spread_over_the_shards(cluster_pair, redis_cluster) -> None:  # type: ignore[no-untyped-def]
+async def test_users_spread_over_the_shards(cluster_pair: dict[str, ServerProcess],
+                                            redis_cluster: LocalInfra) -> None:
     """Twenty streaming friends: their keys and the subscriptions to their channels are on
     every primary, not on one."""
     # independent random ids: ids sharing a suffix have related CRC16s (slots)
@@ -78,7 +86,7 @@ async def test_users_spread_over_the_shards(cluster_pair, redis_cluster) -> None
 
 
 async def test_a_restarted_shard_is_resubscribed_and_updates_flow_again(
-        cluster_pair, redis_cluster) -> None:  # type: ignore[no-untyped-def]
+        cluster_pair: dict[str, ServerProcess], redis_cluster: LocalInfra) -> None:
     async with streaming_friends(cluster_pair["a"], cluster_pair["b"], 300) as (
             alice, bob, pa, pbob, la, lb):
         # the shard that owns bob's channel: alice's server listens there for bob
@@ -110,5 +118,5 @@ async def test_a_restarted_shard_is_resubscribed_and_updates_flow_again(
         assert moved.friend_moved.friend.user_id == alice
 
 
-def _namespace(pair) -> str:  # type: ignore[no-untyped-def]
+def _namespace(pair: dict[str, ServerProcess]) -> str:
     return pair["a"].env["GEOPLEX_PRESENCE_NAMESPACE"].removeprefix("pr")

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,6 +24,9 @@ from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.type.v1.geo_pb2 import LatLng
 from google.protobuf.timestamp_pb2 import Timestamp
 
+if TYPE_CHECKING:
+    from conftest import ServerProcess  # tests/conftest.py
+
 pytestmark = pytest.mark.timeout(60)
 HOME = (57.7089, 11.9746)  # Gothenburg
 
@@ -31,7 +36,7 @@ def users(*names: str) -> list[str]:
     return [f"{n}-{tag}" for n in names]
 
 
-def client(server, user: str) -> PresenceClient:  # type: ignore[no-untyped-def]
+def client(server: ServerProcess, user: str) -> PresenceClient:
     return PresenceClient(server.address, ChannelOptions(token=mint_token(DEV_SECRET, user),
                                                          retry=False))
 
@@ -75,7 +80,9 @@ async def befriend_and_share(pa: PresenceClient, pb_: PresenceClient, b_id: str)
 
 
 @contextlib.asynccontextmanager
-async def streaming_friends(server_a, server_b, metres: float):  # type: ignore[no-untyped-def]
+async def streaming_friends(
+        server_a: ServerProcess, server_b: ServerProcess, metres: float,
+) -> AsyncIterator[tuple[str, str, PresenceClient, PresenceClient, LiveSession, LiveSession]]:
     """alice (on server_a, at HOME) and bob (on server_b, ``metres`` north): friends,
     sharing, both streaming, each already shown to the other."""
     alice, bob = users("alice", "bob")
@@ -131,7 +138,7 @@ async def test_radius_boundary_from_both_sides(presence_pair):
             assert all(e.WhichOneof("event") != "friend_gone" for e in seen)
 
 
-async def _drain(live: LiveSession, within: float = 0.3):  # type: ignore[no-untyped-def]
+async def _drain(live: LiveSession, within: float = 0.3) -> AsyncIterator[pb.ConnectResponse]:
     while True:
         try:
             yield await live.next(within)
@@ -224,7 +231,8 @@ async def test_a_client_that_stops_reading_and_vanishes_is_seen_to_go(presence_p
         call = pa.stub.Connect(metadata=pa.metadata())
         await call.write(pb.ConnectRequest(hello=pb.Hello(
             location=LatLng(latitude=HOME[0], longitude=HOME[1]))))
-        assert (await call.read()).WhichOneof("event") == "snapshot"
+        first = await call.read()  # a ConnectResponse, or grpc.aio.EOF had the stream ended
+        assert isinstance(first, pb.ConnectResponse) and first.WhichOneof("event") == "snapshot"
         async with pbob.live(*north(10)) as lb:
             await sees(lb, alice)
             for n in range(6000):  # far more than a stream's flow-control window holds

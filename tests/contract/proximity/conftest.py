@@ -5,6 +5,7 @@ at the poles, the equator and the antimeridian."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +15,9 @@ from geoplex.servers.proximity.domain import Business
 from geoplex.servers.proximity.loader import from_pois
 from px_edges import edge_businesses
 from px_servers import edit_replicas, fresh_database, server_env
+
+if TYPE_CHECKING:
+    from conftest import ServerProcess  # tests/conftest.py
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +37,8 @@ def search_dataset(backends: BackendUrls, real_businesses: list[Business]) -> tu
 
 
 @pytest.fixture(scope="session")
-def search_servers(backends: BackendUrls, search_dataset, server_factory: Callable
-                   ) -> dict[str, str]:
+def search_servers(backends: BackendUrls, search_dataset: tuple[str, list[Business]],
+                   server_factory: Callable[..., ServerProcess]) -> dict[str, str]:
     """index kind -> address of a server answering from the read-only dataset."""
     database, _ = search_dataset
     return {index: server_factory("proximity",
@@ -48,6 +52,7 @@ def edit_database(backends: BackendUrls, real_businesses: list[Business]) -> str
 
 
 @pytest.fixture(scope="session")
-def edit_servers(backends: BackendUrls, edit_database: str, server_factory: Callable):
+def edit_servers(backends: BackendUrls, edit_database: str,
+                 server_factory: Callable[..., ServerProcess]) -> dict[str, ServerProcess]:
     """Two quadtree replicas and one geohash replica over the same writable database."""
     return edit_replicas(backends, edit_database, server_factory, "px-edit")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from geoplex.infra.local import BackendUrls
 from geoplex.servers._runtime.backends import connect_mongo
 from geoplex.servers.proximity.adapters.mongo_store import MongoBusinessStore
 from geoplex.servers.proximity.domain import Business
 from geoplex.servers.proximity.loader import load
+
+if TYPE_CHECKING:
+    from conftest import ServerProcess  # tests/conftest.py
 
 
 def load_businesses(backends: BackendUrls, database: str, businesses: list[Business]) -> None:
@@ -38,8 +41,9 @@ def server_env(backends: BackendUrls, database: str, index: str) -> dict[str, st
             "GEOPLEX_LOG_LEVEL": "warning"}
 
 
-def edit_replicas(backends: BackendUrls, database: str, server_factory: Callable,
-                  name: str) -> dict[str, Any]:
+def edit_replicas(backends: BackendUrls, database: str,
+                  server_factory: Callable[..., ServerProcess], name: str
+                  ) -> dict[str, ServerProcess]:
     """Two quadtree replicas and one geohash replica over the same writable database."""
     env = lambda index: server_env(backends, database, index)  # noqa: E731
     return {

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol, cast
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from geoplex.clients import ChannelOptions
 from geoplex.clients.errors import (
@@ -21,12 +25,15 @@ from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.servers._runtime.backends import connect_redis
 from geoplex.type.v1.geo_pb2 import LatLng
 
+if TYPE_CHECKING:
+    from conftest import ServerProcess  # tests/conftest.py
+
 CATHEDRAL = (60.1704, 24.9522)
 ALICE = mint_token(DEV_SECRET, "alice")
 BOB = mint_token(DEV_SECRET, "bob")
 
 
-def client(server, token: str | None = None) -> ProximityClient:
+def client(server: ServerProcess, token: str | None = None) -> ProximityClient:
     return ProximityClient(server.address, ChannelOptions(token=token, retry=False))
 
 
@@ -40,7 +47,7 @@ async def ids_near(px: ProximityClient, lat: float, lon: float, radius: int = 50
     return [h.business.id async for h in px.search_all(lat, lon, radius)]
 
 
-async def wait_until(predicate, timeout: float = 5.0) -> float:  # type: ignore[no-untyped-def]
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> float:
     start = time.monotonic()
     while True:
         if await predicate():
@@ -63,7 +70,8 @@ async def test_search_returns_nearest_first_with_distances(edit_servers):
 async def test_pages_neither_repeat_nor_skip_a_business(edit_servers):
     async with client(edit_servers["a"]) as px:
         whole = await px.search(*CATHEDRAL, radius_m=2000, page_size=100)
-        paged, token = [], ""
+        paged: list[str] = []
+        token = ""
         while True:
             page = await px.search(*CATHEDRAL, radius_m=2000, page_size=7, page_token=token)
             paged.extend(h.business.id for h in page.businesses)
@@ -200,7 +208,8 @@ async def test_unknown_field_in_the_mask_is_rejected_and_changes_nothing(edit_se
 async def test_list_businesses_pages_through_the_callers_own(edit_servers):
     async with client(edit_servers["a"], mint_token(DEV_SECRET, "carol")) as px:
         made = [await px.create(new_business(f"Carol {n}")) for n in range(5)]
-        seen, token = [], ""
+        seen: list[str] = []
+        token = ""
         while True:
             page = await px.list_own(page_size=2, page_token=token)
             seen.extend(b.id for b in page.businesses)
@@ -234,18 +243,18 @@ async def test_move_and_delete_invalidate_every_cache(edit_servers, backends, ed
             client(edit_servers["geohash"]) as gh:
         created = await a.create(new_business("Moving Cafe", 60.17, 24.95))
         for px in (b, gh):  # warm the caches at the old place
-            await wait_until(lambda px=px: _has(px, created.id, 60.17, 24.95))
+            await wait_until(functools.partial(_has, px, created.id, 60.17, 24.95))
             assert (await px.get(created.id)).name == "Moving Cafe"
         moved = pb.Business(id=created.id, name="Moved Cafe",
                             location=LatLng(latitude=43.7384, longitude=7.4246))
         await a.update(moved, ["name", "location"])
         for px in (b, gh):
-            await wait_until(lambda px=px: _has(px, created.id, 43.7384, 7.4246))
+            await wait_until(functools.partial(_has, px, created.id, 43.7384, 7.4246))
             assert created.id not in await ids_near(px, 60.17, 24.95)
             assert (await px.get(created.id)).name == "Moved Cafe"
         await a.delete(created.id)
         for px in (b, gh):
-            await wait_until(lambda px=px: _gone(px, created.id))
+            await wait_until(functools.partial(_gone, px, created.id))
         assert await r.exists(f"px:{edit_database}:biz:{created.id}") == 0
     await r.aclose()
 
@@ -270,11 +279,17 @@ async def test_restarted_replica_loses_nothing(edit_servers):
         await b.delete(created.id)
 
 
-async def test_health_reports_serving(edit_servers):
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+class HealthStub(Protocol):
+    """``grpc_health``'s ``HealthStub`` over an aio channel, as it is at run time."""
 
+    Check: grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest,
+                                            health_pb2.HealthCheckResponse]
+
+
+async def test_health_reports_serving(edit_servers):
     async with grpc.aio.insecure_channel(edit_servers["a"].address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        # cast: types-grpcio-health-checking 1.0 declares HealthStub without its Check
+        stub = cast(HealthStub, health_pb2_grpc.HealthStub(channel))
         reply = await stub.Check(health_pb2.HealthCheckRequest(
             service="geoplex.proximity.v1.ProximityService"))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING

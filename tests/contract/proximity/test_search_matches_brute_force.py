@@ -16,12 +16,14 @@ from hypothesis import strategies as st
 
 from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.proximity.v1 import proximity_pb2_grpc
+from geoplex.servers.proximity.domain import Business
 from geoplex.type.v1.geo_pb2 import LatLng
 
 from px_edges import EDGE_POINTS
 
 RADII = (500, 1000, 2000, 5000, 20000)
 R = 6_371_008.8
+Query = tuple[float, float, int, int]  # latitude, longitude, radius, page size
 
 
 def haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -31,7 +33,8 @@ def haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * R * math.asin(min(1.0, math.sqrt(a)))
 
 
-def brute_force(businesses, lat: float, lon: float, radius: int) -> list[tuple[float, str]]:
+def brute_force(businesses: list[Business], lat: float, lon: float, radius: int
+                ) -> list[tuple[float, str]]:
     return sorted((d, b.id) for b in businesses
                   if (d := haversine(lat, lon, b.lat, b.lon)) <= radius)
 
@@ -40,7 +43,8 @@ def search_all(address: str, lat: float, lon: float, radius: int, page_size: int
                ) -> list[tuple[float, str]]:
     with grpc.insecure_channel(address) as channel:
         stub = proximity_pb2_grpc.ProximityServiceStub(channel)
-        out, token = [], ""
+        out: list[tuple[float, str]] = []
+        token = ""
         while True:
             page = stub.SearchNearbyBusinesses(pb.SearchNearbyBusinessesRequest(
                 location=LatLng(latitude=lat, longitude=lon), radius_meters=radius,
@@ -62,7 +66,7 @@ def assert_same(expected: list[tuple[float, str]], got: list[tuple[float, str]],
         assert d1 == pytest.approx(d2, abs=1e-6)
 
 
-def near_real_place(draw, businesses):  # type: ignore[no-untyped-def]
+def near_real_place(draw: st.DrawFn, businesses: list[Business]) -> tuple[float, float]:
     anchor = draw(st.sampled_from(businesses))
     dlat = draw(st.floats(-0.05, 0.05))
     dlon = draw(st.floats(-0.08, 0.08))
@@ -72,13 +76,13 @@ def near_real_place(draw, businesses):  # type: ignore[no-untyped-def]
 
 
 @st.composite
-def queries(draw, businesses):  # type: ignore[no-untyped-def]
+def queries(draw: st.DrawFn, businesses: list[Business]) -> Query:
     lat, lon = near_real_place(draw, businesses)
     return lat, lon, draw(st.sampled_from(RADII)), draw(st.sampled_from((7, 20, 100)))
 
 
 @st.composite
-def edge_queries(draw):  # type: ignore[no-untyped-def]
+def edge_queries(draw: st.DrawFn) -> Query:
     _, lat, lon = draw(st.sampled_from(EDGE_POINTS))
     lat = max(-90.0, min(90.0, lat + draw(st.floats(-0.02, 0.02))))
     lon = ((lon + draw(st.floats(-0.05, 0.05)) + 180.0) % 360.0) - 180.0
@@ -101,7 +105,7 @@ def test_search_near_real_places_equals_brute_force(index, search_servers, searc
 
     @SETTINGS
     @given(queries(real))
-    def check(q):  # type: ignore[no-untyped-def]
+    def check(q: Query) -> None:
         lat, lon, radius, page_size = q
         assert_same(brute_force(businesses, lat, lon, radius),
                     search_all(search_servers[index], lat, lon, radius, page_size), radius)
@@ -116,7 +120,7 @@ def test_search_at_poles_equator_and_antimeridian_equals_brute_force(index, sear
 
     @SETTINGS
     @given(edge_queries())
-    def check(q):  # type: ignore[no-untyped-def]
+    def check(q: Query) -> None:
         lat, lon, radius, page_size = q
         assert_same(brute_force(businesses, lat, lon, radius),
                     search_all(search_servers[index], lat, lon, radius, page_size), radius)

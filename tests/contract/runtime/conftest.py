@@ -71,7 +71,7 @@ async def raw_channel(server: GeoplexServer) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture
-def probe_stub(raw_channel: grpc.aio.Channel) -> proximity_pb2_grpc.ProximityServiceStub:
+def probe_stub(raw_channel: grpc.aio.Channel) -> proximity_pb2_grpc.ProximityServiceAsyncStub:
     return proximity_pb2_grpc.ProximityServiceStub(raw_channel)
 
 

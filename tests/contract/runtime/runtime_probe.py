@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from geoplex.clients.channel import BaseClient
 from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
@@ -30,9 +31,11 @@ MakeServer = Callable[..., Awaitable[GeoplexServer]]
 # A secret the probe puts in the text of an unexpected exception; it must never
 # reach a client or a span.
 CRASH_TEXT = "connection to db-7 failed with password hunter2"
+_Servicer = proximity_pb2_grpc.ProximityServiceServicer
+T = TypeVar("T")
 
 
-class ProbeProximityServicer(proximity_pb2_grpc.ProximityServiceServicer):
+class ProbeProximityServicer(_Servicer):
     """Handlers that fail or wait on request, and remember the request ids they saw.
 
     SearchNearbyBusinesses: radius not in ALLOWED_RADII -> InvalidArgument on
@@ -46,9 +49,18 @@ class ProbeProximityServicer(proximity_pb2_grpc.ProximityServiceServicer):
         self.slow_seconds = 1.0
         self.slow_started = asyncio.Event()
 
+    # not served by the probe: the generated handlers (they answer UNIMPLEMENTED), named
+    # because the generated stubs declare every handler of the servicer abstract
+    BatchGetBusinesses = _Servicer.BatchGetBusinesses
+    CreateBusiness = _Servicer.CreateBusiness
+    UpdateBusiness = _Servicer.UpdateBusiness
+    DeleteBusiness = _Servicer.DeleteBusiness
+    ListBusinesses = _Servicer.ListBusinesses
+
     async def SearchNearbyBusinesses(
         self, request: proximity_pb2.SearchNearbyBusinessesRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[proximity_pb2.SearchNearbyBusinessesRequest,
+                                          proximity_pb2.SearchNearbyBusinessesResponse],
     ) -> proximity_pb2.SearchNearbyBusinessesResponse:
         self.request_ids.append(request_id.get())
         if request.radius_meters not in ALLOWED_RADII:
@@ -61,8 +73,11 @@ class ProbeProximityServicer(proximity_pb2_grpc.ProximityServiceServicer):
                 business=proximity_pb2.Business(id="b-1", name="Cafe Probe"),
                 distance_meters=12.5)])
 
-    async def GetBusiness(self, request: proximity_pb2.GetBusinessRequest,
-                          context: grpc.aio.ServicerContext) -> proximity_pb2.GetBusinessResponse:
+    async def GetBusiness(
+        self, request: proximity_pb2.GetBusinessRequest,
+        context: grpc.aio.ServicerContext[proximity_pb2.GetBusinessRequest,
+                                          proximity_pb2.GetBusinessResponse],
+    ) -> proximity_pb2.GetBusinessResponse:
         self.request_ids.append(request_id.get())
         if request.id == "missing":
             raise NotFound("business missing does not exist", reason="BUSINESS_NOT_FOUND")
@@ -101,6 +116,28 @@ def search_request(radius_meters: int, keyword: str = "", latitude: float = 60.1
     request.location.latitude = latitude
     request.location.longitude = longitude
     return request
+
+
+class HealthStub(Protocol):
+    """``grpc_health``'s ``HealthStub`` over an aio channel, as it is at run time."""
+
+    Check: grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest,
+                                            health_pb2.HealthCheckResponse]
+    Watch: grpc.aio.UnaryStreamMultiCallable[health_pb2.HealthCheckRequest,
+                                             health_pb2.HealthCheckResponse]
+
+
+def health_stub(channel: grpc.aio.Channel) -> HealthStub:
+    # cast: types-grpcio-health-checking 1.0 declares HealthStub without Check and Watch
+    return cast(HealthStub, health_pb2_grpc.HealthStub(channel))
+
+
+async def read_response(call: grpc.aio.UnaryStreamCall[Any, T] | grpc.aio.StreamStreamCall[Any, T],
+                        kind: type[T]) -> T:
+    """The call's next response, a ``kind``; the stream must not have ended (``grpc.aio.EOF``)."""
+    response = await call.read()
+    assert isinstance(response, kind), f"expected a {kind.__name__}, read {response!r}"
+    return response
 
 
 def runtime_config(**overrides: Any) -> RuntimeConfig:

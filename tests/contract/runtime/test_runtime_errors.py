@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import cast
+
 import grpc
 import grpc.aio
 import pytest
@@ -19,14 +22,14 @@ from geoplex.clients.errors import (
 from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
 
 
-async def _rpc_error(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
+async def _rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
     return info.value
 
 
 async def test_invalid_argument_arrives_with_field_reason_domain_and_allowed_values(
-        probe_stub: proximity_pb2_grpc.ProximityServiceStub) -> None:
+        probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub) -> None:
     raw = await _rpc_error(probe_stub.SearchNearbyBusinesses(search_request(radius_meters=750)))
 
     assert raw.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -41,12 +44,14 @@ async def test_invalid_argument_arrives_with_field_reason_domain_and_allowed_val
 
 
 async def test_invalid_argument_carries_a_bad_request_field_violation(
-        probe_stub: proximity_pb2_grpc.ProximityServiceStub) -> None:
+        probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub) -> None:
     raw = await _rpc_error(probe_stub.SearchNearbyBusinesses(search_request(radius_meters=1)))
 
-    status = rpc_status.from_call(raw)
+    # cast: from_call reads only code(), details() and trailing_metadata(), which the aio
+    # error has too; its stubs ask for the blocking grpc.Call
+    status = rpc_status.from_call(cast(grpc.Call, raw))
     assert status is not None and status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    violations = []
+    violations: list[tuple[str, str]] = []
     for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
@@ -56,7 +61,7 @@ async def test_invalid_argument_carries_a_bad_request_field_violation(
 
 
 async def test_invalid_argument_message_never_echoes_the_location(
-        probe_stub: proximity_pb2_grpc.ProximityServiceStub) -> None:
+        probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub) -> None:
     raw = await _rpc_error(probe_stub.SearchNearbyBusinesses(search_request(radius_meters=3)))
 
     text = f"{raw.details()} {raw.trailing_metadata()!r}"
@@ -81,7 +86,7 @@ async def test_domain_error_becomes_its_typed_client_exception(
 
 
 async def test_unexpected_exception_becomes_internal_without_its_text(
-        probe_stub: proximity_pb2_grpc.ProximityServiceStub) -> None:
+        probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub) -> None:
     raw = await _rpc_error(probe_stub.GetBusiness(proximity_pb2.GetBusinessRequest(id="crash")))
 
     assert raw.code() is grpc.StatusCode.INTERNAL
@@ -91,7 +96,7 @@ async def test_unexpected_exception_becomes_internal_without_its_text(
 
 
 async def test_unexpected_exception_is_logged_with_its_traceback(
-        probe_stub: proximity_pb2_grpc.ProximityServiceStub,
+        probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("ERROR", logger="geoplex.rpc")
 
@@ -100,7 +105,9 @@ async def test_unexpected_exception_is_logged_with_its_traceback(
     errors = [r for r in caplog.records if r.name == "geoplex.rpc" and r.exc_info]
     assert len(errors) == 1
     assert "GetBusiness" in errors[0].getMessage()
-    assert isinstance(errors[0].exc_info[1], RuntimeError)
+    exc_info = errors[0].exc_info
+    assert exc_info is not None  # kept above only if it has one
+    assert isinstance(exc_info[1], RuntimeError)
 
 
 async def test_client_keeps_the_request_id_of_a_failed_call(probe_client: ProbeClient) -> None:

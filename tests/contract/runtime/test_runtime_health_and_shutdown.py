@@ -8,11 +8,13 @@ import time
 import grpc
 import grpc.aio
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from runtime_probe import (
     PROXIMITY_SERVICE,
     MakeServer,
     ProbeProximityServicer,
+    health_stub,
+    read_response,
     search_request,
 )
 
@@ -26,7 +28,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 @pytest.mark.parametrize("service", ["", PROXIMITY_SERVICE, MESH_SERVICE])
 async def test_health_check_reports_serving_for_the_server_and_each_service(
         raw_channel: grpc.aio.Channel, service: str) -> None:
-    health = health_pb2_grpc.HealthStub(raw_channel)
+    health = health_stub(raw_channel)
 
     response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
 
@@ -35,7 +37,7 @@ async def test_health_check_reports_serving_for_the_server_and_each_service(
 
 async def test_health_check_of_an_unknown_service_is_not_found(
         raw_channel: grpc.aio.Channel) -> None:
-    health = health_pb2_grpc.HealthStub(raw_channel)
+    health = health_stub(raw_channel)
 
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
@@ -46,17 +48,18 @@ async def test_health_check_of_an_unknown_service_is_not_found(
 async def test_stop_turns_health_not_serving_while_an_in_flight_call_drains(
         server: GeoplexServer, raw_channel: grpc.aio.Channel,
         probe: ProbeProximityServicer) -> None:
-    health = health_pb2_grpc.HealthStub(raw_channel)
+    health = health_stub(raw_channel)
     stub = proximity_pb2_grpc.ProximityServiceStub(raw_channel)
     watches = {name: health.Watch(health_pb2.HealthCheckRequest(service=name), timeout=10)
                for name in ("", PROXIMITY_SERVICE)}
     for watch in watches.values():
-        assert (await watch.read()).status == SERVING
+        assert (await read_response(watch, health_pb2.HealthCheckResponse)).status == SERVING
     slow = stub.SearchNearbyBusinesses(search_request(500, keyword="slow"), timeout=10)
     await asyncio.wait_for(probe.slow_started.wait(), 5)
 
     stopping = asyncio.create_task(server.stop(grace=5))
-    statuses = {name: (await asyncio.wait_for(watch.read(), 5)).status
+    statuses = {name: (await asyncio.wait_for(
+                    read_response(watch, health_pb2.HealthCheckResponse), 5)).status
                 for name, watch in watches.items()}
     slow_done = slow.done()
     for watch in watches.values():
@@ -70,7 +73,7 @@ async def test_stop_turns_health_not_serving_while_an_in_flight_call_drains(
 
 
 async def test_stop_lets_an_in_flight_call_finish_within_grace(
-        server: GeoplexServer, probe_stub: proximity_pb2_grpc.ProximityServiceStub,
+        server: GeoplexServer, probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub,
         probe: ProbeProximityServicer) -> None:
     slow = probe_stub.SearchNearbyBusinesses(search_request(500, keyword="slow"), timeout=10)
     await asyncio.wait_for(probe.slow_started.wait(), 5)
@@ -86,7 +89,7 @@ async def test_stop_lets_an_in_flight_call_finish_within_grace(
 
 
 async def test_call_started_after_stop_is_rejected(
-        server: GeoplexServer, probe_stub: proximity_pb2_grpc.ProximityServiceStub,
+        server: GeoplexServer, probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub,
         probe: ProbeProximityServicer) -> None:
     slow = probe_stub.SearchNearbyBusinesses(search_request(500, keyword="slow"), timeout=10)
     await asyncio.wait_for(probe.slow_started.wait(), 5)
@@ -102,7 +105,7 @@ async def test_call_started_after_stop_is_rejected(
 
 
 async def test_in_flight_call_longer_than_grace_is_cut_off(
-        server: GeoplexServer, probe_stub: proximity_pb2_grpc.ProximityServiceStub,
+        server: GeoplexServer, probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub,
         probe: ProbeProximityServicer) -> None:
     probe.slow_seconds = 30
     slow = probe_stub.SearchNearbyBusinesses(search_request(500, keyword="slow"), timeout=20)

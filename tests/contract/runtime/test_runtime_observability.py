@@ -17,6 +17,7 @@ from runtime_probe import (
     MakeServer,
     ProbeClient,
     ProbeProximityServicer,
+    health_stub,
     search_request,
 )
 
@@ -32,12 +33,12 @@ SEARCH = "/geoplex.proximity.v1.ProximityService/SearchNearbyBusinesses"
 
 def _span_texts(span: ReadableSpan) -> Iterator[str]:
     yield span.name
-    for key, value in (span.attributes or {}).items():
-        yield f"{key}={value}"
+    for key, value in (span.attributes or {}).items():  # !s: bytes values too, as str() shows them
+        yield f"{key}={value!s}"
     for event in span.events:
         yield event.name
         for key, value in (event.attributes or {}).items():
-            yield f"{key}={value}"
+            yield f"{key}={value!s}"
 
 
 async def _wait_for_spans(exporter: InMemorySpanExporter, count: int) -> list[ReadableSpan]:
@@ -153,11 +154,10 @@ async def test_logs_never_contain_the_searched_location(
 
 async def test_health_and_reflection_calls_are_not_logged_per_rpc(
         raw_channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1 import health_pb2
 
     caplog.set_level(logging.INFO, logger="geoplex.rpc")
 
-    await health_pb2_grpc.HealthStub(raw_channel).Check(health_pb2.HealthCheckRequest(),
-                                                        timeout=5)
+    await health_stub(raw_channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
 
     assert _rpc_lines(caplog) == []

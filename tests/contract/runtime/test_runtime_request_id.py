@@ -11,12 +11,12 @@ from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
 from geoplex.servers._runtime.context import request_id
 
 
-def _trailing_request_ids(metadata: grpc.aio.Metadata | None) -> list[str]:
+def _trailing_request_ids(metadata: grpc.aio.Metadata | None) -> list[str | bytes]:
     return [value for key, value in metadata or () if key == "x-request-id"]
 
 
 async def test_caller_request_id_comes_back_in_trailing_metadata_and_reaches_the_handler(
-        probe_stub: proximity_pb2_grpc.ProximityServiceStub,
+        probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub,
         probe: ProbeProximityServicer) -> None:
     call = probe_stub.SearchNearbyBusinesses(search_request(radius_meters=500),
                                              metadata=(("x-request-id", "abc"),))
@@ -27,7 +27,7 @@ async def test_caller_request_id_comes_back_in_trailing_metadata_and_reaches_the
 
 
 async def test_call_without_request_id_gets_a_generated_one_the_handler_also_sees(
-        probe_stub: proximity_pb2_grpc.ProximityServiceStub,
+        probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub,
         probe: ProbeProximityServicer) -> None:
     call = probe_stub.GetBusiness(proximity_pb2.GetBusinessRequest(id="b-1"))
     await call
@@ -38,7 +38,7 @@ async def test_call_without_request_id_gets_a_generated_one_the_handler_also_see
 
 
 async def test_generated_request_ids_differ_between_calls(
-        probe_stub: proximity_pb2_grpc.ProximityServiceStub,
+        probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub,
         probe: ProbeProximityServicer) -> None:
     for _ in range(3):
         await probe_stub.GetBusiness(proximity_pb2.GetBusinessRequest(id="b-1"))
@@ -48,7 +48,7 @@ async def test_generated_request_ids_differ_between_calls(
 
 @pytest.mark.parametrize("business_id", ["missing", "crash"])
 async def test_failed_call_carries_the_request_id_too(
-        probe_stub: proximity_pb2_grpc.ProximityServiceStub,
+        probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub,
         probe: ProbeProximityServicer, business_id: str) -> None:
     call = probe_stub.GetBusiness(proximity_pb2.GetBusinessRequest(id=business_id),
                                   metadata=(("x-request-id", "err-42"),))
@@ -60,7 +60,7 @@ async def test_failed_call_carries_the_request_id_too(
 
 
 async def test_overlong_request_id_is_truncated_not_rejected(
-        probe_stub: proximity_pb2_grpc.ProximityServiceStub,
+        probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub,
         probe: ProbeProximityServicer) -> None:
     call = probe_stub.GetBusiness(proximity_pb2.GetBusinessRequest(id="b-1"),
                                   metadata=(("x-request-id", "r" * 1000),))
@@ -71,7 +71,7 @@ async def test_overlong_request_id_is_truncated_not_rejected(
 
 
 async def test_request_id_does_not_leak_out_of_the_rpc(
-        probe_stub: proximity_pb2_grpc.ProximityServiceStub) -> None:
+        probe_stub: proximity_pb2_grpc.ProximityServiceAsyncStub) -> None:
     await probe_stub.GetBusiness(proximity_pb2.GetBusinessRequest(id="b-1"),
                                  metadata=(("x-request-id", "inside"),))
 

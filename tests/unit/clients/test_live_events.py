@@ -28,7 +28,8 @@ def moved(user_id: str, seq: int) -> pb.ConnectResponse:
     return pb.ConnectResponse(friend_moved=pb.FriendMoved(friend=friend(user_id, seq)))
 
 
-def gone(user_id: str, reason: int = pb.GONE_REASON_LEFT_RADIUS) -> pb.ConnectResponse:
+def gone(user_id: str,
+         reason: pb.GoneReason.ValueType = pb.GONE_REASON_LEFT_RADIUS) -> pb.ConnectResponse:
     return pb.ConnectResponse(friend_gone=pb.FriendGone(user_id=user_id, reason=reason))
 
 
@@ -282,8 +283,9 @@ async def _run_steps(steps: list[tuple[object, ...]], max_rejections: int) -> No
             del server[str(op[1])]
             send(gone(str(op[1])))
         elif op[0] == "batch":
+            assert isinstance(op[1], list)  # a batch step's friends
             batch = pb.FriendUpdates()
-            for user_id in op[1]:  # type: ignore[union-attr]
+            for user_id in op[1]:
                 one = change(user_id)
                 if one.WhichOneof("event") == "friend_nearby":
                     batch.nearby.append(one.friend_nearby)

@@ -117,7 +117,8 @@ def test_the_sdk_has_one_root_error():
 async def test_a_session_guards_every_call_after_close():
     async with PresenceClient("127.0.0.1:9") as client:
         live = client.live(60.0, 24.0)
-        assert live.state is SessionState.IDLE
+        state = live.state  # a copy: mypy would keep live.state narrowed past close()
+        assert state is SessionState.IDLE
         await live.update(60.1, 24.1)  # before opening: the Hello's location
         assert live.location[:2] == (60.1, 24.1)
         await live.close()

@@ -17,7 +17,7 @@ lon_st = st.floats(-180, 180, allow_nan=False)
 
 
 @st.composite
-def clustered_points(draw):  # type: ignore[no-untyped-def]
+def clustered_points(draw: st.DrawFn) -> tuple[float, float, list[IndexedPoint]]:
     centre_lat, centre_lon = draw(lat_st), draw(lon_st)
     n = draw(st.integers(0, 400))
     pts = []

@@ -26,6 +26,7 @@ from geoplex.servers._runtime.errors import (
 def _decode(error: GeoplexError) -> tuple[grpc.StatusCode, status_pb2.Status]:
     status = to_status(error)
     details = dict(status.trailing_metadata)["grpc-status-details-bin"]
+    assert isinstance(details, bytes)  # a -bin entry
     return status.code, status_pb2.Status.FromString(details)
 
 
