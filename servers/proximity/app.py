@@ -29,6 +29,8 @@ from .ports import BusinessCache, BusinessStore, Change, ChangeStream
 
 log = logging.getLogger(__name__)
 
+STOP_RECANCEL_S = 0.5  # how long stop() waits on the change watcher before cancelling again
+
 
 def _now() -> datetime:
     """Now, to the millisecond MongoDB keeps."""
@@ -45,6 +47,7 @@ class ProximityApp:
         self.index_kind = index
         self.index = build_index(index, store, cache, self.details)
         self._watcher: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -54,8 +57,14 @@ class ProximityApp:
         self._watcher = asyncio.create_task(self._follow(stream), name="proximity-changes")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._watcher is not None:
-            self._watcher.cancel()
+            # On Python 3.11 a cancellation that lands as a library's asyncio.wait_for
+            # completes (redis-py's sends) is lost (cpython gh-86296), and the watcher would
+            # go on reading the change stream: cancel again until it has ended.
+            while not self._watcher.done():
+                self._watcher.cancel()
+                await asyncio.wait({self._watcher}, timeout=STOP_RECANCEL_S)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watcher
         await self.index.stop()
@@ -89,6 +98,8 @@ class ProximityApp:
                         change = self.store.decode_change(event)
                         if change is not None:
                             await self.apply(change)
+                        if self._stopping:
+                            return
                 finally:
                     await stream.close()
             except asyncio.CancelledError:

@@ -1,13 +1,14 @@
 """The ``redis-geo`` search index, a benchmark baseline: Redis GEOSEARCH over a GEO set
 of every business in the shared cache.
 
-Redis's own Earth radius makes its edge differ from ours by ~0.03 %, so a filtered or
-paged search asks GEOSEARCH for every member in the radius and ranks them itself.
+Redis's own Earth radius and 52-bit coordinates make its distances differ from ours by
+~0.03 %, so every search ranks GEOSEARCH's candidates by our own distances.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from . import domain
@@ -18,6 +19,8 @@ from .quadtree import IndexedPoint
 log = logging.getLogger(__name__)
 
 FILL_BATCH = 5000
+RADIUS_SLACK = 1.001  # Redis's distances differ from ours by ~0.03 %
+PAGE_MARGIN = 32  # extra unfiltered rows, for neighbours Redis orders differently
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +39,17 @@ class RedisGeoSearch:
         return None
 
     async def search(self, query: SearchQuery, limit: int) -> list[tuple[float, str]]:
+        """Candidates from GEOSEARCH, ranked by our own distances.
+
+        Redis keeps 52-bit geohash coordinates and its own Earth radius, so its distances
+        and order differ slightly from ours: it is asked a little beyond the radius (and,
+        unfiltered, for a margin of extra rows), and the page is ranked by ``domain.rank``,
+        so its page token carries our distance, as the next page expects.
+        """
         plain = not query.category and not query.keyword and query.after is None
-        rows = await self.cache.geo_search(query.lat, query.lon, query.radius_m,
-                                           limit if plain else None)
-        if plain:
-            return rows
+        rows = await self.cache.geo_search(query.lat, query.lon,
+                                           math.ceil(query.radius_m * RADIUS_SLACK),
+                                           limit + PAGE_MARGIN if plain else None)
         businesses = await self.details.get_many([bid for _, bid in rows])
         return domain.rank(query, businesses.values(), limit)
 
