@@ -147,8 +147,7 @@ class ProximityApp:
     # -- details -------------------------------------------------------------------
 
     async def get(self, business_id: str) -> Business:
-        if not business_id:
-            raise InvalidArgument("id", "must not be empty", reason="REQUIRED_FIELD")
+        domain.validate_business_id(business_id, "id")
         found = await self.details.get_many([business_id])
         if business_id not in found:
             raise NotFound(f"business {business_id!r} not found", reason="BUSINESS_NOT_FOUND",
@@ -162,6 +161,8 @@ class ProximityApp:
         if len(ids) > domain.MAX_BATCH_GET:
             raise InvalidArgument("ids", f"at most {domain.MAX_BATCH_GET} ids per call",
                                   reason="TOO_MANY_IDS")
+        for n, business_id in enumerate(ids):
+            domain.validate_business_id(business_id, f"ids[{n}]")
         found = await self.details.get_many(list(dict.fromkeys(ids)))
         return [found[i] for i in ids if i in found]
 
@@ -169,7 +170,7 @@ class ProximityApp:
 
     async def create(self, owner: str, draft: Business) -> Business:
         now = _now()
-        business = replace(self._validated(draft), id="biz_" + secrets.token_hex(8),
+        business = replace(domain.validate_business(draft), id="biz_" + secrets.token_hex(8),
                            owner=owner, source="owner", create_time=now, update_time=now)
         await self.store.create(business)
         await self.apply(Change(business.id, business))
@@ -182,15 +183,16 @@ class ProximityApp:
             raise InvalidArgument("update_mask.paths", f"unknown or read-only field "
                                   f"{unknown[0]!r}", reason="INVALID_FIELD_MASK",
                                   allowed=domain.EDITABLE_FIELDS)
-        current = await self._owned(owner, business_id)
-        candidate = self._validated(current.edited(draft, paths or domain.EDITABLE_FIELDS))
+        current = await self._owned(owner, business_id, "business.id")
+        candidate = domain.validate_business(
+            current.edited(draft, paths or domain.EDITABLE_FIELDS))
         updated = replace(candidate, update_time=_now())
         await self.store.replace(updated, current.geohash)
         await self.apply(Change(updated.id, updated))
         return updated
 
     async def delete(self, owner: str, business_id: str) -> None:
-        current = await self._owned(owner, business_id)
+        current = await self._owned(owner, business_id, "id")
         await self.store.delete(current)
         await self.apply(Change(business_id, None))
 
@@ -205,10 +207,9 @@ class ProximityApp:
             token = paging.encode_cursor(0.0, items[-1].id, owner)
         return items, token
 
-    async def _owned(self, owner: str, business_id: str) -> Business:
-        if not business_id:
-            raise InvalidArgument("business.id", "must name the business to change",
-                                  reason="REQUIRED_FIELD")
+    async def _owned(self, owner: str, business_id: str, field: str) -> Business:
+        """The business ``field`` of the request names, if ``owner`` owns it."""
+        domain.validate_business_id(business_id, field)
         found = await self.store.get_many([business_id])
         if business_id not in found:
             raise NotFound(f"business {business_id!r} not found", reason="BUSINESS_NOT_FOUND",
@@ -218,17 +219,3 @@ class ProximityApp:
             raise PermissionDenied(f"business {business_id!r} belongs to another owner",
                                    reason="NOT_OWNER", metadata={"id": business_id})
         return business
-
-    @staticmethod
-    def _validated(b: Business) -> Business:
-        domain.validate_location(b.lat, b.lon, "business.location")
-        return replace(
-            b,
-            name=domain.validate_text(b.name, "business.name", required=True,
-                                      limit=domain.MAX_NAME),
-            category=domain.normalise_category(domain.validate_text(
-                b.category, "business.category", limit=64)),
-            address=domain.validate_text(b.address, "business.address"),
-            phone=domain.validate_text(b.phone, "business.phone", limit=64),
-            website=domain.validate_text(b.website, "business.website"),
-            opening_hours=domain.validate_text(b.opening_hours, "business.opening_hours"))

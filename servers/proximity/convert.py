@@ -33,8 +33,14 @@ def business_to_pb(b: Business) -> pb.Business:
 
 
 def location_from_pb(location: geo_pb2.LatLng, has: bool, field: str) -> tuple[float, float]:
+    """A required location: present, with both coordinates set (``{}`` is not (0, 0))
+    and valid."""
     if not has:
         raise InvalidArgument(field, "is required", reason="REQUIRED_FIELD")
+    for coordinate in ("latitude", "longitude"):
+        if not location.HasField(coordinate):
+            raise InvalidArgument(f"{field}.{coordinate}", "is required",
+                                  reason="REQUIRED_FIELD")
     domain.validate_location(location.latitude, location.longitude, field)
     return location.latitude, location.longitude
 
@@ -108,11 +114,12 @@ def page_to_pb(page: SearchPage) -> pb.SearchNearbyBusinessesResponse:
 
 
 def draft_from_pb(message: pb.Business, *, need_location: bool) -> Business:
+    """The fields of a CreateBusiness / UpdateBusiness business; its location is read only
+    when ``need_location`` (create, or ``location`` in the update mask), else NaN."""
     lat = lon = math.nan
-    if message.HasField("location"):
-        lat, lon = message.location.latitude, message.location.longitude
-    elif need_location:
-        raise InvalidArgument("business.location", "is required", reason="REQUIRED_FIELD")
+    if need_location:
+        lat, lon = location_from_pb(message.location, message.HasField("location"),
+                                    "business.location")
     return Business(id=message.id, name=message.name, category=message.category, lat=lat,
                     lon=lon, address=message.address, phone=message.phone,
                     website=message.website, opening_hours=message.opening_hours)

@@ -7,6 +7,7 @@ error message.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -27,6 +28,12 @@ MAX_PAGE_SIZE = 100
 MAX_BATCH_GET = 100
 MAX_NAME = 200
 MAX_TEXT = 500
+MAX_ID = 128
+# The bidirectional controls (Unicode's Bidi_Control property, all in category Cf): they
+# reorder the text printed after them. Other format characters (the zero-width joiners
+# in emoji and Persian, the soft hyphen) are ordinary text.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                          "\u2066\u2067\u2068\u2069")
 # Geohash precision stored per business, and used per radius: the cells of one
 # radius are at most about one radius wide on their shorter side, so the
 # circle's bounding box touches a handful of them (the book's 3 x 3 block).
@@ -108,15 +115,50 @@ def page_size_or_default(value: int) -> int:
     return paging.page_size(value, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+def _has_control_characters(value: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS for c in value)
+
+
 def validate_text(value: str, field_name: str, *, required: bool = False,
                   limit: int = MAX_TEXT) -> str:
+    """``value`` without surrounding whitespace; INVALID_ARGUMENT (never echoing the
+    value) when required and empty, longer than ``limit``, or holding a control or
+    bidi control character (category Cc or BIDI_CONTROLS) a terminal would act on."""
     value = value.strip()
     if required and not value:
         raise InvalidArgument(field_name, "must not be empty", reason="REQUIRED_FIELD")
     if len(value) > limit:
         raise InvalidArgument(field_name, f"must be at most {limit} characters",
                               reason="FIELD_TOO_LONG")
+    if _has_control_characters(value):
+        raise InvalidArgument(field_name, "must not contain control or bidirectional "
+                              "control characters", reason="INVALID_CHARACTERS")
     return value
+
+
+def validate_business_id(value: str, field_name: str) -> str:
+    """A business id as a request carries it: 1..MAX_ID printable characters, else
+    REQUIRED_FIELD, ID_TOO_LONG or INVALID_ID. Never echoed: an id of any length would
+    otherwise come back in the error's trailers."""
+    if not value:
+        raise InvalidArgument(field_name, "is required", reason="REQUIRED_FIELD")
+    if len(value) > MAX_ID or not value.isprintable():
+        raise InvalidArgument(field_name, f"must be 1..{MAX_ID} printable characters",
+                              reason="ID_TOO_LONG" if len(value) > MAX_ID else "INVALID_ID")
+    return value
+
+
+def validate_business(b: Business) -> Business:
+    """``b`` with every owner-editable field checked and normalised, as it may be stored."""
+    validate_location(b.lat, b.lon, "business.location")
+    return replace(
+        b,
+        name=validate_text(b.name, "business.name", required=True, limit=MAX_NAME),
+        category=normalise_category(validate_text(b.category, "business.category", limit=64)),
+        address=validate_text(b.address, "business.address"),
+        phone=validate_text(b.phone, "business.phone", limit=64),
+        website=validate_text(b.website, "business.website"),
+        opening_hours=validate_text(b.opening_hours, "business.opening_hours"))
 
 
 def normalise_category(value: str) -> str:

@@ -293,3 +293,90 @@ async def test_health_reports_serving(edit_servers):
         reply = await stub.Check(health_pb2.HealthCheckRequest(
             service="geoplex.proximity.v1.ProximityService"))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# -- what a request may carry (issue 8) ------------------------------------------------------
+
+TEXT_FIELDS = ("name", "category", "address", "phone", "website", "opening_hours")
+
+
+async def test_control_characters_in_business_text_are_refused_and_nothing_is_stored(
+        edit_servers):
+    async with client(edit_servers["a"], ALICE) as px:
+        before = len((await px.list_own(page_size=100)).businesses)
+        refused = {}
+        for field, char in zip(TEXT_FIELDS, ["\x00", "\x07", "\x1b", "\u202e", "\u2066", "\x7f"]):
+            business = new_business()
+            setattr(business, field, f"Evil{char}Text")
+            with pytest.raises(InvalidArgumentError) as err:
+                await px.create(business)
+            refused[field] = err.value
+        created = await px.create(new_business("Kept Cafe"))
+        with pytest.raises(InvalidArgumentError) as upd:
+            await px.update(pb.Business(id=created.id, address="Line\u202eEvil"), ["address"])
+        after = len((await px.list_own(page_size=100)).businesses)
+        unchanged = await px.get(created.id)
+        await px.delete(created.id)
+    for field, error in refused.items():
+        assert error.field == f"business.{field}" and error.reason == "INVALID_CHARACTERS"
+        assert "Evil" not in error.message
+    assert upd.value.field == "business.address" and upd.value.reason == "INVALID_CHARACTERS"
+    assert after == before + 1 and unchanged.address == "Testikatu 1"
+
+
+async def test_ordinary_unicode_in_business_text_is_stored_as_sent(edit_servers):
+    async with client(edit_servers["a"], ALICE) as px:
+        sent = new_business("Café 東京 🍕 👩‍🍳")
+        sent.opening_hours = "Mo-Fr 08:00-16:00; کافه‌"
+        created = await px.create(sent)
+        read = await px.get(created.id)
+        await px.delete(created.id)
+    assert read.name == "Café 東京 🍕 👩‍🍳" and read.opening_hours == sent.opening_hours
+
+
+async def test_a_5000_character_id_is_invalid_argument_not_resource_exhausted(edit_servers):
+    long_id = "x" * 5000
+    async with client(edit_servers["a"], ALICE) as px:
+        with pytest.raises(InvalidArgumentError) as get:
+            await px.get(long_id)
+        with pytest.raises(InvalidArgumentError) as batch:
+            await px.batch_get(["osm-way-419479428", long_id])
+        with pytest.raises(InvalidArgumentError) as upd:
+            await px.update(pb.Business(id=long_id, name="x"), ["name"])
+        with pytest.raises(InvalidArgumentError) as dele:
+            await px.delete(long_id)
+        with pytest.raises(InvalidArgumentError) as unprintable:
+            await px.get("biz\x1b[31m")
+    assert (get.value.field, batch.value.field, upd.value.field, dele.value.field) == (
+        "id", "ids[1]", "business.id", "id")
+    assert [e.value.reason for e in (get, batch, upd, dele, unprintable)] == [
+        "ID_TOO_LONG"] * 4 + ["INVALID_ID"]
+    for err in (get, batch, upd, dele, unprintable):
+        assert "128" in err.value.message
+        assert "xxxx" not in str(err.value) and "xxxx" not in repr(err.value.metadata)
+
+
+async def test_an_empty_location_is_missing_not_null_island(edit_servers):
+    async with client(edit_servers["a"], ALICE) as px:
+        before = len((await px.list_own(page_size=100)).businesses)
+        with pytest.raises(InvalidArgumentError) as empty:
+            await px.create(pb.Business(name="Null Island Cafe", location=LatLng()))
+        with pytest.raises(InvalidArgumentError) as half:
+            await px.create(pb.Business(name="Half Cafe", location=LatLng(latitude=60.17)))
+        with pytest.raises(InvalidArgumentError) as search:
+            await px.call(px.stub.SearchNearbyBusinesses, pb.SearchNearbyBusinessesRequest(
+                location=LatLng(), radius_meters=500))
+        created = await px.create(new_business("Staying Cafe", 60.17, 24.95))
+        with pytest.raises(InvalidArgumentError) as move:
+            await px.update(pb.Business(id=created.id, location=LatLng()), ["location"])
+        renamed = await px.update(pb.Business(id=created.id, name="Renamed Cafe",
+                                              location=LatLng()), ["name"])
+        after = len((await px.list_own(page_size=100)).businesses)
+        await px.delete(created.id)
+    assert (empty.value.field, half.value.field, search.value.field, move.value.field) == (
+        "business.location.latitude", "business.location.longitude", "location.latitude",
+        "business.location.latitude")
+    assert all(e.value.reason == "REQUIRED_FIELD" for e in (empty, half, search, move))
+    assert after == before + 1
+    assert (renamed.name, renamed.location.latitude, renamed.location.longitude) == (
+        "Renamed Cafe", 60.17, 24.95)
