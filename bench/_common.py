@@ -15,6 +15,7 @@ What is here:
 
 - servers: :func:`start_server_processes` (argv, count, env) -> :class:`ServerProcesses`
   (``addresses``, ``pids``, ``stop()``, a context manager), :func:`free_port`;
+  :func:`local_backends` for the Redis and MongoDB a service benchmark stands on;
 - load: :func:`closed_loop` (worker factory, concurrency, warmup, duration, pids)
   -> :class:`LoadResult`; :func:`per_worker` for stateless ops;
   :func:`combine_rounds` to merge repeated measurements of one cell;
@@ -42,11 +43,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geoplex.infra.local import LocalInfra
 from geoplex.infra.local import free_port as free_port  # re-exported
 from geoplex.infra.process import (  # noqa: F401 - ProcessError re-exported
     READY_LINE, Process, ProcessError, stop_all)
@@ -484,6 +486,21 @@ def start_server_processes(argv: Sequence[str], count: int = 1,
         group.stop()
         raise
     return group
+
+
+@contextlib.contextmanager
+def local_backends(name: str, progress: Callable[[str], None]) -> Iterator[LocalInfra]:
+    """Redis and MongoDB for one run: the configured ones (``GEOPLEX_REDIS_URL``,
+    ``GEOPLEX_MONGO_URI``), else embedded ones on a fresh temporary state directory
+    (``geoplex-bench-<name>-...``); started and ready on entry (``infra.urls``), stopped
+    and removed on exit."""
+    from geoplex.tools.backends import configured_backends
+
+    with tempfile.TemporaryDirectory(prefix=f"geoplex-bench-{name}-") as state:
+        infra = LocalInfra(Path(state), backends=("redis", "mongo"),
+                           configured=configured_backends(), progress=progress)
+        with infra:
+            yield infra
 
 
 # --------------------------------------------------------------------------- machine and output

@@ -40,7 +40,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -60,10 +59,9 @@ from geoplex.tools.simulator import (
     Walker,
     latency_summary_ms,
     load_graph,
+    scheduled_moves,
 )
 from geoplex.servers._runtime.geo import haversine_m, haversine_np
-from geoplex.infra.local import LocalInfra
-from geoplex.tools.backends import configured_backends
 
 from ._common import (
     RESULTS_DIR,
@@ -71,6 +69,7 @@ from ._common import (
     cpu_usage,
     fmt_num,
     free_port,
+    local_backends,
     machine_info,
     machine_line,
     markdown_table,
@@ -275,17 +274,9 @@ async def run_floor(level: tuple[int, float], args: argparse.Namespace, net: Roa
                         counts["dropped"] += 1
 
     async def mover(user: int, go: float, end: float) -> None:
-        due = go + rng.uniform(0.0, interval)
         friends = graph.friends(user)
         channel = f"{prefix}{user}"
-        while True:
-            delay = due - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = time.time()
-            if now >= end:
-                return
-            lat, lon = walkers[user].advance(step_m)
+        async for now, lat, lon in scheduled_moves(walkers[user], step_m, interval, rng, go, end):
             positions[user] = (lat, lon)
             coords[user] = (lat, lon)
             await pub.publish(channel, json.dumps([lat, lon, now]))
@@ -293,7 +284,6 @@ async def run_floor(level: tuple[int, float], args: argparse.Namespace, net: Roa
                 counts["sent"] += 1
                 counts["expected"] += int(np.count_nonzero(haversine_np(
                     lat, lon, coords[friends, 0], coords[friends, 1]) <= radius_m))
-            due = max(due + interval * rng.uniform(0.9, 1.1), now - interval)
 
     readers = [asyncio.create_task(server(i)) for i in range(SERVERS)]
     consumers = [asyncio.create_task(subscriber(u)) for u in range(users)]
@@ -579,54 +569,49 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
         "speed_mps": args.speed, "sim_interval_s": args.sim_interval,
         "duration_s": args.duration, "warmup_s": args.warmup,
         "client_processes": args.client_processes, "servers": SERVERS, "cells": []}
-    with tempfile.TemporaryDirectory(prefix="geoplex-bench-presence-") as state:
-        infra = LocalInfra(Path(state), backends=("redis", "mongo"),
-                           configured=configured_backends(), progress=log)
-        urls = infra.start()
-        try:
-            env = urls.env()
-            infra_pids = {name: proc.proc.pid for name, proc in infra.procs.items()
-                          if proc.proc is not None}
-            if set(infra_pids) != {"redis", "mongo"}:
-                raise SystemExit("bench.presence starts its own Redis and MongoDB to measure "
-                                 "their CPU: unset GEOPLEX_REDIS_URL / GEOPLEX_MONGO_URI")
-            loaded: dict[int, float] = {}
-            for level in args.levels:
-                users, interval = level
-                graph = FriendGraph.power_law(users, seed=args.seed)
-                log(f"\n== {users:,} users, one update every {interval:g} s "
-                    f"({users / interval:,.0f} updates/s), mean degree "
-                    f"{graph.degrees.mean():.0f}")
-                ours = run_ours(level, args, net, graph, env, infra_pids, loaded)
-                log(f"  ours: {ours['accepted_per_s']:,.0f} updates/s, "
-                    f"{ours['deliveries_per_s']:,.0f} fan-out/s ({ours['delivery_ratio']:.0%} "
-                    f"of expected), p50 {ours['latency_ms']['p50']:.1f} ms, "
-                    f"p99 {ours['latency_ms']['p99']:.1f} ms, max {ours['latency_ms']['max']:.0f} "
-                    f"ms; servers "
-                    f"{ours['cpu']['server_pct']:.0f} % CPU, client "
-                    f"{ours['cpu']['client_pct']:.0f} %, redis {ours['cpu']['redis_pct']:.0f} "
-                    f"%, mongo {ours['cpu']['mongo_pct']:.0f} %; "
-                    f"{ours['memory_per_connection_bytes']['end'] / 1024:.0f} KiB/connection")
-                wait_for_quiet(max_wait=5)
-                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as ours
-                    floor = runner.run(run_floor(level, args, net, graph, urls.redis_url or "",
-                                                 infra_pids["redis"], args.radius))
-                log(f"  floor: {floor['updates_per_s']:,.0f} updates/s, "
-                    f"{floor['deliveries_per_s']:,.0f} fan-out/s "
-                    f"({floor['delivery_ratio']:.0%}), p50 {floor['latency_ms']['p50']:.2f} ms,"
-                    f" p99 {floor['latency_ms']['p99']:.2f} ms, max "
-                    f"{floor['latency_ms']['max']:.0f} ms; process "
-                    f"{floor['cpu']['process_pct']:.0f} % CPU, redis "
-                    f"{floor['cpu']['redis_pct']:.0f} %")
-                result["cells"].append({"users": users, "interval_s": interval,
-                                        "ours": ours, "floor": floor})
+    with local_backends("presence", progress=log) as infra:
+        urls = infra.urls
+        env = urls.env()
+        infra_pids = {name: proc.proc.pid for name, proc in infra.procs.items()
+                      if proc.proc is not None}
+        if set(infra_pids) != {"redis", "mongo"}:
+            raise SystemExit("bench.presence starts its own Redis and MongoDB to measure "
+                             "their CPU: unset GEOPLEX_REDIS_URL / GEOPLEX_MONGO_URI")
+        loaded: dict[int, float] = {}
+        for level in args.levels:
+            users, interval = level
+            graph = FriendGraph.power_law(users, seed=args.seed)
+            log(f"\n== {users:,} users, one update every {interval:g} s "
+                f"({users / interval:,.0f} updates/s), mean degree "
+                f"{graph.degrees.mean():.0f}")
+            ours = run_ours(level, args, net, graph, env, infra_pids, loaded)
+            log(f"  ours: {ours['accepted_per_s']:,.0f} updates/s, "
+                f"{ours['deliveries_per_s']:,.0f} fan-out/s ({ours['delivery_ratio']:.0%} "
+                f"of expected), p50 {ours['latency_ms']['p50']:.1f} ms, "
+                f"p99 {ours['latency_ms']['p99']:.1f} ms, max {ours['latency_ms']['max']:.0f} "
+                f"ms; servers "
+                f"{ours['cpu']['server_pct']:.0f} % CPU, client "
+                f"{ours['cpu']['client_pct']:.0f} %, redis {ours['cpu']['redis_pct']:.0f} "
+                f"%, mongo {ours['cpu']['mongo_pct']:.0f} %; "
+                f"{ours['memory_per_connection_bytes']['end'] / 1024:.0f} KiB/connection")
             wait_for_quiet(max_wait=5)
-            log("\n== Redis pub/sub capacity (redis-benchmark PUBLISH -> redis-cli subscribers)")
-            result["redis_capacity"] = redis_pubsub_capacity(urls.redis_url or "",
-                                                             infra_pids["redis"])
-            log(f"  {result['redis_capacity']}")
-        finally:
-            infra.stop()
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as ours
+                floor = runner.run(run_floor(level, args, net, graph, urls.redis_url or "",
+                                             infra_pids["redis"], args.radius))
+            log(f"  floor: {floor['updates_per_s']:,.0f} updates/s, "
+                f"{floor['deliveries_per_s']:,.0f} fan-out/s "
+                f"({floor['delivery_ratio']:.0%}), p50 {floor['latency_ms']['p50']:.2f} ms,"
+                f" p99 {floor['latency_ms']['p99']:.2f} ms, max "
+                f"{floor['latency_ms']['max']:.0f} ms; process "
+                f"{floor['cpu']['process_pct']:.0f} % CPU, redis "
+                f"{floor['cpu']['redis_pct']:.0f} %")
+            result["cells"].append({"users": users, "interval_s": interval,
+                                    "ours": ours, "floor": floor})
+        wait_for_quiet(max_wait=5)
+        log("\n== Redis pub/sub capacity (redis-benchmark PUBLISH -> redis-cli subscribers)")
+        result["redis_capacity"] = redis_pubsub_capacity(urls.redis_url or "",
+                                                         infra_pids["redis"])
+        log(f"  {result['redis_capacity']}")
     result["extrapolation"] = extrapolate(result["cells"], result["redis_capacity"])
     return result
 

@@ -29,11 +29,9 @@ import gc
 import itertools
 import random
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,8 +39,6 @@ import redis.asyncio as aioredis
 
 from geoplex.clients.mesh import open_spread_channels
 from geoplex.infra import data
-from geoplex.infra.local import LocalInfra
-from geoplex.tools.backends import configured_backends
 from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.proximity.v1 import proximity_pb2_grpc
@@ -60,6 +56,7 @@ from ._common import (
     fmt_num,
     free_port,
     latency_summary,
+    local_backends,
     machine_info,
     machine_line,
     markdown_table,
@@ -380,37 +377,32 @@ async def amain(args: argparse.Namespace) -> None:
     del points
     gc.collect()
 
-    with tempfile.TemporaryDirectory(prefix="geoplex-bench-px-") as state:
-        infra = LocalInfra(Path(state), backends=("redis", "mongo"),
-                           configured=configured_backends(), progress=log)
-        urls = infra.start()
-        try:
-            env = urls.env()
-            log(f"[2/3] loading {len(businesses):,} places into MongoDB + Redis GEO "
-                "(a minute or two)...")
-            t = time.perf_counter()
-            await load_places(env, businesses)
-            result["load_s"] = time.perf_counter() - t
-            rows: list[dict[str, Any]] = []
-            for variant in ("quadtree", "redis-geo"):
-                port = free_port()
-                server_env = {**env, "GEOPLEX_PROXIMITY_PORT": str(port),
-                              "GEOPLEX_PROXIMITY_REUSE_PORT": "true",
-                              "GEOPLEX_PROXIMITY_DATABASE": DATABASE,
-                              "GEOPLEX_PROXIMITY_INDEX": variant,
-                              "GEOPLEX_LOG_LEVEL": "warning"}
-                log(f"  starting 2 proximity processes ({variant})...")
-                with start_server_processes([sys.executable, "-m", "geoplex.servers.proximity"],
-                                            2, server_env, ready_timeout=300) as servers:
-                    rows += await e2e(servers.address, urls.redis_url or "",
-                                      f"px:{DATABASE}:geo", queries, args.concurrency,
-                                      args.warmup, args.duration, servers.pids, variant,
-                                      args.rounds)
-            rows += await raw_geosearch(urls.redis_url or "", f"px:{DATABASE}:geo", queries,
-                                        args.concurrency, args.warmup, args.duration, [])
-            result["e2e"] = rows
-        finally:
-            infra.stop()
+    with local_backends("px", progress=log) as infra:
+        urls = infra.urls
+        env = urls.env()
+        log(f"[2/3] loading {len(businesses):,} places into MongoDB + Redis GEO "
+            "(a minute or two)...")
+        t = time.perf_counter()
+        await load_places(env, businesses)
+        result["load_s"] = time.perf_counter() - t
+        rows: list[dict[str, Any]] = []
+        for variant in ("quadtree", "redis-geo"):
+            port = free_port()
+            server_env = {**env, "GEOPLEX_PROXIMITY_PORT": str(port),
+                          "GEOPLEX_PROXIMITY_REUSE_PORT": "true",
+                          "GEOPLEX_PROXIMITY_DATABASE": DATABASE,
+                          "GEOPLEX_PROXIMITY_INDEX": variant,
+                          "GEOPLEX_LOG_LEVEL": "warning"}
+            log(f"  starting 2 proximity processes ({variant})...")
+            with start_server_processes([sys.executable, "-m", "geoplex.servers.proximity"],
+                                        2, server_env, ready_timeout=300) as servers:
+                rows += await e2e(servers.address, urls.redis_url or "",
+                                  f"px:{DATABASE}:geo", queries, args.concurrency,
+                                  args.warmup, args.duration, servers.pids, variant,
+                                  args.rounds)
+        rows += await raw_geosearch(urls.redis_url or "", f"px:{DATABASE}:geo", queries,
+                                    args.concurrency, args.warmup, args.duration, [])
+        result["e2e"] = rows
     markdown = report(result)
     print("\n" + markdown)
     if not args.no_write:

@@ -5,7 +5,11 @@ them); the MongoDB wire-compatible server is SecantusDB (``secantusd-py``,
 WiredTiger storage, 2dsphere support), a PyPI dependency, because no
 ``mongod`` can be installed here. Each backend listens on a free loopback port
 and keeps its data under one state directory; start-up waits until each one
-answers its own protocol (PING, /health, hello).
+answers its own protocol (PING, /health, hello). One ``LocalInfra`` at a time
+owns a state directory (:class:`StateDirLock`, taken before any backend
+starts): a second one, e.g. ``geoplex infra up`` beside a running
+``geoplex up``, stops with a message naming the owner instead of starting a
+second redis-server on the live AOF files.
 
 A backend given in ``configured`` (what ``GEOPLEX_REDIS_URL``, ``GEOPLEX_MONGO_URI``
 and ``GEOPLEX_ETCD_ENDPOINTS`` say, read by ``geoplex.tools.backends``) is not
@@ -17,7 +21,10 @@ This module imports nothing from ``geoplex.servers``.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -35,11 +42,64 @@ from .process import Process, ProcessError
 T = TypeVar("T")
 
 BACKENDS = ("redis", "mongo", "etcd")
+LOCK_FILE = "geoplex.lock"
 READY_TIMEOUT = 30.0
 
 
 class InfraError(RuntimeError):
     """A backend cannot be started or reached; the message says how to fix it."""
+
+
+class StateDirLock:
+    """One owner at a time for a state directory: an exclusive ``flock`` on its
+    ``geoplex.lock``, which holds the owner's pid and command (for the message the next
+    one gets). The kernel drops the lock when the owner's file is closed, so a crashed
+    owner frees the directory by dying; a lock file left behind blocks nothing. The file
+    is never removed (a process could be locking the old one while another makes a new
+    one): it is emptied at release."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = self._owner(fd)
+            os.close(fd)
+            raise InfraError(f"{self.state_dir} is in use by {owner}: stop it, or give this "
+                             "one another state directory (GEOPLEX_STATE_DIR or "
+                             "--state-dir)") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps({"pid": os.getpid(), "command": command}) + "\n").encode(), 0)
+        self._fd = fd
+
+    @staticmethod
+    def _owner(fd: int) -> str:
+        try:
+            owner = json.loads(os.pread(fd, 4096, 0))
+            return f"pid {int(owner['pid'])} ({owner['command']})"
+        except (OSError, ValueError, KeyError, TypeError):  # being written as we read
+            return "another process"
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # drops the lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +195,18 @@ class LocalInfra:
     redis_cluster: int = 0  # 0: one redis-server; 3+: a Redis Cluster of that many primaries
     procs: dict[str, Process] = field(default_factory=dict)
     urls: BackendUrls = field(default_factory=BackendUrls)
+    lock: StateDirLock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lock = StateDirLock(self.state_dir)
 
     def start(self) -> BackendUrls:
+        """Lock the state directory (:class:`StateDirLock`: an InfraError naming the
+        owner if another process has it), then start or check each backend."""
         unknown = set(self.backends) - set(BACKENDS)
         if unknown:
             raise InfraError(f"unknown backend {sorted(unknown)}; allowed: {', '.join(BACKENDS)}")
+        self.lock.acquire()
         try:
             redis_url = self.configured.redis_url
             mongo_uri = self.configured.mongo_uri
@@ -298,11 +365,15 @@ class LocalInfra:
             raise InfraError(str(exc)) from None
 
     def stop(self) -> None:
-        """Stop what this object started, in reverse order of start."""
-        for name in reversed(list(self.procs)):
-            self.procs[name].stop()
-            self.progress(f"{self.procs[name].name}: stopped")
-        self.procs.clear()
+        """Stop what this object started, in reverse order of start; unlock the state
+        directory."""
+        try:
+            for name in reversed(list(self.procs)):
+                self.procs[name].stop()
+                self.progress(f"{self.procs[name].name}: stopped")
+            self.procs.clear()
+        finally:
+            self.lock.release()
 
     def restart(self, name: str, *, kill: bool = False) -> None:
         """Stop (or SIGKILL) one started backend and start it again on the same port."""

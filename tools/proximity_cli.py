@@ -3,51 +3,46 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
+from collections.abc import Callable
+from functools import partial
 
 from geoplex.clients.channel import ChannelOptions
-from .output import print_table
 from geoplex.clients.proximity import RADII_M, ProximityClient
+
+from .commands import Subcommands, call, command_group
+from .output import print_next_page, print_table, printable
 
 DEFAULT_TARGET = os.environ.get("GEOPLEX_PROXIMITY_TARGET", "127.0.0.1:50051")
 
 
-def _client(args: argparse.Namespace) -> ProximityClient:
+def _connect(args: argparse.Namespace) -> Callable[[], ProximityClient]:
+    """What opens a client at --target, with the --token (or GEOPLEX_TOKEN) if any."""
     token = getattr(args, "token", None) or os.environ.get("GEOPLEX_TOKEN")
-    return ProximityClient(args.target, ChannelOptions(token=token))
+    return partial(ProximityClient, args.target, ChannelOptions(token=token))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    async def run() -> None:
-        async with _client(args) as px:
-            page = await px.search(args.lat, args.lng, args.radius, category=args.category,
-                                   keyword=args.keyword, page_size=args.limit,
-                                   page_token=args.page_token)
-        print_table(("distance", "name", "category", "address", "id"),
-               [(f"{h.distance_meters:,.0f} m", h.business.name, h.business.category,
-                 h.business.address, h.business.id) for h in page.businesses])
-        if not page.businesses:
-            print(f"no businesses within {args.radius} m")
-        if page.next_page_token:
-            print(f"\nmore: --page-token {page.next_page_token}")
-
-    asyncio.run(run())
+    page = call(_connect(args), lambda px: px.search(
+        args.lat, args.lng, args.radius, category=args.category, keyword=args.keyword,
+        page_size=args.limit, page_token=args.page_token))
+    print_table(("distance", "name", "category", "address", "id"),
+                [(f"{h.distance_meters:,.0f} m", h.business.name, h.business.category,
+                  h.business.address, h.business.id) for h in page.businesses])
+    if not page.businesses:
+        print(f"no businesses within {args.radius} m")
+    print_next_page(page.next_page_token)
     return 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    async def run() -> None:
-        async with _client(args) as px:
-            b = await px.get(args.id)
-        print_table(("field", "value"), [
-            ("id", b.id), ("name", b.name), ("category", b.category),
-            ("location", f"{b.location.latitude:.6f}, {b.location.longitude:.6f}"),
-            ("address", b.address), ("phone", b.phone), ("website", b.website),
-            ("opening hours", b.opening_hours), ("owner", b.owner or "-"), ("source", b.source),
-            ("updated", b.update_time.ToDatetime().isoformat(timespec="seconds") + "Z")])
-
-    asyncio.run(run())
+    b = call(_connect(args), lambda px: px.get(args.id))
+    print_table(("field", "value"), [
+        ("id", b.id), ("name", b.name), ("category", b.category),
+        ("location", f"{b.location.latitude:.6f}, {b.location.longitude:.6f}"),
+        ("address", b.address), ("phone", b.phone), ("website", b.website),
+        ("opening hours", b.opening_hours), ("owner", b.owner or "-"), ("source", b.source),
+        ("updated", b.update_time.ToDatetime().isoformat(timespec="seconds") + "Z")])
     return 0
 
 
@@ -55,43 +50,31 @@ def cmd_create(args: argparse.Namespace) -> int:
     from geoplex.proximity.v1 import proximity_pb2 as pb
     from geoplex.type.v1.geo_pb2 import LatLng
 
-    async def run() -> None:
-        async with _client(args) as px:
-            b = await px.create(pb.Business(
-                name=args.name, category=args.category, address=args.address,
-                location=LatLng(latitude=args.lat, longitude=args.lng)))
-        print(f"created {b.id} ({b.name})")
-
-    asyncio.run(run())
+    b = call(_connect(args), lambda px: px.create(pb.Business(
+        name=args.name, category=args.category, address=args.address,
+        location=LatLng(latitude=args.lat, longitude=args.lng))))
+    print(f"created {printable(b.id)} ({printable(b.name)})")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    async def run() -> None:
-        async with _client(args) as px:
-            await px.delete(args.id)
-        print(f"deleted {args.id}")
-
-    asyncio.run(run())
+    call(_connect(args), lambda px: px.delete(args.id))
+    print(f"deleted {printable(args.id)}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    async def run() -> None:
-        async with _client(args) as px:
-            page = await px.list_own(page_size=args.limit)
-        print_table(("id", "name", "category", "address"),
-               [(b.id, b.name, b.category, b.address) for b in page.businesses])
-
-    asyncio.run(run())
+    page = call(_connect(args), lambda px: px.list_own(page_size=args.limit))
+    print_table(("id", "name", "category", "address"),
+                [(b.id, b.name, b.category, b.address) for b in page.businesses])
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    px = sub.add_parser("proximity", help="search nearby businesses and manage your own",
-                        description="Call ProximityService: nearby search, details, and owner "
-                        "edits (these need --token or GEOPLEX_TOKEN; see geoplex auth dev-token).")
-    px_sub = px.add_subparsers(dest="proximity_command", metavar="SUBCOMMAND", required=True)
+def add_commands(sub: Subcommands) -> None:
+    px_sub = command_group(
+        sub, "proximity", help="search nearby businesses and manage your own",
+        description="Call ProximityService: nearby search, details, and owner edits (these "
+        "need --token or GEOPLEX_TOKEN; see geoplex auth dev-token).")
 
     def common(p: argparse.ArgumentParser, token: bool = False) -> None:
         p.add_argument("--target", default=DEFAULT_TARGET,

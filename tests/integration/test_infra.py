@@ -9,10 +9,15 @@ start or reach a backend. Each test uses its own keys, prefix or database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 
 import pymongo
@@ -22,7 +27,7 @@ from etcd3aio import Etcd3Client, prefix_range_end
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from geoplex.infra.local import BackendUrls, InfraError, LocalInfra, find_binary
+from geoplex.infra.local import LOCK_FILE, BackendUrls, InfraError, LocalInfra, find_binary
 from geoplex.tools.backends import configured_backends
 
 # mvccpb.Event.EventType
@@ -113,6 +118,22 @@ def etcd_prefix() -> str:
     return f"/{_unique('etcd')}/"
 
 
+async def _put_on_a_lease(etcd: Etcd3Client, key: str, value: str, ttl: int) -> int:
+    """Put ``key`` on a new lease of ``ttl`` seconds; the lease id."""
+    assert etcd.kv is not None and etcd.lease is not None
+    lease = await etcd.lease.grant(ttl=ttl)
+    await etcd.kv.put(key, value, lease=lease.ID)
+    return int(lease.ID)
+
+
+async def _wait_until_gone(etcd: Etcd3Client, key: str, within: float) -> None:
+    """Poll (every 0.25 s) until ``key`` is deleted or ``within`` seconds have passed."""
+    assert etcd.kv is not None
+    deadline = time.monotonic() + within
+    while (await etcd.kv.get(key)).kvs and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+
+
 async def test_etcd_put_then_get_returns_the_value(etcd: Etcd3Client, etcd_prefix: str) -> None:
     assert etcd.kv is not None
     await etcd.kv.put(etcd_prefix + "k", "v1")
@@ -142,18 +163,15 @@ async def test_etcd_key_on_a_lease_kept_alive_outlives_the_lease_ttl(
     """What leadership will stand on: the key lives while keepalive runs, then expires."""
     assert etcd.kv is not None and etcd.lease is not None
     key = etcd_prefix + "leader"
-    lease = await etcd.lease.grant(ttl=2)
-    await etcd.kv.put(key, "me", lease=lease.ID)
+    lease_id = await _put_on_a_lease(etcd, key, "me", ttl=2)
 
-    async with etcd.lease.keep_alive_context(lease.ID, ttl=2) as keepalive:
+    async with etcd.lease.keep_alive_context(lease_id, ttl=2) as keepalive:
         await asyncio.sleep(5)
         held = await etcd.kv.get(key)
         assert keepalive.alive
     assert [kv.value for kv in held.kvs] == [b"me"]
 
-    deadline = time.monotonic() + 8
-    while (await etcd.kv.get(key)).kvs and time.monotonic() < deadline:
-        await asyncio.sleep(0.25)
+    await _wait_until_gone(etcd, key, within=8)
     assert (await etcd.kv.get(key)).kvs == [], "without keepalive the lease must expire"
 
 
@@ -161,12 +179,9 @@ async def test_etcd_key_on_a_lease_without_keepalive_expires(
         etcd: Etcd3Client, etcd_prefix: str) -> None:
     assert etcd.kv is not None and etcd.lease is not None
     key = etcd_prefix + "ephemeral"
-    lease = await etcd.lease.grant(ttl=1)
-    await etcd.kv.put(key, "x", lease=lease.ID)
+    await _put_on_a_lease(etcd, key, "x", ttl=1)
 
-    deadline = time.monotonic() + 6
-    while (await etcd.kv.get(key)).kvs and time.monotonic() < deadline:
-        await asyncio.sleep(0.25)
+    await _wait_until_gone(etcd, key, within=6)
 
     assert (await etcd.kv.get(key)).kvs == []
 
@@ -368,3 +383,69 @@ def test_missing_redis_server_binary_stops_start_with_install_hint(
 def test_unknown_backend_lists_the_allowed_ones(tmp_path: Path) -> None:
     with pytest.raises(InfraError, match="allowed: redis, mongo, etcd"):
         LocalInfra(tmp_path, backends=("redis", "cassandra")).start()
+
+
+# -- the state directory lock -----------------------------------------------------
+
+OWNER = """\
+import sys
+from pathlib import Path
+from geoplex.infra.local import LocalInfra
+infra = LocalInfra(Path(sys.argv[1]), backends=())
+infra.start()
+print("started", flush=True)
+sys.stdin.read()
+infra.stop()
+"""
+
+
+@contextlib.contextmanager
+def _started(infra: LocalInfra) -> Iterator[LocalInfra]:
+    try:
+        infra.start()
+        yield infra
+    finally:
+        infra.stop()
+
+
+def test_second_infra_on_a_state_dir_in_use_refuses_before_starting_a_backend(
+        tmp_path: Path) -> None:
+    with _started(LocalInfra(tmp_path, backends=("redis",))):
+        second = LocalInfra(tmp_path, backends=("redis",))
+        with pytest.raises(InfraError) as info, _started(second):
+            pass
+
+        assert second.procs == {}
+        message = str(info.value)
+        assert f"pid {os.getpid()}" in message and str(tmp_path) in message
+        assert "GEOPLEX_STATE_DIR" in message and "--state-dir" in message
+        assert "\n" not in message
+    with _started(LocalInfra(tmp_path, backends=())):  # released at stop
+        pass
+
+
+def test_state_dir_held_by_another_process_refuses_until_that_process_dies(
+        tmp_path: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline() == "started\n"
+        refused = LocalInfra(tmp_path, backends=("redis",))
+        with pytest.raises(InfraError, match=f"in use by pid {owner.pid} "), _started(refused):
+            pass
+        assert refused.procs == {}
+    finally:
+        owner.kill()  # a crash: the lock goes with the process that held it
+        owner.wait()
+
+    with _started(LocalInfra(tmp_path, backends=())):
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_lock_file_left_by_a_dead_process_does_not_block(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "command": "geoplex up"}))
+
+    with _started(LocalInfra(tmp_path, backends=())):
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()

@@ -57,7 +57,7 @@ from .config import SimConfig, new_prefix
 from .coordinator import Simulator
 from .friends import FriendGraph
 from .results import latency_summary_ms, result_rows
-from .roads import RoadNetwork, Walker
+from .roads import RoadNetwork, Walker, scheduled_moves
 from .store import load_graph, unload_graph
 
 __all__ = [
@@ -71,5 +71,6 @@ __all__ = [
     "load_graph",
     "new_prefix",
     "result_rows",
+    "scheduled_moves",
     "unload_graph",
 ]

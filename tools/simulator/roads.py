@@ -1,9 +1,13 @@
-"""The road graph the simulated users move on, and the random walk along it."""
+"""The road graph the simulated users move on, the random walk along it, and the pace
+of one user's moves (:func:`scheduled_moves`, shared by the simulator and the floor of
+``bench.presence``)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,3 +147,23 @@ class Walker:
             nxt, length = self._next(self.b, self.a)
             self.a, self.b, self.edge_m = self.b, nxt, length
         return self.position()
+
+
+async def scheduled_moves(walker: Walker, step_m: float, interval_s: float,
+                          rng: random.Random, go: float, end: float
+                          ) -> AsyncIterator[tuple[float, float, float]]:
+    """One user's moves between ``go`` and ``end`` (``time.time()`` values): the first at
+    a random point of the first interval, then one every ``interval_s`` seconds,
+    jittered +-10 %; each advances ``walker`` by ``step_m`` metres and yields
+    ``(now, lat, lon)``. A loop that falls behind does not catch up in bursts."""
+    due = go + rng.uniform(0.0, interval_s)
+    while True:
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = time.time()
+        if now >= end:
+            return
+        lat, lon = walker.advance(step_m)
+        yield now, lat, lon
+        due = max(due + interval_s * rng.uniform(0.9, 1.1), now - interval_s)

@@ -25,7 +25,7 @@ from geoplex.servers._runtime.geo import haversine_np
 
 from .config import SimConfig
 from .friends import FriendGraph
-from .roads import RoadNetwork, Walker
+from .roads import RoadNetwork, Walker, scheduled_moves
 
 
 COUNTERS = ("sent", "rejected", "deliveries", "expected", "refreshes", "gone")
@@ -178,22 +178,13 @@ class _Worker:
 
     async def _move(self, user: _User, go: float, end: float) -> None:
         cfg = self.cfg
-        rng = self.rng
-        step_m = cfg.speed_mps * cfg.sim_interval_s
-        interval = cfg.interval_s
         radius = cfg.radius_m
         positions = self.positions
         friends = user.friends
         w0, w1 = self.window
-        due = go + rng.uniform(0.0, interval)
-        while True:
-            delay = due - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = time.time()
-            if now >= end:
-                return
-            lat, lon = user.walker.advance(step_m)
+        step_m = cfg.speed_mps * cfg.sim_interval_s
+        moves = scheduled_moves(user.walker, step_m, cfg.interval_s, self.rng, go, end)
+        async for now, lat, lon in moves:
             positions[user.index, 0] = lat
             positions[user.index, 1] = lon
             if len(friends):
@@ -208,8 +199,6 @@ class _Worker:
             if w0 <= now < w1:
                 self.win["sent"] += 1
                 self.win["expected"] += near
-            # no catching up by bursts when the loop falls behind
-            due = max(due + interval * rng.uniform(0.9, 1.1), now - interval)
 
     async def _consume(self, user: _User) -> None:
         events = user.live.events
