@@ -4,6 +4,12 @@ Calls that are safe to repeat (reads) are retried by gRPC itself on UNAVAILABLE
 (service-config retry policy with exponential backoff, for the methods the protos mark with
 ``idempotency_level``); every call has a
 default deadline; ``AioRpcError`` becomes a typed :mod:`errors` exception.
+
+While calls are open, the channel pings a quiet connection every 30 s (HTTP/2
+keepalive) and drops it if no answer comes within 10 s, so a dead server is noticed
+on a stream that receives nothing. Geoplex servers accept a client ping every 10 s
+(``GEOPLEX_KEEPALIVE_MIN_PING_INTERVAL_SECONDS``); pinging more often than the server
+accepts makes it end the connection with GOAWAY too_many_pings.
 """
 
 from __future__ import annotations
@@ -87,7 +93,11 @@ def retry_service_config() -> str:
 
 @dataclass(frozen=True, slots=True)
 class ChannelOptions:
-    """How to reach a server: TLS material (None = plaintext) and a bearer token."""
+    """How to reach a server: TLS material (None = plaintext) and a bearer token.
+
+    ``keepalive_time`` / ``keepalive_timeout``: seconds between pings on a quiet connection
+    with calls open, and for the answer; no lower than the server's minimum (10 s).
+    """
 
     root_certificates: Path | None = None
     client_cert: Path | None = None
@@ -95,12 +105,29 @@ class ChannelOptions:
     token: str | None = None
     timeout: float = 10.0
     retry: bool = True
+    keepalive_time: float = 30.0
+    keepalive_timeout: float = 10.0
+
+
+def keepalive_arguments(options: ChannelOptions) -> list[tuple[str, int]]:
+    """The channel's HTTP/2 keepalive arguments."""
+    return [
+        ("grpc.keepalive_time_ms", round(options.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", round(options.keepalive_timeout * 1000)),
+        # what the transport waits for a ping's answer (gRPC's default is a minute)
+        ("grpc.http2.ping_timeout_ms", round(options.keepalive_timeout * 1000)),
+        # no pings on a connection without calls: not every server accepts those
+        ("grpc.keepalive_permit_without_calls", 0),
+        # keep pinging while a stream receives nothing (gRPC stops after 2 by default)
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
 
 def open_channel(target: str, options: ChannelOptions | None = None,
                  interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
     options = options or ChannelOptions()
-    channel_args: list[tuple[str, Any]] = [("grpc.enable_retries", 1 if options.retry else 0)]
+    channel_args: list[tuple[str, Any]] = [("grpc.enable_retries", 1 if options.retry else 0),
+                                           *keepalive_arguments(options)]
     if options.retry:
         channel_args.append(("grpc.service_config", retry_service_config()))
     if options.root_certificates is None and options.client_cert is None:

@@ -3,6 +3,9 @@
 The secret comes from ``GEOPLEX_AUTH_SECRET``; ``geoplex auth dev-token`` mints
 tokens for local use with the same secret. A missing, malformed, expired or
 wrongly signed token is UNAUTHENTICATED; the user never comes from a message.
+The subject is checked here, once for every service, by the rule of a user id
+(1..128 printable characters); a token that breaks it is TOKEN_INVALID, and the
+error never echoes the subject.
 """
 
 from __future__ import annotations
@@ -14,10 +17,17 @@ import jwt
 
 from .config import ConfigError, Env
 from .errors import Unauthenticated
+from .validate import MAX_ID_LENGTH
 
 DEV_SECRET = "geoplex-dev-secret-change-me-in-production"
 ISSUER = "geoplex"
 _ALGORITHM = "HS256"
+MAX_SUBJECT_LENGTH = MAX_ID_LENGTH  # a subject is a user id
+
+
+def _is_user_id(subject: object) -> bool:
+    return (isinstance(subject, str) and 0 < len(subject) <= MAX_SUBJECT_LENGTH
+            and subject.isprintable())
 
 
 def auth_secret(env: Env | None = None) -> str:
@@ -28,8 +38,17 @@ def auth_secret(env: Env | None = None) -> str:
 
 
 def mint_token(secret: str, subject: str, ttl_seconds: int = 24 * 3600) -> str:
+    """A token for user ``subject`` valid ``ttl_seconds``; ValueError (a one-line message
+    that never echoes the subject) for an empty or invalid subject or a ttl under 1."""
     if not subject:
-        raise ValueError("subject must not be empty")
+        raise ValueError("token subject must not be empty: give the user id it is for")
+    if not _is_user_id(subject):
+        raise ValueError(f"token subject must be a user id of 1..{MAX_SUBJECT_LENGTH} "
+                         f"printable characters (got {len(subject)} characters"
+                         f"{'' if subject.isprintable() else ', not all printable'})")
+    if ttl_seconds <= 0:
+        raise ValueError(f"token ttl_seconds must be a positive number of seconds "
+                         f"(got {ttl_seconds})")
     now = int(time.time())
     return jwt.encode({"sub": subject, "iss": ISSUER, "iat": now, "exp": now + ttl_seconds},
                       secret, algorithm=_ALGORITHM)
@@ -65,4 +84,7 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("bearer token has no subject", reason="TOKEN_INVALID")
+        if not _is_user_id(subject):
+            raise Unauthenticated(f"bearer token subject is not a user id (1..{MAX_SUBJECT_LENGTH}"
+                                  " printable characters)", reason="TOKEN_INVALID")
         return subject

@@ -174,8 +174,35 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KeepaliveConfig:
+    """HTTP/2 keepalive, so a dead or frozen peer's streams end within about a minute.
+
+    The server pings a connection ``time`` seconds after it last heard from it and
+    closes it (ending its calls with CANCELLED) if no answer comes within ``timeout``;
+    it accepts client pings at most every ``min_ping_interval`` seconds (more often is a
+    strike, and a client that keeps at it gets GOAWAY too_many_pings). The SDK's channel
+    pings every 30 s: keep ``min_ping_interval`` at or below that.
+    """
+
+    time: float = 20.0  # GEOPLEX_KEEPALIVE_TIME_SECONDS
+    timeout: float = 10.0  # GEOPLEX_KEEPALIVE_TIMEOUT_SECONDS
+    min_ping_interval: float = 10.0  # GEOPLEX_KEEPALIVE_MIN_PING_INTERVAL_SECONDS
+
+    @classmethod
+    def from_env(cls, env: Env) -> KeepaliveConfig:
+        default = cls()
+        return cls(
+            time=env.float("GEOPLEX_KEEPALIVE_TIME_SECONDS", default.time, lo=1, hi=7200),
+            timeout=env.float("GEOPLEX_KEEPALIVE_TIMEOUT_SECONDS", default.timeout,
+                              lo=1, hi=600),
+            min_ping_interval=env.float("GEOPLEX_KEEPALIVE_MIN_PING_INTERVAL_SECONDS",
+                                        default.min_ping_interval, lo=1, hi=7200),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeConfig:
-    """What every server shares: where to listen, TLS, tracing, shutdown."""
+    """What every server shares: where to listen, TLS, tracing, shutdown, keepalive."""
 
     name: str
     host: str
@@ -187,6 +214,7 @@ class RuntimeConfig:
     shutdown_grace: float
     max_concurrent_rpcs: int | None
     event_loop: str = "uvloop"  # uvloop | asyncio
+    keepalive: KeepaliveConfig = KeepaliveConfig()
 
     @classmethod
     def from_env(cls, name: str, default_port: int, env: Env | None = None) -> RuntimeConfig:
@@ -214,4 +242,5 @@ class RuntimeConfig:
             shutdown_grace=env.float("GEOPLEX_SHUTDOWN_GRACE_SECONDS", 10.0, lo=0, hi=600),
             max_concurrent_rpcs=max_rpcs or None,
             event_loop=env.choice("GEOPLEX_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
+            keepalive=KeepaliveConfig.from_env(env),
         )

@@ -6,12 +6,18 @@ Every handler of every service runs inside it:
 - one log line per RPC: method, status code, latency, request id (never the
   request body, so never a location);
 - a :class:`GeoplexError` becomes its status code with ``ErrorInfo`` details;
-  anything else becomes INTERNAL with a generic message and a logged traceback.
+  anything else becomes INTERNAL with a generic message and a logged traceback;
+- a client cancelling (or leaving) is normal: the line says CANCELLED, nothing else is
+  logged. For a server stream the wrapper writes each response itself, so a write the
+  transport refuses because the client has gone ends the stream here, with the handler's
+  generator closed at once (its ``finally`` runs now, not when the garbage collector
+  gets to it), instead of in grpc.aio, which would log it as an error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -87,7 +93,8 @@ class _Call:
         if isinstance(exc, grpc.aio.AbortError):
             self.code = _context_code(context, grpc.StatusCode.UNKNOWN)
             raise exc
-        if isinstance(exc, asyncio.CancelledError):
+        if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            # the client cancelled or left; a GeneratorExit must not be awaited past
             self.code = grpc.StatusCode.CANCELLED
             raise exc
         if isinstance(exc, GeoplexError):
@@ -140,6 +147,16 @@ def _wrap_unary(behavior: _UnaryBehavior[_In, _Out], method: str,
     return handler
 
 
+async def _write(context: _Context, response: object) -> None:
+    """Send one response of a stream; CancelledError if the client has gone."""
+    try:
+        await context.write(response)
+    except grpc.aio.InternalError:
+        # the transport refused the message: the call is over on the client's side
+        # (cancelled, disconnected); grpc.aio would log this as an error with a traceback
+        raise asyncio.CancelledError() from None
+
+
 def _wrap_stream(behavior: _StreamBehavior[_In, _Out], method: str,
                  details: grpc.HandlerCallDetails) -> _StreamBehavior[_In, _Out]:
     if inspect.isasyncgenfunction(behavior):
@@ -147,12 +164,19 @@ def _wrap_stream(behavior: _StreamBehavior[_In, _Out], method: str,
             call = _Call(method, _incoming_request_id(details))
             call.begin(context)
             try:
-                async for response in behavior(request_or_iterator, context):
-                    yield response
+                async with contextlib.aclosing(
+                        behavior(request_or_iterator, context)) as responses:
+                    async for response in responses:
+                        await _write(context, response)
             except BaseException as exc:  # noqa: BLE001 - mapped, then re-raised
                 await call.fail(exc, context)
             finally:
                 call.end(context)
+            # grpc.aio, and an outer interceptor (tracing), take an async generator and
+            # would write what it yields: this one yields nothing, it wrote every response
+            nothing: tuple[_Out, ...] = ()
+            for response in nothing:
+                yield response
 
         return generator
     # not an async generator function: the coroutine function of a stream written by hand

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 
 from . import tracing
-from .config import ConfigError, RuntimeConfig
+from .config import ConfigError, KeepaliveConfig, RuntimeConfig
 from .declaration import ServiceDeclaration
 from .interceptors import GeoplexServerInterceptor
 from .mesh import MeshServicer
@@ -69,6 +69,7 @@ class GeoplexServer:
         options: list[tuple[str, Any]] = [
             ("grpc.so_reuseport", 1 if self.config.reuse_port else 0),
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            *keepalive_options(self.config.keepalive),
         ]
         interceptors = [*tracing.server_interceptors(self.tracer_provider),
                         GeoplexServerInterceptor(), *self.extra_interceptors]
@@ -130,6 +131,26 @@ class GeoplexServer:
         await self.server.stop(self.config.shutdown_grace if grace is None else grace)
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
+
+
+def keepalive_options(keepalive: KeepaliveConfig) -> list[tuple[str, int]]:
+    """The server's HTTP/2 keepalive channel arguments (see ``KeepaliveConfig``)."""
+    return [
+        ("grpc.keepalive_time_ms", round(keepalive.time * 1000)),
+        ("grpc.keepalive_timeout_ms", round(keepalive.timeout * 1000)),
+        # what the transport waits for any ping's answer: gRPC's own default is a minute,
+        # and it, not keepalive_timeout_ms, is what ends the connection of a frozen peer
+        ("grpc.http2.ping_timeout_ms", round(keepalive.timeout * 1000)),
+        # ping connections without calls too, and accept client pings on them
+        ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC stops pinging after 2 pings without data by default: a quiet stream (a
+        # presence stream where no friend moves) would never notice its peer is gone
+        ("grpc.http2.max_pings_without_data", 0),
+        # how often a client may ping (gRPC's default is once every 5 minutes)
+        ("grpc.http2.min_ping_interval_without_data_ms",
+         round(keepalive.min_ping_interval * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
 
 
 def _bind_error(host: str, port: int) -> OSError | None:

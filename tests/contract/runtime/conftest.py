@@ -16,6 +16,7 @@ from runtime_probe import (
     MakeServer,
     ProbeClient,
     ProbeProximityServicer,
+    ProbeStreams,
     probe_spec,
     runtime_config,
 )
@@ -32,13 +33,17 @@ def probe() -> ProbeProximityServicer:
 
 @pytest.fixture
 async def make_server() -> AsyncIterator[MakeServer]:
-    """Build and start servers (config fields as keyword overrides); all stop at the end."""
+    """Build and start servers (config fields as keyword overrides, ``streams`` to serve the
+    probe's streaming handlers too); all stop at the end."""
     started: list[GeoplexServer] = []
 
     async def make(servicer: ProbeProximityServicer | None = None, *,
                    tracer_provider: TracerProvider | None = None,
+                   streams: ProbeStreams | None = None,
                    **config: Any) -> GeoplexServer:
         services = [] if servicer is None else [probe_spec(servicer)]
+        if streams is not None:
+            services.append(streams.spec())
         server = GeoplexServer(runtime_config(**config), services, tracer_provider)
         await server.start()
         started.append(server)

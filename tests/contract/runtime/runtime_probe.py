@@ -10,7 +10,8 @@ through a real aio server and a real channel.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar, cast
 
 import grpc
@@ -26,7 +27,8 @@ from geoplex.servers._runtime.server import GeoplexServer, ServiceSpec
 
 PROXIMITY_SERVICE = proximity_pb2.DESCRIPTOR.services_by_name["ProximityService"].full_name
 ALLOWED_RADII = (500, 1000)
-# The ``make_server`` fixture: (servicer=None, *, tracer_provider=None, **config) -> server.
+# The ``make_server`` fixture: (servicer=None, *, tracer_provider=None, streams=None,
+# **config) -> server.
 MakeServer = Callable[..., Awaitable[GeoplexServer]]
 # A secret the probe puts in the text of an unexpected exception; it must never
 # reach a client or a span.
@@ -41,7 +43,9 @@ class ProbeProximityServicer(_Servicer):
     SearchNearbyBusinesses: radius not in ALLOWED_RADII -> InvalidArgument on
     radius_meters; keyword "slow" -> sleeps ``slow_seconds`` first.
     GetBusiness: id "missing" -> NotFound, "forbidden" -> PermissionDenied,
-    "crash" -> RuntimeError(CRASH_TEXT); anything else is found.
+    "crash" -> RuntimeError(CRASH_TEXT); an id starting "missing-" -> NotFound and one
+    starting "bad-" -> InvalidArgument, each echoing the whole id (message, ErrorInfo
+    metadata, BadRequest) as a careless service would; anything else is found.
     """
 
     def __init__(self) -> None:
@@ -86,8 +90,77 @@ class ProbeProximityServicer(_Servicer):
                                    reason="NOT_OWNER")
         if request.id == "crash":
             raise RuntimeError(CRASH_TEXT)
+        if request.id.startswith("missing-"):
+            raise NotFound(f"business {request.id!r} does not exist",
+                           reason="BUSINESS_NOT_FOUND", metadata={"id": request.id})
+        if request.id.startswith("bad-"):
+            raise InvalidArgument("id", f"{request.id!r} is not a business id",
+                                  reason="INVALID_ID")
         return proximity_pb2.GetBusinessResponse(
             business=proximity_pb2.Business(id=request.id, name="Cafe Probe"))
+
+
+STREAM_SERVICE = "geoplex.probe.v1.ProbeStreamService"
+TICKS = f"/{STREAM_SERVICE}/Ticks"  # unary-stream, raw bytes
+CHAT = f"/{STREAM_SERVICE}/Chat"  # stream-stream, raw bytes
+TICK_BYTES = 32 * 1024  # a few ticks fill HTTP/2 flow control: the server waits in write
+
+
+class ProbeStreams:
+    """Real streaming handlers (raw bytes, no proto) that yield as fast as the client lets
+    them, so a client that stops reading leaves the server waiting to write.
+
+    Ticks: yields TICK_BYTES messages, numbered from 0 in their first 8 bytes (big-endian),
+    until the call ends. Chat: once the first request arrives, yields TICK_BYTES messages
+    until the call ends (before it, the stream is quiet). Both count the streams that
+    started, and the ones whose ``finally`` ran (a stream releases what it holds there).
+    """
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.closed = 0
+        self.sent = 0
+        self.running = asyncio.Event()
+
+    def spec(self) -> ServiceSpec:
+        handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
+            "Ticks": grpc.unary_stream_rpc_method_handler(self.ticks),
+            "Chat": grpc.stream_stream_rpc_method_handler(self.chat)}
+        return ServiceSpec(STREAM_SERVICE, lambda server: server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(STREAM_SERVICE, handlers)]))
+
+    async def ticks(self, request: bytes,
+                    context: grpc.aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
+        self.started += 1
+        try:
+            for number in itertools.count():
+                self.sent += 1
+                self.running.set()
+                yield number.to_bytes(8, "big") + b"t" * (TICK_BYTES - 8)
+        finally:
+            self.closed += 1
+
+    async def chat(self, requests: AsyncIterator[bytes],
+                   context: grpc.aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
+        self.started += 1
+        try:
+            async for _ in requests:
+                while True:
+                    self.sent += 1
+                    self.running.set()
+                    yield b"c" * TICK_BYTES
+        finally:
+            self.closed += 1
+
+
+def ticks_method(channel: grpc.aio.Channel) -> grpc.aio.UnaryStreamMultiCallable[bytes, bytes]:
+    """ProbeStreams' Ticks over ``channel`` (raw bytes both ways)."""
+    return channel.unary_stream(TICKS)
+
+
+def chat_method(channel: grpc.aio.Channel) -> grpc.aio.StreamStreamMultiCallable[bytes, bytes]:
+    """ProbeStreams' Chat over ``channel`` (raw bytes both ways)."""
+    return channel.stream_stream(CHAT)
 
 
 class ProbeClient(BaseClient):

@@ -1,0 +1,27 @@
+"""Checks a service runs at its edge, before a request value reaches a store or an error.
+
+Pure Python, like :mod:`.errors`. An id a client sends must be 1..``max_len``
+printable characters (the same rule as a user id); the error names the field
+and the rule, never the value.
+"""
+
+from __future__ import annotations
+
+from .errors import InvalidArgument
+
+MAX_ID_LENGTH = 128
+
+
+def check_id(field: str, value: str, *, max_len: int = MAX_ID_LENGTH) -> str:
+    """``value`` if it is 1..``max_len`` printable characters, else InvalidArgument on
+    ``field`` with reason REQUIRED_FIELD (empty), ID_TOO_LONG or INVALID_ID."""
+    if not value:
+        raise InvalidArgument(field, "is required", reason="REQUIRED_FIELD")
+    if len(value) > max_len:
+        raise InvalidArgument(field, f"must be at most {max_len} characters "
+                                     f"(got {len(value)})", reason="ID_TOO_LONG")
+    if not value.isprintable():
+        raise InvalidArgument(field, "must contain printable characters only "
+                                     "(no control characters, tabs or line breaks)",
+                              reason="INVALID_ID")
+    return value
