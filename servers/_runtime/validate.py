@@ -17,11 +17,10 @@ def check_id(field: str, value: str, *, max_len: int = MAX_ID_LENGTH) -> str:
     ``field`` with reason REQUIRED_FIELD (empty), ID_TOO_LONG or INVALID_ID."""
     if not value:
         raise InvalidArgument(field, "is required", reason="REQUIRED_FIELD")
+    rule = f"must be 1..{max_len} printable characters"
     if len(value) > max_len:
-        raise InvalidArgument(field, f"must be at most {max_len} characters "
-                                     f"(got {len(value)})", reason="ID_TOO_LONG")
+        raise InvalidArgument(field, f"{rule} (got {len(value)})", reason="ID_TOO_LONG")
     if not value.isprintable():
-        raise InvalidArgument(field, "must contain printable characters only "
-                                     "(no control characters, tabs or line breaks)",
+        raise InvalidArgument(field, f"{rule} (no control characters, tabs or line breaks)",
                               reason="INVALID_ID")
     return value

@@ -17,6 +17,7 @@ import pygeohash
 
 from geoplex.servers._runtime import paging
 from geoplex.servers._runtime.errors import InvalidArgument
+from geoplex.servers._runtime.validate import check_id
 from geoplex.servers._runtime.geo import EARTH_RADIUS_M as EARTH_RADIUS_M
 from geoplex.servers._runtime.geo import haversine_m as haversine_m
 from geoplex.servers._runtime.geo import haversine_np as haversine_np
@@ -137,15 +138,10 @@ def validate_text(value: str, field_name: str, *, required: bool = False,
 
 
 def validate_business_id(value: str, field_name: str) -> str:
-    """A business id as a request carries it: 1..MAX_ID printable characters, else
-    REQUIRED_FIELD, ID_TOO_LONG or INVALID_ID. Never echoed: an id of any length would
-    otherwise come back in the error's trailers."""
-    if not value:
-        raise InvalidArgument(field_name, "is required", reason="REQUIRED_FIELD")
-    if len(value) > MAX_ID or not value.isprintable():
-        raise InvalidArgument(field_name, f"must be 1..{MAX_ID} printable characters",
-                              reason="ID_TOO_LONG" if len(value) > MAX_ID else "INVALID_ID")
-    return value
+    """A business id as a request carries it: the runtime's id rule (1..MAX_ID printable
+    characters, else REQUIRED_FIELD, ID_TOO_LONG or INVALID_ID). Never echoed: an id of
+    any length would otherwise come back in the error's trailers."""
+    return check_id(field_name, value, max_len=MAX_ID)
 
 
 def validate_business(b: Business) -> Business:
