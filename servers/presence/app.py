@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from .catchup import CatchUp
 from .domain import Event, Fix, HubConfig, Rejection, Seen, Session
@@ -22,6 +23,8 @@ from .operations import Operations
 from .ports import LocationBus, PresenceStore
 from .sessions import LocalSessions
 from .streams import Streams
+
+T = TypeVar("T")
 
 
 class PresenceHub:
@@ -61,6 +64,9 @@ class PresenceHub:
     def ensure_serving(self) -> None:
         self.streams.ensure_serving()
 
+    async def unless_closing(self, awaitable: Awaitable[T]) -> T:
+        return await self.streams.unless_closing(awaitable)
+
     def validate(self, lat: float, lon: float, t: float | None, field: str) -> Fix:
         return self.streams.validate(lat, lon, t, field)
 
@@ -71,8 +77,8 @@ class PresenceHub:
                 ) -> AsyncIterator[tuple[list[Rejection], list[Event]]]:
         return self.streams.outputs(session, reader)
 
-    async def update(self, session: Session, fix: Fix) -> None:
-        await self.streams.update(session, fix)
+    async def update(self, session: Session, fix: Fix, field: str) -> None:
+        await self.streams.update(session, fix, field)
 
     def release(self, session: Session) -> asyncio.Task[None]:
         return self.streams.release(session)

@@ -18,12 +18,22 @@ GONE = {1: pb.GONE_REASON_LEFT_RADIUS, 2: pb.GONE_REASON_INACTIVE,
 
 def fix_from(validator: FixValidator, message: pb.Hello | pb.LocationUpdate,
              field: str) -> Fix:
+    """The fix a Hello or LocationUpdate carries. Its location and both coordinates are
+    required: one not sent is missing, never 0 (``{}`` is not the point (0, 0))."""
     if not message.HasField("location"):
-        raise InvalidArgument(f"{field}.location", "is required", reason="REQUIRED_FIELD")
+        raise _missing(f"{field}.location")
+    if not message.location.HasField("latitude"):
+        raise _missing(f"{field}.location.latitude")
+    if not message.location.HasField("longitude"):
+        raise _missing(f"{field}.location.longitude")
     t = None
     if message.HasField("time"):
         t = message.time.seconds + message.time.nanos / 1e9
     return validator.validate(message.location.latitude, message.location.longitude, t, field)
+
+
+def _missing(field: str) -> InvalidArgument:
+    return InvalidArgument(field, "is required", reason="REQUIRED_FIELD")
 
 
 def _ts(t: float) -> Timestamp:

@@ -94,6 +94,11 @@ class Rejection:
     reason: str
     message: str
 
+    @classmethod
+    def of(cls, error: InvalidArgument) -> Rejection:
+        """What the client is told about an update refused with ``error``."""
+        return cls(error.field, error.reason, error.message)
+
 
 # -- what the server processes tell each other (LocationBus.feed hears it) ---------------
 # On a user's channel, for the servers of the user's friends: Located and Withdrawn. On
@@ -156,6 +161,23 @@ def validate_fix(lat: float, lon: float, t: float, field: str, now: float,
     return Fix(lat, lon, t)
 
 
+def check_recent(t: float, field: str, now: float, max_age_s: float, latest_t: float) -> None:
+    """An update must be at most ``max_age_s`` old (TIME_TOO_OLD) and not older than the
+    user's latest location (OUT_OF_ORDER, see :func:`out_of_order`). One at the same time
+    as the latest is taken: a client stamping in whole seconds may send several."""
+    if t < now - max_age_s:
+        raise InvalidArgument(f"{field}.time", f"must not be more than {max_age_s:.0f} s "
+                              f"in the past", reason="TIME_TOO_OLD")
+    if t < latest_t:
+        raise out_of_order(field)
+
+
+def out_of_order(field: str) -> InvalidArgument:
+    return InvalidArgument(f"{field}.time", "must not be older than the latest location "
+                           "already received for the user (from this stream or another "
+                           "device)", reason="OUT_OF_ORDER")
+
+
 def validate_radius(radius_m: float, lo: float, hi: float) -> float:
     if not math.isfinite(radius_m) or not lo <= radius_m <= hi:
         raise InvalidArgument("radius_meters", f"must be in {lo:g}..{hi:g} metres",
@@ -194,7 +216,13 @@ class Session:
         return haversine_m(self.fix.lat, self.fix.lon, fix.lat, fix.lon)
 
     def friend_moved(self, friend: str, fix: Fix) -> None:
+        """The friend is at ``fix`` now. Ignored if that is older than what is known of
+        them (a server of an earlier release published old updates as they came), or the
+        very same fix again (read when the stream opened, then heard on their channel)."""
         if friend not in self.friends:
+            return
+        known = self.friend_fixes.get(friend)
+        if known is not None and (fix.t < known.t or fix.t == known.t and fix == known):
             return
         self.friend_fixes[friend] = fix
         self._evaluate(friend, fix)
@@ -205,13 +233,11 @@ class Session:
 
     def moved(self, fix: Fix) -> None:
         self.fix = fix
-        for friend, ffix in self.friend_fixes.items():
-            self._evaluate(friend, ffix)
+        self._evaluate_all()
 
     def set_radius(self, radius_m: float) -> None:
         self.radius_m = radius_m
-        for friend, ffix in self.friend_fixes.items():
-            self._evaluate(friend, ffix)
+        self._evaluate_all()
 
     def add_friend(self, friend: str) -> None:
         self.friends.add(friend)
@@ -231,12 +257,18 @@ class Session:
         self.rejections.append(rejection)
         self._wake()
 
-    def _evaluate(self, friend: str, fix: Fix) -> None:
+    def _seen(self, friend: str, fix: Fix) -> Seen | None:
+        """The friend as the client should show them, or None outside the radius (the
+        boundary is inside)."""
         distance = self.distance_to(fix)
-        if distance <= self.radius_m:
-            self._set(friend, Seen(friend, fix, distance))
-        else:
-            self._set(friend, Gone.LEFT_RADIUS)
+        return Seen(friend, fix, distance) if distance <= self.radius_m else None
+
+    def _evaluate(self, friend: str, fix: Fix) -> None:
+        self._set(friend, self._seen(friend, fix) or Gone.LEFT_RADIUS)
+
+    def _evaluate_all(self) -> None:
+        for friend, fix in self.friend_fixes.items():
+            self._evaluate(friend, fix)
 
     def _set(self, friend: str, state: Seen | Gone) -> None:
         if isinstance(state, Gone) and friend not in self.shown and friend not in self.pending:
@@ -256,11 +288,8 @@ class Session:
     def snapshot(self) -> list[Seen]:
         """Every visible friend now, nearest first; marks them shown, clears pending."""
         self.pending.clear()
-        out = []
-        for friend, fix in self.friend_fixes.items():
-            distance = self.distance_to(fix)
-            if distance <= self.radius_m:
-                out.append(Seen(friend, fix, distance))
+        out = [seen for friend, fix in self.friend_fixes.items()
+               if (seen := self._seen(friend, fix)) is not None]
         self.shown = {s.user_id for s in out}
         out.sort(key=lambda s: (s.distance_m, s.user_id))
         return out

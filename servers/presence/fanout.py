@@ -57,15 +57,18 @@ class Fanout:
 
     # -- out ---------------------------------------------------------------------------
 
-    async def publish(self, session: Session, fix: Fix) -> None:
+    async def publish(self, session: Session, fix: Fix) -> bool:
         """Cache the stream's location in Redis with a TTL and, if the user shares, publish
-        it to their friends' servers and keep it in the history."""
+        it to their friends' servers and keep it in the history. False, with nothing done,
+        if the user already has a newer location (sent by another of their streams)."""
         try:
-            await self.bus.record(session.user_id, fix, session.sharing)
+            if not await self.bus.record(session.user_id, fix, session.sharing):
+                return False
         except LocationsUnavailable:
-            return  # a few lost updates are acceptable
+            return True  # lost, not refused: a few lost updates are acceptable
         if session.sharing:
             self.history.append(session.user_id, fix)
+        return True
 
     # -- in ----------------------------------------------------------------------------
 

@@ -48,8 +48,10 @@ class LocationBus(Protocol):
         """Subscriptions whose messages reach ``on_event`` decoded; ``on_resubscribe`` after
         an outage of the subscriptions (what was published meanwhile is lost)."""
 
-    async def record(self, user: str, fix: Fix, sharing: bool) -> None:
-        """Cache the user's location and, if ``sharing``, publish it (Located)."""
+    async def record(self, user: str, fix: Fix, sharing: bool) -> bool:
+        """Cache the user's location and, if ``sharing``, publish it (Located); in one step,
+        False with nothing done if the user's latest location (from any of their streams,
+        on any server) is newer than ``fix``."""
 
     async def stream_opened(self, user: str) -> None: ...
     async def stream_closed(self, user: str) -> int: ...

@@ -40,7 +40,8 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
         # Read the Hello before judging the token: ending the call while the client's
         # first write is in flight makes grpc.aio report INTERNAL instead of our status
         # (grpc/grpc#36066). Nothing is done with the message until the token checks out.
-        first = await anext(aiter(request_iterator), None)
+        # A shutdown does not wait for a client that sends nothing: UNAVAILABLE at once.
+        first = await self.hub.unless_closing(anext(aiter(request_iterator), None))
         user = self._caller(context)
         self.hub.ensure_serving()
         if first is None:
@@ -85,11 +86,10 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
                 if which is None:
                     raise InvalidArgument("message", "must be a hello or a location_update",
                                           reason="EMPTY_MESSAGE")
-                fix = convert.fix_from(self.hub, message, field)
-            except InvalidArgument as exc:
-                session.reject(Rejection(exc.field, exc.reason, exc.message))
-                continue
-            await self.hub.update(session, fix)
+                await self.hub.update(session, convert.fix_from(self.hub, message, field),
+                                      field)
+            except InvalidArgument as exc:  # refused, nothing changed; the stream goes on
+                session.reject(Rejection.of(exc))
 
     async def AddFriend(self, request: pb.AddFriendRequest,
                         context: Context[pb.AddFriendRequest, pb.AddFriendResponse]

@@ -2,23 +2,28 @@
 
 Opening listens for the user's changes, reads their friends and settings, follows
 the friends' channels and shows where they are; a location update is published
-(see Fanout.publish). Letting go stops following what no other stream here needs
-and, after the user's last stream anywhere, tells friends the user went.
+(see Fanout.publish), unless it is older than the user's latest. Letting go stops
+following what no other stream here needs and, after the user's last stream anywhere,
+tells friends the user went.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from geoplex.servers._runtime.errors import Unavailable
+from geoplex.servers._runtime.errors import InvalidArgument, Unavailable
 
 from . import domain
 from .domain import Event, Fix, Gone, HubConfig, LocationsUnavailable, Rejection, Session
 from .fanout import Fanout
 from .ports import LocationBus, PresenceStore
-from .sessions import LocalSessions, Waker, show_if_newer
+from .sessions import LocalSessions, Waker
+
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -29,15 +34,36 @@ class Streams:
     fanout: Fanout
     config: HubConfig
     clock: Callable[[], float]
-    closing: bool = field(default=False, init=False)
+    _closing: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _releasing: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     # (user, withdraw, counted) of stream ends Redis could not take when they happened
     _unfinished_ends: list[tuple[str, bool, bool]] = field(default_factory=list, init=False)
 
+    @property
+    def closing(self) -> bool:
+        """This server is shutting down: no new streams, the open ones end."""
+        return self._closing.is_set()
+
     def ensure_serving(self) -> None:
         """UNAVAILABLE once this server is shutting down: clients reconnect elsewhere."""
         if self.closing:
-            raise Unavailable("server is shutting down; reconnect", reason="SHUTTING_DOWN")
+            raise _shutting_down()
+
+    async def unless_closing(self, awaitable: Awaitable[T]) -> T:
+        """What ``awaitable`` gives, unless this server shuts down first: then UNAVAILABLE
+        at once, without waiting for it (a client that keeps its side of a stream open
+        and sends nothing is not waited for)."""
+        waiting = asyncio.ensure_future(awaitable)
+        closed = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait((waiting, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not waiting.done():
+                waiting.cancel()
+        if waiting.done() and not waiting.cancelled():
+            return waiting.result()
+        raise _shutting_down()
 
     def validate(self, lat: float, lon: float, t: float | None, field: str) -> Fix:
         now = self.clock()
@@ -63,19 +89,15 @@ class Streams:
         if self.local.heard_from(user) != heard:
             self.local.behind.set()
         try:
-            await self.fanout.listen([self.bus.channel(friend) for friend in friends])
-            try:
+            with contextlib.suppress(LocationsUnavailable):
                 await self.bus.stream_opened(user)
-            except LocationsUnavailable:
-                pass
-            active_since = self.clock() - self.config.inactive_after_s
+            await self.fanout.follow([session], sorted(friends))  # and show where they are
             try:
-                located = await self.bus.shared_locations(sorted(friends))
-            except LocationsUnavailable:
-                located = {}
-            for friend, ffix in located.items():
-                show_if_newer([session], friend, ffix, active_since)
-            await self.fanout.publish(session, fix)
+                await self._record(session, fix, "hello")
+            except InvalidArgument as exc:
+                # the stream opens all the same, told its Hello was not taken as the
+                # user's location (too old, or another device sent a newer one)
+                session.reject(Rejection.of(exc))
         except BaseException:
             self.release(session)  # nothing of a failed open stays behind
             raise
@@ -99,9 +121,22 @@ class Streams:
                 return  # the client closed its side
             await wakeup.wait()
 
-    async def update(self, session: Session, fix: Fix) -> None:
+    async def update(self, session: Session, fix: Fix, field: str) -> None:
+        """Record the stream's new location and move its session there; InvalidArgument
+        (``field``.time), with nothing changed, for an update that is too old or older
+        than the user's latest (see _record)."""
+        await self._record(session, fix, field)
         session.moved(fix)
-        await self.fanout.publish(session, fix)
+
+    async def _record(self, session: Session, fix: Fix, field: str) -> None:
+        """Record the user's location: cached, and published if they share. Refused with
+        InvalidArgument, nothing recorded, when older than the inactivity limit
+        (TIME_TOO_OLD: friends would treat it as gone) or than the user's latest location,
+        known on this stream or recorded by another (OUT_OF_ORDER)."""
+        domain.check_recent(fix.t, field, self.clock(), self.config.inactive_after_s,
+                            session.fix.t)
+        if not await self.fanout.publish(session, fix):
+            raise domain.out_of_order(field)
 
     def release(self, session: Session) -> asyncio.Task[None]:
         """Let go of a stream's session: started once, however often it is asked for, and
@@ -155,11 +190,15 @@ class Streams:
 
     def shutdown(self) -> None:
         """Every stream ends (UNAVAILABLE) so clients reconnect elsewhere."""
-        self.closing = True
+        self._closing.set()
         for session in self.local:
             session._wake()
 
     async def stop(self) -> None:
         """No new streams; wait for the ones letting go."""
-        self.closing = True
+        self._closing.set()
         await asyncio.gather(*self._releasing, return_exceptions=True)
+
+
+def _shutting_down() -> Unavailable:
+    return Unavailable("server is shutting down; reconnect", reason="SHUTTING_DOWN")

@@ -4,7 +4,8 @@ Keys and channels (``p`` is a namespace so several meshes can share a Redis; the
 ``{user}`` hash tag puts all of a user's keys and channels in one Redis Cluster slot,
 so an update's pipeline goes to one node):
 - ``{p}loc:{<user>}``  latest location of a user who shares, TTL = inactivity limit
-- ``{p}me:{<user>}``   the user's own latest location, for ListNearbyFriends
+- ``{p}me:{<user>}``   the user's own latest location, for ListNearbyFriends; an update
+  stamped before it (another device's, through another server) is refused
 - ``{p}conn:{<user>}`` how many live streams the user has on any server (a user may
   stream from two devices through two servers), expiring with inactivity
 - ``{p}ch:{<user>}``   channel: the user's location updates and "gone" notices
@@ -356,6 +357,29 @@ def _connection_kwargs(client: RedisCluster) -> dict[str, Any]:
                      "health_check_interval", "decode_responses")}
 
 
+# Records a fix unless the user's latest one (me:) is newer, in one step: two devices of a
+# user, streaming through two servers, cannot interleave a check and a write.
+# KEYS: me, conn, loc. ARGV: the fix as cached, its time, the TTL, "1" if the user shares,
+# the publish command, the channel, the message. Returns 1 if recorded, 0 if refused.
+_RECORD = """
+local latest = redis.call('GET', KEYS[1])
+if latest then
+  local ok, fix = pcall(cjson.decode, latest)
+  if ok and type(fix) == 'table' and tonumber(fix[3])
+      and tonumber(ARGV[2]) < tonumber(fix[3]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
+  redis.call(ARGV[5], ARGV[6], ARGV[7])
+end
+return 1
+"""
+
+
 def _locations_unavailable(method: Callable[P, Awaitable[T]]
                            ) -> Callable[P, Coroutine[Any, Any, T]]:
     """Redis out of reach becomes the domain's LocationsUnavailable."""
@@ -376,6 +400,7 @@ class RedisBus:
         self.p = namespace
         self.ttl_s = ttl_s
         self.cluster = is_cluster(client)
+        self._record = client.register_script(_RECORD)
 
     def _key(self, kind: str, user: str) -> str:
         return f"{self.p}{kind}:{{{user}}}"
@@ -408,16 +433,16 @@ class RedisBus:
             target.publish(channel, message)
 
     @_locations_unavailable
-    async def record(self, user: str, fix: Fix, sharing: bool) -> None:
-        """Cache the user's location (and share it) in one round trip (one slot)."""
+    async def record(self, user: str, fix: Fix, sharing: bool) -> bool:
+        """Cache the user's location (and share it) in one round trip (one slot); False,
+        with nothing written, if the user's latest location is newer than ``fix``."""
         raw = encode_fix(fix)
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.set(self._key("me", user), raw, ex=self.ttl_s)
-            pipe.expire(self._key("conn", user), self.ttl_s)
-            if sharing:
-                pipe.set(self._key("loc", user), raw, ex=self.ttl_s)
-                self._publish(pipe, self.channel(user), encode_located(raw))
-            await pipe.execute()
+        recorded = await self._record(
+            keys=[self._key("me", user), self._key("conn", user), self._key("loc", user)],
+            args=[raw, repr(fix.t), self.ttl_s, "1" if sharing else "0",
+                  "SPUBLISH" if self.cluster else "PUBLISH", self.channel(user),
+                  encode_located(raw)])
+        return bool(recorded)
 
     @_locations_unavailable
     async def stream_opened(self, user: str) -> None:

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import grpc
 import pytest
 
 from geoplex.clients import ChannelOptions
@@ -17,12 +18,14 @@ from geoplex.clients.errors import (
     InvalidArgumentError,
     NotFoundError,
     UnauthenticatedError,
+    from_rpc_error,
 )
 from geoplex.clients.presence import LiveSession, PresenceClient
 from geoplex.presence.v1 import presence_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.type.v1.geo_pb2 import LatLng
 from google.protobuf.timestamp_pb2 import Timestamp
+from presence_servers import presence_env
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -71,6 +74,22 @@ async def sees(live: LiveSession, user: str, timeout: float = 10.0) -> pb.Nearby
 async def no_event(live: LiveSession, within: float = 0.5) -> None:
     with pytest.raises(asyncio.TimeoutError):
         await live.next(within)
+
+
+async def moved_to(live: LiveSession, metres: float, timeout: float = 10.0) -> None:
+    """Wait for a FriendMoved to ``metres`` away (one sent before may still be on its way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        moved = await next_kind(live, "friend_moved", max(0.05, deadline - time.monotonic()))
+        if moved.friend_moved.friend.distance_meters == pytest.approx(metres, abs=1):
+            return
+
+
+def stamped(lat: float, lon: float, t: float) -> pb.ConnectRequest:
+    seconds = int(t)
+    return pb.ConnectRequest(location_update=pb.LocationUpdate(
+        location=LatLng(latitude=lat, longitude=lon),
+        time=Timestamp(seconds=seconds, nanos=int((t - seconds) * 1e9))))
 
 
 async def befriend_and_share(pa: PresenceClient, pb_: PresenceClient, b_id: str) -> None:
@@ -147,21 +166,17 @@ async def _drain(live: LiveSession, within: float = 0.3) -> AsyncIterator[pb.Con
 
 
 async def test_unfriend_removes_both_at_once(presence_pair):
-    alice, bob = users("alice", "bob")
-    async with client(presence_pair["a"], alice) as pa, client(presence_pair["b"], bob) as pbob:
-        await befriend_and_share(pa, pbob, bob)
-        async with pa.live(*HOME) as la, pbob.live(*north(100)) as lb:
-            await sees(la, bob)
-            await sees(lb, alice)
+    async with streaming_friends(presence_pair["a"], presence_pair["b"], 100) as (
+            alice, bob, pa, pbob, la, lb):
+        await pbob.remove_friend(alice)
+        assert (await next_kind(la, "friend_gone")).friend_gone.reason == \
+            pb.GONE_REASON_UNFRIENDED
+        assert (await next_kind(lb, "friend_gone")).friend_gone.reason == \
+            pb.GONE_REASON_UNFRIENDED
+        await lb.update(*north(120))
+        await no_event(la)
+        with pytest.raises(NotFoundError):
             await pbob.remove_friend(alice)
-            assert (await next_kind(la, "friend_gone")).friend_gone.reason == \
-                pb.GONE_REASON_UNFRIENDED
-            assert (await next_kind(lb, "friend_gone")).friend_gone.reason == \
-                pb.GONE_REASON_UNFRIENDED
-            await lb.update(*north(120))
-            await no_event(la)
-            with pytest.raises(NotFoundError):
-                await pbob.remove_friend(alice)
         assert (await pa.list_friends()).user_ids == []
 
 
@@ -206,17 +221,13 @@ async def test_inactive_friends_disappear(presence_fast_expiry):
 
 
 async def test_slow_consumer_gets_the_newest_location_not_a_backlog(presence_pair):
-    alice, bob = users("alice", "bob")
-    async with client(presence_pair["a"], alice) as pa, client(presence_pair["b"], bob) as pbob:
-        await befriend_and_share(pa, pbob, bob)
-        async with pa.live(*HOME) as la, pbob.live(*north(10)) as lb:
-            await sees(la, bob)
-            await sees(lb, alice)
-            count = 3000
-            for n in range(count):
-                await lb.update(*north(10 + n))  # bob walks 3 km while alice reads nothing
-            await asyncio.sleep(2.0)
-            received = [e async for e in _drain(la, within=1.0)]
+    async with streaming_friends(presence_pair["a"], presence_pair["b"], 10) as (
+            alice, bob, pa, pbob, la, lb):
+        count = 3000
+        for n in range(count):
+            await lb.update(*north(10 + n))  # bob walks 3 km while alice reads nothing
+        await asyncio.sleep(2.0)
+        received = [e async for e in _drain(la, within=1.0)]
     moves = [e.friend_moved.friend for e in received if e.WhichOneof("event") == "friend_moved"]
     assert moves and moves[-1].distance_meters == pytest.approx(10 + count - 1, abs=1)
     assert len(moves) < count  # coalesced: never a backlog of every update
@@ -387,3 +398,136 @@ async def test_a_second_device_keeps_the_user_visible_when_the_first_disconnects
                                                                                         abs=1)
             gone = await next_kind(la, "friend_gone")  # the last device left
             assert gone.friend_gone.reason == pb.GONE_REASON_DISCONNECTED
+
+
+
+@pytest.mark.parametrize("sent", ["hello", "nothing"])
+async def test_shutdown_ends_a_stream_whose_client_keeps_its_side_open(backends, server_factory,
+                                                                       sent):
+    """A client that keeps its side of Connect open without sending (after its Hello, or
+    before it): SIGTERM ends the stream with UNAVAILABLE at once, and the server exits long
+    before its shutdown grace."""
+    server = server_factory("presence", presence_env(
+        backends, uuid.uuid4().hex[:6], GEOPLEX_SHUTDOWN_GRACE_SECONDS="20"), "presence-grace")
+    (alice,) = users("alice")
+    async with client(server, alice) as pa:
+        call = pa.stub.Connect(metadata=pa.metadata())
+        if sent == "hello":
+            await call.write(pb.ConnectRequest(hello=pb.Hello(
+                location=LatLng(latitude=HOME[0], longitude=HOME[1]))))
+            first = await call.read()
+            assert isinstance(first, pb.ConnectResponse)
+            assert first.WhichOneof("event") == "snapshot"
+        else:
+            await call.wait_for_connection()
+            await asyncio.sleep(0.5)  # the server is waiting for the Hello
+        started = time.monotonic()
+        stopping = asyncio.create_task(asyncio.to_thread(server.stop))  # SIGTERM
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert await stopping == 0
+        assert time.monotonic() - started < 5.0  # the grace is 20 s
+
+
+@pytest.mark.parametrize("location,field", [
+    (LatLng(), "hello.location.latitude"),
+    (LatLng(latitude=HOME[0]), "hello.location.longitude"),
+    (LatLng(longitude=HOME[1]), "hello.location.latitude"),
+    (None, "hello.location"),
+], ids=["empty", "no-longitude", "no-latitude", "no-location"])
+async def test_a_hello_without_a_location_is_refused_as_missing(presence_pair, location, field):
+    """A location sent as {} (or with a coordinate unset) is missing, not (0, 0)."""
+    (alice,) = users("alice")
+    async with client(presence_pair["a"], alice) as pa:
+        call = pa.stub.Connect(metadata=pa.metadata())
+        hello = pb.Hello() if location is None else pb.Hello(location=location)
+        await call.write(pb.ConnectRequest(hello=hello))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        error = from_rpc_error(err.value)
+        assert error.field == field and error.reason == "REQUIRED_FIELD"
+        with pytest.raises(FailedPreconditionError):
+            await pa.nearby()  # nothing was recorded as the caller's location
+
+
+async def test_an_update_without_a_location_is_rejected_as_missing(presence_pair):
+    async with streaming_friends(presence_pair["a"], presence_pair["b"], 100) as (
+            alice, bob, pa, pbob, la, lb):
+        for location, field in ((LatLng(), "location_update.location.latitude"),
+                                (LatLng(latitude=0.0), "location_update.location.longitude"),
+                                (LatLng(longitude=0.0), "location_update.location.latitude"),
+                                (None, "location_update.location")):
+            update = pb.LocationUpdate() if location is None else \
+                pb.LocationUpdate(location=location)
+            await lb.send(pb.ConnectRequest(location_update=update))
+            bad = (await next_kind(lb, "update_rejected")).update_rejected
+            assert (bad.field, bad.reason) == (field, "REQUIRED_FIELD")
+        await no_event(la)  # bob did not move to (0, 0)
+        assert [round(f.distance_meters) for f in (await pa.nearby()).friends] == [100]
+        await lb.update(*north(300))  # and the stream goes on
+        await moved_to(la, 300)
+
+
+async def test_an_update_older_than_the_latest_is_rejected_and_changes_nothing(presence_pair):
+    async with streaming_friends(presence_pair["a"], presence_pair["b"], 100) as (
+            alice, bob, pa, pbob, la, lb):
+        now = time.time()
+        await lb.send(stamped(*north(200), now))
+        await moved_to(la, 200)
+        for t, reason in ((now - 365 * 86_400, "TIME_TOO_OLD"),  # a year ago
+                          (now - 5, "OUT_OF_ORDER")):            # before the latest
+            await lb.send(stamped(*north(900), t))
+            bad = (await next_kind(lb, "update_rejected")).update_rejected
+            assert (bad.field, bad.reason) == ("location_update.time", reason)
+            assert "57.7" not in bad.message and "11.97" not in bad.message
+        await no_event(la)  # the friend was not moved back
+        assert [round(f.distance_meters) for f in (await pa.nearby()).friends] == [200]
+        await lb.send(stamped(*north(250), now))  # the same time as the latest: taken
+        await moved_to(la, 250)
+        await lb.update(*north(300))  # and the stream goes on
+        await moved_to(la, 300)
+
+
+async def test_an_update_older_than_another_devices_latest_is_rejected(presence_pair):
+    """bob's phone streams to one server, his laptop to the other: the laptop's update stamped
+    before the phone's latest one must not move bob back."""
+    async with streaming_friends(presence_pair["a"], presence_pair["b"], 100) as (
+            alice, bob, pa, pbob, la, lb):
+        async with client(presence_pair["a"], bob) as pbob2:
+            async with pbob2.live(*north(100)) as laptop:
+                await laptop.next()
+                await moved_to(la, 100)  # the laptop's Hello
+                now = time.time()  # after the laptop's Hello
+                await lb.send(stamped(*north(400), now + 10))  # the phone's newest
+                await moved_to(la, 400)
+                # newer than anything the laptop sent, older than the phone's newest
+                await laptop.send(stamped(*north(900), now + 5))
+                bad = (await next_kind(laptop, "update_rejected")).update_rejected
+                assert (bad.field, bad.reason) == ("location_update.time", "OUT_OF_ORDER")
+                await no_event(la)
+                assert [round(f.distance_meters) for f in (await pa.nearby()).friends] == [400]
+
+
+@pytest.mark.parametrize("age,reason", [(3600, "TIME_TOO_OLD"), (None, "OUT_OF_ORDER")])
+async def test_a_stale_hello_opens_the_stream_but_does_not_move_the_user(presence_pair, age,
+                                                                         reason):
+    """bob's laptop says Hello with a location stamped an hour ago, or before his phone's
+    newest: the laptop streams, told its location was not taken, and friends see the phone's."""
+    async with streaming_friends(presence_pair["a"], presence_pair["b"], 100) as (
+            alice, bob, pa, pbob, la, lb):
+        now = time.time()
+        await lb.send(stamped(*north(200), now + 10))  # the phone's newest
+        await moved_to(la, 200)
+        async with client(presence_pair["a"], bob) as pbob2:
+            laptop = pbob2.live(*north(900))
+            await laptop.update(*north(900), t=now - age if age else now + 5)  # the Hello's
+            async with laptop:
+                assert [f.user_id for f in (await laptop.next()).snapshot.friends] == [alice]
+                bad = (await next_kind(laptop, "update_rejected")).update_rejected
+                assert (bad.field, bad.reason) == ("hello.time", reason)
+                await no_event(la)
+                assert [round(f.distance_meters) for f in (await pa.nearby()).friends] == [200]
+                await laptop.update(*north(300), t=now + 15)  # newer than the phone's: taken
+                await moved_to(la, 300)

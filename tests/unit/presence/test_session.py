@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from geoplex.servers._runtime.errors import InvalidArgument
-from geoplex.servers.presence.domain import Fix, Gone, Session, validate_fix, validate_radius
+from geoplex.servers.presence.domain import (
+    Fix,
+    Gone,
+    Session,
+    check_recent,
+    validate_fix,
+    validate_radius,
+)
 
 M = 1 / 111_194.93  # degrees of latitude per metre
 
@@ -113,3 +120,36 @@ def test_radius_bounds():
     assert validate_radius(100, 100, 50_000) == 100
     with pytest.raises(InvalidArgument):
         validate_radius(99.9, 100, 50_000)
+
+
+def test_a_friends_older_location_does_not_replace_a_newer_one():
+    s = session()
+    s.friend_moved("bob", Fix(500 * M, 0, 105))
+    assert kinds(s) == [("nearby", "bob")]
+    s.friend_moved("bob", Fix(900 * M, 0, 104))  # stamped before the one shown
+    assert kinds(s) == []
+    assert s.friend_fixes["bob"].t == 105
+    s.friend_moved("bob", Fix(600 * M, 0, 105))  # the same time: taken
+    assert kinds(s) == [("moved", "bob")]
+
+
+@pytest.mark.parametrize("t,reason", [(399.9, "TIME_TOO_OLD"), (949.5, "OUT_OF_ORDER")])
+def test_an_update_too_old_or_older_than_the_latest_is_refused(t, reason):
+    with pytest.raises(InvalidArgument) as err:
+        check_recent(t, "u", now=1000, max_age_s=600, latest_t=950)
+    assert (err.value.field, err.value.reason) == ("u.time", reason)
+    assert "949" not in err.value.message and "950" not in err.value.message
+
+
+@pytest.mark.parametrize("t,latest", [(400, 0), (950, 950), (950.5, 950), (1060, 950)])
+def test_an_update_as_new_as_the_latest_and_within_the_limit_is_taken(t, latest):
+    check_recent(t, "u", now=1000, max_age_s=600, latest_t=latest)
+
+
+def test_the_same_location_heard_twice_sends_nothing_the_second_time():
+    """A friend's location read when the stream opens may also arrive on their channel."""
+    s = session()
+    s.friend_moved("bob", Fix(500 * M, 0, 105))
+    assert [x.user_id for x in s.snapshot()] == ["bob"]
+    s.friend_moved("bob", Fix(500 * M, 0, 105))
+    assert kinds(s) == []
