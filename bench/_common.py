@@ -558,6 +558,12 @@ def write_results(name: str, payload: Mapping[str, Any], directory: Path = RESUL
     return path
 
 
+def read_results(name: str, directory: Path = RESULTS_DIR) -> dict[str, Any]:
+    """What :func:`write_results` wrote last for ``name`` (to re-render a report)."""
+    loaded: dict[str, Any] = json.loads((directory / f"{name}.json").read_text())
+    return loaded
+
+
 def _no_nan(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None

@@ -77,6 +77,7 @@ from ._common import (
     start_server_processes,
     wait_for_quiet,
     write_results,
+    read_results,
     write_section,
 )
 
@@ -618,8 +619,7 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
 
 def rewrite_report() -> None:
     """Re-render the BENCHMARKS.md section from ``bench/results/presence.json`` (no run)."""
-    result = json.loads((RESULTS_DIR / f"{NAME}.json").read_text())
-    markdown = report(result)
+    markdown = report(read_results(NAME))
     print(markdown)
     log(f"wrote {write_section(NAME, '## Presence fan-out' + chr(10) * 2 + markdown)}")
 

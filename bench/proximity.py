@@ -64,6 +64,7 @@ from ._common import (
     start_server_processes,
     wait_for_quiet_async,
     write_results,
+    read_results,
     write_section,
 )
 
@@ -403,11 +404,16 @@ async def amain(args: argparse.Namespace) -> None:
         rows += await raw_geosearch(urls.redis_url or "", f"px:{DATABASE}:geo", queries,
                                     args.concurrency, args.warmup, args.duration, [])
         result["e2e"] = rows
-    markdown = report(result)
-    print("\n" + markdown)
+    print("\n" + report(result))
     if not args.no_write:
         log(f"wrote {write_results(NAME, result)}")
-        log(f"wrote {write_section(NAME, '## Proximity search' + chr(10) + chr(10) + markdown)}")
+        write_report(result)
+
+
+def write_report(result: dict[str, Any]) -> None:
+    """The BENCHMARKS.md section for ``result``."""
+    markdown = report(result)
+    log(f"wrote {write_section(NAME, '## Proximity search' + chr(10) + chr(10) + markdown)}")
 
 
 def main() -> None:
@@ -422,7 +428,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only N places (0: all)")
     parser.add_argument("--quick", action="store_true", help="short smoke run, writes nothing")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: re-render the BENCHMARKS.md section from "
+                             "bench/results/proximity.json")
     args = parser.parse_args()
+    if args.report_only:
+        write_report(read_results(NAME))
+        return
     if args.quick:
         args.duration, args.warmup, args.per_radius, args.no_write = 1.0, 0.3, 100, True
         args.concurrency = [1, 16]
