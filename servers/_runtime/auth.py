@@ -17,17 +17,12 @@ import jwt
 
 from .config import ConfigError, Env
 from .errors import Unauthenticated
-from .validate import MAX_ID_LENGTH
+from .validate import MAX_ID_LENGTH, is_id
 
 DEV_SECRET = "geoplex-dev-secret-change-me-in-production"
 ISSUER = "geoplex"
 _ALGORITHM = "HS256"
 MAX_SUBJECT_LENGTH = MAX_ID_LENGTH  # a subject is a user id
-
-
-def _is_user_id(subject: object) -> bool:
-    return (isinstance(subject, str) and 0 < len(subject) <= MAX_SUBJECT_LENGTH
-            and subject.isprintable())
 
 
 def auth_secret(env: Env | None = None) -> str:
@@ -42,7 +37,7 @@ def mint_token(secret: str, subject: str, ttl_seconds: int = 24 * 3600) -> str:
     that never echoes the subject) for an empty or invalid subject or a ttl under 1."""
     if not subject:
         raise ValueError("token subject must not be empty: give the user id it is for")
-    if not _is_user_id(subject):
+    if not is_id(subject):
         raise ValueError(f"token subject must be a user id of 1..{MAX_SUBJECT_LENGTH} "
                          f"printable characters (got {len(subject)} characters"
                          f"{'' if subject.isprintable() else ', not all printable'})")
@@ -84,7 +79,7 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("bearer token has no subject", reason="TOKEN_INVALID")
-        if not _is_user_id(subject):
+        if not is_id(subject):
             raise Unauthenticated(f"bearer token subject is not a user id (1..{MAX_SUBJECT_LENGTH}"
                                   " printable characters)", reason="TOKEN_INVALID")
         return subject

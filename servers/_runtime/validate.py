@@ -12,6 +12,11 @@ from .errors import InvalidArgument
 MAX_ID_LENGTH = 128
 
 
+def is_id(value: object, max_len: int = MAX_ID_LENGTH) -> bool:
+    """Whether ``value`` is an id: a string of 1..``max_len`` printable characters."""
+    return isinstance(value, str) and 0 < len(value) <= max_len and value.isprintable()
+
+
 def check_id(field: str, value: str, *, max_len: int = MAX_ID_LENGTH) -> str:
     """``value`` if it is 1..``max_len`` printable characters, else InvalidArgument on
     ``field`` with reason REQUIRED_FIELD (empty), ID_TOO_LONG or INVALID_ID."""

@@ -18,6 +18,7 @@ from geoplex.servers._runtime.errors import (
     Unavailable,
 )
 from geoplex.servers._runtime.geo import haversine_m
+from geoplex.servers._runtime.validate import is_id
 
 from . import domain
 from .domain import (
@@ -127,7 +128,7 @@ class Operations:
 
 
 def _check_other_user(caller: str, other: str) -> None:
-    if not other or len(other) > 128 or not other.isprintable():
+    if not is_id(other):
         raise InvalidArgument("user_id", "must be 1..128 printable characters",
                               reason="INVALID_USER_ID")
     if other == caller:
