@@ -69,3 +69,21 @@ class ResourceExhausted(GeoplexError):
 
 class Unavailable(GeoplexError):
     code = default_reason = "UNAVAILABLE"
+
+
+class OutOfRange(GeoplexError):
+    """A position (an offset, a page) outside what exists; the metadata says the range."""
+
+    code = default_reason = "OUT_OF_RANGE"
+
+
+class DataLoss(GeoplexError):
+    """Stored data failed its integrity check; it is reported, never served."""
+
+    code = default_reason = "DATA_LOSS"
+
+
+class Aborted(GeoplexError):
+    """A concurrent change won; retrying the whole operation may succeed."""
+
+    code = default_reason = "ABORTED"
