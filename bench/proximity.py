@@ -51,22 +51,10 @@ from geoplex.servers.proximity.loader import from_places, load
 from geoplex.servers.proximity.quadtree import IndexedPoint, QuadtreeIndex
 from geoplex.type.v1.geo_pb2 import LatLng
 
-from ._common import (
-    closed_loop,
-    fmt_num,
-    free_port,
-    latency_summary,
-    local_backends,
-    machine_info,
-    machine_line,
-    markdown_table,
-    per_worker,
-    start_server_processes,
-    wait_for_quiet_async,
-    write_results,
-    read_results,
-    write_section,
-)
+from ._common import (closed_loop, fmt_num, free_port, latency_summary, local_backends,
+                      machine_info, machine_line, markdown_table, per_worker,
+                      start_server_processes, wait_for_quiet_async, write_results,
+                      read_results, write_section)
 
 NAME = "proximity"
 RADII = domain.RADII_M

@@ -51,25 +51,10 @@ import grpc.aio
 from geoplex.clients.mesh import MeshClient, open_spread_channels
 from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 
-from ._common import (
-    RESULTS_DIR,
-    LoadResult,
-    ServerProcesses,
-    WorkerFactory,
-    WorkerOp,
-    closed_loop,
-    combine_rounds,
-    fmt_num,
-    free_port,
-    machine_info,
-    machine_line,
-    markdown_table,
-    per_worker,
-    start_server_processes,
-    wait_for_quiet_async,
-    write_results,
-    write_section,
-)
+from ._common import (RESULTS_DIR, LoadResult, ServerProcesses, WorkerFactory, WorkerOp,
+                      closed_loop, combine_rounds, fmt_num, free_port, machine_info,
+                      machine_line, markdown_table, per_worker, start_server_processes,
+                      wait_for_quiet_async, write_results, write_section)
 
 NAME = "runtime"
 SERVER_ARGV = [sys.executable, "-m", "bench._mesh_server"]
@@ -137,37 +122,30 @@ def plan(concurrencies: Sequence[int], sizes: Sequence[int]) -> list[Cell]:
 
 # --------------------------------------------------------------------------- client side
 
-def unary_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceAsyncStub], size: int
-                  ) -> WorkerFactory:
-    request = mesh_pb2.PingRequest(response_size=size)
+def ping_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceAsyncStub], call: str, size: int
+                 ) -> WorkerFactory:
+    """Each worker's op: one unary Ping ("unary"), or one round trip on its own PingStream."""
 
     @contextlib.asynccontextmanager
     async def factory(index: int) -> AsyncIterator[WorkerOp]:
-        ping = stubs[index % len(stubs)].Ping
-        yield lambda: ping(request)
-
-    return factory
-
-
-def stream_factory(stubs: Sequence[mesh_pb2_grpc.MeshServiceAsyncStub], size: int
-                   ) -> WorkerFactory:
-    request = mesh_pb2.PingStreamRequest(response_size=size)
-
-    @contextlib.asynccontextmanager
-    async def factory(index: int) -> AsyncIterator[WorkerOp]:
-        call = stubs[index % len(stubs)].PingStream()
+        stub = stubs[index % len(stubs)]
+        if call == "unary":
+            ping, unary = stub.Ping, mesh_pb2.PingRequest(response_size=size)
+            yield lambda: ping(unary)
+            return
+        stream, request = stub.PingStream(), mesh_pb2.PingStreamRequest(response_size=size)
 
         async def op() -> None:
-            await call.write(request)
-            if await call.read() is grpc.aio.EOF:
+            await stream.write(request)
+            if await stream.read() is grpc.aio.EOF:
                 raise RuntimeError("PingStream ended early")
 
         try:
             yield op
         finally:
             with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                await call.done_writing()
-                while await call.read() is not grpc.aio.EOF:
+                await stream.done_writing()
+                while await stream.read() is not grpc.aio.EOF:
                     pass
 
     return factory
@@ -216,8 +194,7 @@ async def run_cell(cell: Cell, servers: ServerProcesses, warmup: float,
         stubs = [mesh_pb2_grpc.MeshServiceStub(ch) for ch in channels]
         for stub in stubs:
             await check_payload(cell, stub)
-        make = unary_factory if cell.call == "unary" else stream_factory
-        result = await closed_loop(make(stubs, cell.response_size),
+        result = await closed_loop(ping_factory(stubs, cell.call, cell.response_size),
                                    concurrency=cell.concurrency, warmup=warmup,
                                    duration=duration, pids=servers.pids)
         return result, pids

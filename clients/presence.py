@@ -169,12 +169,14 @@ class LiveEvents:
         kind = response.WhichOneof("event")
         if kind == "friend_updates":
             updates = response.friend_updates
-            for gone in updates.gone:
-                self._friend_gone(gone)
+            if updates.gone:
+                for gone in updates.gone:
+                    self._friend_gone(gone)
+            seen = self._friend_seen
             for nearby in updates.nearby:
-                self._friend_seen(nearby.friend)
+                seen(nearby.friend)
             for moved in updates.moved:
-                self._friend_seen(moved.friend)
+                seen(moved.friend)
         elif kind == "friend_nearby":
             self._friend_seen(response.friend_nearby.friend)
         elif kind == "friend_moved":
@@ -220,13 +222,21 @@ class LiveEvents:
     # of their message: a part of a FriendUpdates batch would keep the whole batch alive.
 
     def _friend_seen(self, friend: pb.NearbyFriend) -> None:
+        # the hot path of every live stream: _pend and _shown_at_its_turn, inlined
         user_id = friend.user_id
         change = pb.ConnectResponse()
-        is_nearby = not self._shown_at_its_turn(user_id)
+        if self._snapshot is not None:
+            is_nearby = user_id not in self._snapshot_ids
+        else:
+            is_nearby = user_id not in self._shown
         own = (change.friend_nearby if is_nearby else change.friend_moved).friend
         own.CopyFrom(friend)
         self._latest[user_id] = own
-        self._pend(user_id, (change, is_nearby))
+        self._received += 1
+        friends = self._friends
+        if user_id in friends:
+            self._coalesced += 1
+        friends[user_id] = (change, is_nearby)  # in place: keeps the friend's turn
 
     def _friend_gone(self, gone: pb.FriendGone) -> None:
         user_id = gone.user_id
@@ -303,8 +313,12 @@ class LiveEvents:
 
     async def get(self) -> pb.ConnectResponse | Exception:
         """Like ``asyncio.Queue.get``: the next event, or what ended the stream, as a value."""
-        item = await self.next_item()
-        return SessionClosedError("the server ended the live stream") if item is None else item
+        if not self._closed:  # the common case, without a second coroutine
+            item = self._take()
+            if item is not None:
+                return item
+        ended = await self.next_item()
+        return SessionClosedError("the server ended the live stream") if ended is None else ended
 
 
 class LiveSession:

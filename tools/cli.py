@@ -112,6 +112,12 @@ def cmd_mesh_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", type=Path,
+                        default=Path(os.environ.get("GEOPLEX_STATE_DIR", ".geoplex")),
+                        help="where backend data and logs live (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geoplex",
@@ -119,14 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "telemetry as a mesh of async gRPC services.")
     parser.add_argument("--version", action="version", version=f"geoplex {geoplex.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    state_default = Path(os.environ.get("GEOPLEX_STATE_DIR", ".geoplex"))
 
     up = sub.add_parser("up", help="start the backends and every service, load demo data",
                         description="Start Redis, etcd and the MongoDB-compatible server (or use "
                         "the configured ones), load the demo data, then run every implemented "
                         "service in its own supervised process until Ctrl-C.")
-    up.add_argument("--state-dir", type=Path, default=state_default,
-                    help="where backend data and logs live (default: %(default)s)")
+    _state_dir_option(up)
     up.add_argument("--no-demo-data", action="store_true", help="skip fetching/loading demo data")
     up.add_argument("--service", action="append",
                     help="run only this service (repeatable); default: all")
@@ -139,8 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Start the backends on free loopback ports and print "
                                "the GEOPLEX_* variables that point services at them; Ctrl-C "
                                "stops them.")
-    iup.add_argument("--state-dir", type=Path, default=state_default,
-                     help="where backend data and logs live (default: %(default)s)")
+    _state_dir_option(iup)
     iup.add_argument("--redis-cluster", type=int, default=0, metavar="PRIMARIES",
                      help="start a Redis Cluster of this many primaries (3 or more) instead of "
                      "one redis-server; services find out by themselves that it is a cluster")

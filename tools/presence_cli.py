@@ -144,18 +144,17 @@ def add_commands(sub: Subcommands) -> None:
     f_sub = command_group(pr_sub, "friends", help="add, remove or list friends",
                           description="Friendships are mutual: adding makes both users "
                           "friends at once, removing ends it for both.")
-    fa = f_sub.add_parser("add", help="become friends with a user",
-                          description="Make the token's user and USER_ID friends (both ways); "
-                          "their live streams start following each other.")
-    fa.add_argument("user_id", help="the other user's id")
-    common(fa)
-    fa.set_defaults(func=cmd_friends_add)
-    fr = f_sub.add_parser("remove", help="end a friendship",
-                          description="End the friendship both ways; live streams of both "
-                          "users see FriendGone (UNFRIENDED).")
-    fr.add_argument("user_id", help="the other user's id")
-    common(fr)
-    fr.set_defaults(func=cmd_friends_remove)
+    for name, func, summary, description in (
+            ("add", cmd_friends_add, "become friends with a user",
+             "Make the token's user and USER_ID friends (both ways); their live streams "
+             "start following each other."),
+            ("remove", cmd_friends_remove, "end a friendship",
+             "End the friendship both ways; live streams of both users see FriendGone "
+             "(UNFRIENDED).")):
+        change = f_sub.add_parser(name, help=summary, description=description)
+        change.add_argument("user_id", help="the other user's id")
+        common(change)
+        change.set_defaults(func=func)
     fl = f_sub.add_parser("list", help="your friends, by user id",
                           description="List the token's user's friends in user id order.")
     fl.add_argument("--limit", type=int, default=100, help="per page, 1..1000 "

@@ -13,21 +13,9 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .domain import (
-    Change,
-    FeedEvent,
-    Fix,
-    FriendAdded,
-    FriendRemoved,
-    Gone,
-    HubConfig,
-    Located,
-    LocationsUnavailable,
-    RadiusChanged,
-    Session,
-    SharingChanged,
-    Withdrawn,
-)
+from .domain import (Change, FeedEvent, Fix, FriendAdded, FriendRemoved, Gone, HubConfig,
+                     Located, LocationsUnavailable, RadiusChanged, Session, SharingChanged,
+                     Withdrawn)
 from .history import HistoryWriter
 from .ports import Feed, LocationBus
 from .sessions import LocalSessions, show_if_newer

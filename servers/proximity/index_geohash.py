@@ -11,14 +11,11 @@ from dataclasses import dataclass
 
 from . import domain
 from .domain import SearchQuery
-from .ports import BusinessCache, BusinessLookup, BusinessStore, Change
+from .ports import Change, OnSharedBackends
 
 
 @dataclass(frozen=True, slots=True)
-class GeohashSearch:
-    store: BusinessStore
-    cache: BusinessCache
-    details: BusinessLookup
+class GeohashSearch(OnSharedBackends):
 
     async def load(self) -> None:
         return None

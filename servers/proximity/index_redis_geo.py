@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import domain
 from .domain import SearchQuery
-from .ports import BusinessCache, BusinessLookup, BusinessStore, Change
+from .ports import Change, OnSharedBackends
 from .quadtree import IndexedPoint
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,7 @@ PAGE_MARGIN = 32  # extra unfiltered rows, for neighbours Redis orders different
 
 
 @dataclass(frozen=True, slots=True)
-class RedisGeoSearch:
-    store: BusinessStore
-    cache: BusinessCache
-    details: BusinessLookup
+class RedisGeoSearch(OnSharedBackends):
 
     async def load(self) -> None:
         """Fill the GEO set from the system of record unless it already holds as many

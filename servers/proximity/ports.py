@@ -95,3 +95,13 @@ class SearchIndex(Protocol):
     async def stop(self) -> None:
         """Cancel any background work."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class OnSharedBackends:
+    """The base of a search index that keeps nothing in this process: it answers from the
+    shared backends (the geohash and redis-geo indexes)."""
+
+    store: BusinessStore
+    cache: BusinessCache
+    details: BusinessLookup

