@@ -7,15 +7,16 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence clean
+.PHONY: help setup system-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-system-deps:  ## install redis-server, etcd, python3-venv and npm from Debian packages if missing
+system-deps:  ## install redis-server, etcd, nats-server, python3-venv and npm from Debian packages if missing
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || missing="$$missing nats-server"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
@@ -24,8 +25,9 @@ system-deps:  ## install redis-server, etcd, python3-venv and npm from Debian pa
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@command -v redis-server >/dev/null && command -v etcd >/dev/null && command -v npm >/dev/null || \
-	  { echo "still missing: install the Debian packages redis-server, etcd-server and npm"; exit 1; }
+	@command -v redis-server >/dev/null && command -v etcd >/dev/null && command -v npm >/dev/null && \
+	  { command -v nats-server >/dev/null || test -x /usr/sbin/nats-server; } || \
+	  { echo "still missing: install the Debian packages redis-server, etcd-server, nats-server and npm"; exit 1; }
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,7 +57,7 @@ run: setup  ## start backends, load demo data, run every service (Ctrl-C stops)
 test: setup lint breaking typecheck  ## every test, with the backends they need
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-bench: bench-runtime bench-proximity bench-presence  ## run every benchmark (minutes)
+bench: bench-runtime bench-proximity bench-presence bench-broker  ## run every benchmark (minutes)
 
 bench-runtime: setup  ## the runtime's own ceiling
 	$(PY) -m bench.runtime
@@ -65,6 +67,9 @@ bench-proximity: setup  ## proximity search vs brute force, cKDTree and Redis GE
 
 bench-presence: setup  ## nearby friends: simulator over two presence processes vs raw Redis pub/sub
 	$(PY) -m bench.presence
+
+bench-broker: setup  ## the broker vs NATS JetStream and Redis Streams: produce, consume, latency, CPU
+	$(PY) -m bench.broker
 
 clean:  ## remove local state and build output (keeps the venv)
 	rm -rf .geoplex build dist *.egg-info
