@@ -107,3 +107,13 @@ class OffsetStore(Protocol):
 
     async def delete_topic(self, topic: str) -> None:
         """Forget every group's offsets of a deleted topic."""
+
+
+class CursorStore(Protocol):
+    """The retry scheduler's position per group in the group's delay topic (etcd)."""
+
+    async def get_cursor(self, group: str) -> int | None:
+        """The saved offset, None when none was saved. Raises domain.MetadataUnavailable."""
+
+    async def set_cursor(self, group: str, offset: int) -> None:
+        """Raises domain.MetadataUnavailable."""
