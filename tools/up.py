@@ -47,7 +47,8 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
     supervisor: Supervisor | None = None
     try:
         urls = infra.start()
-        env = urls.env()
+        # services that keep files (the broker's partition logs) keep them under it too
+        env = {**urls.env(), "GEOPLEX_STATE_DIR": str(state_dir)}
         if demo_data:
             from .demo import load_demo_data
 
@@ -74,7 +75,7 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
             auth = ' -H "authorization: Bearer $(geoplex auth dev-token alice)"' \
                 if entry.needs_token else ""
             print(f"    grpcurl -plaintext{auth} -d '{body}' {target} {entry.grpc_service_names[0]}/{method}")
-        print("Backends:", ", ".join(f"{k}={v}" for k, v in env.items()))
+        print("Backends:", ", ".join(f"{k}={v}" for k, v in urls.env().items()))
         print("Ctrl-C stops everything.", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

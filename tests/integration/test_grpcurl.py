@@ -24,7 +24,7 @@ from geoplex.proximity.v1 import proximity_pb2, proximity_pb2_grpc
 from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.server import GeoplexServer, ServiceSpec
 
-from contract.runtime.runtime_probe import ProbeProximityServicer  # tests/contract/runtime
+from runtime_probe import ProbeProximityServicer  # tests/runtime_probe.py
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 README = Path(__file__).resolve().parents[2] / "README.md"

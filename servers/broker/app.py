@@ -1,0 +1,488 @@
+"""BrokerApp: one broker node — its partition logs, the topics it knows, its consumer groups.
+
+- Topics are read from the metadata store (etcd) at start and watched; the app serves
+  from that cache, so produce and fetch of known topics go on while etcd is down (admin
+  calls and commits answer UNAVAILABLE then). A copy of the cache is kept in the data
+  directory, so a broker restarted during an etcd outage still serves its topics.
+- Produce: an explicit partition, else crc32c(key) mod partitions per record (a request
+  split into one batch per partition), else one partition per request, round-robin
+  across requests (sticky). ``acks=NONE`` answers before the append completes (it still
+  happens, in order).
+- Fetch waits at the end of the log up to ``max_wait`` (long polling on
+  ``PartitionLog.wait_for``); Subscribe loops over the same.
+- Consumer groups go through the in-memory :class:`~.groups.Coordinator` (a timer expires
+  silent members); commits go to the offset store after the coordinator fences them.
+- A retention task deletes old segments on an interval; :mod:`.retries` runs the delay
+  schedulers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+
+from geoplex.broker.v1 import broker_pb2 as pb
+from geoplex.servers._runtime.errors import FailedPrecondition, Unavailable
+
+from .adapters.etcd_meta import decode_spec, encode_spec  # the snapshot is etcd's form
+from .config import BrokerConfig
+from .convert import (
+    Appended,
+    FetchQuery,
+    GroupView,
+    Join,
+    NackQuery,
+    PartitionBatch,
+    PartitionLag,
+    PartitionState,
+    ProducePlan,
+    Reset,
+)
+from .domain import (
+    MetadataUnavailable,
+    OffsetOutOfRange,
+    ReadResult,
+    TopicExists,
+    TopicSpec,
+    UnknownPartition,
+    UnknownTopic,
+)
+from .groups import Coordinator, retry_topic
+from .ports import CursorStore, LogStore, OffsetStore, PartitionLog, TopicStore
+from .retries import Retries, dead_letter_topic, group_of_delay_topic, internal_config
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBE_WAIT_S = 30.0
+SNAPSHOT_FILE = "topics.json"
+WATCH_RETRY_S = 1.0
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BrokerApp:
+    def __init__(self, config: BrokerConfig, logs: LogStore, topics: TopicStore,
+                 offsets: OffsetStore, cursors: CursorStore,
+                 clock: Callable[[], float] = time.monotonic,
+                 now_ms: Callable[[], int] = wall_ms) -> None:
+        self.config = config
+        self.logs = logs
+        self.topic_store = topics
+        self.offsets = offsets
+        self.clock = clock
+        self.now_ms = now_ms
+        self.coordinator = Coordinator(clock, config.session_timeout_s)
+        self.retries = Retries(logs, cursors, self._ensure_internal, now_ms)
+        self._topics: dict[str, TopicSpec] = {}
+        self._sticky: dict[str, int] = {}
+        self._topic_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[object]] = set()  # acks=NONE appends
+        self._closing = asyncio.Event()
+        self._closing_wait: asyncio.Task[bool] | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.logs.open()
+        listed = True
+        try:
+            specs = list(await self.topic_store.list())
+        except MetadataUnavailable:
+            listed = False
+            specs = self._read_snapshot()
+            log.warning("etcd cannot be reached at start: serving the %d topics this broker "
+                        "knew last (from %s) until it is back", len(specs),
+                        self.config.data_dir / SNAPSHOT_FILE)
+        for spec in specs:
+            await self._apply(spec.name, spec, save=False)
+        known = set(self._topics)
+        strays = sorted(set(self.logs.topics()) - known)
+        if strays:
+            log.warning("partition logs of %d topics not in the metadata store are kept but "
+                        "not served: %s", len(strays), ", ".join(strays[:10]))
+        self._save_snapshot()
+        self._closing_wait = asyncio.create_task(self._closing.wait())
+        self._tasks = [
+            asyncio.create_task(self._follow_topics(listed), name="broker topic watch"),
+            asyncio.create_task(self._expire_members(), name="broker group expiry"),
+            asyncio.create_task(self._retention(), name="broker retention"),
+        ]
+
+    async def begin_shutdown(self) -> None:
+        """Health is NOT_SERVING: long polls answer, Subscribe streams end (UNAVAILABLE)."""
+        self._closing.set()
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._background:  # acks=NONE appends finish before the logs close
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.retries.close()
+        for task in self._tasks:
+            task.cancel()
+        if self._closing_wait is not None:
+            self._closing_wait.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.logs.close()
+
+    # ---- topics -------------------------------------------------------------------------
+
+    def topic(self, name: str) -> TopicSpec:
+        spec = self._topics.get(name)
+        if spec is None:
+            raise UnknownTopic(name)
+        return spec
+
+    def partitions_of(self, name: str) -> int:
+        spec = self._topics.get(name)
+        return 0 if spec is None else spec.partitions
+
+    def _partition(self, topic: str, partition: int) -> PartitionLog:
+        spec = self.topic(topic)
+        if not 0 <= partition < spec.partitions:
+            raise UnknownPartition(topic, partition, spec.partitions)
+        return self.logs.partition(topic, partition)
+
+    def sticky(self, spec: TopicSpec) -> Callable[[], int]:
+        """The partition of a request's keyless records: the next one round-robin."""
+        def choose() -> int:
+            turn = self._sticky.get(spec.name, -1) + 1
+            self._sticky[spec.name] = turn
+            return turn % spec.partitions
+        return choose
+
+    async def create_topic(self, spec: TopicSpec) -> TopicSpec:
+        stored = await self.topic_store.create(spec)
+        await self._apply(stored.name, stored)
+        return stored
+
+    async def delete_topic(self, name: str) -> None:
+        await self.topic_store.delete(name)
+        await self.offsets.delete_topic(name)
+        await self._apply(name, None)
+
+    def list_topics(self, include_internal: bool) -> list[TopicSpec]:
+        return [s for _, s in sorted(self._topics.items())
+                if include_internal or not s.internal]
+
+    def get_topic(self, name: str) -> tuple[TopicSpec, list[PartitionState]]:
+        spec = self.topic(name)
+        states = []
+        for p in range(spec.partitions):
+            plog = self.logs.partition(name, p)
+            states.append(PartitionState(p, plog.log_start_offset, plog.log_end_offset,
+                                         plog.size_bytes, plog.segment_count))
+        return spec, states
+
+    def list_offsets(self, topic: str, partitions: Sequence[int],
+                     at_ms: int | None) -> dict[tuple[str, int], int]:
+        spec = self.topic(topic)
+        out = {}
+        for p in partitions or range(spec.partitions):
+            plog = self._partition(topic, p)
+            out[(topic, p)] = plog.log_end_offset if at_ms is None else plog.offset_for_time(at_ms)
+        return out
+
+    async def _ensure_internal(self, name: str) -> None:
+        """Create an internal topic (one partition) unless it exists."""
+        if name in self._topics:
+            return
+        spec = TopicSpec(name, 1, internal_config(name), self.now_ms())
+        try:
+            spec = await self.topic_store.create(spec)
+        except TopicExists:
+            pass  # made meanwhile (the watch brings the stored spec too)
+        await self._apply(name, spec)
+
+    async def _apply(self, name: str, spec: TopicSpec | None, save: bool = True) -> None:
+        """Take a created, changed or (None) deleted topic into the logs and the cache."""
+        async with self._topic_lock:
+            current = self._topics.get(name)
+            if spec is None:
+                if current is None:
+                    return
+                del self._topics[name]
+                self._sticky.pop(name, None)
+                group = group_of_delay_topic(name)
+                if group is not None:
+                    self.retries.stop(group)
+                await self.logs.delete(name)
+            else:
+                if current == spec:
+                    return
+                await self.logs.create(spec)
+                self._topics[name] = spec
+                group = group_of_delay_topic(name)
+                if group is not None:
+                    self.retries.start(group)
+            self.coordinator.topics_changed([name], self.partitions_of)
+            if save:
+                self._save_snapshot()
+
+    async def _follow_topics(self, listed: bool) -> None:
+        """Watch the topics; first, after a start from the snapshot, list them once etcd
+        answers and take what changed meanwhile (deletions included)."""
+        while not listed:
+            try:
+                specs = await self.topic_store.list()
+            except MetadataUnavailable:
+                await asyncio.sleep(WATCH_RETRY_S)  # a timer: etcd is not back yet
+                continue
+            names = {spec.name for spec in specs}
+            for gone in sorted(set(self._topics) - names):
+                await self._apply(gone, None)
+            for spec in specs:
+                await self._apply(spec.name, spec)
+            listed = True
+            log.info("etcd answers again: %d topics", len(specs))
+        await self._watch_topics()
+
+    async def _watch_topics(self) -> None:
+        while True:
+            try:
+                async for name, spec in self.topic_store.watch():
+                    await self._apply(name, spec)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the adapter reconnects; this is a backstop
+                log.exception("topic watch failed; watching again")
+            await asyncio.sleep(WATCH_RETRY_S)  # a backoff before watching again
+
+    def _read_snapshot(self) -> list[TopicSpec]:
+        path = self.config.data_dir / SNAPSHOT_FILE
+        try:
+            items = json.loads(path.read_bytes())
+            return [decode_spec(json.dumps(item).encode()) for item in items]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s cannot be read (%s); no topics until etcd is back", path,
+                        type(exc).__name__)
+            return []
+
+    def _save_snapshot(self) -> None:
+        path = self.config.data_dir / SNAPSHOT_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scratch = path.with_suffix(".tmp")
+            scratch.write_bytes(b"[" + b",".join(encode_spec(s) for s in self._topics.values())
+                                + b"]")
+            os.replace(scratch, path)
+        except OSError as exc:
+            log.warning("cannot save the topic list to %s (%s)", path, exc.strerror)
+
+    # ---- produce ------------------------------------------------------------------------
+
+    async def produce(self, plan: ProducePlan) -> list[Appended]:
+        if plan.acks_none:
+            task: asyncio.Task[object] = asyncio.ensure_future(self._append_all(plan))
+            self._background.add(task)
+            task.add_done_callback(self._appended_in_background)
+            return [Appended(b.partition, -1, b.count) for b in plan.batches]
+        return await self._append_all(plan)
+
+    def _appended_in_background(self, task: asyncio.Task[object]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("an acks=NONE produce failed: %s", task.exception())
+
+    async def _append_all(self, plan: ProducePlan) -> list[Appended]:
+        if len(plan.batches) == 1:
+            return [await self._append(plan.topic, plan.batches[0], plan.producer_id,
+                                       plan.base_sequence)]
+        return list(await asyncio.gather(*(self._append(plan.topic, b)
+                                           for b in plan.batches)))
+
+    async def _append(self, topic: str, batch: PartitionBatch, producer_id: int = 0,
+                      base_sequence: int = 0) -> Appended:
+        plog = self._partition(topic, batch.partition)
+        result = await plog.append(batch.records_blob, batch.count, batch.max_timestamp_ms,
+                                   producer_id, base_sequence)
+        return Appended(batch.partition, result.base_offset, result.count, result.duplicate)
+
+    # ---- fetch --------------------------------------------------------------------------
+
+    async def fetch(self, query: FetchQuery) -> ReadResult:
+        plog = self._partition(query.topic, query.partition)
+        result = plog.read(query.offset, query.max_bytes)
+        if result.batches or query.max_wait_s <= 0 or self._closing.is_set():
+            return result
+        if await self._wait(plog, query.offset, query.max_wait_s):
+            return plog.read(query.offset, query.max_bytes)
+        return result
+
+    async def _wait(self, plog: PartitionLog, offset: int, timeout: float) -> bool:
+        """Until the log passes ``offset`` (True), ``timeout`` passes or the broker begins
+        shutting down (False)."""
+        waiter = asyncio.ensure_future(plog.wait_for(offset, timeout))
+        assert self._closing_wait is not None
+        try:
+            await asyncio.wait((waiter, self._closing_wait),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+        return waiter.done() and not waiter.cancelled() and waiter.result()
+
+    async def subscribe(self, query: FetchQuery) -> AsyncGenerator[ReadResult, None]:
+        """Batches from ``query.offset`` on, as they arrive, until the client leaves or the
+        broker shuts down (UNAVAILABLE, so the client resumes elsewhere or later)."""
+        offset = query.offset
+        while True:
+            if self._closing.is_set():
+                raise Unavailable("the broker is shutting down; subscribe again",
+                                  reason="SHUTTING_DOWN")
+            plog = self._partition(query.topic, query.partition)
+            result = plog.read(offset, query.max_bytes)
+            if result.batches:
+                yield result
+                offset = max(offset, next_offset(result.batches[-1]))
+            else:
+                await self._wait(plog, offset, SUBSCRIBE_WAIT_S)
+
+    # ---- groups -------------------------------------------------------------------------
+
+    async def join(self, join: Join) -> tuple[str, int, float]:
+        for topic in join.topics:
+            self.topic(topic)
+        retry = retry_topic(join.group)
+        if retry not in self._topics:
+            try:
+                await self._ensure_internal(retry)
+            except MetadataUnavailable:
+                log.warning("group %s: its retry topic cannot be created while etcd is down; "
+                            "members get it once it exists", join.group)
+        member, generation = self.coordinator.join(
+            join.group, join.member_id, join.topics, join.session_timeout_s, join.assignor,
+            join.client_id, self.partitions_of)
+        timeout = join.session_timeout_s or self.config.session_timeout_s
+        return member, generation, max(0.1, timeout / 3)
+
+    def sync(self, group: str, member_id: str, generation: int
+             ) -> tuple[int, dict[str, list[int]]]:
+        assignment = self.coordinator.sync(group, member_id, generation)
+        return generation, assignment
+
+    def heartbeat(self, group: str, member_id: str, generation: int) -> tuple[int, bool]:
+        return self.coordinator.heartbeat(group, member_id, generation)
+
+    def leave(self, group: str, member_id: str) -> None:
+        self.coordinator.leave(group, member_id)
+
+    async def commit(self, group: str, member_id: str, generation: int,
+                     offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        self.coordinator.check_commit(group, member_id, generation, offsets.keys())
+        for (topic, partition), offset in offsets.items():
+            end = self._partition(topic, partition).log_end_offset
+            if offset > end:
+                plog = self.logs.partition(topic, partition)
+                raise OffsetOutOfRange(offset, plog.log_start_offset, end)
+        return await self.offsets.commit(group, offsets)
+
+    async def committed(self, group: str, topics: Sequence[str]
+                        ) -> dict[tuple[str, int], int]:
+        return await self.offsets.committed(group, topics)
+
+    async def reset(self, reset: Reset) -> dict[tuple[str, int], int]:
+        info = self.coordinator.describe(reset.group)
+        if info.members:
+            raise FailedPrecondition(
+                f"group: {reset.group!r} has {len(info.members)} members; offsets are reset "
+                "only while a group has none (stop its consumers first)",
+                reason="GROUP_NOT_EMPTY", metadata={"members": str(len(info.members))})
+        spec = self.topic(reset.topic)
+        targets = {}
+        for p in reset.partitions or range(spec.partitions):
+            plog = self._partition(reset.topic, p)
+            if reset.to == "earliest":
+                offset = plog.log_start_offset
+            elif reset.to == "latest":
+                offset = plog.log_end_offset
+            elif reset.to == "time":
+                offset = plog.offset_for_time(reset.time_ms)
+            else:
+                offset = reset.offset
+                if offset > plog.log_end_offset:
+                    raise OffsetOutOfRange(offset, plog.log_start_offset, plog.log_end_offset)
+            targets[(reset.topic, p)] = offset
+        return await self.offsets.commit(reset.group, targets, allow_backwards=True)
+
+    async def describe(self, group: str) -> GroupView:
+        info = self.coordinator.describe(group)
+        committed = await self.offsets.committed(group)
+        owners: dict[tuple[str, int], str] = {}
+        subscribed: set[str] = set()
+        for member in info.members:
+            subscribed.update(member.topics)
+            for topic, parts in member.assignment.items():
+                for p in parts:
+                    owners[(topic, p)] = member.member_id
+        keys = set(committed)
+        for topic in subscribed:
+            keys.update((topic, p) for p in range(self.partitions_of(topic)))
+        lag = []
+        for topic, p in sorted(keys):
+            spec = self._topics.get(topic)
+            if spec is None or p >= spec.partitions:
+                continue
+            plog = self.logs.partition(topic, p)
+            end = plog.log_end_offset
+            done = committed.get((topic, p), -1)
+            lag.append(PartitionLag(topic, p, done, end,
+                                    max(0, end - (done if done >= 0 else plog.log_start_offset)),
+                                    owners.get((topic, p), "")))
+        clock, wall = self.clock(), self.now_ms()
+        beats = {m.member_id: wall - round((clock - m.last_heartbeat) * 1000)
+                 for m in info.members}
+        return GroupView(info, beats, lag, dead_letter_topic(group))
+
+    async def list_groups(self) -> list[str]:
+        names = set(self.coordinator.groups())
+        names.update(await self.offsets.groups())
+        return sorted(names)
+
+    async def _expire_members(self) -> None:
+        interval = max(0.05, min(1.0, self.config.session_timeout_s / 10))
+        while True:
+            await asyncio.sleep(interval)  # a timer: sessions end on time without calls
+            for group, member in self.coordinator.expire(self.clock()):
+                log.info("group %s: member %s's session ended", group, member)
+
+    # ---- retries ------------------------------------------------------------------------
+
+    async def nack(self, query: NackQuery) -> tuple[bool, int]:
+        self.coordinator.check_commit(query.group, query.member_id, query.generation)
+        self._partition(query.topic, query.partition)
+        outcome = await self.retries.nack(query.group, query.topic, query.partition,
+                                          query.offset, query.delay_ms, query.error,
+                                          query.max_deliveries)
+        return outcome.dead_lettered, outcome.deliveries
+
+    # ---- retention ----------------------------------------------------------------------
+
+    async def _retention(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.retention_check_s)  # the configured interval
+            try:
+                removed = await self.logs.enforce_retention(self.now_ms())
+                if removed:
+                    log.info("retention deleted %d segments", removed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - tried again next interval
+                log.exception("retention failed")
+
+
+def next_offset(payload: bytes) -> int:
+    """The offset after a stored batch (decodes it: off the fetch path, once per
+    Subscribe response)."""
+    batch = pb.RecordBatch.FromString(payload)
+    return batch.base_offset + len(batch.records)
+
