@@ -25,7 +25,6 @@ import os
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from geoplex.broker.v1 import broker_pb2 as pb
 from geoplex.servers._runtime.errors import FailedPrecondition, Unavailable
 
 from .adapters.etcd_meta import decode_spec, encode_spec  # the snapshot is etcd's form
@@ -177,7 +176,7 @@ class BrokerApp:
         states = []
         for p in range(spec.partitions):
             plog = self.logs.partition(name, p)
-            states.append(PartitionState(p, plog.log_start_offset, plog.log_end_offset,
+            states.append(PartitionState(p, plog.log_start_offset, plog.high_watermark,
                                          plog.size_bytes, plog.segment_count))
         return spec, states
 
@@ -187,7 +186,7 @@ class BrokerApp:
         out = {}
         for p in partitions or range(spec.partitions):
             plog = self._partition(topic, p)
-            out[(topic, p)] = plog.log_end_offset if at_ms is None else plog.offset_for_time(at_ms)
+            out[(topic, p)] = plog.high_watermark if at_ms is None else plog.offset_for_time(at_ms)
         return out
 
     async def _ensure_internal(self, name: str) -> None:
@@ -343,7 +342,7 @@ class BrokerApp:
             result = plog.read(offset, query.max_bytes)
             if result.batches:
                 yield result
-                offset = max(offset, next_offset(result.batches[-1]))
+                offset = max(offset, result.next_offset)
             else:
                 await self._wait(plog, offset, SUBSCRIBE_WAIT_S)
 
@@ -380,7 +379,7 @@ class BrokerApp:
                      offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
         self.coordinator.check_commit(group, member_id, generation, offsets.keys())
         for (topic, partition), offset in offsets.items():
-            end = self._partition(topic, partition).log_end_offset
+            end = self._partition(topic, partition).high_watermark
             if offset > end:
                 plog = self.logs.partition(topic, partition)
                 raise OffsetOutOfRange(offset, plog.log_start_offset, end)
@@ -404,13 +403,13 @@ class BrokerApp:
             if reset.to == "earliest":
                 offset = plog.log_start_offset
             elif reset.to == "latest":
-                offset = plog.log_end_offset
+                offset = plog.high_watermark
             elif reset.to == "time":
                 offset = plog.offset_for_time(reset.time_ms)
             else:
                 offset = reset.offset
-                if offset > plog.log_end_offset:
-                    raise OffsetOutOfRange(offset, plog.log_start_offset, plog.log_end_offset)
+                if offset > plog.high_watermark:
+                    raise OffsetOutOfRange(offset, plog.log_start_offset, plog.high_watermark)
             targets[(reset.topic, p)] = offset
         return await self.offsets.commit(reset.group, targets, allow_backwards=True)
 
@@ -433,7 +432,7 @@ class BrokerApp:
             if spec is None or p >= spec.partitions:
                 continue
             plog = self.logs.partition(topic, p)
-            end = plog.log_end_offset
+            end = plog.high_watermark
             done = committed.get((topic, p), -1)
             lag.append(PartitionLag(topic, p, done, end,
                                     max(0, end - (done if done >= 0 else plog.log_start_offset)),
@@ -478,11 +477,4 @@ class BrokerApp:
                 raise
             except Exception:  # noqa: BLE001 - tried again next interval
                 log.exception("retention failed")
-
-
-def next_offset(payload: bytes) -> int:
-    """The offset after a stored batch (decodes it: off the fetch path, once per
-    Subscribe response)."""
-    batch = pb.RecordBatch.FromString(payload)
-    return batch.base_offset + len(batch.records)
 

@@ -72,6 +72,7 @@ class ReadResult:
     batches: list[bytes]
     log_start_offset: int
     log_end_offset: int
+    next_offset: int = -1  # the offset after the last batch (-1: no batches)
 
 
 def check_name(field_name: str, name: str) -> str:

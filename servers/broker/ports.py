@@ -24,6 +24,12 @@ class PartitionLog(Protocol):
         """The offset the next record will get."""
 
     @property
+    def high_watermark(self) -> int:
+        """The end readers see: every offset below it is durable under the log's fsync
+        policy (and, in part 2, on every in-sync replica). Lag, "latest" and commits are
+        bounded by it, never by the log end."""
+
+    @property
     def size_bytes(self) -> int: ...
 
     @property

@@ -240,7 +240,7 @@ class Scheduler:
                 await asyncio.sleep(CURSOR_RETRY_S)  # a timer: etcd is not back yet
 
     def _read_new(self, delay_log: PartitionLog) -> None:
-        while self.position < delay_log.log_end_offset:
+        while self.position < delay_log.high_watermark:
             try:
                 result = delay_log.read(self.position, READ_BYTES)
             except OffsetOutOfRange as exc:  # retention went past it

@@ -521,6 +521,7 @@ class DiskPartitionLog:
         if offset < start or offset > self._log_end:
             raise OffsetOutOfRange(offset, start, visible)
         batches: list[bytes] = []
+        next_offset = -1
         budget = max(max_bytes, 1)
         used = 0
         i = bisect_right(self._bases, offset) - 1
@@ -530,13 +531,15 @@ class DiskPartitionLog:
                 break
             if segment.next_offset > offset:
                 self._cache_put(segment)
-                added, whole = segment.read(max(offset, segment.base), budget - used, visible,
+                added, whole, after = segment.read(max(offset, segment.base), budget - used, visible,
                                             batches, self.where)
                 used += added
+                if after >= 0:
+                    next_offset = after
                 if not whole:
                     break
             i += 1
-        return ReadResult(batches, start, visible)
+        return ReadResult(batches, start, visible, next_offset)
 
     async def wait_for(self, offset: int, timeout: float) -> bool:
         """True once the high watermark passes ``offset``, False after ``timeout`` seconds.

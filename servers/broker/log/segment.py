@@ -220,16 +220,17 @@ class Segment:
         return self.index
 
     def read(self, offset: int, budget: int, limit: int, out: list[bytes],
-             where: str) -> tuple[int, bool]:
+             where: str) -> tuple[int, bool, int]:
         """Add to ``out`` the payloads of the batches from the one holding ``offset`` on
         (those starting below ``limit``), while they fit in ``budget`` bytes (the first one
-        always when ``out`` is empty). Returns the bytes added and whether the segment was
-        read to its end. A batch failing its CRC ends the read; it raises CorruptBatch when
+        always when ``out`` is empty). Returns the bytes added, whether the segment was
+        read to its end, and the offset after the last batch added (-1: none). A batch failing its CRC ends the read; it raises CorruptBatch when
         it would be the first."""
         fd = self.open_fd()
         _, position = self.ensure_index().floor(max(offset - self.base, 0))
         end = self.size
         used = 0
+        after = -1
         buf = b""
         at = position
         unpack, value, extend = HEADER.unpack_from, google_crc32c.value, google_crc32c.extend
@@ -240,36 +241,37 @@ class Segment:
                                position)
                 at, i = position, 0
                 if len(buf) < HEADER_SIZE:
-                    return self._stop(out, used, where, position)
+                    return (*self._stop(out, used, where, position), after)
             fields = unpack(buf, i)
             length, base_offset, records = fields[1], fields[3], fields[4]
             size = HEADER_SIZE + length
             if fields[0] != MAGIC or records < 1 or length > MAX_PAYLOAD:
-                return self._stop(out, used, where, position)
+                return (*self._stop(out, used, where, position), after)
             if base_offset >= limit:
-                return used, False
+                return used, False, after
             if base_offset + records <= offset:
                 position += size
                 continue
             if out and used + length > budget:
-                return used, False
+                return used, False, after
             if i + size > len(buf):
                 buf = os.pread(fd, min(end - position, max(size, budget - used + HEADER_SIZE)),
                                position)
                 at, i = position, 0
                 if len(buf) < size:
-                    return self._stop(out, used, where, position)
+                    return (*self._stop(out, used, where, position), after)
             payload = buf[i + HEADER_SIZE:i + size]
             if extend(value(buf[i + CRC_FROM:i + HEADER_SIZE]), payload) != fields[2]:
                 if out:
-                    return used, False
+                    return used, False, after
                 raise CorruptBatch(f"{where} offset {base_offset}")
             out.append(payload)
+            after = base_offset + records
             used += length
             position += size
             if used >= budget:
-                return used, position >= end
-        return used, True
+                return used, position >= end, after
+        return used, True, after
 
     def _stop(self, out: list[bytes], used: int, where: str, position: int) -> tuple[int, bool]:
         """A frame that cannot be read where one should be: what came before is served,
