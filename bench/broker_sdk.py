@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from geoplex.clients.broker import BrokerClient, Producer
 from geoplex.clients.errors import SessionClosedError
 
-from .broker_systems import POLL_S, Driver, ValueCallback
+from .broker_systems import Driver, ValueCallback
 
 RECORD_OVERHEAD = 64  # bytes the SDK counts per record, and some
 
@@ -107,7 +107,7 @@ class OursSdk(Driver):
                       stop: asyncio.Event) -> None:
         self._group += 1
         consumer = self.client.consumer(f"bench-sdk-{self._group}", [self.topic],
-                                        auto_offset_reset="latest", fetch_max_wait=POLL_S,
+                                        auto_offset_reset="latest",
                                         auto_commit_interval=1.0)
         await consumer.start()
         started.set()
