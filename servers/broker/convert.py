@@ -23,6 +23,7 @@ from geoplex.broker.v1 import broker_pb2 as pb
 from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.servers._runtime.paging import decode_cursor, encode_cursor, page_size
 from geoplex.servers._runtime.validate import check_id
+from geoplex.servers._runtime.wire import varint
 
 from .domain import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -67,19 +68,8 @@ RESET_TO: dict[int, str] = {pb.RESET_TO_EARLIEST: "earliest", pb.RESET_TO_LATEST
 # ---- wire helpers ----------------------------------------------------------------------
 
 
-def varint(n: int) -> bytes:
-    """A protobuf varint of a non-negative integer."""
-    if n < 0x80:
-        return _SMALL[n]
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
-_SMALL = [bytes((i,)) for i in range(0x80)]
 
 
 def _ms(duration: Duration) -> int:
@@ -258,21 +248,24 @@ def key_partition(key: bytes, partitions: int) -> int:
 # field-6 tag and its length. Byte for byte what
 # ``RecordBatch(records=request.records).SerializeToString()`` gives, at a fraction of the
 # cost (that copies every record into a new message first; a test checks they agree).
-def _spans_type() -> type[Message]:
+def _bytes_message(name: str, field: str, number: int, repeated: bool) -> type[Message]:
+    """A message type, built at run time, whose one field ``number`` is read as bytes:
+    parsing a request with it yields a sub-message's serialised form without decoding it."""
     kind = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(
-        name="geoplex/broker/internal/spans.proto", package="geoplex.broker.internal",
+        name=f"geoplex/broker/internal/{name}.proto", package="geoplex.broker.internal",
         syntax="proto3")
-    spans = file.message_type.add(name="RecordSpans")
-    spans.field.add(name="records", number=pb.ProduceRequest.RECORDS_FIELD_NUMBER,
-                    type=kind.TYPE_BYTES, label=kind.LABEL_REPEATED)
+    file.message_type.add(name=name).field.add(
+        name=field, number=number, type=kind.TYPE_BYTES,
+        label=kind.LABEL_REPEATED if repeated else kind.LABEL_OPTIONAL)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("geoplex.broker.internal.RecordSpans"))
+        pool.FindMessageTypeByName(f"geoplex.broker.internal.{name}"))
 
 
-_RECORD_SPANS = _spans_type()
+_RECORD_SPANS = _bytes_message("RecordSpans", "records",
+                               pb.ProduceRequest.RECORDS_FIELD_NUMBER, repeated=True)
 _RECORD_TAG = bytes(((pb.RecordBatch.RECORDS_FIELD_NUMBER << 3) | 2,))
 _TAGGED: dict[int, bytes] = {}  # record length -> the tag and length before it (< 16 KiB)
 
@@ -316,21 +309,9 @@ class RawProduce:
         return cls(request.SerializeToString())
 
 
-def _stream_type() -> type[Message]:
-    kind = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(
-        name="geoplex/broker/internal/stream.proto", package="geoplex.broker.internal",
-        syntax="proto3")
-    message = file.message_type.add(name="RawProduceStreamRequest")
-    message.field.add(name="produce", number=pb.ProduceStreamRequest.PRODUCE_FIELD_NUMBER,
-                      type=kind.TYPE_BYTES, label=kind.LABEL_OPTIONAL)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("geoplex.broker.internal.RawProduceStreamRequest"))
-
-
-_RAW_STREAM_REQUEST = _stream_type()
+_RAW_STREAM_REQUEST = _bytes_message("RawProduceStreamRequest", "produce",
+                                     pb.ProduceStreamRequest.PRODUCE_FIELD_NUMBER,
+                                     repeated=False)
 
 
 def raw_stream_produce(raw: bytes) -> RawProduce:

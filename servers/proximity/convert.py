@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.servers._runtime.errors import InvalidArgument
+from geoplex.servers._runtime.wire import varint
 from geoplex.type.v1 import geo_pb2
 
 from . import domain
@@ -65,13 +66,6 @@ _bytes_cache: dict[str, tuple[datetime, str, bytes]] = {}
 _pack_double = struct.Struct("<d").pack
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def business_bytes(b: Business) -> bytes:
@@ -97,11 +91,11 @@ def page_to_bytes(page: SearchPage) -> bytes:
     parts = []
     for hit in page.hits:
         body = business_bytes(hit.business)
-        inner = b"\x0a" + _varint(len(body)) + body + b"\x11" + _pack_double(hit.distance_m)
-        parts.append(b"\x0a" + _varint(len(inner)) + inner)
+        inner = b"\x0a" + varint(len(body)) + body + b"\x11" + _pack_double(hit.distance_m)
+        parts.append(b"\x0a" + varint(len(inner)) + inner)
     if page.next_page_token:
         token = page.next_page_token.encode()
-        parts.append(b"\x12" + _varint(len(token)) + token)
+        parts.append(b"\x12" + varint(len(token)) + token)
     return b"".join(parts)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,6 +23,8 @@ from geoplex.broker.v1 import broker_pb2 as pb
 from geoplex.broker.v1 import broker_pb2_grpc
 from geoplex.infra.local import LocalInfra, free_port
 from geoplex.infra.process import ProcessError
+
+import polling  # tests/polling.py
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -44,6 +45,11 @@ def start_broker(own_infra: LocalInfra, server_factory: Callable[..., ServerProc
     return server_factory("broker", env, name)
 
 
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+    """``check()``'s first truthy answer; an RPC error counts as not yet."""
+    return await polling.eventually(check, timeout, ignore=(grpc.aio.AioRpcError,), what="the broker's answer")
+
+
 @pytest.fixture
 async def channel_to() -> AsyncIterator[Callable[[ServerProcess], Stub]]:
     """Stubs on channels closed at the end of the test. Each channel has its own
@@ -60,20 +66,6 @@ async def channel_to() -> AsyncIterator[Callable[[ServerProcess], Stub]]:
     yield make
     for channel in channels:
         await channel.close()
-
-
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
-    """``check()``'s first truthy answer; an RPC error counts as not yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = await check()
-            if result:
-                return result
-        except grpc.aio.AioRpcError:
-            pass
-        assert time.monotonic() < deadline, f"not so within {timeout:g}s"
-        await asyncio.sleep(0.1)  # the next look
 
 
 async def make_topic(stub: Stub, partitions: int = 1) -> str:

@@ -6,8 +6,6 @@ disturbs no other test.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -22,12 +20,19 @@ from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.type.v1.geo_pb2 import LatLng
 
+import polling  # tests/polling.py
+
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
 
 pytestmark = pytest.mark.timeout(240)
 TOKEN = mint_token(DEV_SECRET, "fault-owner")
 T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+    """``check()``'s first truthy answer; an RPC error counts as not yet."""
+    return await polling.eventually(check, timeout, ignore=(GeoplexRpcError,), what="recovery")
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +43,6 @@ def replicas(own_infra: LocalInfra,
     return {index: server_factory("proximity",
                                   {**env, "GEOPLEX_PROXIMITY_INDEX": index}, f"fault-{index}")
             for index in ("quadtree", "geohash")}
-
-
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = await check()
-            if result:
-                return result
-        except GeoplexRpcError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not recovered within {timeout}s")
-        await asyncio.sleep(0.2)
 
 
 def client(server: ServerProcess) -> ProximityClient:

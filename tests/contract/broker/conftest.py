@@ -16,6 +16,7 @@ import pytest
 
 from broker_calls import Stub, broker_env
 from geoplex.broker.v1 import broker_pb2_grpc
+from geoplex.clients.broker import BrokerClient
 from geoplex.infra.local import BackendUrls
 
 if TYPE_CHECKING:
@@ -33,3 +34,15 @@ def broker(backends: BackendUrls, server_factory: Callable[..., ServerProcess],
 async def stub(broker: ServerProcess) -> AsyncIterator[Stub]:
     async with grpc.aio.insecure_channel(broker.address) as channel:
         yield broker_pb2_grpc.BrokerServiceStub(channel)
+
+
+@pytest.fixture
+def broker_address(broker: ServerProcess) -> str:
+    return broker.address
+
+
+@pytest.fixture
+async def client(broker_address: str) -> AsyncIterator[BrokerClient]:
+    """The typed SDK client on the session's broker."""
+    async with BrokerClient(broker_address) as broker:
+        yield broker

@@ -19,12 +19,6 @@ if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
 
 
-@pytest.fixture
-def broker_address(broker: ServerProcess) -> str:
-    """The session's broker (tests/contract/broker/conftest.py)."""
-    return broker.address
-
-
 def geoplex(address: str, *argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     target = ["--target", address] if address else []
     return subprocess.run([sys.executable, "-m", "geoplex.tools.cli", "broker", *argv, *target],

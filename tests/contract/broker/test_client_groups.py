@@ -20,18 +20,6 @@ if TYPE_CHECKING:
 DEADLINE_S = 30.0
 
 
-@pytest.fixture
-def broker_address(broker: ServerProcess) -> str:
-    """The session's broker (tests/contract/broker/conftest.py)."""
-    return broker.address
-
-
-@pytest.fixture
-async def client(broker_address: str) -> AsyncIterator[BrokerClient]:
-    async with BrokerClient(broker_address) as broker:
-        yield broker
-
-
 def fresh(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

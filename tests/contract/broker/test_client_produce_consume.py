@@ -18,18 +18,6 @@ if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
 
 
-@pytest.fixture
-def broker_address(broker: ServerProcess) -> str:
-    """The session's broker (tests/contract/broker/conftest.py)."""
-    return broker.address
-
-
-@pytest.fixture
-async def client(broker_address: str) -> AsyncIterator[BrokerClient]:
-    async with BrokerClient(broker_address) as broker:
-        yield broker
-
-
 def fresh(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

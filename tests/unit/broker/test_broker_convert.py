@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from geoplex.broker.v1 import broker_pb2 as pb
 from geoplex.servers._runtime.errors import InvalidArgument
+from geoplex.servers._runtime.wire import varint
 from geoplex.servers.broker import convert
 from geoplex.servers.broker.domain import (
     DEFAULT_RETENTION_MS,
@@ -45,7 +46,7 @@ def field_of(excinfo: pytest.ExceptionInfo[InvalidArgument]) -> str:
 
 @given(st.integers(min_value=1, max_value=(1 << 63) - 1))
 def test_varint_is_protobufs(n: int) -> None:
-    assert convert.varint(n) == pb.PartitionOffset(offset=n).SerializeToString()[1:]
+    assert varint(n) == pb.PartitionOffset(offset=n).SerializeToString()[1:]
 
 
 records_strategy = st.lists(
@@ -76,7 +77,7 @@ def test_a_stored_payload_made_of_hand_encoded_fields_and_the_records_blob_parse
     records = [pb.Record(key=b"k", value=b"v" * 10), pb.Record(value=b"w")]
     blob = plan(pb.ProduceRequest(topic="orders", partition=1,
                                   records=records)).batches[0].records_blob
-    prefix = b"\x08" + convert.varint(42) + b"\x10" + convert.varint(NOW)
+    prefix = b"\x08" + varint(42) + b"\x10" + varint(NOW)
 
     batch = pb.RecordBatch.FromString(prefix + blob)
 

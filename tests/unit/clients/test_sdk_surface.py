@@ -13,6 +13,8 @@ import pytest
 from google.protobuf import message_factory
 
 import geoplex.clients
+from geoplex.broker.v1 import broker_pb2
+from geoplex.clients.broker import BrokerClient
 from geoplex.clients.channel import BaseClient, ChannelOptions
 from geoplex.clients.errors import GeoplexError, GeoplexRpcError, SessionClosedError
 from geoplex.clients.mesh import MeshClient
@@ -22,8 +24,9 @@ from geoplex.mesh.v1 import mesh_pb2
 from geoplex.presence.v1 import presence_pb2
 from geoplex.proximity.v1 import proximity_pb2
 
-CLIENTS = {MeshClient: mesh_pb2, PresenceClient: presence_pb2, ProximityClient: proximity_pb2}
-NO_DEADLINE = {"live"}  # a live stream lasts until closed
+CLIENTS = {MeshClient: mesh_pb2, PresenceClient: presence_pb2, ProximityClient: proximity_pb2,
+           BrokerClient: broker_pb2}
+NO_DEADLINE = {"live", "subscribe", "producer", "consumer"}  # streams, and factories of them
 # every public call of every client, with arguments that make one request each
 CALLS: dict[type[BaseClient], dict[str, Callable[[Any, float | None], Any]]] = {
     MeshClient: {
@@ -38,6 +41,26 @@ CALLS: dict[type[BaseClient], dict[str, Callable[[Any, float | None], Any]]] = {
         "set_radius": lambda c, t: c.set_radius(1000, timeout=t),
         "settings": lambda c, t: c.settings(timeout=t),
         "nearby": lambda c, t: c.nearby(10, timeout=t),
+    },
+    BrokerClient: {
+        "create_topic": lambda c, t: c.create_topic("t", 3, retention=60, timeout=t),
+        "delete_topic": lambda c, t: c.delete_topic("t", timeout=t),
+        "list_topics": lambda c, t: c.list_topics(timeout=t),
+        "get_topic": lambda c, t: c.get_topic("t", timeout=t),
+        "list_offsets": lambda c, t: c.list_offsets("t", time_ms=0, timeout=t),
+        "produce": lambda c, t: c.produce("t", [broker_pb2.Record(value=b"v")], partition=0, timeout=t),
+        "fetch": lambda c, t: c.fetch("t", 0, 0, timeout=t),
+        "read": lambda c, t: _first(c.read("t", 0, 0, until_end=True, timeout=t)),
+        "join_group": lambda c, t: c.join_group("g", ["t"], timeout=t),
+        "sync_group": lambda c, t: c.sync_group("g", "m", 1, timeout=t),
+        "heartbeat": lambda c, t: c.heartbeat("g", "m", 1, timeout=t),
+        "leave_group": lambda c, t: c.leave_group("g", "m", timeout=t),
+        "commit_offsets": lambda c, t: c.commit_offsets("g", {("t", 0): 1}, timeout=t),
+        "get_committed_offsets": lambda c, t: c.get_committed_offsets("g", timeout=t),
+        "reset_offsets": lambda c, t: c.reset_offsets("g", "t", "earliest", timeout=t),
+        "describe_group": lambda c, t: c.describe_group("g", timeout=t),
+        "list_groups": lambda c, t: c.list_groups(timeout=t),
+        "nack": lambda c, t: c.nack("g", "m", 1, "t", 0, 5, delay=1.5, timeout=t),
     },
     ProximityClient: {
         "search": lambda c, t: c.search(60.0, 24.0, timeout=t),
@@ -55,6 +78,11 @@ CALLS: dict[type[BaseClient], dict[str, Callable[[Any, float | None], Any]]] = {
 async def _consume(items: Any) -> None:
     async for _ in items:
         pass
+
+
+async def _first(items: Any) -> None:
+    async for _ in items:
+        break
 
 
 class RecordingStub:
