@@ -34,9 +34,8 @@ import enum
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 
 import grpc
 import grpc.aio
@@ -129,6 +128,39 @@ class LiveStats:
     pending: int    # waiting to be read
 
 
+class _NearbyView(Mapping[str, pb.NearbyFriend]):
+    """LiveEvents.nearby: read-only, and current however long it is kept (a batch read in
+    place is applied to the view when the view is looked at)."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self, events: LiveEvents) -> None:
+        self._events = events
+
+    def _latest(self) -> dict[str, pb.NearbyFriend]:
+        self._events._settle()
+        return self._events._latest
+
+    def __getitem__(self, user_id: str) -> pb.NearbyFriend:
+        return self._latest()[user_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._latest())
+
+    def __len__(self) -> int:
+        return len(self._latest())
+
+
+def _entries(updates: pb.FriendUpdates) -> Iterator[pb.FriendGone | pb.NearbyFriend]:
+    """A batch's changes in the order they are read: gone, then nearby, then moved (the
+    server names a friend at most once per batch: it coalesces per friend)."""
+    yield from updates.gone
+    for nearby in updates.nearby:
+        yield nearby.friend
+    for moved in updates.moved:
+        yield moved.friend
+
+
 class LiveEvents:
     """What a live stream received and its reader has not read yet, in bounded memory.
 
@@ -141,6 +173,11 @@ class LiveEvents:
     replaces the pending snapshot and friend changes before it. Replies that belong to no
     friend (UpdateRejected) wait in arrival order, at most ``max_rejections``; more are
     dropped and counted. Reading order: snapshot, those replies, friend changes.
+
+    While the reader keeps up (nothing pending when a FriendUpdates batch arrives), the
+    batch is read where it lies, one change per read, with no per-friend bookkeeping; if
+    anything arrives before it is read to the end, what is left of it joins the pending
+    changes, with the same result as above.
     """
 
     def __init__(self, max_rejections: int = DEFAULT_MAX_REJECTIONS) -> None:
@@ -154,6 +191,10 @@ class LiveEvents:
         self._friends: OrderedDict[str, tuple[pb.ConnectResponse, bool]] = OrderedDict()
         self._shown: set[str] = set()                # friends the reader has been shown
         self._latest: dict[str, pb.NearbyFriend] = {}  # friends in view per what arrived
+        # a FriendUpdates batch that arrived with nothing else pending, read in place
+        self._lane: Iterator[pb.FriendGone | pb.NearbyFriend] | None = None
+        self._lane_left = 0
+        self._view = _NearbyView(self)
         self._changed = asyncio.Event()
         self._ended = False
         self._error: Exception | None = None  # what ended the stream, if it failed
@@ -167,6 +208,17 @@ class LiveEvents:
         if self._closed or self._ended:
             return
         kind = response.WhichOneof("event")
+        if kind == "friend_updates" and (self._lane is None and self._snapshot is None
+                                         and not self._friends and not self._replies):
+            # the reader keeps up: the batch is read in place, each change made at its turn
+            updates = response.friend_updates
+            count = len(updates.gone) + len(updates.nearby) + len(updates.moved)
+            if count:
+                self._lane, self._lane_left = _entries(updates), count
+                self._received += count
+                self._changed.set()
+            return
+        self._settle()
         if kind == "friend_updates":
             updates = response.friend_updates
             if updates.gone:
@@ -213,6 +265,7 @@ class LiveEvents:
         self._replies.clear()
         self._friends.clear()
         self._latest.clear()
+        self._lane, self._lane_left = None, 0
         self._changed.set()
 
     # What the reader will have been shown when it reaches a friend's change depends only
@@ -220,6 +273,43 @@ class LiveEvents:
     # for a friend shown, nearby for one not (so it stays nearby when it moves again
     # unread), and a gone for a friend not shown is nothing to say. Changes are copied out
     # of their message: a part of a FriendUpdates batch would keep the whole batch alive.
+
+    def _settle(self) -> None:
+        """Something else arrived while a batch is read in place: what is left of it joins
+        the pending changes (as if it had been put now: no friend of it was read since)."""
+        lane = self._lane
+        if lane is None:
+            return
+        self._lane = None
+        self._received -= self._lane_left  # counted again by the slow path
+        self._lane_left = 0
+        for entry in lane:
+            if isinstance(entry, pb.FriendGone):
+                self._friend_gone(entry)
+            else:
+                self._friend_seen(entry)
+
+    def _lane_event(self, entry: pb.FriendGone | pb.NearbyFriend) -> pb.ConnectResponse | None:
+        """The change of a batch entry read in place: nothing else is pending, so what the
+        reader has been shown decides its kind now, as _friend_seen/_friend_gone would."""
+        user_id = entry.user_id
+        change = pb.ConnectResponse()
+        if isinstance(entry, pb.FriendGone):
+            self._latest.pop(user_id, None)
+            if user_id not in self._shown:
+                self._coalesced += 1  # gone before it was ever shown: nothing to say
+                return None
+            change.friend_gone.CopyFrom(entry)
+            self._shown.discard(user_id)
+        else:
+            is_nearby = user_id not in self._shown
+            own = (change.friend_nearby if is_nearby else change.friend_moved).friend
+            own.CopyFrom(entry)
+            self._latest[user_id] = own
+            if is_nearby:
+                self._shown.add(user_id)
+        self._delivered += 1
+        return change
 
     def _friend_seen(self, friend: pb.NearbyFriend) -> None:
         # the hot path of every live stream: _pend and _shown_at_its_turn, inlined
@@ -264,7 +354,8 @@ class LiveEvents:
     # -- the reader's side ---------------------------------------------------------
 
     def __len__(self) -> int:
-        return (self._snapshot is not None) + len(self._replies) + len(self._friends)
+        return ((self._snapshot is not None) + len(self._replies) + len(self._friends)
+                + self._lane_left)
 
     @property
     def stats(self) -> LiveStats:
@@ -274,9 +365,19 @@ class LiveEvents:
     @property
     def nearby(self) -> Mapping[str, pb.NearbyFriend]:
         """Friends in view as of the newest event that arrived, read or not (a live view)."""
-        return MappingProxyType(self._latest)
+        return self._view
 
     def _take(self) -> pb.ConnectResponse | None:
+        lane = self._lane
+        if lane is not None:  # then nothing else is pending (put settles it first)
+            for entry in lane:
+                self._lane_left -= 1
+                event = self._lane_event(entry)
+                if event is not None:
+                    if not self._lane_left:
+                        self._lane = None
+                    return event
+            self._lane, self._lane_left = None, 0
         if self._snapshot is not None:
             snapshot, self._snapshot = self._snapshot, None
             self._shown, self._snapshot_ids = self._snapshot_ids, set()

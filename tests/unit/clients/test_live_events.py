@@ -166,6 +166,23 @@ async def test_nearby_is_the_newest_view_without_reading():
     assert list(view) == ["dave"]  # the same live mapping, replaced in place
 
 
+async def test_a_batch_read_in_place_keeps_the_view_current_and_coalesces_once_behind():
+    events = LiveEvents()
+    view = events.nearby
+    events.put(snapshot(friend("bob", 0)))
+    await events.next_item()  # caught up: the next batch is read where it lies
+    events.put(pb.ConnectResponse(friend_updates=pb.FriendUpdates(
+        gone=[pb.FriendGone(user_id="bob")],
+        nearby=[pb.FriendNearby(friend=friend("carol", 1))],
+        moved=[pb.FriendMoved(friend=friend("dave", 2))])))
+    assert len(events) == 3
+    assert described(await events.next_item()) == ("friend_gone", "bob")
+    assert {k: int(v.distance_meters) for k, v in view.items()} == {"carol": 1, "dave": 2}
+    events.put(moved("carol", 3))  # arrives while the batch is half read: joins the rest
+    assert await read_all(events) == [("friend_nearby", "carol", 3), ("friend_nearby", "dave", 2)]
+    assert events.stats == LiveStats(received=5, delivered=4, coalesced=1, dropped=0, pending=0)
+
+
 async def test_what_ended_the_stream_comes_after_the_pending_events_and_stays():
     events = LiveEvents()
     events.put(snapshot())
