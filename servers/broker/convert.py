@@ -76,6 +76,18 @@ def _ms(duration: Duration) -> int:
     return duration.seconds * 1000 + duration.nanos // 1_000_000
 
 
+def _duration_ms(request: Message, field: str, low_ms: int, high_ms: int, rule: str
+                 ) -> int | None:
+    """An optional Duration field in milliseconds (None when unset), within
+    ``low_ms..high_ms``; INVALID_ARGUMENT naming the field and ``rule`` otherwise."""
+    if not request.HasField(field):
+        return None
+    ms = _ms(getattr(request, field))
+    if not low_ms <= ms <= high_ms:
+        raise InvalidArgument(field, f"must be in {rule}")
+    return ms
+
+
 def _duration(ms: int) -> Duration:
     out = Duration()
     out.FromMilliseconds(ms)
@@ -436,11 +448,8 @@ class FetchQuery:
 
 
 def fetch_from_pb(request: pb.FetchRequest) -> FetchQuery:
-    max_wait_ms = 0
-    if request.HasField("max_wait"):
-        max_wait_ms = _ms(request.max_wait)
-        if not 0 <= max_wait_ms <= MAX_FETCH_WAIT_MS:
-            raise InvalidArgument("max_wait", "must be in 0..30 s (0: answer at once)")
+    max_wait_ms = _duration_ms(request, "max_wait", 0, MAX_FETCH_WAIT_MS,
+                               "0..30 s (0: answer at once)") or 0
     return FetchQuery(topic_name("topic", request.topic),
                       _partition("partition", request.partition),
                       _non_negative("offset", request.offset),
@@ -548,12 +557,9 @@ def join_from_pb(request: pb.JoinGroupRequest) -> Join:
     if not request.topics:
         raise InvalidArgument("topics", "must name at least one topic", reason="REQUIRED_FIELD")
     topics = sorted({topic_name(f"topics[{i}]", t) for i, t in enumerate(request.topics)})
-    timeout: float | None = None
-    if request.HasField("session_timeout"):
-        ms = _ms(request.session_timeout)
-        if not 1000 <= ms <= MAX_SESSION_TIMEOUT_MS:
-            raise InvalidArgument("session_timeout", "must be in 1..300 s (unset: 10 s)")
-        timeout = ms / 1000
+    ms = _duration_ms(request, "session_timeout", 1000, MAX_SESSION_TIMEOUT_MS,
+                      "1..300 s (unset: 10 s)")
+    timeout = None if ms is None else ms / 1000
     client_id = request.client_id
     if len(client_id) > MAX_CLIENT_ID_CHARS or not client_id.isprintable():
         raise InvalidArgument("client_id", f"must be at most {MAX_CLIENT_ID_CHARS} printable "
@@ -593,11 +599,8 @@ class NackQuery:
 
 
 def nack_from_pb(request: pb.NackRequest) -> NackQuery:
-    delay_ms = 0
-    if request.HasField("delay"):
-        delay_ms = _ms(request.delay)
-        if not 0 <= delay_ms <= MAX_NACK_DELAY_MS:
-            raise InvalidArgument("delay", "must be in 0..1 day (unset: at once)")
+    delay_ms = _duration_ms(request, "delay", 0, MAX_NACK_DELAY_MS,
+                            "0..1 day (unset: at once)") or 0
     if len(request.error) > MAX_ERROR_CHARS:
         raise InvalidArgument("error", f"must be at most {MAX_ERROR_CHARS} characters "
                               f"(got {len(request.error)})")
