@@ -48,7 +48,8 @@ def test_geoplex_up_serves_helsinki_and_stops_cleanly_on_ctrl_c(tmp_path: Path):
     bindir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items()
            if k not in ("GEOPLEX_REDIS_URL", "GEOPLEX_MONGO_URI", "GEOPLEX_ETCD_ENDPOINTS")}
-    env.update({"PYTHONUNBUFFERED": "1", "GEOPLEX_PROXIMITY_PORT": str(_free_port())})
+    env.update({"PYTHONUNBUFFERED": "1", "GEOPLEX_PROXIMITY_PORT": str(_free_port()),
+                "GEOPLEX_BROKER_PORT": str(_free_port())})
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(bindir / "geoplex"), "up", "--state-dir",
@@ -70,6 +71,14 @@ def test_geoplex_up_serves_helsinki_and_stops_cleanly_on_ctrl_c(tmp_path: Path):
              target, "geoplex.proximity.v1.ProximityService/SearchNearbyBusinesses"],
             capture_output=True, text=True, timeout=30)
         assert "Helsingin tuomiokirkko" in found.stdout
+        broker = f"127.0.0.1:{env['GEOPLEX_BROKER_PORT']}"  # a broker node, its logs in the state dir
+        created = subprocess.run(
+            [str(bindir / "grpcurl"), "-plaintext", "-d",
+             '{"topic":{"name":"up-check","partitions":2}}', broker,
+             "geoplex.broker.v1.BrokerService/CreateTopic"],
+            capture_output=True, text=True, timeout=30)
+        assert '"name": "up-check"' in created.stdout, created.stderr
+        assert (tmp_path / "state" / "broker" / "up-check-1").is_dir()
         children = _descendants(proc.pid)
         assert len(children) >= 5  # redis, mongo, etcd, two proximity processes
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
