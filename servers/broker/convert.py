@@ -121,9 +121,15 @@ def topic_name(field: str, name: str) -> str:
     return check_name(field, name)
 
 
+MAX_GROUP_CHARS = 191  # so that its internal topics (__replay.<group>, the longest) are names
+
+
 def group_name(field: str, name: str) -> str:
     if not name:
         raise InvalidArgument(field, "is required", reason="REQUIRED_FIELD")
+    if len(name) > MAX_GROUP_CHARS:
+        raise InvalidArgument(field, f"must be at most {MAX_GROUP_CHARS} characters (its retry "
+                              "and dead-letter topics are named after it)")
     return check_name(field, name)
 
 

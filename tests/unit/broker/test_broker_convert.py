@@ -304,6 +304,7 @@ def test_a_reset_needs_a_known_target() -> None:
 
 @pytest.mark.parametrize(("request_", "field"), [
     (pb.JoinGroupRequest(group="", topics=["orders"]), "group"),
+    (pb.JoinGroupRequest(group="g" * 192, topics=["orders"]), "group"),  # __replay.<g> > 200
     (pb.JoinGroupRequest(group="g", topics=[]), "topics"),
     (pb.JoinGroupRequest(group="g", topics=["bad name"]), "topics[0]"),
     (pb.JoinGroupRequest(group="g", topics=["orders"], session_timeout=Duration(seconds=0,
@@ -317,6 +318,13 @@ def test_bad_joins_name_the_field(request_: pb.JoinGroupRequest, field: str) -> 
     with pytest.raises(InvalidArgument) as excinfo:
         convert.join_from_pb(request_)
     assert field_of(excinfo) == field
+
+
+def test_the_longest_group_still_names_its_internal_topics() -> None:
+    group = "g" * convert.MAX_GROUP_CHARS
+    assert convert.join_from_pb(pb.JoinGroupRequest(group=group, topics=["orders"])).group == group
+    for prefix in ("__delay.", "__retry.", "__dlq.", "__replay."):
+        assert convert.topic_name("topic", prefix + group)
 
 
 def test_a_join_defaults_to_the_sticky_assignor() -> None:

@@ -868,7 +868,7 @@ class JoinGroupRequest(_message.Message):
     ASSIGNOR_FIELD_NUMBER: _builtins.int
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     group: _builtins.str
-    """1..200 characters of [A-Za-z0-9._-]."""
+    """1..191 characters of [A-Za-z0-9._-] (its internal topics are named after it)."""
     member_id: _builtins.str
     """Empty on a first join: the coordinator assigns one."""
     assignor: Global___Assignor.ValueType
