@@ -25,32 +25,30 @@ import os
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from geoplex.servers._runtime.errors import FailedPrecondition, Unavailable
+from geoplex.servers._runtime.errors import Unavailable
 
-from .adapters.etcd_meta import decode_spec, encode_spec  # the snapshot is etcd's form
 from .config import BrokerConfig
-from .convert import (
+from .domain import (
     Appended,
     FetchQuery,
-    GroupView,
     Join,
+    MetadataUnavailable,
     NackQuery,
+    OffsetOutOfRange,
     PartitionBatch,
     PartitionLag,
     PartitionState,
     ProducePlan,
-    Reset,
-)
-from .domain import (
-    MetadataUnavailable,
-    OffsetOutOfRange,
     ReadResult,
+    Reset,
     TopicExists,
     TopicSpec,
     UnknownPartition,
     UnknownTopic,
+    spec_from_dict,
+    spec_to_dict,
 )
-from .groups import Coordinator, retry_topic
+from .groups import Coordinator, GroupNotEmpty, GroupView, retry_topic
 from .ports import CursorStore, LogStore, OffsetStore, PartitionLog, TopicStore
 from .retries import Retries, dead_letter_topic, group_of_delay_topic, internal_config
 
@@ -236,9 +234,10 @@ class BrokerApp:
                 continue
             names = {spec.name for spec in specs}
             for gone in sorted(set(self._topics) - names):
-                await self._apply(gone, None)
+                await self._apply(gone, None, save=False)
             for spec in specs:
-                await self._apply(spec.name, spec)
+                await self._apply(spec.name, spec, save=False)
+            self._save_snapshot()
             listed = True
             log.info("etcd answers again: %d topics", len(specs))
         await self._watch_topics()
@@ -258,7 +257,7 @@ class BrokerApp:
         path = self.config.data_dir / SNAPSHOT_FILE
         try:
             items = json.loads(path.read_bytes())
-            return [decode_spec(json.dumps(item).encode()) for item in items]
+            return [spec_from_dict(item) for item in items]
         except FileNotFoundError:
             return []
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -271,8 +270,7 @@ class BrokerApp:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             scratch = path.with_suffix(".tmp")
-            scratch.write_bytes(b"[" + b",".join(encode_spec(s) for s in self._topics.values())
-                                + b"]")
+            scratch.write_text(json.dumps([spec_to_dict(s) for s in self._topics.values()]))
             os.replace(scratch, path)
         except OSError as exc:
             log.warning("cannot save the topic list to %s (%s)", path, exc.strerror)
@@ -390,12 +388,9 @@ class BrokerApp:
         return await self.offsets.committed(group, topics)
 
     async def reset(self, reset: Reset) -> dict[tuple[str, int], int]:
-        info = self.coordinator.describe(reset.group)
-        if info.members:
-            raise FailedPrecondition(
-                f"group: {reset.group!r} has {len(info.members)} members; offsets are reset "
-                "only while a group has none (stop its consumers first)",
-                reason="GROUP_NOT_EMPTY", metadata={"members": str(len(info.members))})
+        members = len(self.coordinator.describe(reset.group).members)
+        if members:
+            raise GroupNotEmpty(members, "a reset of its offsets")
         spec = self.topic(reset.topic)
         targets = {}
         for p in reset.partitions or range(spec.partitions):
@@ -457,7 +452,8 @@ class BrokerApp:
     # ---- retries ------------------------------------------------------------------------
 
     async def nack(self, query: NackQuery) -> tuple[bool, int]:
-        self.coordinator.check_commit(query.group, query.member_id, query.generation)
+        self.coordinator.check_commit(query.group, query.member_id, query.generation,
+                                      [(query.topic, query.partition)])
         self._partition(query.topic, query.partition)
         outcome = await self.retries.nack(query.group, query.topic, query.partition,
                                           query.offset, query.delay_ms, query.error,

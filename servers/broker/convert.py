@@ -33,14 +33,23 @@ from .domain import (
     INTERNAL_PREFIX,
     MAX_BATCH_RECORDS,
     MAX_PARTITIONS,
+    Appended,
     CleanupPolicy,
+    FetchQuery,
+    Join,
+    NackQuery,
+    PartitionBatch,
+    PartitionLag,
+    PartitionState,
+    ProducePlan,
     ReadResult,
+    Reset,
     TopicConfig,
     TopicSpec,
     UnknownPartition,
     check_name,
 )
-from .groups import GroupInfo
+from .groups import GroupView
 
 MAX_FETCH_WAIT_MS = 30_000
 DEFAULT_FETCH_BYTES = 1 << 20
@@ -196,15 +205,6 @@ def topic_to_pb(spec: TopicSpec) -> pb.Topic:
         create_time=_timestamp(spec.create_time_ms))
 
 
-@dataclass(frozen=True, slots=True)
-class PartitionState:
-    partition: int
-    log_start_offset: int
-    log_end_offset: int
-    size_bytes: int
-    segments: int
-
-
 def partition_to_pb(state: PartitionState) -> pb.PartitionInfo:
     return pb.PartitionInfo(partition=state.partition, log_start_offset=state.log_start_offset,
                             log_end_offset=state.log_end_offset, size_bytes=state.size_bytes,
@@ -233,25 +233,6 @@ def paged(names: Sequence[str], page: Page, scope: str) -> tuple[list[str], str]
 
 
 # ---- produce ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionBatch:
-    """One partition's share of a produce request, ready to append."""
-
-    partition: int
-    records_blob: bytes  # the serialised ``repeated Record records = 6``
-    count: int
-    max_timestamp_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProducePlan:
-    topic: str
-    batches: list[PartitionBatch]
-    acks_none: bool
-    producer_id: int = 0
-    base_sequence: int = 0
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -427,14 +408,6 @@ def _split_by_key(spans: Sequence[bytes], keys: Sequence[bytes], stamps: Sequenc
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Appended:
-    partition: int
-    base_offset: int  # -1 when acks is NONE
-    count: int
-    duplicate: bool = False
-
-
 def produce_response(results: Sequence[Appended]) -> pb.ProduceResponse:
     return pb.ProduceResponse(results=[
         pb.PartitionResult(partition=r.partition, base_offset=r.base_offset,
@@ -442,15 +415,6 @@ def produce_response(results: Sequence[Appended]) -> pb.ProduceResponse:
 
 
 # ---- fetch -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FetchQuery:
-    topic: str
-    partition: int
-    offset: int
-    max_bytes: int
-    max_wait_s: float
 
 
 def fetch_from_pb(request: pb.FetchRequest) -> FetchQuery:
@@ -523,16 +487,6 @@ def time_ms(value: Timestamp) -> int:
     return value.seconds * 1000 + value.nanos // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Reset:
-    group: str
-    topic: str
-    partitions: list[int]
-    to: str  # earliest | latest | time | offset
-    time_ms: int
-    offset: int
-
-
 def reset_from_pb(request: pb.ResetOffsetsRequest) -> Reset:
     to = _enum_value("to", request.to, RESET_TO)
     if to == "time" and not request.HasField("time"):
@@ -545,16 +499,6 @@ def reset_from_pb(request: pb.ResetOffsetsRequest) -> Reset:
 
 
 # ---- groups ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Join:
-    group: str
-    member_id: str
-    topics: list[str]
-    session_timeout_s: float | None  # None: the broker's default
-    assignor: str
-    client_id: str
 
 
 def join_from_pb(request: pb.JoinGroupRequest) -> Join:
@@ -591,19 +535,6 @@ def timestamp(ms: int) -> Timestamp:
     return _timestamp(ms)
 
 
-@dataclass(frozen=True, slots=True)
-class NackQuery:
-    group: str
-    member_id: str
-    generation: int
-    topic: str
-    partition: int
-    offset: int
-    delay_ms: int
-    error: str
-    max_deliveries: int
-
-
 def nack_from_pb(request: pb.NackRequest) -> NackQuery:
     delay_ms = _duration_ms(request, "delay", 0, MAX_NACK_DELAY_MS,
                             "0..1 day (unset: at once)") or 0
@@ -618,24 +549,6 @@ def nack_from_pb(request: pb.NackRequest) -> NackQuery:
                      _partition("partition", request.partition),
                      _non_negative("offset", request.offset), delay_ms, request.error,
                      request.max_deliveries or DEFAULT_MAX_DELIVERIES)
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionLag:
-    topic: str
-    partition: int
-    committed: int  # -1: nothing committed
-    log_end: int
-    lag: int
-    member_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class GroupView:
-    info: GroupInfo
-    heartbeat_ms: Mapping[str, int]  # member -> wall time of its last heartbeat
-    lag: list[PartitionLag]
-    dead_letter_topic: str
 
 
 def group_to_pb(view: GroupView) -> pb.DescribeGroupResponse:

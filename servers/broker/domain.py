@@ -5,8 +5,10 @@ Pure Python (no grpc, pb2, etcd): the log, the coordinator and the app share the
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 from enum import Enum
 
 from geoplex.servers._runtime.errors import (
@@ -79,6 +81,131 @@ def check_name(field_name: str, name: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise InvalidArgument(field_name, f"must be {NAME_RULE}")
     return name
+
+
+# ---- a topic's stored form (etcd, and the broker's local copy) ---------------------
+
+
+def spec_to_dict(spec: TopicSpec) -> dict[str, Any]:
+    config = asdict(spec.config)
+    config["cleanup_policy"] = spec.config.cleanup_policy.value
+    return {"name": spec.name, "partitions": spec.partitions,
+            "create_time_ms": spec.create_time_ms, "config": config}
+
+
+def spec_from_dict(doc: object) -> TopicSpec:
+    """A stored spec; fields it lacks take their defaults, fields it does not know are
+    ignored (an older or newer broker wrote it). ValueError when it is not a spec."""
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    config: dict[str, Any] = dict(doc.get("config") or {})
+    known = TopicConfig.__dataclass_fields__
+    values: dict[str, Any] = {k: int(v) for k, v in config.items()
+                              if k in known and k != "cleanup_policy"}
+    if "cleanup_policy" in config:
+        values["cleanup_policy"] = CleanupPolicy(config["cleanup_policy"])
+    return TopicSpec(name=str(doc["name"]), partitions=int(doc["partitions"]),
+                     config=TopicConfig(**values),
+                     create_time_ms=int(doc.get("create_time_ms", 0)))
+
+
+def encode_spec(spec: TopicSpec) -> bytes:
+    return json.dumps(spec_to_dict(spec), sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_spec(raw: bytes) -> TopicSpec:
+    return spec_from_dict(json.loads(raw))
+
+
+# ---- what the app is asked and answers (convert.py maps them to and from pb) --------
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    partition: int
+    log_start_offset: int
+    log_end_offset: int
+    size_bytes: int
+    segments: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionBatch:
+    """One partition's share of a produce request, ready to append."""
+
+    partition: int
+    records_blob: bytes  # the serialised ``repeated Record records = 6``
+    count: int
+    max_timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProducePlan:
+    topic: str
+    batches: list[PartitionBatch]
+    acks_none: bool
+    producer_id: int = 0
+    base_sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    partition: int
+    base_offset: int  # -1 when acks is NONE
+    count: int
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FetchQuery:
+    topic: str
+    partition: int
+    offset: int
+    max_bytes: int
+    max_wait_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    group: str
+    topic: str
+    partitions: list[int]
+    to: str  # earliest | latest | time | offset
+    time_ms: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    group: str
+    member_id: str
+    topics: list[str]
+    session_timeout_s: float | None  # None: the broker's default
+    assignor: str
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NackQuery:
+    group: str
+    member_id: str
+    generation: int
+    topic: str
+    partition: int
+    offset: int
+    delay_ms: int
+    error: str
+    max_deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int  # -1: nothing committed
+    log_end: int
+    lag: int
+    member_id: str
 
 
 # ---- errors -------------------------------------------------------------------------

@@ -28,14 +28,14 @@ thread-safe (the broker calls it from its one event loop).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 from geoplex.servers._runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 from .assignors import ASSIGNORS, DEFAULT_ASSIGNOR, TopicPartition
-from .domain import StaleGeneration, UnknownMember, check_name
+from .domain import PartitionLag, StaleGeneration, UnknownMember, check_name
 
 RETRY_TOPIC_PREFIX = "__retry."
 MIN_SESSION_TIMEOUT_S = 1.0
@@ -69,9 +69,11 @@ class NotAssigned(FailedPrecondition):
 class GroupNotEmpty(FailedPrecondition):
     default_reason = "GROUP_NOT_EMPTY"
 
-    def __init__(self, members: int) -> None:
-        super().__init__("member_id: a commit from outside the group (no member_id, "
-                         f"generation 0) needs a group without members; it has {members}",
+    def __init__(self, members: int,
+                 what: str = "a commit from outside the group (no member_id, generation 0)"
+                 ) -> None:
+        super().__init__(f"member_id: {what} needs a group without members; it has "
+                         f"{members} (stop its consumers first)",
                          metadata={"members": str(members)})
 
 
@@ -368,3 +370,11 @@ class Coordinator:
                     m.revoking_since = now
             else:
                 m.revoking_since = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    info: GroupInfo
+    heartbeat_ms: Mapping[str, int]  # member -> wall time of its last heartbeat
+    lag: list[PartitionLag]
+    dead_letter_topic: str

@@ -15,6 +15,7 @@ from geoplex.broker.v1 import broker_pb2 as pb
 
 from . import convert
 from .app import BrokerApp
+from .domain import Appended, ProducePlan
 
 Context = grpc.aio.ServicerContext
 _Request = TypeVar("_Request")
@@ -79,7 +80,7 @@ class BrokerServicer:
 
     # ---- produce and fetch ---------------------------------------------------------------
 
-    def _plan(self, incoming: convert.RawProduce) -> convert.ProducePlan:
+    def _plan(self, incoming: convert.RawProduce) -> ProducePlan:
         spec = self.app.topic(convert.topic_name("topic", incoming.request.topic))
         return convert.produce_plan(incoming, spec, self.app.sticky(spec), self.app.now_ms())
 
@@ -95,14 +96,14 @@ class BrokerServicer:
         answers go back in request order. A refused batch ends the stream with its error
         (the batches after it may have been written: an idempotent producer resends them
         safely)."""
-        pending: asyncio.Queue[asyncio.Future[list[convert.Appended]] | None] = asyncio.Queue()
+        pending: asyncio.Queue[asyncio.Future[list[Appended]] | None] = asyncio.Queue()
         room = asyncio.Semaphore(STREAM_IN_FLIGHT)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
                     await room.acquire()
-                    future: asyncio.Future[list[convert.Appended]]
+                    future: asyncio.Future[list[Appended]]
                     try:
                         future = asyncio.ensure_future(self.app.produce(self._plan(request)))
                     except Exception as exc:  # noqa: BLE001 - refused: answered in order

@@ -35,11 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -53,12 +51,12 @@ from etcd3aio.watch import WatchService
 from geoplex.servers._runtime.errors import InvalidArgument
 
 from ..domain import (
-    CleanupPolicy,
     MetadataUnavailable,
-    TopicConfig,
     TopicExists,
     TopicSpec,
     UnknownTopic,
+    decode_spec,
+    encode_spec,
 )
 
 log = logging.getLogger(__name__)
@@ -73,31 +71,6 @@ ETCD_PUT, ETCD_DELETE = 0, 1  # mvccpb.Event.EventType
 
 T = TypeVar("T")
 TopicPartition = tuple[str, int]
-
-
-def encode_spec(spec: TopicSpec) -> bytes:
-    config = asdict(spec.config)
-    config["cleanup_policy"] = spec.config.cleanup_policy.value
-    return json.dumps({"name": spec.name, "partitions": spec.partitions,
-                       "create_time_ms": spec.create_time_ms, "config": config},
-                      sort_keys=True, separators=(",", ":")).encode()
-
-
-def decode_spec(raw: bytes) -> TopicSpec:
-    """A stored spec; fields it lacks take their defaults, fields it does not know are
-    ignored (an older or newer broker wrote it). ValueError when it is not a spec."""
-    doc = json.loads(raw)
-    if not isinstance(doc, dict):
-        raise ValueError("not a JSON object")
-    config: dict[str, Any] = dict(doc.get("config") or {})
-    known = TopicConfig.__dataclass_fields__
-    values: dict[str, Any] = {k: int(v) for k, v in config.items()
-                              if k in known and k != "cleanup_policy"}
-    if "cleanup_policy" in config:
-        values["cleanup_policy"] = CleanupPolicy(config["cleanup_policy"])
-    return TopicSpec(name=str(doc["name"]), partitions=int(doc["partitions"]),
-                     config=TopicConfig(**values),
-                     create_time_ms=int(doc.get("create_time_ms", 0)))
 
 
 @functools.cache

@@ -338,10 +338,6 @@ class DiskPartitionLog:
         return self._config
 
     @property
-    def policy(self) -> FsyncPolicy:
-        return self._policy
-
-    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -359,7 +355,7 @@ class DiskPartitionLog:
         the per-batch policy the batch is still synced, and visible only then)."""
         self._check_writable()
         if not 1 <= count <= MAX_SEGMENT_RECORDS:
-            raise InvalidArgument("count", "must be at least 1")
+            raise InvalidArgument("count", f"must be in 1..{MAX_SEGMENT_RECORDS}")
         if not MIN_TIMESTAMP <= max_timestamp_ms <= _MAX_TIMESTAMP:
             raise InvalidArgument("max_timestamp_ms", "must be a 64-bit signed integer")
         if not 0 <= producer_id < 1 << 64:

@@ -73,10 +73,6 @@ class ProducerTable:
             batches = self._producers[producer_id] = deque(maxlen=REMEMBERED)
         batches.append(ProducerBatch(base_sequence, count, base_offset))
 
-    def last(self, producer_id: int) -> ProducerBatch | None:
-        batches = self._producers.get(producer_id)
-        return batches[-1] if batches else None
-
     def forget_below(self, log_start: int) -> int:
         """Forget the producers whose every remembered batch is gone (below the log start);
         returns how many."""

@@ -113,13 +113,6 @@ class DiskLogStore:
                                    spec.partitions if spec is not None else max(logs, default=-1) + 1)
         return log
 
-    def partitions(self, topic: str) -> dict[int, DiskPartitionLog]:
-        """The topic's open logs by partition. Raises domain.UnknownTopic."""
-        logs = self._logs.get(topic)
-        if logs is None:
-            raise UnknownTopic(topic)
-        return dict(logs)
-
     def topics(self) -> Sequence[str]:
         return sorted(self._logs)
 
