@@ -105,11 +105,6 @@ def durabilities(interval_ms: int, nats_sync_always: bool, nats_version: str
 
 # --------------------------------------------------------------------------- processes
 
-def nats_binary(given: str | None) -> str:
-    return given or find_binary("nats-server", "install the Debian package nats-server "
-                                               "(make system-deps does)")
-
-
 def nats_version(binary: str) -> str:
     done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
     match = re.search(r"v(\d+\.\d+\.\d+\S*)", done.stdout + done.stderr)

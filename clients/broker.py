@@ -61,8 +61,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-Assignor = pb.Assignor
-ResetTo = pb.ResetTo
 RESET_TO = {"earliest": pb.RESET_TO_EARLIEST, "latest": pb.RESET_TO_LATEST,
             "time": pb.RESET_TO_TIME, "offset": pb.RESET_TO_OFFSET}
 ASSIGNORS = {"sticky": pb.ASSIGNOR_STICKY, "range": pb.ASSIGNOR_RANGE,

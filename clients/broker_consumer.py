@@ -617,7 +617,8 @@ class Consumer:
         try:
             response = await self.client.heartbeat(
                 self.group, self.member_id, self.generation,
-                timeout=min(self.heartbeat_interval * 2, self.request_timeout or 10.0))
+                timeout=min(self.heartbeat_interval * 2,
+                            self.request_timeout or self.client.options.timeout))
         except GeoplexRpcError as exc:
             if exc.reason == UNKNOWN_MEMBER:
                 await self._rejoin()

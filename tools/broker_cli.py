@@ -65,6 +65,16 @@ def size_bytes(text: str) -> int:
     return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number >= 0")
+    return value
+
+
 def non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -230,7 +240,6 @@ async def _produce(args: argparse.Namespace, stdin: IO[bytes]) -> int:
                 try:
                     key, value = _split(line, args)
                 except ValueError as exc:
-                    await producer.close()
                     return print_error(f"line {number}: {exc} (the {sent} lines before it "
                                        "were produced)", code=1)
                 await producer.send(args.topic, value, key=key, headers=headers or None,
@@ -342,8 +351,7 @@ async def _consume(args: argparse.Namespace) -> int:
                     count += 1
                     if args.max and count >= args.max:
                         break
-                writer.flush()
-                await consumer.commit()
+                writer.flush()  # leaving the consumer commits what was written
         else:
             got = await broker.get_topic(args.topic)
             readers = []
@@ -428,31 +436,29 @@ def cmd_groups_reset(args: argparse.Namespace) -> int:
 # -- dead letters ---------------------------------------------------------------------
 
 async def _dead_letters(broker: BrokerClient, group: str, starts: dict[int, int] | None,
-                        limit: int) -> tuple[list[ConsumedRecord], dict[int, int]]:
+                        limit: int) -> list[ConsumedRecord]:
     """Dead letters of ``group`` from ``starts`` (partition -> offset; None: the log
-    start) to the log end, at most ``limit`` (0: all); and each partition's log end."""
+    start) to the log end, at most ``limit`` (0: all)."""
     topic = DEAD_LETTER_PREFIX + group
     try:
         got = await broker.get_topic(topic)
     except NotFoundError:
-        return [], {}
+        return []
     found: list[ConsumedRecord] = []
-    ends = {}
     for info in got.partitions:
-        ends[info.partition] = info.log_end_offset
         start = max(info.log_start_offset, (starts or {}).get(info.partition, 0))
         if start >= info.log_end_offset:
             continue
         async for record in broker.read(topic, info.partition, start, until_end=True):
             found.append(record)
             if limit and len(found) >= limit:
-                return found, ends
-    return found, ends
+                return found
+    return found
 
 
 async def _dlq_list(args: argparse.Namespace) -> int:
     async with _connect(args)() as broker:
-        found, _ = await _dead_letters(broker, args.group, None, args.max)
+        found = await _dead_letters(broker, args.group, None, args.max)
     print_table(("partition", "offset", "origin", "deliveries", "error", "key", "value"),
                 [(r.partition, r.offset, f"{r.origin.topic}/{r.origin.partition}@"
                   f"{r.origin_offset}", _made(r), r.error or "-",
@@ -484,7 +490,7 @@ async def _dlq_replay(args: argparse.Namespace) -> int:
     async with _connect(args)() as broker:
         committed = await broker.get_committed_offsets(replay_group, [dlq])
         starts = {p: o for (t, p), o in committed.items() if t == dlq}
-        found, _ = await _dead_letters(broker, args.group, starts, args.max)
+        found = await _dead_letters(broker, args.group, starts, args.max)
         if not found:
             print(f"nothing to replay for group {printable(args.group)}")
             return 0
@@ -595,7 +601,7 @@ def add_commands(sub: Subcommands) -> None:
                    help="NAME=VALUE header on every record (repeatable)")
     p.add_argument("--acks", choices=("none", "leader", "all"), default="leader",
                    help="when the broker answers (default: %(default)s)")
-    p.add_argument("--linger-ms", type=float, default=5.0,
+    p.add_argument("--linger-ms", type=non_negative_float, default=5.0,
                    help="how long a batch waits to fill (default: %(default)s)")
     p.set_defaults(func=cmd_produce)
 

@@ -11,9 +11,8 @@ import os
 import re
 import signal
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,8 @@ import pytest
 from geoplex.clients.broker import BrokerClient, RecordMetadata
 from geoplex.infra.local import LocalInfra
 from geoplex.infra.process import Process
+
+import polling  # tests/polling.py
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -65,12 +66,9 @@ def seen_in(path: Path) -> set[tuple[int, int]]:
     return out
 
 
-async def until(condition: Callable[[], bool], what: str, limit: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {limit:g}s: {what}")
-        await asyncio.sleep(0.05)
+async def until(condition: Callable[[], object], what: str, limit: float = DEADLINE_S) -> None:
+    """Poll ``condition`` (a value, or an awaitable of one) until it is true."""
+    await polling.eventually(condition, limit, what=what, every=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -145,15 +143,6 @@ async def members(client: BrokerClient, group: str) -> int:
     return len((await client.describe_group(group)).members)
 
 
-async def until_async(condition: Callable[[], Awaitable[bool]], what: str,
-                      limit: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + limit
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {limit:g}s: {what}")
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_a_killed_consumer_process_loses_no_record_and_no_commit_goes_backwards(
@@ -185,7 +174,7 @@ async def test_a_killed_consumer_process_loses_no_record_and_no_commit_goes_back
                 owned = {p for m in described.members for tps in m.assignment
                          if tps.topic == topic for p in tps.partitions}
                 assert owned == set(range(PARTITIONS))
-                await until_async(lambda: all_committed(client, group, topic),
+                await until(lambda: all_committed(client, group, topic),
                                   "the survivors commit up to the log end")
                 await watch.sample()  # the final offsets, after whatever it saw on the way
             assert not watch.backwards, f"committed offsets went backwards: {watch.backwards}"
@@ -220,7 +209,7 @@ async def test_a_consumer_stopped_past_its_session_joins_again_when_it_resumes(
                 consumer.start()
             for consumer in consumers:
                 await consumer.wait_ready_async(60.0)
-            await until_async(lambda: _each_owns_part_of(client, group, topic, 2),
+            await until(lambda: _each_owns_part_of(client, group, topic, 2),
                               "the two members share the topic")
             async with CommitWatch(client, group, topic) as watch:
                 first = await produce(client, topic, 0, 400)
@@ -231,21 +220,21 @@ async def test_a_consumer_stopped_past_its_session_joins_again_when_it_resumes(
                 assert paused.pid is not None
                 os.kill(paused.pid, signal.SIGSTOP)  # no heartbeats: its session ends
                 try:
-                    await until_async(lambda: _members_are(client, group, 1),
+                    await until(lambda: _members_are(client, group, 1),
                                       "the stopped member left the group")
                     second = await produce(client, topic, 400, 400)
                     await until(lambda: {(m.partition, m.offset) for m in second}
                                 <= seen_in(outputs[1]), "the other member took over")
                 finally:
                     os.kill(paused.pid, signal.SIGCONT)
-                await until_async(lambda: _each_owns_part_of(client, group, topic, 2),
+                await until(lambda: _each_owns_part_of(client, group, topic, 2),
                                   "the resumed member joined again and owns a partition")
                 before = len(seen_in(outputs[0]))
                 third = await produce(client, topic, 800, 400)
                 await until(lambda: {(m.partition, m.offset) for m in third}
                             <= delivered(outputs), "the last records delivered")
                 assert len(seen_in(outputs[0])) > before  # it was given a partition again
-                await until_async(lambda: all_committed(client, group, topic),
+                await until(lambda: all_committed(client, group, topic),
                                   "both commit up to the log end")
             assert not watch.backwards, f"committed offsets went backwards: {watch.backwards}"
             assert "membership lost" in paused.log_tail(200)

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ import pytest
 
 from geoplex.clients.broker import BrokerClient
 from geoplex.tools.cli import build_parser
+from broker_calls import unique
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -28,10 +28,6 @@ def geoplex(address: str, *argv: str, stdin: bytes = b"") -> subprocess.Complete
 def ok(done: subprocess.CompletedProcess[bytes]) -> str:
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout.decode()
-
-
-def fresh(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def broker_parsers() -> Iterator[tuple[str, argparse.ArgumentParser]]:
@@ -60,7 +56,7 @@ def test_every_broker_command_says_what_it_does_in_its_help():
 
 
 def test_topics_create_list_describe_delete(broker_address):
-    name = fresh("cli")
+    name = unique("cli")
     out = ok(geoplex(broker_address, "topics", "create", name, "--partitions", "3",
                      "--retention", "2d", "--retention-bytes", "1GiB"))
     assert f"created topic {name} with 3 partitions" in out
@@ -76,9 +72,9 @@ def test_topics_create_list_describe_delete(broker_address):
 
 
 def test_bad_input_names_the_field_and_what_is_allowed(broker_address):
-    zero = geoplex(broker_address, "topics", "create", fresh("bad"), "--partitions", "0")
+    zero = geoplex(broker_address, "topics", "create", unique("bad"), "--partitions", "0")
     assert zero.returncode == 2 and b"expected a whole number >= 1" in zero.stderr
-    retention = geoplex(broker_address, "topics", "create", fresh("bad"), "--partitions", "1",
+    retention = geoplex(broker_address, "topics", "create", unique("bad"), "--partitions", "1",
                         "--retention", "soon")
     assert retention.returncode == 2 and b"14d" in retention.stderr
     reset = geoplex(broker_address, "groups", "reset", "g", "--topic", "t", "--to", "never")
@@ -89,7 +85,7 @@ def test_bad_input_names_the_field_and_what_is_allowed(broker_address):
 
 def test_produce_lines_then_consume_them_from_an_offset_and_from_the_beginning(
         broker_address):
-    name = fresh("lines")
+    name = unique("lines")
     ok(geoplex(broker_address, "topics", "create", name, "--partitions", "2"))
     lines = b"".join(b"rider-%d\tride %d\n" % (i % 3, i) for i in range(30))
     produced = geoplex(broker_address, "produce", name, "--key-sep", "\t", stdin=lines)
@@ -114,7 +110,7 @@ def ok_stderr(done: subprocess.CompletedProcess[bytes]) -> bytes:
 
 
 def test_consume_as_a_group_commits_shows_lag_and_resets(broker_address):
-    name, group = fresh("grp"), fresh("cli-group")
+    name, group = unique("grp"), unique("cli-group")
     ok(geoplex(broker_address, "topics", "create", name, "--partitions", "1"))
     ok_stderr(geoplex(broker_address, "produce", name,
                       stdin=b"".join(b"v%d\n" % i for i in range(10))))
@@ -135,7 +131,7 @@ def test_consume_as_a_group_commits_shows_lag_and_resets(broker_address):
 
 
 def test_dead_letters_are_listed_and_replayed_once(broker_address):
-    name, group = fresh("dl"), fresh("dl-group")
+    name, group = unique("dl"), unique("dl-group")
 
     async def dead_letter() -> None:
         async with BrokerClient(broker_address) as client:

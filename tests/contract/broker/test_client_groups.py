@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -13,6 +11,8 @@ import pytest
 
 from geoplex.broker.v1 import broker_pb2 as pb
 from geoplex.clients.broker import BrokerClient, ConsumedRecord, Consumer, TopicPartition
+from broker_calls import unique
+import polling  # tests/polling.py
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -20,23 +20,10 @@ if TYPE_CHECKING:
 DEADLINE_S = 30.0
 
 
-def fresh(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
 async def until(condition: Callable[[], object], what: str,
                 limit: float = DEADLINE_S) -> None:
     """Poll ``condition`` (a value, or an awaitable of one) until it is true."""
-    deadline = time.monotonic() + limit
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {limit:g}s: {what}")
-        await asyncio.sleep(0.02)
+    await polling.eventually(condition, limit, what=what, every=0.02)
 
 
 async def produce(client: BrokerClient, topic: str, values: list[bytes],
@@ -59,7 +46,7 @@ def main_partitions(consumer: Consumer, topic: str) -> set[int]:
 
 
 async def test_two_members_split_the_partitions_and_read_each_record_once(client):
-    topic, group = fresh("split"), fresh("g")
+    topic, group = unique("split"), unique("g")
     await client.create_topic(topic, 4)
     calls: list[tuple[str, list[TopicPartition]]] = []
     first = client.consumer(group, [topic], auto_offset_reset="earliest", session_timeout=5,
@@ -102,7 +89,7 @@ async def test_two_members_split_the_partitions_and_read_each_record_once(client
 
 
 async def test_committed_offsets_let_a_new_member_resume_after_them(client):
-    topic, group = fresh("resume"), fresh("g")
+    topic, group = unique("resume"), unique("g")
     await client.create_topic(topic, 1)
     await produce(client, topic, [b"%d" % i for i in range(20)], partition=0)
     seen: list[int] = []
@@ -130,7 +117,7 @@ async def _committed_is(client: BrokerClient, group: str, topic: str, offset: in
 
 
 async def test_a_nacked_record_comes_back_after_its_delay(client):
-    topic, group = fresh("nack"), fresh("g")
+    topic, group = unique("nack"), unique("g")
     await client.create_topic(topic, 1)
     await produce(client, topic, [b"retry me"], partition=0)
     async with client.consumer(group, [topic], auto_offset_reset="earliest") as consumer:
@@ -150,7 +137,7 @@ async def test_a_nacked_record_comes_back_after_its_delay(client):
 
 
 async def test_a_record_nacked_max_deliveries_times_is_dead_lettered(client):
-    topic, group = fresh("dead"), fresh("g")
+    topic, group = unique("dead"), unique("g")
     await client.create_topic(topic, 1)
     await produce(client, topic, [b"poison"], partition=0)
     answers: list[pb.NackResponse] = []
@@ -169,7 +156,7 @@ async def test_a_record_nacked_max_deliveries_times_is_dead_lettered(client):
 
 async def test_a_position_that_retention_deleted_is_reset_by_policy_with_a_warning(
         client, caplog):
-    topic, group = fresh("retained"), fresh("g")
+    topic, group = unique("retained"), unique("g")
     # every batch its own segment, kept for 1 s (the test broker checks every 0.2 s)
     await client.create_topic(topic, 1, retention=1.0, segment_bytes=1, segment_age=0.1)
     for n in range(5):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -13,13 +12,10 @@ import pytest
 from geoplex.broker.v1 import broker_pb2 as pb
 from geoplex.clients.broker import BrokerClient, OffsetOutOfRangeError, partition_for
 from geoplex.clients.errors import DeadlineExceededError, NotFoundError
+from broker_calls import unique
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
-
-
-def fresh(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def read_all(client: BrokerClient, topic: str, partition: int) -> list[tuple[int, bytes,
@@ -31,7 +27,7 @@ async def read_all(client: BrokerClient, topic: str, partition: int) -> list[tup
 
 
 async def test_records_keep_their_order_within_each_partition(client):
-    topic = fresh()
+    topic = unique()
     await client.create_topic(topic, 3)
     sent: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
     async with client.producer(batch_records=50, linger_ms=2) as producer:
@@ -54,7 +50,7 @@ async def test_records_keep_their_order_within_each_partition(client):
 
 
 async def test_a_batch_sent_again_with_its_sequence_is_written_once(client):
-    topic = fresh()
+    topic = unique()
     await client.create_topic(topic, 1)
     records = [pb.Record(value=b"r%d" % i) for i in range(5)]
     first = await client.produce(topic, records, partition=0, producer_id=7_777,
@@ -69,7 +65,7 @@ async def test_a_batch_sent_again_with_its_sequence_is_written_once(client):
 async def test_a_retry_after_a_timed_out_attempt_is_written_once(client):
     """The first attempt gets a deadline too short to be answered in (the broker syncs
     each batch before it answers); the retry carries the same producer id and sequence."""
-    topic = fresh()
+    topic = unique()
     await client.create_topic(topic, 1)
     producer_id, sequence, written, timed_out, duplicates = 99_001, 0, 0, 0, 0
     for trial in range(20):
@@ -93,7 +89,7 @@ async def test_a_retry_after_a_timed_out_attempt_is_written_once(client):
 
 
 async def test_a_read_below_the_log_start_is_out_of_range_with_the_bounds(client):
-    topic = fresh()
+    topic = unique()
     await client.create_topic(topic, 1)
     await client.produce(topic, [pb.Record(value=b"x")], partition=0)
     with pytest.raises(OffsetOutOfRangeError) as caught:
@@ -102,7 +98,7 @@ async def test_a_read_below_the_log_start_is_out_of_range_with_the_bounds(client
 
 
 async def test_long_poll_read_wakes_when_a_record_arrives(client):
-    topic = fresh()
+    topic = unique()
     await client.create_topic(topic, 1)
     reader = client.read(topic, 0, 0, max_wait=10.0)
     first = asyncio.create_task(anext(reader))
@@ -115,4 +111,4 @@ async def test_long_poll_read_wakes_when_a_record_arrives(client):
 async def test_sending_to_an_unknown_topic_fails_at_once(client):
     async with client.producer() as producer:
         with pytest.raises(NotFoundError):
-            await producer.send(fresh("missing"), b"v")
+            await producer.send(unique("missing"), b"v")

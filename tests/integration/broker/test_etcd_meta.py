@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 from etcd3aio import prefix_range_end
 
-from geoplex.infra.local import BackendUrls, LocalInfra
+from geoplex.infra.local import BackendUrls, LocalInfra, free_port
 from geoplex.servers.broker.adapters.etcd_meta import EtcdMeta
 from geoplex.servers.broker.domain import (
     MetadataUnavailable,
@@ -265,14 +264,8 @@ async def test_a_cursor_is_none_until_set_then_the_last_value(meta: EtcdMeta) ->
 
 # ---- etcd unreachable -----------------------------------------------------------------------
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_an_unreachable_etcd_is_metadata_unavailable_for_every_call() -> None:
-    meta = EtcdMeta([f"127.0.0.1:{closed_port()}"], timeout=1.0)
+    meta = EtcdMeta([f"127.0.0.1:{free_port()}"], timeout=1.0)
     await meta.connect()
     calls = [meta.topics.create(spec("orders")), meta.topics.delete("orders"),
              meta.topics.list(), meta.offsets.commit("g", {("orders", 0): 1}),

@@ -15,6 +15,7 @@ from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.servers._runtime.wire import varint
 from geoplex.servers.broker import convert
 from geoplex.servers.broker.domain import (
+    ProducePlan,
     DEFAULT_RETENTION_MS,
     ReadResult,
     TopicConfig,
@@ -34,7 +35,7 @@ def counter() -> Callable[[], int]:
     return lambda: next(turns)
 
 
-def plan(request: pb.ProduceRequest, topic: TopicSpec | None = None) -> convert.ProducePlan:
+def plan(request: pb.ProduceRequest, topic: TopicSpec | None = None) -> ProducePlan:
     return convert.produce_plan(convert.RawProduce.of(request), topic or spec(), counter(), NOW)
 
 
