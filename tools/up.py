@@ -31,6 +31,18 @@ def _port_for(entry: ServiceDeclaration) -> int:
             return free_port()
 
 
+def _node_port(port: int) -> int:
+    """A cluster node's default port, or a free one if it is taken."""
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            return free_port()
+
+
 async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = None) -> int:
     state_dir = state_dir.resolve()
     declared = services()
@@ -54,11 +66,20 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
 
             await load_demo_data(env, progress=lambda m: print(f"[data] {m}", flush=True))
         specs = []
-        ports = {}
+        ports: dict[str, list[int]] = {}
         for entry in entries:
             port = _port_for(entry)
-            ports[entry.name] = port
             prefix = entry.env_prefix
+            if entry.nodes > 1:
+                ports[entry.name] = [port] + [_node_port(port + 100 * i)
+                                              for i in range(1, entry.nodes)]
+                for i, node_port in enumerate(ports[entry.name], start=1):
+                    specs.append(ProcessSpec(
+                        f"{entry.name}-{i}", python_module(entry.module),
+                        {**env, prefix + "PORT": str(node_port), prefix + "ID": str(i),
+                         prefix + "DATA_DIR": str(state_dir / f"{entry.name}-{i}")}))
+                continue
+            ports[entry.name] = [port]
             for n in range(entry.processes):
                 specs.append(ProcessSpec(
                     f"{entry.name}-{n + 1}", python_module(entry.module),
@@ -68,9 +89,13 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
         await supervisor.start()
         print("\nGeoplex is up. Endpoints (plaintext, reflection on):", flush=True)
         for entry in entries:
-            target = f"127.0.0.1:{ports[entry.name]}"
+            target = f"127.0.0.1:{ports[entry.name][0]}"
             method, body = entry.example.method, entry.example.body
-            print(f"  {entry.name:<10} {target}  ({entry.processes} processes)")
+            if entry.nodes > 1:
+                nodes = ", ".join(f"127.0.0.1:{p}" for p in ports[entry.name])
+                print(f"  {entry.name:<10} {nodes}  ({entry.nodes} nodes)")
+            else:
+                print(f"  {entry.name:<10} {target}  ({entry.processes} processes)")
             print(f"    grpcurl -plaintext {target} list")
             auth = ' -H "authorization: Bearer $(geoplex auth dev-token alice)"' \
                 if entry.needs_token else ""

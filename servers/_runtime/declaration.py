@@ -49,6 +49,9 @@ class ServiceDeclaration:
     needs_token: bool = False  # calls need a bearer token (``geoplex auth dev-token``)
     client: str = ""           # "module:Class" of its typed SDK client
     cli: str = ""              # module with ``add_commands(subparsers)`` for ``geoplex <name>``
+    # nodes of a cluster in ``geoplex up``: node i (1..n) listens on default_port + 100 (i - 1)
+    # and gets GEOPLEX_<NAME>_ID=i and GEOPLEX_<NAME>_DATA_DIR=<state dir>/<name>-<i>
+    nodes: int = 1
 
     def __post_init__(self) -> None:
         if not self.grpc_services:

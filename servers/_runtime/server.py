@@ -53,6 +53,9 @@ class ServiceSpec:
     # Called once health is NOT_SERVING and before stop(grace): end long-lived
     # streams with UNAVAILABLE so clients reconnect elsewhere.
     on_shutdown: Callable[[], Awaitable[None]] | None = None
+    # Called once the server listens, with its port, before the ready line: a service
+    # that tells others where it is (the broker registers in etcd) does it here.
+    on_serving: Callable[[int], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -189,6 +192,9 @@ async def serve(config: RuntimeConfig, setup: Setup,
         provider = tracing.make_tracer_provider(config.tracing, config.name)
         server = GeoplexServer(config, services, provider)
         await server.start()
+        for spec in services:
+            if spec.on_serving is not None:
+                await spec.on_serving(server.port)
         log.info("geoplex-%s serving %s on %s", config.name,
                  ", ".join(s.name for s in services) or "MeshService", server.address)
         # The one line supervisors and tests wait for.

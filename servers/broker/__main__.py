@@ -3,22 +3,31 @@ serve."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import logging
 import os
+import time
+import uuid
 from pathlib import Path
+
+import grpc.aio
 
 from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.server import ServiceSpec, StartupError, run
 
+from .adapters.etcd_cluster import EtcdCluster
 from .adapters.etcd_meta import EtcdMeta
+from .adapters.replica_peers import GrpcPeers
 from .app import BrokerApp
 from .config import BrokerConfig
-from .domain import MetadataUnavailable
+from .controller import Controller
+from .domain import BrokerInfo, MetadataUnavailable
+from .replication import ReplicaManager
 from .log import DiskLogStore, FsyncPolicy
 from .service import SERVICE
-from .servicer import BrokerServicer, add_to_server
+from .servicer import BrokerServicer, add_replica_service, add_to_server
 
 log = logging.getLogger("geoplex.servers.broker")  # not "__main__"
 LOCK_FILE = "broker.lock"
@@ -67,14 +76,56 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
                     "broker knew last until it does", ",".join(config.etcd_endpoints))
     policy = fsync_policy(config)
     logs = DiskLogStore(config.data_dir, policy)
-    app = BrokerApp(config, logs, meta.topics, meta.offsets, meta.cursors)
+    cluster = EtcdCluster(meta)
+    # the address is known once the server listens (on_serving); the incarnation now
+    me = BrokerInfo(config.broker_id, config.address(runtime.port), uuid.uuid4().hex,
+                    time.time_ns() // 1_000_000)
+    replicas = ReplicaManager(config, me, logs, cluster, GrpcPeers())
+    app = BrokerApp(config, logs, meta.topics, meta.offsets, meta.cursors,
+                    replicas=replicas, cluster=cluster)
     await app.start()
     stack.push_async_callback(app.stop)
-    log.info("broker data in %s (%s)", config.data_dir, policy.label)
+    log.info("broker %d: data in %s (%s)", config.broker_id, config.data_dir, policy.label)
     servicer = BrokerServicer(app)
-    return [ServiceSpec(SERVICE.grpc_service_names[0],
-                        lambda server: add_to_server(servicer, server),
-                        on_shutdown=app.begin_shutdown)]
+    tasks: list[asyncio.Task[None]] = []
+
+    async def serving(port: int) -> None:
+        registered = BrokerInfo(me.id, config.address(port), me.incarnation, me.started_ms)
+        replicas.registered(registered)
+        tasks.append(asyncio.create_task(_register(cluster, registered, config.lease_s),
+                                         name="broker registration"))
+        tasks.append(asyncio.create_task(Controller(cluster, registered).run(),
+                                         name="broker controller"))
+        if not await replicas.wait_synced(5.0):
+            log.warning("the cluster's partition assignments are not known yet (etcd?)")
+
+    async def leave() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(MetadataUnavailable):
+            await cluster.deregister()
+
+    stack.push_async_callback(leave)
+
+    def register(server: grpc.aio.Server) -> None:
+        add_to_server(servicer, server)
+        add_replica_service(servicer, server)
+
+    return [ServiceSpec(SERVICE.grpc_service_names[0], register,
+                        on_shutdown=app.begin_shutdown, on_serving=serving)]
+
+
+async def _register(cluster: EtcdCluster, me: BrokerInfo, lease_s: float) -> None:
+    """Register (the adapter keeps the lease alive and re-registers after losing it);
+    while etcd is down at start, try again every second."""
+    while True:
+        try:
+            await cluster.register(me, lease_s)
+            log.info("broker %d registered as %s", me.id, me.address)
+            return
+        except MetadataUnavailable:
+            await asyncio.sleep(1.0)  # a backoff while etcd is down
 
 
 def main() -> None:

@@ -19,10 +19,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 
 from geoplex.servers._runtime.errors import Unavailable
@@ -39,8 +41,14 @@ from .domain import (
     PartitionLag,
     PartitionState,
     ProducePlan,
+    ClusterMetadata,
+    LedPartition,
+    PartitionAssignment,
     ReadResult,
+    ReplicaChunk,
+    ReplicaFetch,
     Reset,
+    TooFewBrokers,
     TopicExists,
     TopicSpec,
     UnknownPartition,
@@ -48,8 +56,10 @@ from .domain import (
     spec_from_dict,
     spec_to_dict,
 )
+from .controller import place_replicas
 from .groups import Coordinator, GroupNotEmpty, GroupView, retry_topic
-from .ports import CursorStore, LogStore, OffsetStore, PartitionLog, TopicStore
+from .ports import ClusterStore, CursorStore, LogStore, OffsetStore, PartitionLog, TopicStore
+from .replication import ReplicaManager
 from .retries import Retries, dead_letter_topic, group_of_delay_topic, internal_config
 
 log = logging.getLogger(__name__)
@@ -67,15 +77,21 @@ class BrokerApp:
     def __init__(self, config: BrokerConfig, logs: LogStore, topics: TopicStore,
                  offsets: OffsetStore, cursors: CursorStore,
                  clock: Callable[[], float] = time.monotonic,
-                 now_ms: Callable[[], int] = wall_ms) -> None:
+                 now_ms: Callable[[], int] = wall_ms,
+                 replicas: ReplicaManager | None = None,
+                 cluster: ClusterStore | None = None) -> None:
         self.config = config
+        self.replicas = replicas  # None: a broker on its own (no cluster in etcd)
+        self.cluster = cluster
         self.logs = logs
         self.topic_store = topics
         self.offsets = offsets
         self.clock = clock
         self.now_ms = now_ms
         self.coordinator = Coordinator(clock, config.session_timeout_s)
-        self.retries = Retries(logs, cursors, self._ensure_internal, now_ms)
+        self.retries = Retries(logs, cursors, self._ensure_internal, now_ms,
+                               append=self._append_internal if replicas is not None else None,
+                               leads=self._leads)
         self._topics: dict[str, TopicSpec] = {}
         self._sticky: dict[str, int] = {}
         self._topic_lock = asyncio.Lock()
@@ -105,6 +121,8 @@ class BrokerApp:
             log.warning("partition logs of %d topics not in the metadata store are kept but "
                         "not served: %s", len(strays), ", ".join(strays[:10]))
         self._save_snapshot()
+        if self.replicas is not None:
+            await self.replicas.start(self._topics.get)
         self._closing_wait = asyncio.create_task(self._closing.wait())
         self._tasks = [
             asyncio.create_task(self._follow_topics(listed), name="broker topic watch"),
@@ -127,6 +145,8 @@ class BrokerApp:
             self._closing_wait.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.replicas is not None:
+            await self.replicas.stop()
         await self.logs.close()
 
     # ---- topics -------------------------------------------------------------------------
@@ -155,8 +175,27 @@ class BrokerApp:
             return turn % spec.partitions
         return choose
 
-    async def create_topic(self, spec: TopicSpec) -> TopicSpec:
-        stored = await self.topic_store.create(spec)
+    async def create_topic(self, spec: TopicSpec, leader_first: bool = False) -> TopicSpec:
+        """Store the topic (in a cluster: with its partitions placed on the brokers alive,
+        leaders spread; ``leader_first`` puts this broker first for partition 0)."""
+        if self.replicas is None or self.cluster is None:
+            stored = await self.topic_store.create(spec)
+        else:
+            live = self.replicas.live_ids()
+            factor = spec.replication_factor or min(3, len(live))
+            if factor > len(live):
+                raise TooFewBrokers(factor, len(live))
+            spec = dataclasses.replace(spec, replication_factor=factor)
+            start = live.index(self.replicas.me.id) if leader_first else \
+                zlib.crc32(spec.name.encode()) % len(live)
+            placed = place_replicas(spec.partitions, factor, live, start)
+            assignments = [PartitionAssignment(
+                spec.name, p, replicas, replicas[0], 0, replicas, 0,
+                self.replicas.brokers[replicas[0]].incarnation) for p, replicas in
+                enumerate(placed)]
+            stored = await self.cluster.create_topic(spec, assignments)
+            for a in assignments:
+                self.replicas.assignments.setdefault(a.key, a)
         await self._apply(stored.name, stored)
         return stored
 
@@ -191,12 +230,12 @@ class BrokerApp:
         """Create an internal topic (one partition) unless it exists."""
         if name in self._topics:
             return
-        spec = TopicSpec(name, 1, internal_config(name), self.now_ms())
+        spec = TopicSpec(name, 1, internal_config(name), self.now_ms(),
+                         replication_factor=0 if self.replicas is not None else 1)
         try:
-            spec = await self.topic_store.create(spec)
+            await self.create_topic(spec, leader_first=True)
         except TopicExists:
             pass  # made meanwhile (the watch brings the stored spec too)
-        await self._apply(name, spec)
 
     async def _apply(self, name: str, spec: TopicSpec | None, save: bool = True) -> None:
         """Take a created, changed or (None) deleted topic into the logs and the cache."""
@@ -207,6 +246,8 @@ class BrokerApp:
                     return
                 del self._topics[name]
                 self._sticky.pop(name, None)
+                if self.replicas is not None:
+                    self.replicas.topic_deleted(name)
                 group = group_of_delay_topic(name)
                 if group is not None:
                     self.retries.stop(group)
@@ -216,6 +257,8 @@ class BrokerApp:
                     return
                 await self.logs.create(spec)
                 self._topics[name] = spec
+                if self.replicas is not None:
+                    await self.replicas.topic_created(spec)
                 group = group_of_delay_topic(name)
                 if group is not None:
                     self.retries.start(group)
@@ -278,6 +321,10 @@ class BrokerApp:
     # ---- produce ------------------------------------------------------------------------
 
     async def produce(self, plan: ProducePlan) -> list[Appended]:
+        if self.replicas is not None:
+            spec = self.topic(plan.topic)
+            for batch in plan.batches:  # before anything is written
+                self.replicas.check_writable(spec, batch.partition, plan.acks_all)
         if plan.acks_none:
             task: asyncio.Task[object] = asyncio.ensure_future(self._append_all(plan))
             self._background.add(task)
@@ -292,22 +339,37 @@ class BrokerApp:
 
     async def _append_all(self, plan: ProducePlan) -> list[Appended]:
         if len(plan.batches) == 1:
-            return [await self._append(plan.topic, plan.batches[0], plan.producer_id,
-                                       plan.base_sequence)]
-        return list(await asyncio.gather(*(self._append(plan.topic, b)
+            return [await self._append(plan.topic, plan.batches[0], plan.acks_all,
+                                       plan.producer_id, plan.base_sequence)]
+        return list(await asyncio.gather(*(self._append(plan.topic, b, plan.acks_all)
                                            for b in plan.batches)))
 
-    async def _append(self, topic: str, batch: PartitionBatch, producer_id: int = 0,
-                      base_sequence: int = 0) -> Appended:
+    async def _append(self, topic: str, batch: PartitionBatch, acks_all: bool = False,
+                      producer_id: int = 0, base_sequence: int = 0) -> Appended:
         plog = self._partition(topic, batch.partition)
         result = await plog.append(batch.records_blob, batch.count, batch.max_timestamp_ms,
                                    producer_id, base_sequence)
+        if self.replicas is not None:
+            await self.replicas.committed(self.topic(topic), batch.partition,
+                                          result.base_offset + result.count, acks_all, plog)
         return Appended(batch.partition, result.base_offset, result.count, result.duplicate)
+
+    async def _append_internal(self, topic: str, partition: int, blob: bytes, count: int,
+                               max_timestamp_ms: int) -> None:
+        """A retry or dead letter, written as a produce with acks=ALL (here: the group's
+        coordinator leads its internal topics, placed so when made)."""
+        spec = self.topic(topic)
+        if self.replicas is not None:
+            self.replicas.check_writable(spec, partition, True)
+        await self._append(topic, PartitionBatch(partition, blob, count, max_timestamp_ms),
+                           acks_all=True)
 
     # ---- fetch --------------------------------------------------------------------------
 
     async def fetch(self, query: FetchQuery) -> ReadResult:
         plog = self._partition(query.topic, query.partition)
+        if self.replicas is not None:
+            self.replicas.check_leader(query.topic, query.partition)
         result = plog.read(query.offset, query.max_bytes)
         if result.batches or query.max_wait_s <= 0 or self._closing.is_set():
             return result
@@ -337,6 +399,8 @@ class BrokerApp:
                 raise Unavailable("the broker is shutting down; subscribe again",
                                   reason="SHUTTING_DOWN")
             plog = self._partition(query.topic, query.partition)
+            if self.replicas is not None:
+                self.replicas.check_leader(query.topic, query.partition)
             result = plog.read(offset, query.max_bytes)
             if result.batches:
                 yield result
@@ -346,7 +410,12 @@ class BrokerApp:
 
     # ---- groups -------------------------------------------------------------------------
 
+    def _coordinate(self, group: str) -> None:
+        if self.replicas is not None:
+            self.replicas.check_coordinator(group)
+
     async def join(self, join: Join) -> tuple[str, int, float]:
+        self._coordinate(join.group)
         for topic in join.topics:
             self.topic(topic)
         retry = retry_topic(join.group)
@@ -364,20 +433,27 @@ class BrokerApp:
 
     def sync(self, group: str, member_id: str, generation: int
              ) -> tuple[int, dict[str, list[int]]]:
+        self._coordinate(group)
         assignment = self.coordinator.sync(group, member_id, generation)
         return generation, assignment
 
     def heartbeat(self, group: str, member_id: str, generation: int) -> tuple[int, bool]:
+        self._coordinate(group)
         return self.coordinator.heartbeat(group, member_id, generation)
 
     def leave(self, group: str, member_id: str) -> None:
+        self._coordinate(group)
         self.coordinator.leave(group, member_id)
 
     async def commit(self, group: str, member_id: str, generation: int,
                      offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        self._coordinate(group)
         self.coordinator.check_commit(group, member_id, generation, offsets.keys())
         for (topic, partition), offset in offsets.items():
-            end = self._partition(topic, partition).high_watermark
+            plog = self._partition(topic, partition)
+            if not self._leads(topic, partition):
+                continue  # the bound is the leader's; a copy here may lag behind it
+            end = plog.high_watermark
             if offset > end:
                 plog = self.logs.partition(topic, partition)
                 raise OffsetOutOfRange(offset, plog.log_start_offset, end)
@@ -388,6 +464,7 @@ class BrokerApp:
         return await self.offsets.committed(group, topics)
 
     async def reset(self, reset: Reset) -> dict[tuple[str, int], int]:
+        self._coordinate(reset.group)
         members = len(self.coordinator.describe(reset.group).members)
         if members:
             raise GroupNotEmpty(members, "a reset of its offsets")
@@ -409,6 +486,7 @@ class BrokerApp:
         return await self.offsets.commit(reset.group, targets, allow_backwards=True)
 
     async def describe(self, group: str) -> GroupView:
+        self._coordinate(group)
         info = self.coordinator.describe(group)
         committed = await self.offsets.committed(group)
         owners: dict[tuple[str, int], str] = {}
@@ -452,6 +530,7 @@ class BrokerApp:
     # ---- retries ------------------------------------------------------------------------
 
     async def nack(self, query: NackQuery) -> tuple[bool, int]:
+        self._coordinate(query.group)
         self.coordinator.check_commit(query.group, query.member_id, query.generation,
                                       [(query.topic, query.partition)])
         self._partition(query.topic, query.partition)
@@ -459,6 +538,35 @@ class BrokerApp:
                                           query.offset, query.delay_ms, query.error,
                                           query.max_deliveries)
         return outcome.dead_lettered, outcome.deliveries
+
+    # ---- the cluster --------------------------------------------------------------------
+
+    def _leads(self, topic: str, partition: int) -> bool:
+        if self.replicas is None:
+            return True
+        try:
+            self.replicas.check_leader(topic, partition)
+        except Exception:  # noqa: BLE001 - NotLeader / LeaderNotAvailable: not here
+            return False
+        return True
+
+    def metadata(self, topics: Sequence[str], group: str) -> ClusterMetadata:
+        specs = [self.topic(name) for name in topics] if topics else \
+            [s for _, s in sorted(self._topics.items())]
+        if self.replicas is None:
+            raise Unavailable("this broker runs without a cluster", reason="NO_CLUSTER")
+        return self.replicas.metadata(specs, group)
+
+    def led_partitions(self, topics: Sequence[str]) -> tuple[int, list[LedPartition]]:
+        if self.replicas is None:
+            raise Unavailable("this broker runs without a cluster", reason="NO_CLUSTER")
+        return self.replicas.me.id, self.replicas.led(set(topics))
+
+    async def replica_fetch(self, query: ReplicaFetch) -> ReplicaChunk:
+        if self.replicas is None:
+            raise Unavailable("this broker runs without a cluster", reason="NO_CLUSTER")
+        self.topic(query.topic)
+        return await self.replicas.handle_fetch(query)
 
     # ---- retention ----------------------------------------------------------------------
 

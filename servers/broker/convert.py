@@ -26,6 +26,11 @@ from geoplex.servers._runtime.validate import check_id
 from geoplex.servers._runtime.wire import varint
 
 from .domain import (
+    BrokerInfo,
+    ClusterMetadata,
+    LedPartition,
+    ReplicaChunk,
+    ReplicaFetch,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_RETENTION_MS,
     DEFAULT_SEGMENT_AGE_MS,
@@ -33,6 +38,7 @@ from .domain import (
     INTERNAL_PREFIX,
     MAX_BATCH_RECORDS,
     MAX_PARTITIONS,
+    MAX_REPLICATION_FACTOR,
     Appended,
     CleanupPolicy,
     FetchQuery,
@@ -189,8 +195,23 @@ def topic_from_pb(message: pb.Topic, now_ms: int) -> TopicSpec:
             retention_bytes=_non_negative("topic.config.retention_bytes",
                                           config.retention_bytes),
             max_message_bytes=max_message, cleanup_policy=CleanupPolicy[policy],
-            segment_bytes=segment_bytes, segment_age_ms=segment_age_ms),
-        create_time_ms=now_ms)
+            segment_bytes=segment_bytes, segment_age_ms=segment_age_ms,
+            min_insync_replicas=_non_negative("topic.config.min_insync_replicas",
+                                              config.min_insync_replicas)),
+        create_time_ms=now_ms,
+        replication_factor=_replication_factor(message.replication_factor,
+                                               config.min_insync_replicas))
+
+
+def _replication_factor(factor: int, min_insync: int) -> int:
+    """0 stays 0 (the app fills in the cluster's default)."""
+    if not 0 <= factor <= MAX_REPLICATION_FACTOR:
+        raise InvalidArgument("topic.replication_factor",
+                              f"must be in 0..{MAX_REPLICATION_FACTOR} (0: min(3, brokers alive))")
+    if factor and min_insync > factor:
+        raise InvalidArgument("topic.config.min_insync_replicas",
+                              f"must be at most the replication factor {factor} (0: min(2, it))")
+    return factor
 
 
 def topic_to_pb(spec: TopicSpec) -> pb.Topic:
@@ -201,8 +222,10 @@ def topic_to_pb(spec: TopicSpec) -> pb.Topic:
             retention=_duration(config.retention_ms), retention_bytes=config.retention_bytes,
             max_message_bytes=config.max_message_bytes,
             cleanup_policy=pb.CLEANUP_POLICY_DELETE, segment_bytes=config.segment_bytes,
-            segment_age=_duration(config.segment_age_ms)),
-        create_time=_timestamp(spec.create_time_ms))
+            segment_age=_duration(config.segment_age_ms),
+            min_insync_replicas=spec.min_insync),
+        create_time=_timestamp(spec.create_time_ms),
+        replication_factor=spec.replication_factor)
 
 
 def partition_to_pb(state: PartitionState) -> pb.PartitionInfo:
@@ -359,14 +382,15 @@ def produce_plan(incoming: RawProduce, spec: TopicSpec, sticky: Callable[[], int
         if any(keys):
             batches = _split_by_key(spans, keys, stamps, spec.partitions, sticky, now_ms)
             if len(batches) > 1:
-                return ProducePlan(spec.name, batches, acks == "NONE")
+                return ProducePlan(spec.name, batches, acks == "NONE", acks_all=acks == "ALL")
             partition = batches[0].partition
         else:
             partition = sticky()
     return ProducePlan(spec.name,
                        [PartitionBatch(partition, blob, count,
                                        _max_timestamp(stamps, lowest, now_ms))],
-                       acks == "NONE", request.producer_id, request.base_sequence)
+                       acks == "NONE", request.producer_id, request.base_sequence,
+                       acks_all=acks == "ALL")
 
 
 def _max_timestamp(stamps: Sequence[int], lowest: int, now_ms: int) -> int:
@@ -563,3 +587,62 @@ def group_to_pb(view: GroupView) -> pb.DescribeGroupResponse:
                              committed_offset=x.committed, log_end_offset=x.log_end,
                              lag=x.lag, member_id=x.member_id) for x in view.lag],
         dead_letter_topic=view.dead_letter_topic)
+
+
+# ---- the cluster ----------------------------------------------------------------------
+
+
+def _node(broker: BrokerInfo) -> pb.BrokerNode:
+    return pb.BrokerNode(id=broker.id, address=broker.address)
+
+
+def metadata_to_pb(meta: ClusterMetadata) -> pb.GetMetadataResponse:
+    out = pb.GetMetadataResponse(brokers=[_node(b) for b in meta.brokers],
+                                 answered_by=meta.answered_by)
+    if meta.controller is not None:
+        out.controller_id = meta.controller.id
+        out.controller_epoch = meta.controller.epoch
+    for spec, assignments in meta.topics:
+        topic = out.topics.add(name=spec.name, replication_factor=spec.replication_factor,
+                               min_insync_replicas=spec.min_insync)
+        for a in assignments:
+            topic.partitions.add(partition=a.partition, leader_id=a.leader,
+                                 leader_epoch=a.leader_epoch, replicas=a.replicas, isr=a.isr)
+    if meta.coordinator is not None:
+        out.coordinator.CopyFrom(_node(meta.coordinator))
+    return out
+
+
+def replicas_to_pb(broker: int, led: Sequence[LedPartition]) -> pb.DescribeReplicasResponse:
+    out = pb.DescribeReplicasResponse(broker_id=broker)
+    for part in led:
+        entry = out.partitions.add(topic=part.topic, partition=part.partition,
+                                   leader_epoch=part.leader_epoch,
+                                   high_watermark=part.high_watermark,
+                                   log_end_offset=part.log_end_offset)
+        for r in part.replicas:
+            view = entry.replicas.add(broker_id=r.broker_id, log_end_offset=r.log_end_offset,
+                                      lag=r.lag, in_sync=r.in_sync)
+            if r.caught_up_ms:
+                view.caught_up_time.CopyFrom(_timestamp(r.caught_up_ms))
+    return out
+
+
+def replica_fetch_from_pb(request: pb.ReplicaFetchRequest) -> ReplicaFetch:
+    if request.fetch_offset < 0:
+        raise InvalidArgument("fetch_offset", "must be >= 0")
+    return ReplicaFetch(request.replica_id, topic_name("topic", request.topic),
+                        request.partition, request.fetch_offset, request.last_fetched_epoch,
+                        request.leader_epoch, max(0, request.max_bytes),
+                        min(max(0, request.max_wait_ms), MAX_FETCH_WAIT_MS),
+                        request.replica_incarnation)
+
+
+def chunk_to_pb(chunk: ReplicaChunk) -> pb.ReplicaFetchResponse:
+    out = pb.ReplicaFetchResponse(frames=chunk.frames, high_watermark=chunk.high_watermark,
+                                  log_start_offset=chunk.log_start_offset,
+                                  log_end_offset=chunk.log_end_offset)
+    if chunk.diverging_epoch >= 0:
+        out.diverging_epoch = chunk.diverging_epoch
+        out.diverging_end_offset = chunk.diverging_end_offset
+    return out

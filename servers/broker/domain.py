@@ -29,6 +29,7 @@ DEFAULT_SEGMENT_BYTES = 64 << 20
 DEFAULT_SEGMENT_AGE_MS = DAY_MS
 MAX_PARTITIONS = 1024
 MAX_BATCH_RECORDS = 10_000
+MAX_REPLICATION_FACTOR = 16
 INTERNAL_PREFIX = "__"
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
 NAME_RULE = "1..200 characters of A-Z a-z 0-9 . _ -"
@@ -46,6 +47,7 @@ class TopicConfig:
     cleanup_policy: CleanupPolicy = CleanupPolicy.DELETE
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     segment_age_ms: int = DEFAULT_SEGMENT_AGE_MS
+    min_insync_replicas: int = 0  # acks=ALL needs this many in sync; 0: min(2, replication)
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,17 @@ class TopicSpec:
     partitions: int
     config: TopicConfig = field(default_factory=TopicConfig)
     create_time_ms: int = 0
+    replication_factor: int = 1  # copies of each partition (stored: always >= 1)
 
     @property
     def internal(self) -> bool:
         return self.name.startswith(INTERNAL_PREFIX)
+
+    @property
+    def min_insync(self) -> int:
+        """In-sync replicas acks=ALL needs (the configured number, else min(2, copies))."""
+        wanted = self.config.min_insync_replicas or min(2, self.replication_factor)
+        return min(wanted, self.replication_factor)
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,8 @@ def spec_to_dict(spec: TopicSpec) -> dict[str, Any]:
     config = asdict(spec.config)
     config["cleanup_policy"] = spec.config.cleanup_policy.value
     return {"name": spec.name, "partitions": spec.partitions,
-            "create_time_ms": spec.create_time_ms, "config": config}
+            "create_time_ms": spec.create_time_ms, "config": config,
+            "replication_factor": spec.replication_factor}
 
 
 def spec_from_dict(doc: object) -> TopicSpec:
@@ -106,7 +116,8 @@ def spec_from_dict(doc: object) -> TopicSpec:
         values["cleanup_policy"] = CleanupPolicy(config["cleanup_policy"])
     return TopicSpec(name=str(doc["name"]), partitions=int(doc["partitions"]),
                      config=TopicConfig(**values),
-                     create_time_ms=int(doc.get("create_time_ms", 0)))
+                     create_time_ms=int(doc.get("create_time_ms", 0)),
+                     replication_factor=max(1, int(doc.get("replication_factor", 1))))
 
 
 def encode_spec(spec: TopicSpec) -> bytes:
@@ -146,6 +157,7 @@ class ProducePlan:
     acks_none: bool
     producer_id: int = 0
     base_sequence: int = 0
+    acks_all: bool = False  # every in-sync replica has it (at least min_insync_replicas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +218,125 @@ class PartitionLag:
     log_end: int
     lag: int
     member_id: str
+
+
+# ---- the cluster (etcd keys in adapters/etcd_cluster.py) ---------------------------
+
+NO_LEADER = -1
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    """A broker alive in the cluster: registered under its own etcd lease."""
+
+    id: int
+    address: str  # host:port that clients and other brokers dial
+    incarnation: str  # new for every process start: a restart is seen even within a lease
+    started_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerInfo:
+    id: int
+    epoch: int  # grows with every election; fences writes of a deposed controller
+    incarnation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionAssignment:
+    """Where a partition lives and who leads it, as stored in etcd.
+
+    ``version`` is the etcd revision of the stored value (0: not stored yet); every
+    change is a compare-and-swap on it.
+    """
+
+    topic: str
+    partition: int
+    replicas: tuple[int, ...]
+    leader: int  # NO_LEADER while no in-sync replica is alive
+    leader_epoch: int
+    isr: tuple[int, ...]
+    controller_epoch: int = 0
+    leader_incarnation: str = ""  # the leader's process when elected: a restart is no leader
+    version: int = 0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
+
+
+def assignment_to_dict(a: PartitionAssignment) -> dict[str, Any]:
+    return {"replicas": list(a.replicas), "leader": a.leader, "leader_epoch": a.leader_epoch,
+            "isr": list(a.isr), "controller_epoch": a.controller_epoch,
+            "leader_incarnation": a.leader_incarnation}
+
+
+def assignment_from_dict(topic: str, partition: int, doc: object,
+                         version: int = 0) -> PartitionAssignment:
+    """ValueError when ``doc`` is not a stored assignment."""
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    return PartitionAssignment(
+        topic, partition, tuple(int(r) for r in doc["replicas"]), int(doc["leader"]),
+        int(doc["leader_epoch"]), tuple(int(r) for r in doc["isr"]),
+        int(doc.get("controller_epoch", 0)), str(doc.get("leader_incarnation", "")), version)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaFetch:
+    """A follower's fetch from its partition's leader."""
+
+    replica_id: int
+    topic: str
+    partition: int
+    fetch_offset: int  # the follower's log end: all below it is on its disk
+    last_fetched_epoch: int  # the leader epoch of its last batch; -1: empty log
+    leader_epoch: int  # the epoch the follower believes current
+    max_bytes: int
+    max_wait_ms: int
+    replica_incarnation: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaChunk:
+    """The leader's answer: stored frames, its bounds, or where the follower diverges."""
+
+    frames: bytes
+    high_watermark: int
+    log_start_offset: int
+    log_end_offset: int
+    diverging_epoch: int = -1  # >= 0: truncate to min(end, own end of that epoch)
+    diverging_end_offset: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    """One replica of a partition as its leader sees it."""
+
+    broker_id: int
+    log_end_offset: int
+    lag: int
+    in_sync: bool
+    caught_up_ms: int  # wall time it last had all the leader had; 0: never seen
+
+
+@dataclass(frozen=True, slots=True)
+class LedPartition:
+    topic: str
+    partition: int
+    leader_epoch: int
+    high_watermark: int
+    log_end_offset: int
+    replicas: list[ReplicaView]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMetadata:
+    brokers: list[BrokerInfo]
+    controller: ControllerInfo | None
+    topics: list[tuple[TopicSpec, list[PartitionAssignment]]]
+    coordinator: BrokerInfo | None
+    answered_by: int
 
 
 # ---- errors -------------------------------------------------------------------------
@@ -295,3 +426,96 @@ class UnknownMember(FailedPrecondition):
 
     def __init__(self, member: str) -> None:
         super().__init__("member_id: not a member of the group (its session ended); join again")
+
+
+
+class NotLeader(FailedPrecondition):
+    """This broker does not lead the partition: the client asks the one named."""
+
+    default_reason = "NOT_LEADER"
+
+    def __init__(self, topic: str, partition: int, leader: int, address: str,
+                 epoch: int) -> None:
+        super().__init__(
+            f"broker is not the leader of {topic}-{partition}; its leader is broker {leader}",
+            metadata={"topic": topic, "partition": str(partition), "leader_id": str(leader),
+                      "leader_address": address, "leader_epoch": str(epoch)})
+
+
+class LeaderNotAvailable(Unavailable):
+    default_reason = "LEADER_NOT_AVAILABLE"
+
+    def __init__(self, topic: str, partition: int) -> None:
+        super().__init__(f"{topic}-{partition} has no leader alive right now (an election "
+                         "is under way, or none of its in-sync replicas is up); retry",
+                         metadata={"topic": topic, "partition": str(partition)})
+
+
+class Fenced(Unavailable):
+    """The broker may have lost its etcd lease: another may lead now."""
+
+    default_reason = "FENCED"
+
+    def __init__(self, topic: str, partition: int) -> None:
+        super().__init__(f"{topic}-{partition}: this broker cannot renew its lease in etcd, so "
+                         "another broker may lead the partition now; nothing was acknowledged; "
+                         "refresh the metadata and retry",
+                         metadata={"topic": topic, "partition": str(partition)})
+
+
+class NotEnoughReplicas(Unavailable):
+    default_reason = "NOT_ENOUGH_REPLICAS"
+
+    def __init__(self, topic: str, partition: int, in_sync: int, needed: int,
+                 written: bool = False) -> None:
+        what = ("the batch was written but is not acknowledged (a retry with the same "
+                "producer sequence is written once)" if written else "nothing was written")
+        super().__init__(f"{topic}-{partition}: {in_sync} replicas in sync, acks=ALL needs "
+                         f"{needed} (min_insync_replicas); {what}",
+                         metadata={"topic": topic, "partition": str(partition),
+                                   "in_sync": str(in_sync), "needed": str(needed)})
+
+
+class NotCoordinator(FailedPrecondition):
+    default_reason = "NOT_COORDINATOR"
+
+    def __init__(self, group: str, coordinator: int, address: str) -> None:
+        super().__init__(f"group {group!r} is coordinated by broker {coordinator}",
+                         metadata={"group": group, "coordinator_id": str(coordinator),
+                                   "coordinator_address": address})
+
+
+class TooFewBrokers(FailedPrecondition):
+    default_reason = "INVALID_REPLICATION_FACTOR"
+
+    def __init__(self, replication_factor: int, alive: int) -> None:
+        super().__init__(f"replication_factor: {replication_factor} copies need as many "
+                         f"brokers, and {alive} are alive",
+                         metadata={"replication_factor": str(replication_factor),
+                                   "brokers_alive": str(alive)})
+
+
+class StaleAssignment(Exception):
+    """A compare-and-swap on a partition's assignment lost: someone changed it first."""
+
+    def __init__(self, current: PartitionAssignment | None) -> None:
+        super().__init__("the partition assignment changed meanwhile")
+        self.current = current
+
+
+class FencedLeaderEpoch(FailedPrecondition):
+    """A follower knows a newer leader epoch than this leader: this broker no longer leads."""
+
+    default_reason = "FENCED_LEADER_EPOCH"
+
+    def __init__(self, mine: int, theirs: int) -> None:
+        super().__init__(f"leader_epoch: {theirs} is newer than this leader's {mine}",
+                         metadata={"leader_epoch": str(mine)})
+
+
+class UnknownLeaderEpoch(Unavailable):
+    default_reason = "UNKNOWN_LEADER_EPOCH"
+
+    def __init__(self, mine: int, theirs: int) -> None:
+        super().__init__(f"leader_epoch: {theirs} is older than the leader's {mine}; "
+                         "read the assignment again", metadata={"leader_epoch": str(mine)})

@@ -136,14 +136,21 @@ def records_blob(records: Iterable[pb.Record]) -> bytes:
 
 
 EnsureTopic = Callable[[str], Awaitable[None]]
+Append = Callable[[str, int, bytes, int, int], Awaitable[None]]
 
 
 class Retries:
     """Nack and the per-group schedulers."""
 
     def __init__(self, logs: LogStore, cursors: CursorStore, ensure_topic: EnsureTopic,
-                 now_ms: Callable[[], int]) -> None:
+                 now_ms: Callable[[], int], append: Append | None = None,
+                 leads: Callable[[str, int], bool] = lambda topic, partition: True) -> None:
+        """``append(topic, partition, records_blob, count, max_timestamp_ms)`` writes as a
+        produce with acks=ALL does (in a cluster: at the leader, acknowledged by the ISR);
+        a delay topic's scheduler runs where ``leads`` says its partition is led."""
         self.logs = logs
+        self.append = append or self._append_here
+        self.leads = leads
         self.cursors = cursors
         self.ensure_topic = ensure_topic
         self.now_ms = now_ms
@@ -160,11 +167,14 @@ class Retries:
         copy = nacked_copy(record, append_time, topic, partition, offset, deliveries, error,
                            due)
         await self.ensure_topic(target)
-        await self.logs.partition(target, 0).append(
-            records_blob([copy]), 1, copy.timestamp_ms)
+        await self.append(target, 0, records_blob([copy]), 1, copy.timestamp_ms)
         if due is not None:
             self.start(group)
         return NackOutcome(due is None, deliveries)
+
+    async def _append_here(self, topic: str, partition: int, blob: bytes, count: int,
+                           max_timestamp_ms: int) -> None:
+        await self.logs.partition(topic, partition).append(blob, count, max_timestamp_ms)
 
     # ---- schedulers ---------------------------------------------------------------------
 
@@ -214,6 +224,12 @@ class Scheduler:
         self.position = self.saved or 0
         while True:
             delay_log = logs.partition(self.delay, 0)  # UnknownTopic ends the task
+            if not self.retries.leads(self.delay, 0):  # another broker moves them
+                self.heap.clear()
+                self.saved = None
+                await delay_log.wait_for(delay_log.high_watermark, MAX_IDLE_WAIT_S)
+                self.position = self.saved = await self._load_cursor() or 0
+                continue
             self._read_new(delay_log)
             now = self.retries.now_ms()
             moved = await self._move_due(delay_log, now)
@@ -278,8 +294,8 @@ class Scheduler:
             return True
         try:
             await self.retries.ensure_topic(self.retry)
-            await self.retries.logs.partition(self.retry, 0).append(
-                records_blob(records), len(records), max(r.timestamp_ms for r in records))
+            await self.retries.append(self.retry, 0, records_blob(records), len(records),
+                                      max(r.timestamp_ms for r in records))
         except BaseException as exc:
             for offset in due:  # not moved: due again at once
                 heapq.heappush(self.heap, (now, offset))

@@ -219,6 +219,30 @@ class BrokerServicer:
         return pb.NackResponse(dead_lettered=dead, deliveries=deliveries)
 
 
+    # ---- the cluster --------------------------------------------------------------------
+
+    async def GetMetadata(self, request: pb.GetMetadataRequest,
+                          context: Context[pb.GetMetadataRequest, pb.GetMetadataResponse]
+                          ) -> pb.GetMetadataResponse:
+        topics = [convert.topic_name(f"topics[{i}]", t) for i, t in enumerate(request.topics)]
+        group = convert.group_name("group", request.group) if request.group else ""
+        return convert.metadata_to_pb(self.app.metadata(topics, group))
+
+    async def DescribeReplicas(self, request: pb.DescribeReplicasRequest,
+                               context: Context[pb.DescribeReplicasRequest,
+                                                pb.DescribeReplicasResponse]
+                               ) -> pb.DescribeReplicasResponse:
+        topics = [convert.topic_name(f"topics[{i}]", t) for i, t in enumerate(request.topics)]
+        broker, led = self.app.led_partitions(topics)
+        return convert.replicas_to_pb(broker, led)
+
+    async def ReplicaFetch(self, request: pb.ReplicaFetchRequest,
+                           context: Context[pb.ReplicaFetchRequest, pb.ReplicaFetchResponse]
+                           ) -> pb.ReplicaFetchResponse:
+        return convert.chunk_to_pb(await self.app.replica_fetch(
+            convert.replica_fetch_from_pb(request)))
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark an abandoned future's exception as seen (the stream that wanted it is gone)."""
     if not future.cancelled():
@@ -250,6 +274,18 @@ def add_to_server(servicer: BrokerServicer, server: grpc.aio.Server) -> None:
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 behaviour, request_deserializer=deserializer, response_serializer=_serialize)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
+def add_replica_service(servicer: BrokerServicer, server: grpc.aio.Server) -> None:
+    """ReplicaService (broker to broker) on the same server."""
+    service = pb.DESCRIPTOR.services_by_name["ReplicaService"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "ReplicaFetch": grpc.unary_unary_rpc_method_handler(
+            servicer.ReplicaFetch, request_deserializer=pb.ReplicaFetchRequest.FromString,
+            response_serializer=_serialize)}
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)

@@ -3,6 +3,7 @@
 Keys, under a configurable prefix (default ``/geoplex/broker``)::
 
     <prefix>/topics/<name>                                  the TopicSpec as JSON
+    <prefix>/partitions/<name>/<partition>                  its assignments (etcd_cluster.py)
     <prefix>/groups/<group>/offsets/<topic>/<partition>     the committed offset
     <prefix>/cursors/<group>                                the retry scheduler's cursor
 
@@ -12,7 +13,9 @@ compare orders them; topic and group names follow ``domain.NAME_RE``, so hold no
 - A topic is created by one transaction that puts it only if the key was never created
   (``create_revision == 0``). The watch follows the ``topics/`` prefix from the revision
   of the last list; when the stream breaks or etcd has compacted that revision away it
-  lists again and yields the differences, so no change is lost or repeated.
+  lists again and yields the differences, so no change is lost or repeated
+  (:meth:`Etcd.follow`, which the cluster's watches use too). A topic is deleted with its
+  partitions' assignments in one transaction.
 - A commit is ONE transaction and one round trip, with no read before it: per partition a
   nested conditional put, "if the key is absent put; else if its value is lower put; else
   read it" (under ``allow_backwards``, plain puts). etcd evaluates it atomically, so
@@ -23,8 +26,9 @@ compare orders them; topic and group names follow ``domain.NAME_RE``, so hold no
   request to 1.5 MiB, so a commit of more than about 2,000 partitions is split into
   transactions of at most ``max_txn_bytes`` (each partition's offset still only moves
   forward).
-- Every call has a deadline (``timeout``, 3 s), so a down etcd answers quickly; every etcd
-  failure becomes domain.MetadataUnavailable.
+- Every call has a deadline (``timeout``, 3 s), so a down etcd answers quickly; an etcd
+  that cannot be reached, or answers "unavailable", "timed out", "too busy", becomes
+  domain.MetadataUnavailable (an error of the request itself stays what it is: a bug).
 
 Each commit is one Raft write (an fsync on the etcd leader). That bounds commits/s per etcd
 cluster (measured figures are in docs/architecture.md); beyond it, offsets belong in a
@@ -37,13 +41,26 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
-from etcd3aio import EtcdError, prefix_range_end
-from etcd3aio import Etcd3Client
+from etcd3aio import (
+    Etcd3Client,
+    EtcdConnectionError,
+    EtcdError,
+    EtcdTransientError,
+    prefix_range_end,
+)
 from etcd3aio._protobuf import Compare, RequestOp, TxnRequest
 from etcd3aio.kv import KVService
 from etcd3aio.watch import WatchService
@@ -70,7 +87,20 @@ WATCH_BACKOFF_S = (0.25, 5.0)
 ETCD_PUT, ETCD_DELETE = 0, 1  # mvccpb.Event.EventType
 
 T = TypeVar("T")
+V = TypeVar("V")
 TopicPartition = tuple[str, int]
+# what a call may fail with when etcd is down, slow or busy (not a bad request)
+UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                               grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+                               grpc.StatusCode.CANCELLED})
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says etcd cannot answer now (down, partitioned, overloaded, electing),
+    as opposed to a request etcd refuses (a bug, a missing lease, a permission)."""
+    if isinstance(exc, (EtcdConnectionError, EtcdTransientError, TimeoutError, OSError)):
+        return True
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in UNREACHABLE_CODES
 
 
 @functools.cache
@@ -137,8 +167,9 @@ def _advance(key: str, value: str) -> RequestOp:
     return RequestOp(request_txn=absent)
 
 
-class _Etcd:
-    """The client, the key layout and the one way every call is made (deadline, errors)."""
+class Etcd:
+    """The client, the key layout and the one way every call is made (deadline, errors);
+    one per broker process, shared by the metadata stores and the cluster store."""
 
     def __init__(self, client: Etcd3Client, prefix: str, timeout: float,
                  max_txn_ops: int, max_txn_bytes: int) -> None:
@@ -160,11 +191,16 @@ class _Etcd:
             raise MetadataUnavailable("the metadata store (etcd) client is not connected")
         return self.client.watch
 
-    async def call(self, what: str, op: Awaitable[T]) -> T:
+    async def call(self, what: str, op: Awaitable[T], timeout: float | None = None) -> T:
+        """``op``'s answer; domain.MetadataUnavailable when etcd cannot answer (see
+        :func:`unreachable`) within ``timeout`` (the store's deadline unless given)."""
         try:
-            async with asyncio.timeout(self.timeout + 0.5):  # the library's own deadline first
+            # the library's own deadline first
+            async with asyncio.timeout((timeout or self.timeout) + 0.5):
                 return await op
         except (EtcdError, grpc.aio.AioRpcError, TimeoutError, OSError) as exc:
+            if not unreachable(exc):
+                raise
             detail = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else \
                 type(exc).__name__
             raise MetadataUnavailable(
@@ -191,11 +227,115 @@ class _Etcd:
     def cursor_key(self, group: str) -> str:
         return f"{self.prefix}/cursors/{group}"
 
+    def partitions_prefix(self, topic: str | None = None) -> str:
+        base = f"{self.prefix}/partitions/"
+        return base if topic is None else f"{base}{topic}/"
+
+    def partition_key(self, topic: str, partition: int) -> str:
+        return f"{self.partitions_prefix(topic)}{partition}"
+
+    def brokers_prefix(self) -> str:
+        return f"{self.prefix}/brokers/"
+
+    def broker_key(self, broker_id: int) -> str:
+        return f"{self.brokers_prefix()}{broker_id}"
+
+    def controller_key(self) -> str:
+        return f"{self.prefix}/controller"
+
+    def controller_epoch_key(self) -> str:
+        return f"{self.prefix}/controller_epoch"
+
+    # reading and following a part of the key space
+
+    async def snapshot(self, key: str, decode: Callable[[str, Any], V | None], *,
+                       prefix: bool = True, what: str) -> tuple[int, dict[str, V]]:
+        """The etcd revision and every key below ``key`` (or the one key, unless ``prefix``)
+        that ``decode(name, kv)`` accepts, by name (the rest of the key after ``key``)."""
+        response = await self.call(what, self.kv.get(
+            key, range_end=prefix_range_end(key) if prefix else None, timeout=self.timeout))
+        found: dict[str, V] = {}
+        for item in response.kvs:
+            name = bytes(item.key).decode().removeprefix(key)
+            value = decode(name, item)
+            if value is not None:
+                found[name] = value
+        return int(response.header.revision), found
+
+    async def follow(self, key: str, decode: Callable[[str, Any], V | None], *,
+                     prefix: bool = True, what: str,
+                     listed: tuple[int, dict[str, V]] | None = None
+                     ) -> AsyncGenerator[list[tuple[str, V | None]], None]:
+        """The changes below ``key`` (or of the one key, unless ``prefix``) in batches of
+        (name, value) for a key put and (name, None) for one deleted, names as in
+        :meth:`snapshot`; a value ``decode`` refuses is skipped.
+
+        Without ``listed`` (a snapshot taken before), the first batch is everything there
+        is (empty when nothing is); then one batch per etcd answer, in order. Runs until
+        closed: while etcd is down it waits; after a broken stream or a compaction it
+        lists again and yields the differences (a batch, empty when nothing changed), so
+        no change is lost and none is repeated."""
+        revision, known = listed if listed is not None else (0, {})
+        known = dict(known)
+        backoff = WATCH_BACKOFF_S[0]
+        relist = listed is None
+        range_end = prefix_range_end(key) if prefix else None
+        while True:
+            if relist:
+                try:
+                    revision, now = await self.snapshot(key, decode, prefix=prefix, what=what)
+                except MetadataUnavailable:
+                    await asyncio.sleep(backoff)  # a timer: etcd is not back yet
+                    backoff = min(backoff * 2, WATCH_BACKOFF_S[1])
+                    continue
+                batch: list[tuple[str, V | None]] = [
+                    (name, None) for name in sorted(known.keys() - now.keys())]
+                batch += [(name, now[name]) for name in sorted(now)
+                          if known.get(name) != now[name]]
+                known, relist = now, False
+                yield batch
+            stream = self.watcher.watch(key, range_end=range_end, start_revision=revision + 1)
+            created = 0
+            try:
+                async for response in stream:
+                    backoff = WATCH_BACKOFF_S[0]
+                    created += bool(response.created)
+                    if response.canceled or response.compact_revision or created > 1:
+                        # the history we need is gone, or the library reconnected on its
+                        # own (from a revision we cannot check): read it all again
+                        relist = True
+                        break
+                    batch = []
+                    for event in response.events:
+                        name = bytes(event.kv.key).decode().removeprefix(key)
+                        if event.type == ETCD_DELETE:
+                            if known.pop(name, None) is not None:
+                                batch.append((name, None))
+                            continue
+                        value = decode(name, event.kv)
+                        if value is not None and known.get(name) != value:
+                            known[name] = value
+                            batch.append((name, value))
+                    if batch:
+                        yield batch
+                else:
+                    relist = True  # the stream ended (not expected): start again
+            except (EtcdError, grpc.aio.AioRpcError, OSError) as exc:
+                log.warning("%s failed (%s); listing again in %.2f s",
+                            what, type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)  # a timer before reconnecting
+                backoff = min(backoff * 2, WATCH_BACKOFF_S[1])
+                relist = True
+            finally:
+                if isinstance(stream, AsyncGenerator):
+                    await stream.aclose()
+
+
 
 class EtcdTopicStore:
     """ports.TopicStore on etcd."""
 
-    def __init__(self, etcd: _Etcd) -> None:
+    def __init__(self, etcd: Etcd) -> None:
         self._etcd = etcd
         # what the last list() saw, so a watch started after it misses nothing and
         # repeats nothing: (revision, name -> spec)
@@ -220,10 +360,15 @@ class EtcdTopicStore:
         return topic
 
     async def delete(self, name: str) -> None:
+        """The topic and its partitions' assignments, in one transaction."""
         etcd = self._etcd
-        response = await etcd.call("delete topic", etcd.kv.delete(
-            etcd.topic_key(name), timeout=etcd.timeout))
-        if not int(response.deleted):
+        kv, key, partitions = etcd.kv, etcd.topic_key(name), etcd.partitions_prefix(name)
+        response = await etcd.call("delete topic", kv.txn(
+            compare=[kv.txn_compare_version(key, 0, result=Compare.GREATER)],
+            success=[kv.txn_op_delete(key),
+                     kv.txn_op_delete(partitions, range_end=prefix_range_end(partitions))],
+            timeout=etcd.timeout))
+        if not response.succeeded:
             raise UnknownTopic(name)
 
     async def get(self, name: str) -> TopicSpec | None:
@@ -238,17 +383,8 @@ class EtcdTopicStore:
         return [specs[name] for name in sorted(specs)]
 
     async def _list(self) -> tuple[int, dict[str, TopicSpec]]:
-        etcd = self._etcd
-        start = etcd.topics_prefix()
-        response = await etcd.call("list topics", etcd.kv.get(
-            start, range_end=prefix_range_end(start), timeout=etcd.timeout))
-        specs: dict[str, TopicSpec] = {}
-        for item in response.kvs:
-            name = bytes(item.key).decode().removeprefix(start)
-            spec = self._decode(name, bytes(item.value))
-            if spec is not None:
-                specs[name] = spec
-        return int(response.header.revision), specs
+        return await self._etcd.snapshot(self._etcd.topics_prefix(), self._decode_kv,
+                                         what="list topics")
 
     @staticmethod
     def _decode(name: str, raw: bytes) -> TopicSpec | None:
@@ -258,70 +394,29 @@ class EtcdTopicStore:
             log.warning("topic %s: its metadata in etcd is not a topic spec; ignored", name)
             return None
 
+    @classmethod
+    def _decode_kv(cls, name: str, item: Any) -> TopicSpec | None:
+        return cls._decode(name, bytes(item.value))
+
     async def watch(self) -> AsyncGenerator[tuple[str, TopicSpec | None], None]:
         """(name, spec) for each topic created or changed, (name, None) for each deleted,
         from the last list() on (without one, first every topic that exists). Runs until
         closed: while etcd is down it waits; after a broken stream or a compaction it
         lists again and yields the differences."""
-        etcd = self._etcd
-        start = etcd.topics_prefix()
-        revision, known = self._listed if self._listed is not None else (0, {})
-        known = dict(known)
-        backoff = WATCH_BACKOFF_S[0]
-        relist = revision == 0
-        while True:
-            if relist:
-                try:
-                    revision, now = await self._list()
-                except MetadataUnavailable:
-                    await asyncio.sleep(backoff)  # a timer: etcd is not back yet
-                    backoff = min(backoff * 2, WATCH_BACKOFF_S[1])
-                    continue
-                for name in sorted(known.keys() - now.keys()):
-                    yield name, None
-                for name in sorted(now):
-                    if known.get(name) != now[name]:
-                        yield name, now[name]
-                known, relist = now, False
-            stream = etcd.watcher.watch(start, range_end=prefix_range_end(start),
-                                        start_revision=revision + 1)
-            created = 0
-            try:
-                async for response in stream:
-                    backoff = WATCH_BACKOFF_S[0]
-                    created += bool(response.created)
-                    if response.canceled or response.compact_revision or created > 1:
-                        # the history we need is gone, or the library reconnected on its
-                        # own (from a revision we cannot check): read it all again
-                        relist = True
-                        break
-                    for event in response.events:
-                        name = bytes(event.kv.key).decode().removeprefix(start)
-                        if event.type == ETCD_DELETE:
-                            if known.pop(name, None) is not None:
-                                yield name, None
-                            continue
-                        spec = self._decode(name, bytes(event.kv.value))
-                        if spec is not None and known.get(name) != spec:
-                            known[name] = spec
-                            yield name, spec
-                else:
-                    relist = True  # the stream ended (not expected): start again
-            except (EtcdError, grpc.aio.AioRpcError, OSError) as exc:
-                log.warning("topic watch failed (%s); listing again in %.2f s",
-                            type(exc).__name__, backoff)
-                await asyncio.sleep(backoff)  # a timer before reconnecting
-                backoff = min(backoff * 2, WATCH_BACKOFF_S[1])
-                relist = True
-            finally:
-                if isinstance(stream, AsyncGenerator):
-                    await stream.aclose()
+        changes = self._etcd.follow(self._etcd.topics_prefix(), self._decode_kv,
+                                    what="topic watch", listed=self._listed)
+        try:
+            async for batch in changes:
+                for change in batch:
+                    yield change
+        finally:
+            await changes.aclose()
 
 
 class EtcdOffsetStore:
     """ports.OffsetStore on etcd: one transaction per commit."""
 
-    def __init__(self, etcd: _Etcd) -> None:
+    def __init__(self, etcd: Etcd) -> None:
         self._etcd = etcd
 
     async def commit(self, group: str, offsets: Mapping[TopicPartition, int],
@@ -415,7 +510,7 @@ class EtcdOffsetStore:
 class EtcdCursorStore:
     """ports.CursorStore on etcd."""
 
-    def __init__(self, etcd: _Etcd) -> None:
+    def __init__(self, etcd: Etcd) -> None:
         self._etcd = etcd
 
     async def get_cursor(self, group: str) -> int | None:
@@ -451,7 +546,7 @@ class EtcdMeta:
             raise ValueError("endpoints: at least one host:port is needed")
         # the calls' own deadline bounds the retries of the library (3 attempts)
         self.client = Etcd3Client(list(endpoints))
-        self._etcd = _Etcd(self.client, prefix, timeout, max_txn_ops, max_txn_bytes)
+        self._etcd = Etcd(self.client, prefix, timeout, max_txn_ops, max_txn_bytes)
         self.topics = EtcdTopicStore(self._etcd)
         self.offsets = EtcdOffsetStore(self._etcd)
         self.cursors = EtcdCursorStore(self._etcd)
@@ -459,6 +554,11 @@ class EtcdMeta:
     @property
     def prefix(self) -> str:
         return self._etcd.prefix
+
+    @property
+    def etcd(self) -> Etcd:
+        """The connection, to share with the cluster store (one etcd client per process)."""
+        return self._etcd
 
     async def connect(self) -> None:
         """Opens the channel (it connects lazily: a down etcd is found by the first call)."""

@@ -4,8 +4,10 @@ Pure Python plus ``google_crc32c`` (no gRPC, no generated messages): the service
 the stored payloads, which are serialised ``RecordBatch`` messages, into responses.
 """
 
-from .partition import DiskPartitionLog
+from .epochs import EpochEntry, StaleLeaderEpoch
+from .partition import DiskPartitionLog, FramesRead, ReplicaMismatch
 from .policy import FsyncPolicy
 from .store import DiskLogStore
 
-__all__ = ["DiskLogStore", "DiskPartitionLog", "FsyncPolicy"]
+__all__ = ["DiskLogStore", "DiskPartitionLog", "EpochEntry", "FramesRead", "FsyncPolicy",
+           "ReplicaMismatch", "StaleLeaderEpoch"]

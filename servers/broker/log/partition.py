@@ -15,8 +15,16 @@ once under the others.
 Opening recovers: the last segment is scanned and every CRC checked unless ``.clean``
 says it was closed cleanly, a torn or corrupt tail is truncated (how many bytes is
 logged, never what), the earlier segments are checked from their index's last entry and
-their last batch's header (rebuilt by a scan when that does not match), and the
-producers' state is read from the newest snapshot plus the batch headers after it.
+their last batch's header (rebuilt by a scan when that does not match), the producers'
+state is read from the newest snapshot plus the batch headers after it, and the leader
+epochs from ``leader-epochs`` (see ``epochs.py``; rebuilt from the batch headers when it
+is missing or does not match the last batch).
+
+Replication (part 2) uses the same files: a follower copies the leader's frames verbatim
+(:meth:`DiskPartitionLog.read_frames` on the leader, :meth:`~DiskPartitionLog.append_frames`
+on the follower), cuts its log where the two diverge (:meth:`~DiskPartitionLog.truncate_to`),
+and in replicated mode the high watermark is what the replication protocol says
+(:meth:`~DiskPartitionLog.set_high_watermark`), not the local fsync.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import struct
 import time
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,6 +48,7 @@ from geoplex.servers._runtime.errors import InvalidArgument, Unavailable
 
 from ..domain import (
     AppendResult,
+    CorruptBatch,
     LogClosed,
     OffsetOutOfRange,
     ReadResult,
@@ -47,7 +56,8 @@ from ..domain import (
     TopicConfig,
 )
 from . import frame
-from .frame import MAX_PAYLOAD
+from .epochs import EPOCHS_FILE, MAX_EPOCH, EpochEntry, LeaderEpochCache, StaleLeaderEpoch, decode
+from .frame import CRC_FROM, HEADER_SIZE, MAX_PAYLOAD, FrameHeader, read_header
 from .index import SegmentIndex, write_files
 from .policy import FsyncPolicy
 from .producers import SEQUENCE_SPACE, ProducerTable
@@ -90,6 +100,32 @@ def write_durably(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(temporary, path)
+
+
+def _write_and_sync_dir(path: Path, data: bytes) -> None:
+    write_durably(path, data)
+    fsync_dir(path.parent)
+
+
+@dataclass(frozen=True, slots=True)
+class FramesRead:
+    """Stored frames (header and payload each, exactly as on disk), concatenated."""
+
+    data: bytes
+    next_offset: int  # the offset after the last frame (-1: none)
+    count: int  # how many frames
+
+
+class ReplicaMismatch(ValueError):
+    """Frames a follower cannot append where its log ends: ``field`` is the header field
+    that does not follow (``base_offset``: a gap or an overlap; ``leader_epoch``: an
+    epoch older than one the log holds batches of)."""
+
+    def __init__(self, field: str, expected: int, got: int) -> None:
+        super().__init__(f"{field}: expected {expected}, got {got}")
+        self.field = field
+        self.expected = expected
+        self.got = got
 
 
 def _numbered(directory: Path, suffix: str) -> list[tuple[int, Path]]:
@@ -136,7 +172,9 @@ def _persist_roll(where: str, directory: Path, index_path: Path, time_path: Path
 class _Recovered:
     segments: list[Segment]
     producers: ProducerTable
+    epochs: LeaderEpochCache
     clean: bool
+    truncated: bool = False  # bytes were cut off, or a batch failing its CRC was found
 
 
 def _take_clean_marker(directory: Path) -> tuple[int, int, int] | None:
@@ -169,13 +207,16 @@ def _open_as_left(last: Segment, base: int, log_end: int, size: int) -> bool:
     return last.summarize(active=True) and last.next_offset == log_end
 
 
-def _repair(segment: Segment, where: str) -> None:
-    """Scan ``segment`` checking every CRC; cut a torn or corrupt tail."""
+def _repair(segment: Segment, where: str) -> bool:
+    """Scan ``segment`` checking every CRC; cut a torn or corrupt tail. Returns whether
+    anything was wrong (bytes cut, or a batch failing its CRC kept)."""
     problem = segment.rebuild(verify=True)
     if problem is not None:
         dropped = segment.truncate(segment.size)
         logger.warning("%s: %s at offset %d of %s; truncated %d bytes", where, problem,
                        segment.next_offset, segment.log_path.name, dropped)
+        return True
+    return segment.damaged
 
 
 def _recover(directory: Path, where: str) -> _Recovered:
@@ -186,15 +227,19 @@ def _recover(directory: Path, where: str) -> _Recovered:
     bases = [base for base, _ in _numbered(directory, ".log")]
     if not bases:
         segment = Segment.create(directory, 0)
+        (directory / EPOCHS_FILE).unlink(missing_ok=True)
         fsync_dir(directory)
-        return _Recovered([segment], ProducerTable(), clean=True)
+        return _Recovered([segment], ProducerTable(),
+                          LeaderEpochCache(directory / EPOCHS_FILE, _write_and_sync_dir),
+                          clean=True)
     marker = _take_clean_marker(directory)
     segments = [Segment(directory, base) for base in bases]
+    truncated = False
     for segment in segments[:-1]:
         if not segment.summarize():
             logger.warning("%s: the index of %s is missing, damaged or stale; rebuilding it",
                            where, segment.log_path.name)
-            _repair(segment, where)
+            truncated |= _repair(segment, where)
             segment.seal()
             segment.write_index()
         segment.release()
@@ -203,7 +248,7 @@ def _recover(directory: Path, where: str) -> _Recovered:
     if not clean:
         if marker is None:
             logger.info("%s: not shut down cleanly; checking %s", where, last.log_path.name)
-        _repair(last, where)
+        truncated |= _repair(last, where)
         os.fsync(last.open_fd())  # what recovery serves is on disk
     last.remove_index_files()  # an active segment's indexes live in memory
     kept = []
@@ -221,7 +266,73 @@ def _recover(directory: Path, where: str) -> _Recovered:
             logger.warning("%s: offsets %d..%d are missing between %s and %s", where,
                            before.next_offset, after.base - 1, before.log_path.name,
                            after.log_path.name)
-    return _Recovered(kept, _restore_producers(directory, kept, where), clean)
+    return _Recovered(kept, _restore_producers(directory, kept, where),
+                      _restore_epochs(directory, kept, where), clean, truncated)
+
+
+def _headers_from(segments: list[Segment], start: int) -> Iterator[FrameHeader]:
+    """The headers of the batches starting at or after offset ``start``, reading headers
+    only; the segments before the last are released once read."""
+    for segment in segments:
+        if segment.next_offset <= start:
+            continue
+        position = 0
+        if segment.base < start:
+            _, position = segment.ensure_index().floor(start - segment.base)
+        for _, header in segment.headers(position):
+            if header.base_offset >= start:
+                yield header
+        if segment is not segments[-1]:
+            segment.release()
+
+
+def _last_header(segments: list[Segment]) -> FrameHeader | None:
+    for segment in reversed(segments):
+        if not segment.empty:
+            header = read_header(os.pread(segment.open_fd(), HEADER_SIZE, segment.last_pos))
+            if segment is not segments[-1]:
+                segment.release()
+            return header
+    return None
+
+
+def _scan_epochs(segments: list[Segment]) -> list[EpochEntry]:
+    entries: list[EpochEntry] = []
+    for header in _headers_from(segments, segments[0].base):
+        epoch = header.leader_epoch
+        if 0 <= epoch <= MAX_EPOCH and (not entries or epoch > entries[-1].epoch):
+            entries.append(EpochEntry(epoch, header.base_offset))
+    return entries
+
+
+def _restore_epochs(directory: Path, segments: list[Segment], where: str) -> LeaderEpochCache:
+    """The leader epochs from their file, without the entries starting at or after the log
+    end; rebuilt from the batch headers when the file is missing or damaged (or does not
+    describe the last batch), and then written."""
+    path = directory / EPOCHS_FILE
+    log_start, log_end = segments[0].base, segments[-1].next_offset
+    try:
+        data: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        data = None
+    entries = decode(data) if data is not None else None
+    if data is not None and entries is None:
+        logger.warning("%s: %s is damaged; rebuilding it from the batches", where, EPOCHS_FILE)
+    cache = LeaderEpochCache(path, _write_and_sync_dir, entries or (), saved=entries is not None)
+    if entries is not None:
+        cache.truncate_from_end(log_end)
+        cache.truncate_from_start(log_start)
+        last = _last_header(segments)
+        if last is not None and cache.epoch_at(last.base_offset) != last.leader_epoch:
+            logger.warning("%s: %s does not describe the last batch (epoch %d); rebuilding it "
+                           "from the batches", where, EPOCHS_FILE, last.leader_epoch)
+            entries = None
+    if entries is None:
+        cache = LeaderEpochCache(path, _write_and_sync_dir,
+                                 _scan_epochs(segments) if log_end > log_start else (),
+                                 saved=False)
+    cache.save()
+    return cache
 
 
 def _restore_producers(directory: Path, segments: list[Segment], where: str) -> ProducerTable:
@@ -241,18 +352,10 @@ def _restore_producers(directory: Path, segments: list[Segment], where: str) -> 
                 path.unlink()
     if table is None:
         table = ProducerTable()
-    for segment in segments:
-        if segment.next_offset <= start:
-            continue
-        position = 0
-        if segment.base < start:
-            _, position = segment.ensure_index().floor(start - segment.base)
-        for _, header in segment.headers(position):
-            if header.producer_id and header.base_offset >= start:
-                table.record(header.producer_id, header.base_sequence, header.records,
-                             header.base_offset)
-        if segment is not segments[-1]:
-            segment.release()
+    for header in _headers_from(segments, start):
+        if header.producer_id:
+            table.record(header.producer_id, header.base_sequence, header.records,
+                         header.base_offset)
     table.forget_below(log_start)
     return table
 
@@ -271,6 +374,7 @@ class DiskPartitionLog:
         self.partition = partition
         self.where = f"{topic}-{partition}"
         self.recovered_clean = recovered.clean
+        self.recovery_truncated = recovered.truncated  # informational: see _repair
         self.sync_rounds = 0  # group commits done (each one fsync of the data written before)
         self._config = config
         self._policy = policy
@@ -278,6 +382,7 @@ class DiskPartitionLog:
         self._segments = recovered.segments
         self._bases = [segment.base for segment in self._segments]
         self._producers = recovered.producers
+        self._epochs = recovered.epochs
         self._log_end = self._segments[-1].next_offset
         self._synced_end = self._log_end
         self._visible_end = self._log_end
@@ -292,8 +397,11 @@ class DiskPartitionLog:
         self._unsynced_bytes = 0
         self._advanced: asyncio.Future[None] | None = None  # set when the visible end moves
         self._cache: OrderedDict[int, Segment] = OrderedDict()
-        self._retention_lock = asyncio.Lock()
+        self._retention_lock = asyncio.Lock()  # retention and truncation, one at a time
         self._flusher: asyncio.Task[None] | None = None
+        self._replicated = False  # the high watermark moves by set_high_watermark only
+        self._durable_listener: Callable[[int], None] | None = None
+        self._durable_told = self._log_end  # the durable end the listener last heard of
 
     @classmethod
     async def open(cls, directory: Path | str, topic: str, partition: int,
@@ -322,8 +430,37 @@ class DiskPartitionLog:
 
     @property
     def high_watermark(self) -> int:
-        """The end readers see: the synced end under the per-batch policy, else the log end."""
+        """The end readers see: the durable end, or in replicated mode what
+        :meth:`set_high_watermark` last said (at open: the log end)."""
         return self._visible_end
+
+    @property
+    def durable_end(self) -> int:
+        """The end the fsync policy counts as durable: the synced end under the per-batch
+        policy, the log end under the others."""
+        return self._synced_end if self._policy.per_batch else self._log_end
+
+    @property
+    def latest_epoch(self) -> int:
+        """The newest leader epoch the log knows (-1: none)."""
+        return self._epochs.latest_epoch
+
+    @property
+    def last_batch_epoch(self) -> int:
+        """The leader epoch of the last batch (-1 when the log holds none): what a follower
+        sends as its last fetched epoch."""
+        if self._log_end == self.log_start_offset:
+            return -1
+        return self._epochs.epoch_at(self._log_end - 1)
+
+    @property
+    def epoch_entries(self) -> tuple[EpochEntry, ...]:
+        """The leader epoch cache: (epoch, start offset), oldest first."""
+        return self._epochs.entries
+
+    @property
+    def replicated(self) -> bool:
+        return self._replicated
 
     @property
     def size_bytes(self) -> int:
@@ -373,32 +510,244 @@ class DiskPartitionLog:
                 return AppendResult(first.base_offset, first.records, duplicate=True)
         if len(records_blob) > MAX_PAYLOAD - 64:
             raise InvalidArgument("records", f"a batch must be under {MAX_PAYLOAD - 64} bytes")
-        now = self._clock()
         base = self._log_end
-        header, prefix, fields = frame.encode(base, count, max_timestamp_ms, now, producer_id,
-                                              base_sequence, records_blob)
-        frame_size = len(header) + len(prefix) + len(records_blob)
+        header, prefix, fields = frame.encode(base, count, max_timestamp_ms, self._clock(),
+                                              producer_id, base_sequence, records_blob,
+                                              max(self._epochs.latest_epoch, 0))
+        self._put((header, prefix, records_blob), fields)
+        await self._settle(sync)
+        return AppendResult(base, count)
+
+    async def append_frames(self, data: bytes) -> int:
+        """A follower's append: ``data`` is frames as :meth:`read_frames` returns them,
+        written verbatim. Every frame is checked first (nothing is written when one fails):
+        CorruptBatch for a bad magic, length or CRC; ReplicaMismatch when the first does not
+        start at the log end, the rest do not follow on, or one's leader epoch is older than
+        the log's batches'. Returns the new log end, once the frames are durable under the
+        fsync policy. Raises domain.StorageFull (the frames before the segment that could not
+        be written stay), domain.LogClosed."""
+        self._check_writable()
+        frames = self._parse_frames(data)
+        for chunk, fields in frames:
+            self._put((chunk,), fields)
+        if frames:
+            await self._settle(None)
+        return self._log_end
+
+    def _parse_frames(self, data: bytes) -> list[tuple[bytes, FrameHeader]]:
+        frames: list[tuple[bytes, FrameHeader]] = []
+        expected = self._log_end
+        epochs = self._epochs
+        epoch = -1
+        position = 0
+        while position < len(data):
+            if position + HEADER_SIZE > len(data):
+                raise CorruptBatch(f"{self.where}: replicated frames end in a torn header")
+            fields = read_header(data, position)
+            if not fields.plausible():
+                raise CorruptBatch(f"{self.where}: replicated frame at offset {expected} has "
+                                   "a damaged header")
+            if position + fields.size > len(data):
+                raise CorruptBatch(f"{self.where}: replicated frame at offset {expected} is torn")
+            chunk = data[position:position + fields.size]
+            if frame.crc_of(chunk[CRC_FROM:]) != fields.crc:
+                raise CorruptBatch(f"{self.where}: replicated frame at offset "
+                                   f"{fields.base_offset}")
+            if fields.base_offset != expected:
+                raise ReplicaMismatch("base_offset", expected, fields.base_offset)
+            if not frames:
+                if not epochs.accepts(fields.leader_epoch, fields.base_offset):
+                    raise ReplicaMismatch("leader_epoch", epochs.epoch_at(expected - 1),
+                                          fields.leader_epoch)
+            elif fields.leader_epoch < epoch:
+                raise ReplicaMismatch("leader_epoch", epoch, fields.leader_epoch)
+            epoch = fields.leader_epoch
+            frames.append((chunk, fields))
+            expected = fields.next_offset
+            position += fields.size
+        return frames
+
+    def _put(self, parts: tuple[bytes, ...], fields: FrameHeader) -> None:
+        """The write path of both appends: write one frame at the log end (rolling first
+        when it does not fit in the active segment or that one is old enough) and take it
+        into the bookkeeping: the producers, the leader epochs."""
         active = self._segments[-1]
-        if not active.fits(frame_size, count, self._config.segment_bytes) or self._aged(now):
+        if (not active.fits(fields.size, fields.records, self._config.segment_bytes)
+                or self._aged(fields.append_time_ms)):
             active = self._roll()
-        active.append(header, prefix, records_blob, fields)
-        self._log_end = base + count
-        self._size += frame_size
-        self._unsynced_bytes += frame_size
-        if producer_id:
-            self._producers.record(producer_id, base_sequence, count, base)
-        result = AppendResult(base, count)
+        active.append(parts, fields)
+        self._log_end = fields.next_offset
+        self._size += fields.size
+        self._unsynced_bytes += fields.size
+        if fields.producer_id:
+            self._producers.record(fields.producer_id, fields.base_sequence, fields.records,
+                                   fields.base_offset)
+        if fields.leader_epoch != self._epochs.latest_epoch and self._epochs.assign(
+                fields.leader_epoch, fields.base_offset):
+            self._jobs.append(self._epochs.saver())  # with the next group commit
+
+    async def _settle(self, sync: bool | None) -> None:
+        """After a write: sync as the policy (or ``sync``) says, and say how far it is durable."""
         if self._policy.per_batch:
             commit = self._request_sync()
             if sync is not False:
                 await asyncio.shield(commit)
-            return result
-        self._advance(self._log_end)
+            return
+        self._durable_moved()
         if sync:
             await asyncio.shield(self._request_sync())
         elif self._policy.interval_bytes and self._unsynced_bytes >= self._policy.interval_bytes:
             self._request_sync()
-        return result
+
+    # ---- replication --------------------------------------------------------------
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Become leader at ``epoch``: it starts at the log end and the batches appended from
+        now on carry it. The same epoch again changes nothing; an older one raises
+        StaleLeaderEpoch (a ValueError). The epochs file is written by the next group
+        commit, which this starts."""
+        self._check_writable()
+        if not 0 <= epoch <= MAX_EPOCH:
+            raise InvalidArgument("leader_epoch", f"must be in 0..{MAX_EPOCH}")
+        latest = self._epochs.latest_epoch
+        if epoch == latest:
+            return
+        if epoch < latest:
+            raise StaleLeaderEpoch(epoch, latest)
+        self._epochs.assign(epoch, self._log_end)
+        self._jobs.append(self._epochs.saver())
+        self._request_sync()
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """(the largest epoch the log knows that is <= ``epoch``, its end offset: where the
+        next epoch starts, the log end for the latest); (-1, the log start) when none is."""
+        return self._epochs.end_offset_for(epoch, self.log_start_offset, self._log_end)
+
+    async def truncate_to(self, offset: int) -> int:
+        """Remove every batch at or after ``offset`` (from the batch holding it: the cut is
+        at a batch boundary); returns the new log end. Later segments are deleted, the one
+        holding the cut is cut, the producers' state is rebuilt from the snapshots below
+        the cut and the headers after them, the epochs starting at or after the new end
+        go, and the high watermark comes down to it if above. Everything is synced before
+        this returns. Nothing happens at or past the log end; below the log start it raises
+        ValueError."""
+        async with self._retention_lock:
+            self._check_writable()
+            while self._syncer is not None and not self._syncer.done():
+                await asyncio.wait((self._syncer,))  # no fsync may run on what is cut
+            self._check_writable()
+            start = self.log_start_offset
+            if offset < start:
+                raise ValueError(f"offset: {offset} is below the log start {start}")
+            if offset >= self._log_end:
+                return self._log_end
+            self._cut(offset)
+            await asyncio.shield(self._request_sync())
+            return self._log_end
+
+    def _cut(self, offset: int) -> None:
+        """truncate_to's changes, all at once on the loop (nothing else runs in between)."""
+        i = bisect_right(self._bases, offset) - 1
+        segment = self._segments[i]
+        size = segment.size
+        end = segment.cut(offset)  # (raises before changing anything when it cannot cut)
+        removed = self._segments[i + 1:]
+        del self._segments[i + 1:], self._bases[i + 1:]
+        dropped = size - segment.size
+        for gone in removed:
+            self._cache.pop(gone.base, None)
+            dropped += gone.size
+            gone.close()
+            gone.index = None
+        self._cache.pop(segment.base, None)  # the active segment from now on
+        self._size -= dropped
+        self._log_end = end
+        self._synced_end = min(self._synced_end, end)
+        self._visible_end = min(self._visible_end, end)
+        self._durable_told = min(self._durable_told, self.durable_end)
+        if self._epochs.truncate_from_end(end):
+            self._jobs.append(self._epochs.saver())
+        self._jobs.append(partial(_remove_cut_files, removed, segment))
+        self._dir_dirty = True
+        logger.info("%s: truncated to offset %d (%d bytes, %d segments removed)", self.where,
+                    end, dropped, len(removed))
+        try:
+            self._producers = _restore_producers(self.directory, self._segments, self.where)
+        except OSError as error:  # the files below the cut cannot be read: stop writing
+            self._failed = error
+            logger.error("%s: could not rebuild the producers' state after a truncation (%s); "
+                         "the partition takes no more writes until the broker restarts",
+                         self.where, error.strerror)
+            raise self._unavailable() from error
+
+    async def truncate_fully(self, start_offset: int) -> None:
+        """Remove every batch and start the log again, empty, at ``start_offset`` (a
+        follower whose log ends below its leader's log start). The producers' state and
+        the leader epochs are forgotten; synced before this returns."""
+        if start_offset < 0:
+            raise ValueError(f"start_offset: {start_offset} is negative")
+        async with self._retention_lock:
+            self._check_writable()
+            while self._syncer is not None and not self._syncer.done():
+                await asyncio.wait((self._syncer,))
+            self._check_writable()
+            removed, self._segments, self._bases = self._segments, [], []
+            self._cache.clear()
+            for segment in removed:
+                segment.close()
+                segment.index = None
+            try:
+                for segment in removed:
+                    segment.remove_files()
+                for _, path in _numbered(self.directory, SNAPSHOT_SUFFIX):
+                    path.unlink(missing_ok=True)
+                active = Segment.create(self.directory, start_offset)
+            except (OSError, StorageFull) as error:
+                self._failed = error
+                self._segments, self._bases = [Segment(self.directory, start_offset)], [
+                    start_offset]  # (no file: reads find nothing, writes are refused)
+                self._size = 0
+                self._log_end = self._synced_end = self._visible_end = start_offset
+                logger.error("%s: could not start the log again at offset %d (%s); the "
+                             "partition takes no more writes until the broker restarts",
+                             self.where, start_offset, error)
+                raise self._unavailable() from error
+            self._segments, self._bases = [active], [start_offset]
+            self._size = 0
+            self._log_end = self._synced_end = self._visible_end = start_offset
+            self._durable_told = start_offset
+            self._producers = ProducerTable()
+            if self._epochs.truncate_from_end(-1):
+                self._jobs.append(self._epochs.saver())
+            self._dir_dirty = True
+            self._wake()
+            logger.info("%s: removed every batch (%d segments); the log starts again at "
+                        "offset %d", self.where, len(removed), start_offset)
+            await asyncio.shield(self._request_sync())
+
+    def set_durable_listener(self, callback: Callable[[int], None] | None) -> None:
+        """``callback(durable_end)`` on the event loop whenever :attr:`durable_end`
+        advances (None: no more calls). What it raises is logged, not propagated."""
+        self._durable_listener = callback
+
+    def set_replicated(self, on: bool, high_watermark: int | None = None) -> None:
+        """Replicated mode on: the high watermark moves only by :meth:`set_high_watermark`
+        (and down by a truncation), never by the log's own fsync; ``high_watermark`` sets
+        it to that value first (clamped to the log, and it may go down: after a restart the
+        log cannot know how much of it the other replicas hold). Off: it follows the
+        durable end again, as outside replication."""
+        self._replicated = on
+        if on and high_watermark is not None:
+            self._visible_end = min(max(high_watermark, self.log_start_offset), self._log_end)
+            self._wake()
+        if not on:
+            self._advance(self.durable_end)
+
+    def set_high_watermark(self, offset: int) -> None:
+        """Move the high watermark to ``offset``, clamped to [its current value, the log
+        end] (it never moves down here), waking :meth:`wait_for`. Meant for replicated
+        mode; outside it the durable end moves it as well."""
+        self._advance(min(offset, self._log_end))
 
     def _check_writable(self) -> None:
         if self._closed:
@@ -410,10 +759,12 @@ class DiskPartitionLog:
         return Unavailable(f"partition {self.where}: an fsync failed; it takes no writes until "
                            "the broker restarts", reason="LOG_FAILED")
 
-    def _aged(self, now: int) -> bool:
+    def _aged(self, append_time_ms: int) -> bool:
+        """Whether a batch appended at ``append_time_ms`` (its header's, so that a follower
+        rolls where its leader did) finds the active segment old enough to roll."""
         active = self._segments[-1]
         age = self._config.segment_age_ms
-        return age > 0 and not active.empty and now - active.first_append_ms >= age
+        return age > 0 and not active.empty and append_time_ms - active.first_append_ms >= age
 
     def _roll(self) -> Segment:
         """Close the active segment and start one at the log end (its files are synced,
@@ -476,7 +827,7 @@ class DiskPartitionLog:
                 segment.synced = True
             self._synced_end = max(self._synced_end, target)
             if self._policy.per_batch:
-                self._advance(target)
+                self._durable_moved()
             commit.set_result(None)
 
     def _fail(self, error: BaseException, commit: asyncio.Future[None]) -> None:
@@ -498,6 +849,21 @@ class DiskPartitionLog:
 
     # ---- reading ------------------------------------------------------------------
 
+    def _durable_moved(self) -> None:
+        """The durable end may have advanced: outside replicated mode readers see up to it;
+        the listener hears of it."""
+        end = self.durable_end
+        if not self._replicated:
+            self._advance(end)
+        if end > self._durable_told:
+            self._durable_told = end
+            listener = self._durable_listener
+            if listener is not None:
+                try:
+                    listener(end)
+                except Exception:
+                    logger.exception("%s: the durable-end listener failed", self.where)
+
     def _advance(self, end: int) -> None:
         if end > self._visible_end:
             self._visible_end = end
@@ -517,25 +883,47 @@ class DiskPartitionLog:
         if offset < start or offset > self._log_end:
             raise OffsetOutOfRange(offset, start, visible)
         batches: list[bytes] = []
+        next_offset = self._collect(offset, max_bytes, visible, batches, whole=False)
+        return ReadResult(batches, start, visible, next_offset)
+
+    def read_frames(self, offset: int, max_bytes: int) -> FramesRead:
+        """What a follower fetches: the stored frames (header and payload, as on disk) from
+        the batch holding ``offset`` up to the log end (not the high watermark), about
+        ``max_bytes`` (always a whole first frame when there is one), CRC-checked as
+        :meth:`read` does. Raises domain.OffsetOutOfRange, domain.CorruptBatch."""
+        if self._closed:
+            raise LogClosed()
+        start, end = self.log_start_offset, self._log_end
+        if offset < start or offset > end:
+            raise OffsetOutOfRange(offset, start, end)
+        frames: list[bytes] = []
+        next_offset = self._collect(offset, max_bytes, end, frames, whole=True)
+        return FramesRead(b"".join(frames), next_offset, len(frames))
+
+    def _collect(self, offset: int, max_bytes: int, limit: int, out: list[bytes],
+                 whole: bool) -> int:
+        """Add to ``out`` the batches (``whole``: frames) from the one holding ``offset``
+        on, those starting below ``limit``, about ``max_bytes``; they can span segments.
+        Returns the offset after the last one (-1: none)."""
         next_offset = -1
         budget = max(max_bytes, 1)
         used = 0
         i = bisect_right(self._bases, offset) - 1
         while i < len(self._segments) and used < budget:
             segment = self._segments[i]
-            if segment.base >= visible:
+            if segment.base >= limit:
                 break
             if segment.next_offset > offset:
                 self._cache_put(segment)
-                added, whole, after = segment.read(max(offset, segment.base), budget - used, visible,
-                                            batches, self.where)
+                added, read_all, after = segment.read(max(offset, segment.base), budget - used,
+                                                      limit, out, self.where, whole)
                 used += added
                 if after >= 0:
                     next_offset = after
-                if not whole:
+                if not read_all:
                     break
             i += 1
-        return ReadResult(batches, start, visible, next_offset)
+        return next_offset
 
     async def wait_for(self, offset: int, timeout: float) -> bool:
         """True once the high watermark passes ``offset``, False after ``timeout`` seconds.
@@ -599,7 +987,7 @@ class DiskPartitionLog:
                                    "not be rolled for deletion", self.where)
                 else:
                     await asyncio.shield(self._request_sync())
-            if self._unsynced_closed and self._failed is None:
+            if (self._unsynced_closed or self._segments[0].syncing) and self._failed is None:
                 await asyncio.shield(self._request_sync())  # a segment goes once synced
             removed: list[Segment] = []
             while len(self._segments) > 1 and not self._segments[0].syncing and (
@@ -611,6 +999,8 @@ class DiskPartitionLog:
             if not removed:
                 return 0
             forgotten = self._producers.forget_below(self.log_start_offset)
+            if self._epochs.truncate_from_start(self.log_start_offset):
+                self._jobs.append(self._epochs.saver())  # with the next group commit
             logger.info("%s: retention deleted %d segments (%d producers forgotten); the log "
                         "starts at offset %d", self.where, len(removed), forgotten,
                         self.log_start_offset)
@@ -656,7 +1046,7 @@ class DiskPartitionLog:
             marker = body + _CRC.pack(int(google_crc32c.value(body)))
             try:
                 await asyncio.to_thread(self._write_shutdown_state, active, offsets, times,
-                                        snapshot, marker)
+                                        snapshot, self._epochs.saver(), marker)
             except OSError as error:
                 logger.warning("%s: could not write the shutdown state (%s); the next start "
                                "checks the last segment", self.where, error.strerror)
@@ -665,10 +1055,12 @@ class DiskPartitionLog:
         self._cache.clear()
 
     def _write_shutdown_state(self, active: Segment, offsets: bytes, times: bytes,
-                              snapshot: bytes, marker: bytes) -> None:
+                              snapshot: bytes, save_epochs: Callable[[], None],
+                              marker: bytes) -> None:
         os.fdatasync(active.open_fd())
         write_files(active.index_path, active.time_path, offsets, times)
         write_durably(self.directory / (segment_name(self._log_end) + SNAPSHOT_SUFFIX), snapshot)
+        save_epochs()
         _prune_snapshots(self.directory)
         write_durably(self.directory / CLEAN_MARKER, marker)
         fsync_dir(self.directory)
@@ -677,3 +1069,11 @@ class DiskPartitionLog:
 def _remove_segments(segments: list[Segment]) -> None:
     for segment in segments:
         segment.remove_files()
+
+
+def _remove_cut_files(removed: list[Segment], cut: Segment) -> None:
+    """What a truncation leaves to its group commit: the removed segments' files, and the
+    indexes of the segment it cut (the active one now: its indexes live in memory)."""
+    for segment in removed:
+        segment.remove_files()
+    cut.remove_index_files()

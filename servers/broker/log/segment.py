@@ -10,7 +10,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import google_crc32c
@@ -60,7 +61,7 @@ class _Window:
 class Segment:
     __slots__ = ("directory", "base", "size", "next_offset", "first_append_ms",
                  "last_append_ms", "max_timestamp_ms", "last_pos", "last_rel", "index", "fd",
-                 "synced", "syncing")
+                 "synced", "syncing", "damaged")
 
     def __init__(self, directory: Path, base: int) -> None:
         self.directory = directory
@@ -69,6 +70,7 @@ class Segment:
         self.index: SegmentIndex | None = None
         self.synced = True  # False: written since its last fsync
         self.syncing = 0  # fsyncs running on its fd now (it stays open meanwhile)
+        self.damaged = False  # a scan found a batch failing its CRC and kept it
         self._reset()
 
     def _reset(self) -> None:
@@ -142,18 +144,18 @@ class Segment:
 
     # ---- writing ------------------------------------------------------------------
 
-    def append(self, header: bytes, prefix: bytes, records_blob: bytes,
-               header_fields: FrameHeader) -> None:
-        """Write one frame at the end. On any failure the file is cut back to where it
-        was (nothing of the batch remains); a full disk raises StorageFull."""
+    def append(self, parts: Sequence[bytes], header_fields: FrameHeader) -> None:
+        """Write one frame at the end: ``parts`` concatenated are its bytes (header, then
+        payload). On any failure the file is cut back to where it was (nothing of the
+        batch remains); a full disk raises StorageFull."""
         fd = self.fd
         assert fd is not None and self.index is not None
         position = self.size
-        total = len(header) + len(prefix) + len(records_blob)
+        total = header_fields.size
         try:
-            written = os.pwritev(fd, (header, prefix, records_blob), position)
+            written = os.pwritev(fd, parts, position)
             if written < total:  # a short write: the rest, or the error that stopped it
-                rest = memoryview(b"".join((header, prefix, records_blob)))
+                rest = memoryview(b"".join(parts))
                 while written < total:
                     written += os.pwrite(fd, rest[written:], position + written)
         except OSError as error:
@@ -220,12 +222,13 @@ class Segment:
         return self.index
 
     def read(self, offset: int, budget: int, limit: int, out: list[bytes],
-             where: str) -> tuple[int, bool, int]:
+             where: str, whole: bool = False) -> tuple[int, bool, int]:
         """Add to ``out`` the payloads of the batches from the one holding ``offset`` on
         (those starting below ``limit``), while they fit in ``budget`` bytes (the first one
-        always when ``out`` is empty). Returns the bytes added, whether the segment was
-        read to its end, and the offset after the last batch added (-1: none). A batch failing its CRC ends the read; it raises CorruptBatch when
-        it would be the first."""
+        always when ``out`` is empty); ``whole``: the frames (header and payload) instead.
+        Returns the bytes added, whether the segment was read to its end, and the offset
+        after the last batch added (-1: none). A batch failing its CRC ends the read; it
+        raises CorruptBatch when it would be the first."""
         fd = self.open_fd()
         _, position = self.ensure_index().floor(max(offset - self.base, 0))
         end = self.size
@@ -252,7 +255,8 @@ class Segment:
             if base_offset + records <= offset:
                 position += size
                 continue
-            if out and used + length > budget:
+            cost = size if whole else length
+            if out and used + cost > budget:
                 return used, False, after
             if i + size > len(buf):
                 buf = os.pread(fd, min(end - position, max(size, budget - used + HEADER_SIZE)),
@@ -265,9 +269,9 @@ class Segment:
                 if out:
                     return used, False, after
                 raise CorruptBatch(f"{where} offset {base_offset}")
-            out.append(payload)
+            out.append(buf[i:i + size] if whole else payload)
             after = base_offset + records
-            used += length
+            used += cost
             position += size
             if used >= budget:
                 return used, position >= end, after
@@ -369,6 +373,7 @@ class Segment:
                     logger.error("%s: the batch at offset %d fails its CRC but later batches "
                                  "are intact; it is kept and reported when read", self,
                                  header.base_offset)
+                    self.damaged = True
             self._account(position, header)
             position = end
         return None
@@ -391,3 +396,39 @@ class Segment:
             os.ftruncate(fd, size)
             os.fsync(fd)
         return max(dropped, 0)
+
+    def cut(self, offset: int) -> int:
+        """Remove the batch holding ``offset`` and every later one: from the file (not
+        synced here), the in-memory index and the summary. Returns the new next offset
+        (the segment's own when ``offset`` is at or past it)."""
+        if offset >= self.next_offset:
+            return self.next_offset
+        index = self.ensure_index()
+        # scan from the index entry before the one at or below the cut, so that the batch
+        # just before the cut is seen even when the cut is at an indexed batch
+        entry = max(bisect_right(index.rel, max(offset - self.base, 0)) - 2, 0)
+        position = index.pos[entry] if index else 0
+        running = index.ts[entry] if index else MIN_TIMESTAMP
+        previous: tuple[int, FrameHeader] | None = None
+        cut_at, next_offset = self.size, self.next_offset
+        for at, header in self.headers(position):
+            if header.next_offset > offset:
+                cut_at, next_offset = at, header.base_offset
+                break
+            running = max(running, header.max_timestamp_ms)
+            previous = at, header
+        os.ftruncate(self.open_fd(), cut_at)
+        self.synced = False
+        keep = bisect_left(index.pos, cut_at)
+        del index.rel[keep:], index.pos[keep:], index.ts[keep:]
+        if previous is None:
+            self._reset()
+            return self.next_offset
+        at, header = previous
+        self.size = cut_at
+        self.next_offset = next_offset
+        self.last_append_ms = header.append_time_ms
+        self.max_timestamp_ms = running
+        self.last_pos = at
+        self.last_rel = header.base_offset - self.base
+        return next_offset

@@ -72,10 +72,12 @@ class DiskLogStore:
                 self._logs.setdefault(topic, {})[partition] = log
 
             await asyncio.gather(*(one(topic, partition) for topic, partition in found))
-            unclean = sum(not log.recovered_clean for logs in self._logs.values()
-                          for log in logs.values())
+            opened = [log for logs in self._logs.values() for log in logs.values()]
+            unclean = sum(not log.recovered_clean for log in opened)
+            cut = sum(log.recovery_truncated for log in opened)
             logger.info("opened %d partitions of %d topics in %s (%d recovered after an "
-                        "unclean shutdown)", len(found), len(self._logs), self.data_dir, unclean)
+                        "unclean shutdown, %d with a torn or corrupt batch)", len(found),
+                        len(self._logs), self.data_dir, unclean, cut)
 
     async def close(self) -> None:
         async with self._lock:

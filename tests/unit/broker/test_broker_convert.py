@@ -212,6 +212,19 @@ def test_an_unknown_acks_value_lists_the_allowed_ones() -> None:
     assert "NONE" in excinfo.value.message and "LEADER" in excinfo.value.message
 
 
+def test_acks_all_is_carried_in_the_plan() -> None:
+    made = plan(pb.ProduceRequest(topic="orders", acks=pb.ACKS_ALL, records=[pb.Record()]))
+    assert made.acks_all and not made.acks_none
+
+
+def test_a_replication_factor_out_of_range_names_the_field() -> None:
+    with pytest.raises(InvalidArgument, match="topic.replication_factor"):
+        convert.topic_from_pb(pb.Topic(name="orders", partitions=1, replication_factor=17), NOW)
+    with pytest.raises(InvalidArgument, match="topic.config.min_insync_replicas"):
+        convert.topic_from_pb(pb.Topic(name="orders", partitions=1, replication_factor=2,
+                                       config=pb.TopicConfig(min_insync_replicas=3)), NOW)
+
+
 def test_acks_none_is_carried_in_the_plan() -> None:
     assert plan(pb.ProduceRequest(topic="orders", acks=pb.ACKS_NONE,
                                   records=[pb.Record()])).acks_none
@@ -221,7 +234,8 @@ def test_acks_none_is_carried_in_the_plan() -> None:
 
 def test_a_topic_gets_the_documented_defaults() -> None:
     made = convert.topic_from_pb(pb.Topic(name="orders", partitions=3), NOW)
-    assert made == TopicSpec("orders", 3, TopicConfig(), NOW)
+    # replication 0: the cluster's default, min(3, brokers alive), filled in by the app
+    assert made == TopicSpec("orders", 3, TopicConfig(), NOW, replication_factor=0)
     assert made.config.retention_ms == DEFAULT_RETENTION_MS
     assert convert.topic_to_pb(made).config.retention.ToMilliseconds() == DEFAULT_RETENTION_MS
 

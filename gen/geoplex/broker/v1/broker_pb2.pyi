@@ -53,7 +53,9 @@ class _AcksEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Acks.ValueType],
     broker's fsync policy is per batch).
     """
     ACKS_ALL: _Acks.ValueType  # 3
-    """Answered once every in-sync replica has it. On one node, the same as LEADER."""
+    """Answered once every in-sync replica has it (synced, under a per-batch
+    fsync policy), and only while at least `min_insync_replicas` are in sync.
+    """
 
 class Acks(_Acks, metaclass=_AcksEnumTypeWrapper): ...
 
@@ -66,7 +68,9 @@ ACKS_LEADER: Acks.ValueType  # 2
 broker's fsync policy is per batch).
 """
 ACKS_ALL: Acks.ValueType  # 3
-"""Answered once every in-sync replica has it. On one node, the same as LEADER."""
+"""Answered once every in-sync replica has it (synced, under a per-batch
+fsync policy), and only while at least `min_insync_replicas` are in sync.
+"""
 Global___Acks: _TypeAlias = Acks  # noqa: Y015
 
 class _Assignor:
@@ -135,6 +139,7 @@ class TopicConfig(_message.Message):
     CLEANUP_POLICY_FIELD_NUMBER: _builtins.int
     SEGMENT_BYTES_FIELD_NUMBER: _builtins.int
     SEGMENT_AGE_FIELD_NUMBER: _builtins.int
+    MIN_INSYNC_REPLICAS_FIELD_NUMBER: _builtins.int
     retention_bytes: _builtins.int
     """Bytes kept per partition; 0 means no limit by size."""
     max_message_bytes: _builtins.int
@@ -143,6 +148,10 @@ class TopicConfig(_message.Message):
     """Unset means DELETE."""
     segment_bytes: _builtins.int
     """A segment rolls at this size; 0 means 64 MiB."""
+    min_insync_replicas: _builtins.int
+    """With acks ALL, produce fails (UNAVAILABLE, NOT_ENOUGH_REPLICAS) while fewer
+    replicas than this are in sync; 0 means min(2, replication factor).
+    """
     @_builtins.property
     def retention(self) -> _duration_pb2.Duration:
         """How long records are kept. Unset: 14 days. Zero or negative: INVALID_ARGUMENT."""
@@ -160,10 +169,11 @@ class TopicConfig(_message.Message):
         cleanup_policy: Global___CleanupPolicy.ValueType = ...,
         segment_bytes: _builtins.int = ...,
         segment_age: _duration_pb2.Duration | None = ...,
+        min_insync_replicas: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention", "segment_age", b"segment_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cleanup_policy", b"cleanup_policy", "max_message_bytes", b"max_message_bytes", "retention", b"retention", "retention_bytes", b"retention_bytes", "segment_age", b"segment_age", "segment_bytes", b"segment_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cleanup_policy", b"cleanup_policy", "max_message_bytes", b"max_message_bytes", "min_insync_replicas", b"min_insync_replicas", "retention", b"retention", "retention_bytes", b"retention_bytes", "segment_age", b"segment_age", "segment_bytes", b"segment_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,9 +187,14 @@ class Topic(_message.Message):
     PARTITIONS_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REPLICATION_FACTOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """1..200 characters of [A-Za-z0-9._-]; names starting "__" are internal."""
     partitions: _builtins.int
+    replication_factor: _builtins.int
+    """Copies of each partition, on different brokers; 0 means min(3, brokers
+    alive). More than the brokers alive: FAILED_PRECONDITION.
+    """
     @_builtins.property
     def config(self) -> Global___TopicConfig: ...
     @_builtins.property
@@ -193,10 +208,11 @@ class Topic(_message.Message):
         partitions: _builtins.int = ...,
         config: Global___TopicConfig | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        replication_factor: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "name", b"name", "partitions", b"partitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "name", b"name", "partitions", b"partitions", "replication_factor", b"replication_factor"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1466,3 +1482,370 @@ class NackResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NackResponse: _TypeAlias = NackResponse  # noqa: Y015
+
+@_typing.final
+class GetMetadataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPICS_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """Set: the answer names this group's coordinator."""
+    @_builtins.property
+    def topics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Empty means every topic (internal ones included)."""
+
+    def __init__(
+        self,
+        *,
+        topics: _abc.Iterable[_builtins.str] | None = ...,
+        group: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "topics", b"topics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMetadataRequest: _TypeAlias = GetMetadataRequest  # noqa: Y015
+
+@_typing.final
+class BrokerNode(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    address: _builtins.str
+    """host:port that clients and other brokers dial."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BrokerNode: _TypeAlias = BrokerNode  # noqa: Y015
+
+@_typing.final
+class PartitionMetadata(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_FIELD_NUMBER: _builtins.int
+    LEADER_ID_FIELD_NUMBER: _builtins.int
+    LEADER_EPOCH_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    ISR_FIELD_NUMBER: _builtins.int
+    partition: _builtins.int
+    leader_id: _builtins.int
+    """-1 while no in-sync replica is alive (the partition takes no writes)."""
+    leader_epoch: _builtins.int
+    """Grows with every change of leader."""
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def isr(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        partition: _builtins.int = ...,
+        leader_id: _builtins.int = ...,
+        leader_epoch: _builtins.int = ...,
+        replicas: _abc.Iterable[_builtins.int] | None = ...,
+        isr: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["isr", b"isr", "leader_epoch", b"leader_epoch", "leader_id", b"leader_id", "partition", b"partition", "replicas", b"replicas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionMetadata: _TypeAlias = PartitionMetadata  # noqa: Y015
+
+@_typing.final
+class TopicMetadata(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    REPLICATION_FACTOR_FIELD_NUMBER: _builtins.int
+    MIN_INSYNC_REPLICAS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    replication_factor: _builtins.int
+    min_insync_replicas: _builtins.int
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionMetadata]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        partitions: _abc.Iterable[Global___PartitionMetadata] | None = ...,
+        replication_factor: _builtins.int = ...,
+        min_insync_replicas: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_insync_replicas", b"min_insync_replicas", "name", b"name", "partitions", b"partitions", "replication_factor", b"replication_factor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopicMetadata: _TypeAlias = TopicMetadata  # noqa: Y015
+
+@_typing.final
+class GetMetadataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROKERS_FIELD_NUMBER: _builtins.int
+    CONTROLLER_ID_FIELD_NUMBER: _builtins.int
+    CONTROLLER_EPOCH_FIELD_NUMBER: _builtins.int
+    TOPICS_FIELD_NUMBER: _builtins.int
+    COORDINATOR_FIELD_NUMBER: _builtins.int
+    ANSWERED_BY_FIELD_NUMBER: _builtins.int
+    controller_id: _builtins.int
+    controller_epoch: _builtins.int
+    answered_by: _builtins.int
+    """The broker that answered."""
+    @_builtins.property
+    def brokers(self) -> _containers.RepeatedCompositeFieldContainer[Global___BrokerNode]:
+        """The brokers alive (registered with a live lease), by id."""
+
+    @_builtins.property
+    def topics(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopicMetadata]: ...
+    @_builtins.property
+    def coordinator(self) -> Global___BrokerNode:
+        """Set when the request named a group."""
+
+    def __init__(
+        self,
+        *,
+        brokers: _abc.Iterable[Global___BrokerNode] | None = ...,
+        controller_id: _builtins.int = ...,
+        controller_epoch: _builtins.int = ...,
+        topics: _abc.Iterable[Global___TopicMetadata] | None = ...,
+        coordinator: Global___BrokerNode | None = ...,
+        answered_by: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["coordinator", b"coordinator"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_by", b"answered_by", "brokers", b"brokers", "controller_epoch", b"controller_epoch", "controller_id", b"controller_id", "coordinator", b"coordinator", "topics", b"topics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMetadataResponse: _TypeAlias = GetMetadataResponse  # noqa: Y015
+
+@_typing.final
+class DescribeReplicasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPICS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def topics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Empty means every topic."""
+
+    def __init__(
+        self,
+        *,
+        topics: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["topics", b"topics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeReplicasRequest: _TypeAlias = DescribeReplicasRequest  # noqa: Y015
+
+@_typing.final
+class ReplicaState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    LOG_END_OFFSET_FIELD_NUMBER: _builtins.int
+    LAG_FIELD_NUMBER: _builtins.int
+    IN_SYNC_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_TIME_FIELD_NUMBER: _builtins.int
+    broker_id: _builtins.int
+    log_end_offset: _builtins.int
+    """The offset its log ends at, as its last fetch said (the leader's own log end for the leader)."""
+    lag: _builtins.int
+    """Records behind the leader's log end."""
+    in_sync: _builtins.bool
+    @_builtins.property
+    def caught_up_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last had everything the leader had."""
+
+    def __init__(
+        self,
+        *,
+        broker_id: _builtins.int = ...,
+        log_end_offset: _builtins.int = ...,
+        lag: _builtins.int = ...,
+        in_sync: _builtins.bool = ...,
+        caught_up_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caught_up_time", b"caught_up_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_id", b"broker_id", "caught_up_time", b"caught_up_time", "in_sync", b"in_sync", "lag", b"lag", "log_end_offset", b"log_end_offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
+
+@_typing.final
+class PartitionReplicas(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    PARTITION_FIELD_NUMBER: _builtins.int
+    LEADER_EPOCH_FIELD_NUMBER: _builtins.int
+    HIGH_WATERMARK_FIELD_NUMBER: _builtins.int
+    LOG_END_OFFSET_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    topic: _builtins.str
+    partition: _builtins.int
+    leader_epoch: _builtins.int
+    high_watermark: _builtins.int
+    log_end_offset: _builtins.int
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaState]: ...
+    def __init__(
+        self,
+        *,
+        topic: _builtins.str = ...,
+        partition: _builtins.int = ...,
+        leader_epoch: _builtins.int = ...,
+        high_watermark: _builtins.int = ...,
+        log_end_offset: _builtins.int = ...,
+        replicas: _abc.Iterable[Global___ReplicaState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high_watermark", b"high_watermark", "leader_epoch", b"leader_epoch", "log_end_offset", b"log_end_offset", "partition", b"partition", "replicas", b"replicas", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionReplicas: _TypeAlias = PartitionReplicas  # noqa: Y015
+
+@_typing.final
+class DescribeReplicasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROKER_ID_FIELD_NUMBER: _builtins.int
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    broker_id: _builtins.int
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionReplicas]:
+        """The partitions this broker leads."""
+
+    def __init__(
+        self,
+        *,
+        broker_id: _builtins.int = ...,
+        partitions: _abc.Iterable[Global___PartitionReplicas] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_id", b"broker_id", "partitions", b"partitions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeReplicasResponse: _TypeAlias = DescribeReplicasResponse  # noqa: Y015
+
+@_typing.final
+class ReplicaFetchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLICA_ID_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
+    PARTITION_FIELD_NUMBER: _builtins.int
+    FETCH_OFFSET_FIELD_NUMBER: _builtins.int
+    LAST_FETCHED_EPOCH_FIELD_NUMBER: _builtins.int
+    LEADER_EPOCH_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_WAIT_MS_FIELD_NUMBER: _builtins.int
+    REPLICA_INCARNATION_FIELD_NUMBER: _builtins.int
+    replica_id: _builtins.int
+    topic: _builtins.str
+    partition: _builtins.int
+    fetch_offset: _builtins.int
+    """The follower's log end (everything below it is on its disk)."""
+    last_fetched_epoch: _builtins.int
+    """The leader epoch of the follower's last batch; -1 when its log is empty."""
+    leader_epoch: _builtins.int
+    """The leader epoch the follower believes current."""
+    max_bytes: _builtins.int
+    max_wait_ms: _builtins.int
+    replica_incarnation: _builtins.str
+    """The follower process (new at every start): a restarted follower leaves
+    the in-sync replicas until it has caught up again.
+    """
+    def __init__(
+        self,
+        *,
+        replica_id: _builtins.int = ...,
+        topic: _builtins.str = ...,
+        partition: _builtins.int = ...,
+        fetch_offset: _builtins.int = ...,
+        last_fetched_epoch: _builtins.int = ...,
+        leader_epoch: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+        max_wait_ms: _builtins.int = ...,
+        replica_incarnation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fetch_offset", b"fetch_offset", "last_fetched_epoch", b"last_fetched_epoch", "leader_epoch", b"leader_epoch", "max_bytes", b"max_bytes", "max_wait_ms", b"max_wait_ms", "partition", b"partition", "replica_id", b"replica_id", "replica_incarnation", b"replica_incarnation", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaFetchRequest: _TypeAlias = ReplicaFetchRequest  # noqa: Y015
+
+@_typing.final
+class ReplicaFetchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRAMES_FIELD_NUMBER: _builtins.int
+    HIGH_WATERMARK_FIELD_NUMBER: _builtins.int
+    LOG_START_OFFSET_FIELD_NUMBER: _builtins.int
+    DIVERGING_EPOCH_FIELD_NUMBER: _builtins.int
+    DIVERGING_END_OFFSET_FIELD_NUMBER: _builtins.int
+    LOG_END_OFFSET_FIELD_NUMBER: _builtins.int
+    frames: _builtins.bytes
+    """Stored frames exactly as on the leader's disk (header and batch), in order."""
+    high_watermark: _builtins.int
+    log_start_offset: _builtins.int
+    diverging_epoch: _builtins.int
+    """Set when the follower's log diverges: it truncates to
+    min(diverging_end_offset, its own end of diverging_epoch) and fetches again.
+    """
+    diverging_end_offset: _builtins.int
+    log_end_offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        frames: _builtins.bytes = ...,
+        high_watermark: _builtins.int = ...,
+        log_start_offset: _builtins.int = ...,
+        diverging_epoch: _builtins.int | None = ...,
+        diverging_end_offset: _builtins.int | None = ...,
+        log_end_offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_diverging_end_offset", b"_diverging_end_offset", "_diverging_epoch", b"_diverging_epoch", "diverging_end_offset", b"diverging_end_offset", "diverging_epoch", b"diverging_epoch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_diverging_end_offset", b"_diverging_end_offset", "_diverging_epoch", b"_diverging_epoch", "diverging_end_offset", b"diverging_end_offset", "diverging_epoch", b"diverging_epoch", "frames", b"frames", "high_watermark", b"high_watermark", "log_end_offset", b"log_end_offset", "log_start_offset", b"log_start_offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__diverging_end_offset: _TypeAlias = _typing.Literal["diverging_end_offset"]  # noqa: Y015
+    _WhichOneofArgType__diverging_end_offset: _TypeAlias = _typing.Literal["_diverging_end_offset", b"_diverging_end_offset"]  # noqa: Y015
+    _WhichOneofReturnType__diverging_epoch: _TypeAlias = _typing.Literal["diverging_epoch"]  # noqa: Y015
+    _WhichOneofArgType__diverging_epoch: _TypeAlias = _typing.Literal["_diverging_epoch", b"_diverging_epoch"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__diverging_end_offset) -> _WhichOneofReturnType__diverging_end_offset | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__diverging_epoch) -> _WhichOneofReturnType__diverging_epoch | None: ...
+
+Global___ReplicaFetchResponse: _TypeAlias = ReplicaFetchResponse  # noqa: Y015

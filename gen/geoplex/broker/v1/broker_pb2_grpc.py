@@ -136,6 +136,16 @@ class BrokerServiceStub:
                 request_serializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.NackRequest.SerializeToString,
                 response_deserializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.NackResponse.FromString,
                 _registered_method=True)
+        self.GetMetadata = channel.unary_unary(
+                '/geoplex.broker.v1.BrokerService/GetMetadata',
+                request_serializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.GetMetadataRequest.SerializeToString,
+                response_deserializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.GetMetadataResponse.FromString,
+                _registered_method=True)
+        self.DescribeReplicas = channel.unary_unary(
+                '/geoplex.broker.v1.BrokerService/DescribeReplicas',
+                request_serializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.DescribeReplicasRequest.SerializeToString,
+                response_deserializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.DescribeReplicasResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -288,6 +298,27 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetadata(self, request, context):
+        """The cluster as this broker knows it from etcd: brokers, the controller,
+        and per partition its replicas, leader, leader epoch and in-sync replicas;
+        with `group`, the group's coordinator. Any broker answers. Clients send
+        produce and fetch to a partition's leader and group calls to the group's
+        coordinator; a call that reaches another broker is FAILED_PRECONDITION
+        with reason NOT_LEADER or NOT_COORDINATOR and the right broker in the
+        error's metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeReplicas(self, request, context):
+        """Replication as the leaders on this broker see it: per partition led here,
+        each replica's log end, lag and whether it is in sync.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -385,6 +416,16 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.Nack,
                     request_deserializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.NackRequest.FromString,
                     response_serializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.NackResponse.SerializeToString,
+            ),
+            'GetMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetadata,
+                    request_deserializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.GetMetadataRequest.FromString,
+                    response_serializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.GetMetadataResponse.SerializeToString,
+            ),
+            'DescribeReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeReplicas,
+                    request_deserializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.DescribeReplicasRequest.FromString,
+                    response_serializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.DescribeReplicasResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -907,6 +948,138 @@ class BrokerService:
             '/geoplex.broker.v1.BrokerService/Nack',
             geoplex_dot_broker_dot_v1_dot_broker__pb2.NackRequest.SerializeToString,
             geoplex_dot_broker_dot_v1_dot_broker__pb2.NackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geoplex.broker.v1.BrokerService/GetMetadata',
+            geoplex_dot_broker_dot_v1_dot_broker__pb2.GetMetadataRequest.SerializeToString,
+            geoplex_dot_broker_dot_v1_dot_broker__pb2.GetMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geoplex.broker.v1.BrokerService/DescribeReplicas',
+            geoplex_dot_broker_dot_v1_dot_broker__pb2.DescribeReplicasRequest.SerializeToString,
+            geoplex_dot_broker_dot_v1_dot_broker__pb2.DescribeReplicasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ReplicaServiceStub:
+    """Broker to broker: a follower copies its partitions from their leader.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ReplicaFetch = channel.unary_unary(
+                '/geoplex.broker.v1.ReplicaService/ReplicaFetch',
+                request_serializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.ReplicaFetchRequest.SerializeToString,
+                response_deserializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.ReplicaFetchResponse.FromString,
+                _registered_method=True)
+
+
+class ReplicaServiceServicer:
+    """Broker to broker: a follower copies its partitions from their leader.
+    """
+
+    def ReplicaFetch(self, request, context):
+        """The leader's stored frames from `fetch_offset` on (long poll at the end).
+        When the follower's log diverges from the leader's (its last batch's
+        epoch ends earlier on the leader), the answer says where to truncate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ReplicaServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ReplicaFetch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplicaFetch,
+                    request_deserializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.ReplicaFetchRequest.FromString,
+                    response_serializer=geoplex_dot_broker_dot_v1_dot_broker__pb2.ReplicaFetchResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'geoplex.broker.v1.ReplicaService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('geoplex.broker.v1.ReplicaService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ReplicaService:
+    """Broker to broker: a follower copies its partitions from their leader.
+    """
+
+    @staticmethod
+    def ReplicaFetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geoplex.broker.v1.ReplicaService/ReplicaFetch',
+            geoplex_dot_broker_dot_v1_dot_broker__pb2.ReplicaFetchRequest.SerializeToString,
+            geoplex_dot_broker_dot_v1_dot_broker__pb2.ReplicaFetchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,19 @@ class BrokerServiceStub:
     once it has been delivered `max_deliveries` times, written to the group's
     dead-letter topic with the error and its origin in headers.
     """
+    GetMetadata: _grpc.UnaryUnaryMultiCallable[_broker_pb2.GetMetadataRequest, _broker_pb2.GetMetadataResponse]
+    """The cluster as this broker knows it from etcd: brokers, the controller,
+    and per partition its replicas, leader, leader epoch and in-sync replicas;
+    with `group`, the group's coordinator. Any broker answers. Clients send
+    produce and fetch to a partition's leader and group calls to the group's
+    coordinator; a call that reaches another broker is FAILED_PRECONDITION
+    with reason NOT_LEADER or NOT_COORDINATOR and the right broker in the
+    error's metadata.
+    """
+    DescribeReplicas: _grpc.UnaryUnaryMultiCallable[_broker_pb2.DescribeReplicasRequest, _broker_pb2.DescribeReplicasResponse]
+    """Replication as the leaders on this broker see it: per partition led here,
+    each replica's log end, lag and whether it is in sync.
+    """
 
 @_typing.type_check_only
 class BrokerServiceAsyncStub(BrokerServiceStub):
@@ -152,6 +165,19 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     """Gives a record back to its group: it is delivered again after `delay`, or,
     once it has been delivered `max_deliveries` times, written to the group's
     dead-letter topic with the error and its origin in headers.
+    """
+    GetMetadata: _aio.UnaryUnaryMultiCallable[_broker_pb2.GetMetadataRequest, _broker_pb2.GetMetadataResponse]  # type: ignore[assignment]
+    """The cluster as this broker knows it from etcd: brokers, the controller,
+    and per partition its replicas, leader, leader epoch and in-sync replicas;
+    with `group`, the group's coordinator. Any broker answers. Clients send
+    produce and fetch to a partition's leader and group calls to the group's
+    coordinator; a call that reaches another broker is FAILED_PRECONDITION
+    with reason NOT_LEADER or NOT_COORDINATOR and the right broker in the
+    error's metadata.
+    """
+    DescribeReplicas: _aio.UnaryUnaryMultiCallable[_broker_pb2.DescribeReplicasRequest, _broker_pb2.DescribeReplicasResponse]  # type: ignore[assignment]
+    """Replication as the leaders on this broker see it: per partition led here,
+    each replica's log end, lag and whether it is in sync.
     """
 
 class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -328,4 +354,69 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         dead-letter topic with the error and its origin in headers.
         """
 
+    @_abc_1.abstractmethod
+    def GetMetadata(
+        self,
+        request: _broker_pb2.GetMetadataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_pb2.GetMetadataResponse, _abc.Awaitable[_broker_pb2.GetMetadataResponse]]:
+        """The cluster as this broker knows it from etcd: brokers, the controller,
+        and per partition its replicas, leader, leader epoch and in-sync replicas;
+        with `group`, the group's coordinator. Any broker answers. Clients send
+        produce and fetch to a partition's leader and group calls to the group's
+        coordinator; a call that reaches another broker is FAILED_PRECONDITION
+        with reason NOT_LEADER or NOT_COORDINATOR and the right broker in the
+        error's metadata.
+        """
+
+    @_abc_1.abstractmethod
+    def DescribeReplicas(
+        self,
+        request: _broker_pb2.DescribeReplicasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_pb2.DescribeReplicasResponse, _abc.Awaitable[_broker_pb2.DescribeReplicasResponse]]:
+        """Replication as the leaders on this broker see it: per partition led here,
+        each replica's log end, lag and whether it is in sync.
+        """
+
 def add_BrokerServiceServicer_to_server(servicer: BrokerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class ReplicaServiceStub:
+    """Broker to broker: a follower copies its partitions from their leader."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> ReplicaServiceAsyncStub: ...
+    ReplicaFetch: _grpc.UnaryUnaryMultiCallable[_broker_pb2.ReplicaFetchRequest, _broker_pb2.ReplicaFetchResponse]
+    """The leader's stored frames from `fetch_offset` on (long poll at the end).
+    When the follower's log diverges from the leader's (its last batch's
+    epoch ends earlier on the leader), the answer says where to truncate.
+    """
+
+@_typing.type_check_only
+class ReplicaServiceAsyncStub(ReplicaServiceStub):
+    """Broker to broker: a follower copies its partitions from their leader."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ReplicaFetch: _aio.UnaryUnaryMultiCallable[_broker_pb2.ReplicaFetchRequest, _broker_pb2.ReplicaFetchResponse]  # type: ignore[assignment]
+    """The leader's stored frames from `fetch_offset` on (long poll at the end).
+    When the follower's log diverges from the leader's (its last batch's
+    epoch ends earlier on the leader), the answer says where to truncate.
+    """
+
+class ReplicaServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Broker to broker: a follower copies its partitions from their leader."""
+
+    @_abc_1.abstractmethod
+    def ReplicaFetch(
+        self,
+        request: _broker_pb2.ReplicaFetchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_pb2.ReplicaFetchResponse, _abc.Awaitable[_broker_pb2.ReplicaFetchResponse]]:
+        """The leader's stored frames from `fetch_offset` on (long poll at the end).
+        When the follower's log diverges from the leader's (its last batch's
+        epoch ends earlier on the leader), the answer says where to truncate.
+        """
+
+def add_ReplicaServiceServicer_to_server(servicer: ReplicaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
