@@ -212,7 +212,8 @@ class Controller:
     >>> controller = Controller(cluster, me)
     >>> task = asyncio.create_task(controller.run())    # cancel it to stop
 
-    ``cluster.register(me, ...)`` comes first (the controller key lives on that lease).
+    The campaign waits for ``cluster.register(me, ...)`` (the controller key lives on that
+    lease).
     """
 
     def __init__(self, cluster: ClusterStore, broker: BrokerInfo, *,
@@ -238,7 +239,10 @@ class Controller:
         while True:
             try:
                 info = await self._cluster.campaign(self._broker)
-            except MetadataUnavailable:
+            except Exception as exc:  # noqa: BLE001 - the loop must go on
+                if not isinstance(exc, MetadataUnavailable):
+                    log.exception("broker %d: the campaign for controller failed; trying "
+                                  "again", self._broker.id)
                 await asyncio.sleep(backoff)  # a backoff while etcd is away
                 backoff = min(backoff * 2, RETRY_S[1])
                 continue

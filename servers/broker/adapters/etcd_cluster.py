@@ -371,16 +371,18 @@ class EtcdCluster:
             return None
 
     async def campaign(self, broker: BrokerInfo) -> ControllerInfo:
-        registered = self._broker
-        if registered is None or (registered.id, registered.incarnation) != (
-                broker.id, broker.incarnation):
-            raise RuntimeError("campaign: register this broker first (the controller key "
-                               "lives on its lease)")
+        """Waits for :meth:`register` of ``broker`` first (the controller key lives on its
+        lease) and while it registers again; ValueError when another broker is registered
+        on this store."""
         etcd = self._etcd
         kv, key, epoch_key = etcd.kv, etcd.controller_key(), etcd.controller_epoch_key()
         while True:
             await self._registered.wait()
-            lease_id = self._lease_id
+            registered, lease_id = self._broker, self._lease_id
+            if registered is None or (registered.id, registered.incarnation) != (
+                    broker.id, broker.incarnation):
+                raise ValueError(f"broker: {broker.id} is not the broker registered on this "
+                                 "store; the controller key lives on its own lease")
             read = await etcd.call("read the controller", kv.txn(
                 compare=[], success=[kv.txn_op_get(key), kv.txn_op_get(epoch_key)],
                 timeout=etcd.timeout))
