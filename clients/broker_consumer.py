@@ -44,6 +44,13 @@ Retries: :meth:`Consumer.nack` hands a record back to the broker: it comes back 
 group's ``__retry.<group>`` topic (which the coordinator adds to every member's
 subscription) after the delay, with ``deliveries`` counting up; after ``max_deliveries``
 it goes to ``__dlq.<group>`` instead.
+
+In a cluster each partition is read from its leader, and the stream follows leadership
+when it moves (from the next offset not yet read); the group protocol goes to the group's
+coordinator (the client finds it, and follows NOT_COORDINATOR). When the coordinator
+moves, the new one does not know this member (UNKNOWN_MEMBER): the consumer joins again
+there, as after a lost session; committed offsets live in etcd, so they are all still
+there, and records processed but not yet committed may be delivered again.
 """
 
 from __future__ import annotations
@@ -299,6 +306,7 @@ class Consumer:
         self._resync = asyncio.Event()
         self._sync_pending = False
         self._lock = asyncio.Lock()  # one membership change (sync, rejoin, close) at a time
+        self._coordinator: str | None = None  # where this member joined
         self._delivered = self._rebalances = self._rejoins = self._resets = self._commits = 0
 
     # -- state -----------------------------------------------------------------------
@@ -468,6 +476,7 @@ class Consumer:
             session_timeout=self.session_timeout, assignor=self.assignor,
             client_id=self.client_id, timeout=self.request_timeout)
         self.member_id = response.member_id
+        self._coordinator = self.client.router.coordinator_address(self.group)
         interval = response.heartbeat_interval.ToTimedelta().total_seconds()
         self.heartbeat_interval = interval if interval > 0 else 3.0
         await self._sync(response.generation)
@@ -498,10 +507,16 @@ class Consumer:
         self._sync_pending = False
 
     async def _rejoin(self) -> None:
-        """The coordinator forgot this member (its session expired): every partition is
-        lost (revoked without a commit), then the consumer joins as a new member."""
-        log.warning("consumer group %s: membership lost (session expired); joining again",
-                    self.group)
+        """The coordinator forgot this member (its session expired, or the coordinator
+        moved to another broker): every partition is lost (revoked without a commit), then
+        the consumer joins as a new member."""
+        coordinator = self.client.router.coordinator_address(self.group)
+        if coordinator is not None and coordinator != self._coordinator:
+            log.warning("consumer group %s: the group's coordinator moved to %s; joining "
+                        "again there", self.group, coordinator)
+        else:
+            log.warning("consumer group %s: membership lost (session expired); joining "
+                        "again", self.group)
         await self._revoke(set(self._partitions))
         self.member_id, self.generation = "", 0
         self._rejoins += 1
@@ -520,15 +535,12 @@ class Consumer:
         topics = sorted({tp.topic for tp in tps})
         committed = await self.client.get_committed_offsets(self.group, topics,
                                                             timeout=self.request_timeout)
-        bounds: dict[str, dict[int, tuple[int, int]]] = {}
+        starts = await self._starts([tp for tp in tps if committed.get(tp, -1) < 0])
         owners = []
         for tp in sorted(tps):
             position = committed.get(tp, -1)
             if position < 0:
-                if tp.topic not in bounds:
-                    bounds[tp.topic] = await self._bounds(tp.topic)
-                start, end = bounds[tp.topic].get(tp.partition, (0, 0))
-                position = start if self._reset_policy(tp) == "earliest" else end
+                position = starts.get(tp, 0)
             owners.append(_Partition(tp, position, committed.get(tp, -1)))
         for owner in owners:
             self._partitions[owner.tp] = owner
@@ -541,10 +553,21 @@ class Consumer:
         # retried records wait in the retry topic before any commit: never skip them
         return "earliest" if tp.topic.startswith(RETRY_PREFIX) else self.auto_offset_reset
 
-    async def _bounds(self, topic: str) -> dict[int, tuple[int, int]]:
-        response = await self.client.get_topic(topic, timeout=self.request_timeout)
-        return {p.partition: (p.log_start_offset, p.log_end_offset)
-                for p in response.partitions}
+    async def _starts(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where partitions without a committed offset start, by the reset policy: the log
+        start (the first offset at or after time 0) or the end, from their leaders (one
+        ListOffsets per topic and policy)."""
+        wanted: dict[tuple[str, bool], list[int]] = {}
+        for tp in tps:
+            earliest = self._reset_policy(tp) == "earliest"
+            wanted.setdefault((tp.topic, earliest), []).append(tp.partition)
+        out: dict[TopicPartition, int] = {}
+        for (topic, earliest), partitions in sorted(wanted.items()):
+            found = await self.client.list_offsets(topic, sorted(partitions),
+                                                   time_ms=0 if earliest else None,
+                                                   timeout=self.request_timeout)
+            out.update({TopicPartition(topic, p): o for p, o in found.items()})
+        return out
 
     async def _call_back(self, callback: RebalanceCallback | None,
                          tps: list[TopicPartition]) -> None:
@@ -611,10 +634,10 @@ class Consumer:
         if not self.member_id:  # a rejoin failed half-way
             await self._join()
             return
-        if self._sync_pending:  # the last assignment was not applied whole
-            await self._sync(self.generation)
-            return
         try:
+            if self._sync_pending:  # the last assignment was not applied whole
+                await self._sync(self.generation)
+                return
             response = await self.client.heartbeat(
                 self.group, self.member_id, self.generation,
                 timeout=min(self.heartbeat_interval * 2,
@@ -685,9 +708,9 @@ class Consumer:
     async def _reset(self, owner: _Partition, exc: OffsetOutOfRangeError) -> None:
         policy = self._reset_policy(owner.tp)
         start, end = exc.log_start_offset, exc.log_end_offset
-        if start < 0 or end < 0:
-            start, end = (await self._bounds(owner.tp.topic)).get(owner.tp.partition, (0, 0))
         target = start if policy == "earliest" else end
+        if start < 0 or end < 0:  # the broker did not say (-1): ask the leader
+            target = (await self._starts([owner.tp])).get(owner.tp, 0)
         log.warning("consumer group %s: offset %d of %s/%d is outside the log (%d..%d; "
                     "retention may have deleted it): reset to the %s offset %d",
                     self.group, owner.position, owner.tp.topic, owner.tp.partition, start, end,

@@ -40,6 +40,20 @@ batches per partition, hence the limit on ``max_in_flight``) and order is kept. 
 retried until ``delivery_timeout`` after it was opened. One that fails for good fails its
 records' futures (and is logged, without contents); its partition then goes on under a
 fresh producer id from sequence 0, so what follows is never refused as out of sequence.
+
+In a cluster each partition's stream goes to the partition's leader (from the client's
+metadata cache, :class:`~.broker.Router`). When the leader changes (NOT_LEADER, at once
+to the leader it names when that is news; LEADER_NOT_AVAILABLE, FENCED,
+NOT_ENOUGH_REPLICAS, or the leader cannot be reached: after a metadata refresh and a
+backoff of ``retry_backoff`` doubling up to ``max_retry_backoff``), the stream is opened
+on the new leader and the unacknowledged batches are sent there, in order, with their
+sequence numbers: the producer's state is replicated with the log, so the new leader
+recognises what the old one had written. Should it not know the producer's sequence
+(OUT_OF_ORDER_SEQUENCE: with acks=LEADER an acknowledged batch can be lost with its
+leader), the batches are numbered again under a fresh producer id, as above. With
+``acks=Acks.ALL`` a batch is acknowledged once every in-sync replica has it, and refused
+(retried, until ``delivery_timeout``) while fewer than the topic's
+``min_insync_replicas`` are in sync.
 """
 
 from __future__ import annotations
@@ -62,6 +76,7 @@ from geoplex.broker.v1 import broker_pb2 as pb
 
 from .errors import (
     DeadlineExceededError,
+    FailedPreconditionError,
     GeoplexError,
     GeoplexRpcError,
     SessionClosedError,
@@ -70,7 +85,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .broker import BrokerClient
+    from .broker import BrokerClient, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +94,8 @@ Headers: TypeAlias = "Mapping[str, bytes] | Sequence[tuple[str, bytes]]"
 MAX_BATCH_RECORDS = 10_000  # the broker's limit per ProduceRequest
 MAX_SEQUENCE = (1 << 31) - 1  # base_sequence is an int32
 RETRIABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+NOT_LEADER = "NOT_LEADER"  # FAILED_PRECONDITION: refused, nothing written; the leader named
+CORE_WRITE_ERROR = "Internal error from Core"  # grpc.aio: a write after the stream ended
 OUT_OF_SEQUENCE = "OUT_OF_ORDER_SEQUENCE"
 PRODUCE_STREAM_METHOD = (f"/{pb.DESCRIPTOR.services_by_name['BrokerService'].full_name}"
                          "/ProduceStream")
@@ -91,7 +108,7 @@ class Acks(enum.IntEnum):
 
     NONE = pb.ACKS_NONE      # before writing: no offsets come back (they read -1)
     LEADER = pb.ACKS_LEADER  # once written (and synced under a per-batch fsync policy)
-    ALL = pb.ACKS_ALL        # once every in-sync replica has it; one node: as LEADER
+    ALL = pb.ACKS_ALL        # once every in-sync replica has it (min_insync_replicas of them)
 
 
 class BufferFullError(GeoplexError):
@@ -123,7 +140,8 @@ class ProducerStats:
     records_sent: int    # acknowledged by the broker
     records_failed: int  # their batch failed for good
     batches_sent: int
-    retries: int         # streams opened again to resend after UNAVAILABLE / DEADLINE_EXCEEDED
+    retries: int         # streams opened again to resend (UNAVAILABLE, DEADLINE_EXCEEDED,
+                         # NOT_LEADER)
     buffered_bytes: int  # taken by records not yet acknowledged
 
 
@@ -206,6 +224,18 @@ def _request_head(topic: str, partition: int, acks: int, producer_id: int,
     return head
 
 
+def _stream_error(error: GeoplexRpcError) -> GeoplexRpcError:
+    """The error a ProduceStream ended with. When the broker ends the stream (NOT_LEADER,
+    a crash) while a batch is being written, grpc.aio reports INTERNAL "Internal error
+    from Core" instead of the broker's status (grpc/grpc#36066): taken as the stream
+    being cut (UNAVAILABLE), so the batches are sent again after a metadata refresh."""
+    if error.code is grpc.StatusCode.INTERNAL and error.message == CORE_WRITE_ERROR:
+        return UnavailableError(grpc.StatusCode.UNAVAILABLE,
+                                "the produce stream ended while a batch was being written "
+                                "(the broker's answer was lost)", request_id=error.request_id)
+    return error
+
+
 def _retrieve(future: asyncio.Future[int]) -> None:
     """Mark a batch's failure as seen: it is reported on its records' futures and logged,
     so asyncio need not warn that nobody retrieved it."""
@@ -245,7 +275,7 @@ class _PartitionState:
     """One partition's batches: the open one, closed ones queued, those in flight."""
 
     __slots__ = ("topic", "partition", "open", "ready", "in_flight", "producer_id",
-                 "next_sequence", "pump", "wake")
+                 "next_sequence", "pump", "wake", "address", "hinted")
 
     def __init__(self, topic: str, partition: int, producer_id: int) -> None:
         self.topic = topic
@@ -257,6 +287,8 @@ class _PartitionState:
         self.next_sequence = 0
         self.pump: asyncio.Task[None] | None = None
         self.wake = asyncio.Event()
+        self.address = ""     # the leader the current stream went to ("" while looking)
+        self.hinted = False   # the last retry went at once to a leader an error named
 
 
 class Producer:
@@ -266,8 +298,8 @@ class Producer:
                  batch_records: int = 5_000, batch_bytes: int = 1 << 20,
                  linger_ms: float = 5.0, buffer_bytes: int = 32 << 20, max_block: float = 60.0,
                  idempotent: bool = True, request_timeout: float | None = None,
-                 delivery_timeout: float = 120.0, retry_backoff: float = 0.1,
-                 max_retry_backoff: float = 2.0, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+                 delivery_timeout: float = 120.0, retry_backoff: float = 0.05,
+                 max_retry_backoff: float = 1.0, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         if not 1 <= batch_records <= MAX_BATCH_RECORDS:
             raise ValueError(f"batch_records must be 1..{MAX_BATCH_RECORDS}, not {batch_records}")
         if batch_bytes < 1:
@@ -304,11 +336,9 @@ class Producer:
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._unfinished: set[_Batch] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        # ProduceStream taking each request's bytes as they are (see _Batch)
-        self._produce_stream: grpc.aio.StreamStreamMultiCallable[
-            bytes, pb.ProduceStreamResponse]
-        self._produce_stream = client.channel.stream_stream(
-            PRODUCE_STREAM_METHOD, response_deserializer=pb.ProduceStreamResponse.FromString)
+        # per broker address: ProduceStream taking each request's bytes as they are
+        self._produce_streams: dict[str, grpc.aio.StreamStreamMultiCallable[
+            bytes, pb.ProduceStreamResponse]] = {}
         self._closing = False
         self._sent = self._failed = self._batches = self._retries = 0
         self.last_error: BaseException | None = None  # what failed the latest failed batch
@@ -619,11 +649,25 @@ class Producer:
         finally:
             state.pump = None
 
+    def _produce_stream(self, address: str) -> grpc.aio.StreamStreamMultiCallable[
+            bytes, pb.ProduceStreamResponse]:
+        """ProduceStream on the broker at ``address``, taking requests' bytes (see _Batch)."""
+        stream = self._produce_streams.get(address)
+        if stream is None:
+            stream = self._produce_streams[address] = self.client.router.channel(
+                address).stream_stream(PRODUCE_STREAM_METHOD,
+                                       response_deserializer=pb.ProduceStreamResponse.FromString)
+        return stream
+
     async def _stream(self, state: _PartitionState) -> None:
         loop = asyncio.get_running_loop()
-        call = self._produce_stream(metadata=self.client.metadata())
-        reading: asyncio.Future[Any] | None = None
         timeout = self.request_timeout or self.client.options.timeout
+        state.address = ""
+        address = await self.client.router.leader(state.topic, state.partition,
+                                                  loop.time() + timeout)
+        state.address = address
+        call = self._produce_stream(address)(metadata=self.client.metadata())
+        reading: asyncio.Future[Any] | None = None
         try:
             while True:
                 while len(state.in_flight) < self.max_in_flight:
@@ -670,7 +714,7 @@ class Producer:
                         grpc.StatusCode.DEADLINE_EXCEEDED,
                         f"no acknowledgement within {timeout:g} s")
         except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+            raise _stream_error(from_rpc_error(exc)) from None
         finally:
             if reading is not None:
                 reading.cancel()
@@ -681,12 +725,13 @@ class Producer:
         if code == grpc.StatusCode.OK:
             return UnavailableError(grpc.StatusCode.UNAVAILABLE,
                                     "the broker ended the produce stream")
-        return from_rpc_error(grpc.aio.AioRpcError(
+        return _stream_error(from_rpc_error(grpc.aio.AioRpcError(
             code, await call.initial_metadata(), await call.trailing_metadata(),
-            await call.details()))
+            await call.details())))
 
     def _acknowledged(self, state: _PartitionState, response: pb.ProduceResponse) -> None:
         batch = state.in_flight.popleft()
+        state.hinted = False
         self._sent += batch.count
         self._batches += 1
         base = response.results[0].base_offset if response.results else -1
@@ -694,13 +739,38 @@ class Producer:
         if not batch.future.done():
             batch.future.set_result(base)
 
+    def _route_verdict(self, state: _PartitionState, exc: GeoplexRpcError) -> Verdict | None:
+        """What the failure says about the partition's leader (the client's cache learns
+        it); None when it came from finding the leader, not from a broker."""
+        router = self.client.router
+        if exc.code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            router.forget(state.topic)  # a leader that does not answer: ask who leads now
+        if not state.address:
+            if exc.reason == "LEADER_NOT_AVAILABLE":
+                router.forget(state.topic)
+            return None
+        # resending is safe: an idempotent producer's batches are written once, and the
+        # others are retried after UNAVAILABLE as on one broker (at least once)
+        return router.verdict(exc, state.address, safe=True, topic=state.topic,
+                              partition=state.partition)
+
+    def _at_once(self, state: _PartitionState, verdict: Verdict | None) -> bool:
+        """Whether to retry without a backoff: the error named the new leader (but not
+        twice in a row: two brokers naming each other back off)."""
+        at_once = verdict is not None and verdict.name == "NOW" and not state.hinted
+        state.hinted = at_once
+        return at_once
+
     def _after_failure(self, state: _PartitionState, exc: GeoplexRpcError) -> bool:
         """Put what was in flight back, in order, ahead of what waits; fail the first
         batch if it cannot be retried. Whether to back off before the next stream."""
         state.ready.extendleft(reversed(state.in_flight))
         state.in_flight.clear()
+        verdict = self._route_verdict(state, exc)
+        retriable = exc.code in RETRIABLE or (
+            isinstance(exc, FailedPreconditionError) and exc.reason == NOT_LEADER)
         if not state.ready:
-            return True
+            return not self._at_once(state, verdict)
         head = state.ready[0]
         if (exc.reason == OUT_OF_SEQUENCE and self.idempotent and head.request
                 and not head.renumbered):
@@ -709,15 +779,15 @@ class Producer:
             head.renumbered = True
             self._renumber(state)
             return False
-        if exc.code in RETRIABLE and asyncio.get_running_loop().time() < head.deadline:
+        if retriable and asyncio.get_running_loop().time() < head.deadline:
             self._retries += 1
-            return True
+            return not self._at_once(state, verdict)
         self._fail(state, state.ready.popleft(), exc)
         if head.request:
             # whether or not the broker wrote it, nothing after it may follow its sequence
             # numbers: the partition goes on under a fresh producer id from sequence 0
             self._renumber(state)
-        return exc.code in RETRIABLE
+        return retriable
 
     def _finish(self, batch: _Batch) -> None:
         self._unfinished.discard(batch)

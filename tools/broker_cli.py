@@ -1,5 +1,10 @@
 """``geoplex broker ...`` commands: topics, producing from stdin, consuming to stdout,
-consumer groups and their lag, and dead letters (list and replay)."""
+consumer groups and their lag, dead letters (list and replay), and the cluster (brokers,
+leaders, replicas and their lag).
+
+``--target`` is one broker's host:port or several, comma-separated: the client asks them
+for the cluster's metadata and sends each call where it belongs (a partition's leader, a
+group's coordinator)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timezone
 from functools import partial
 from typing import IO
+
+import grpc
 
 from geoplex.broker.v1 import broker_pb2 as pb
 from geoplex.clients.broker import (
@@ -143,8 +150,11 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     topic = call(_connect(args), lambda broker: broker.create_topic(
         args.name, args.partitions, retention=args.retention,
         retention_bytes=args.retention_bytes, max_message_bytes=args.max_message_bytes,
-        segment_bytes=args.segment_bytes))
-    print(f"created topic {printable(topic.name)} with {topic.partitions} partitions")
+        segment_bytes=args.segment_bytes, replication_factor=args.replication_factor,
+        min_insync_replicas=args.min_insync_replicas))
+    copies = (f", {topic.replication_factor} replicas each" if topic.replication_factor
+              else "")
+    print(f"created topic {printable(topic.name)} with {topic.partitions} partitions{copies}")
     return 0
 
 
@@ -172,6 +182,8 @@ def cmd_topics_describe(args: argparse.Namespace) -> int:
         ("max message bytes", _human_bytes(config.max_message_bytes)),
         ("segment bytes", _human_bytes(config.segment_bytes)),
         ("segment age", _human_duration(config.segment_age.ToTimedelta().total_seconds())),
+        ("replication factor", topic.replication_factor or "-"),
+        ("min in-sync replicas", config.min_insync_replicas or "-"),
         ("created", _when(topic.create_time.ToMilliseconds()))])
     print()
     print_table(("partition", "log start", "log end", "records", "size", "segments"),
@@ -531,19 +543,131 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return asyncio.run(_dlq_replay(args))
 
 
+# -- the cluster ----------------------------------------------------------------------
+
+async def _cluster_view(args: argparse.Namespace) -> dict[str, object]:
+    """GetMetadata of one broker, and DescribeReplicas of every broker (each tells the
+    replication of the partitions it leads), as one document."""
+    topics = args.topic or ()
+    async with _connect(args)() as broker:
+        meta = await broker.get_metadata(topics)
+        answers = await asyncio.gather(*(
+            broker.describe_replicas(topics, broker=node.address) for node in meta.brokers),
+            return_exceptions=True)
+    replication: dict[tuple[str, int], pb.PartitionReplicas] = {}
+    unreachable = []
+    for node, answer in zip(meta.brokers, answers):
+        if isinstance(answer, BaseException):
+            if not isinstance(answer, GeoplexError):
+                raise answer
+            unreachable.append({"id": node.id, "address": node.address,
+                                "error": str(answer)})
+            continue
+        for led in answer.partitions:
+            replication[(led.topic, led.partition)] = led
+    shown = [t for t in meta.topics
+             if args.internal or topics or not t.name.startswith("__")]
+    return {
+        "brokers": [{"id": b.id, "address": b.address,
+                     "controller": b.id == meta.controller_id} for b in meta.brokers],
+        "controller": {"id": meta.controller_id, "epoch": meta.controller_epoch},
+        "topics": [{
+            "name": t.name, "replication_factor": t.replication_factor,
+            "min_insync_replicas": t.min_insync_replicas,
+            "partitions": [_partition_view(t.name, p, replication.get((t.name, p.partition)))
+                           for p in sorted(t.partitions, key=lambda p: p.partition)],
+        } for t in shown],
+        "unreachable": unreachable,
+    }
+
+
+def _partition_view(topic: str, part: pb.PartitionMetadata,
+                    led: pb.PartitionReplicas | None) -> dict[str, object]:
+    view: dict[str, object] = {
+        "partition": part.partition, "leader": part.leader_id,
+        "leader_epoch": part.leader_epoch, "replicas": list(part.replicas),
+        "isr": list(part.isr)}
+    if led is not None:
+        view["high_watermark"] = led.high_watermark
+        view["log_end_offset"] = led.log_end_offset
+        view["replica_states"] = [{
+            "broker": r.broker_id, "log_end_offset": r.log_end_offset, "lag": r.lag,
+            "in_sync": r.in_sync,
+            "caught_up": _when(r.caught_up_time.ToMilliseconds())
+            if r.HasField("caught_up_time") else "-"} for r in led.replicas]
+    return view
+
+
+def _ids(ids: object) -> str:
+    return ",".join(str(i) for i in ids) if isinstance(ids, list) and ids else "-"
+
+
+def _print_cluster(view: dict[str, object]) -> None:
+    brokers = view["brokers"]
+    topics = view["topics"]
+    assert isinstance(brokers, list) and isinstance(topics, list)
+    controller = view["controller"]
+    assert isinstance(controller, dict)
+    print_table(("broker", "address", "controller"),
+                [(b["id"], b["address"], f"yes (epoch {controller['epoch']})"
+                  if b["controller"] else "") for b in brokers])
+    if not brokers:
+        print("no broker is registered")
+    print()
+    partitions = [(t["name"], p) for t in topics for p in t["partitions"]]
+    print_table(("topic", "partition", "leader", "epoch", "replicas", "isr",
+                 "high watermark", "log end"),
+                [(name, p["partition"], p["leader"] if p["leader"] >= 0 else "none",
+                  p["leader_epoch"], _ids(p["replicas"]), _ids(p["isr"]),
+                  p.get("high_watermark", "?"), p.get("log_end_offset", "?"))
+                 for name, p in partitions])
+    if not partitions:
+        print("no topics (geoplex broker topics create NAME --partitions N)")
+    states = [(name, p, r) for name, p in partitions for r in p.get("replica_states", [])]
+    if states:
+        print()
+        print_table(("topic", "partition", "replica", "role", "log end", "lag", "in sync",
+                     "caught up"),
+                    [(name, p["partition"], r["broker"],
+                      "leader" if r["broker"] == p["leader"] else "follower",
+                      r["log_end_offset"], r["lag"], "yes" if r["in_sync"] else "NO",
+                      r["caught_up"]) for name, p, r in states])
+    unreachable = view["unreachable"]
+    assert isinstance(unreachable, list)
+    for gone in unreachable:
+        print(f"\nbroker {gone['id']} at {printable(gone['address'])} did not answer "
+              f"DescribeReplicas: {printable(gone['error'])}", file=sys.stderr)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    try:
+        view = asyncio.run(_cluster_view(args))
+    except GeoplexRpcError as exc:
+        if exc.code is grpc.StatusCode.UNIMPLEMENTED:
+            return print_error("the broker does not answer GetMetadata (a version from "
+                               "before clusters): it is a single broker", code=1)
+        raise
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        _print_cluster(view)
+    return 1 if view["unreachable"] else 0
+
+
 # -- the parser -----------------------------------------------------------------------
 
 def add_commands(sub: Subcommands) -> None:
     broker_sub = command_group(
-        sub, "broker", help="topics, producing, consuming, consumer groups, dead letters",
+        sub, "broker", help="topics, producing, consuming, consumer groups, dead letters, "
+        "the cluster",
         description="Call BrokerService: manage topics, produce lines from stdin, consume "
-        "to stdout (from an offset or as a group), show group lag, reset offsets, and list "
-        "or replay dead letters.")
+        "to stdout (from an offset or as a group), show group lag, reset offsets, list "
+        "or replay dead letters, and show the cluster's brokers, leaders and replicas.")
 
     def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--target", default=DEFAULT_TARGET,
-                       help="host:port of the broker (default: %(default)s, or "
-                       "$GEOPLEX_BROKER_TARGET)")
+                       help="host:port of a broker, or several comma-separated (any of a "
+                       "cluster's will do; default: %(default)s, or $GEOPLEX_BROKER_TARGET)")
         return p
 
     # topics
@@ -563,6 +687,12 @@ def add_commands(sub: Subcommands) -> None:
                    help="largest record accepted (default: 1MiB)")
     c.add_argument("--segment-bytes", type=size_bytes, default=0,
                    help="a segment file rolls at this size (default: 64MiB)")
+    c.add_argument("--replication-factor", type=non_negative, default=0,
+                   help="copies of each partition, on different brokers (default: "
+                   "min(3, brokers alive); more than are alive is refused)")
+    c.add_argument("--min-insync-replicas", type=non_negative, default=0,
+                   help="replicas that must be in sync for a produce with acks=all to "
+                   "succeed (default: min(2, replication factor))")
     c.set_defaults(func=cmd_topics_create)
 
     ls = common(topics.add_parser("list", help="list topics",
@@ -659,6 +789,20 @@ def add_commands(sub: Subcommands) -> None:
     gr.add_argument("--partition", type=non_negative, action="append",
                     help="only this partition (repeatable; default: all)")
     gr.set_defaults(func=cmd_groups_reset)
+
+    # the cluster
+    cl = common(broker_sub.add_parser(
+        "cluster", help="brokers, controller, leaders, replicas and replication lag",
+        description="Show the cluster: the brokers alive and which is the controller; per "
+        "partition its leader, leader epoch, replicas and in-sync replicas (ISR); and, "
+        "asked of every broker about the partitions it leads, each replica's log end and "
+        "lag behind its leader. Exits 1 if a broker did not answer."))
+    cl.add_argument("--topic", action="append",
+                    help="only this topic (repeatable; default: every topic)")
+    cl.add_argument("--internal", action="store_true",
+                    help="include internal topics (retry, delay and dead-letter)")
+    cl.add_argument("--json", action="store_true", help="one JSON document instead of tables")
+    cl.set_defaults(func=cmd_cluster)
 
     # dead letters
     dlq = command_group(broker_sub, "dlq", help="a group's dead letters: list, replay",

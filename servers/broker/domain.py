@@ -473,7 +473,8 @@ class NotEnoughReplicas(Unavailable):
         super().__init__(f"{topic}-{partition}: {in_sync} replicas in sync, acks=ALL needs "
                          f"{needed} (min_insync_replicas); {what}",
                          metadata={"topic": topic, "partition": str(partition),
-                                   "in_sync": str(in_sync), "needed": str(needed)})
+                                   "in_sync": str(in_sync), "needed": str(needed),
+                                   "written": "true" if written else "false"})
 
 
 class NotCoordinator(FailedPrecondition):

@@ -61,6 +61,8 @@ CALLS: dict[type[BaseClient], dict[str, Callable[[Any, float | None], Any]]] = {
         "describe_group": lambda c, t: c.describe_group("g", timeout=t),
         "list_groups": lambda c, t: c.list_groups(timeout=t),
         "nack": lambda c, t: c.nack("g", "m", 1, "t", 0, 5, delay=1.5, timeout=t),
+        "get_metadata": lambda c, t: c.get_metadata(["t"], group="g", timeout=t),
+        "describe_replicas": lambda c, t: c.describe_replicas(["t"], timeout=t),
     },
     ProximityClient: {
         "search": lambda c, t: c.search(60.0, 24.0, timeout=t),
@@ -89,7 +91,9 @@ class RecordingStub:
     """Stands in for a generated stub: records each call's deadline, answers an empty reply."""
 
     def __init__(self, module: Any) -> None:
-        (service,) = module.DESCRIPTOR.services_by_name.values()
+        # the SDK's services (ReplicaService is broker to broker)
+        (service,) = [s for s in module.DESCRIPTOR.services_by_name.values()
+                      if not s.name.startswith("Replica")]
         self._methods = service.methods_by_name
         self.deadlines: list[tuple[str, float | None]] = []
 
