@@ -347,6 +347,8 @@ class BrokerApp:
     async def _append(self, topic: str, batch: PartitionBatch, acks_all: bool = False,
                       producer_id: int = 0, base_sequence: int = 0) -> Appended:
         plog = self._partition(topic, batch.partition)
+        if self.replicas is not None:  # again: a gathered batch starts after a suspension
+            self.replicas.check_writable(self.topic(topic), batch.partition, acks_all)
         result = await plog.append(batch.records_blob, batch.count, batch.max_timestamp_ms,
                                    producer_id, base_sequence)
         if self.replicas is not None:

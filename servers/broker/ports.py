@@ -73,6 +73,10 @@ class PartitionLog(Protocol):
     # ---- replication (part 2) ---------------------------------------------------------
 
     @property
+    def damaged_offset(self) -> int:
+        """The first kept batch that failed its CRC at recovery, or -1."""
+
+    @property
     def durable_end(self) -> int:
         """The end that is durable on this broker: the synced end under a per-batch fsync
         policy, the log end under the others."""

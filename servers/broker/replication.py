@@ -34,10 +34,10 @@ import logging
 import random
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .config import BrokerConfig
 from .domain import (
@@ -71,6 +71,7 @@ FOLLOWER_WAIT_MS = 500  # a follower's long poll at the leader's log end
 FETCH_BYTES = 4 << 20
 BACKOFF_S = (0.05, 1.0)
 ISR_CHECK_S = 0.25
+ACK_SLICE_S = 0.25
 
 
 def rendezvous(group: str, brokers: list[int]) -> int:
@@ -102,6 +103,7 @@ class _Role:
     moved: asyncio.Future[None] | None = None  # set when the log end or hw moves
     writing: bool = False  # an ISR change is being stored
     replicated: bool = False
+    mutating: asyncio.Future[object] | None = None  # a follower's append or truncation
 
     def wake(self) -> None:
         if self.moved is not None and not self.moved.done():
@@ -236,6 +238,9 @@ class ReplicaManager:
             if role.task is not None:
                 role.task.cancel()
             role.wake()
+            if role.mutating is not None and not role.mutating.done():
+                # a follower's append or truncation finishes before anything else writes
+                await asyncio.gather(role.mutating, return_exceptions=True)
         role = _Role(a, kind, a.leader_epoch, replicated=replicated)
         self.roles[a.key] = role
         plog.set_replicated(replicated)
@@ -255,6 +260,13 @@ class ReplicaManager:
                      a.leader_epoch, sorted(a.isr))
         else:
             plog.set_durable_listener(None)
+            damaged = plog.damaged_offset
+            if kind == "follower" and damaged >= 0:
+                # never serve (or be elected with) a batch known bad: copy it again
+                log.warning("%s-%d: batch at offset %d failed its CRC at recovery; truncating "
+                            "there and copying the rest from broker %d", a.topic, a.partition,
+                            damaged, a.leader)
+                await plog.truncate_to(max(damaged, plog.log_start_offset))
             if kind == "follower":
                 role.task = asyncio.create_task(self._fetch_loop(a.key, role),
                                                 name=f"replica {a.topic}-{a.partition}")
@@ -339,13 +351,21 @@ class ReplicaManager:
         if role is not None:
             role.wake()  # followers waiting at the log end fetch now
         if acks_all:
-            timeout = self.config.ack_timeout_ms / 1000
-            if not await plog.wait_for(end - 1, timeout):
-                raise NotEnoughReplicas(spec.name, partition,
-                                        len(role.isr) if role else 0, spec.min_insync,
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.config.ack_timeout_ms / 1000
+            # in slices: a leadership lost meanwhile answers at once, not at the deadline
+            while not await plog.wait_for(end - 1, min(ACK_SLICE_S, deadline - loop.time())):
+                if self.roles.get(a.key) is not role or loop.time() >= deadline:
+                    break
+            role_now = self.roles.get(a.key)
+            if role_now is not role or role is None or role.kind != "leader":
+                current = self.assignment(spec.name, partition)
+                raise NotLeader(spec.name, partition, current.leader,
+                                self.address_of(current.leader), current.leader_epoch)
+            if plog.high_watermark < end:
+                raise NotEnoughReplicas(spec.name, partition, len(role.isr), spec.min_insync,
                                         written=True)
-            role = self.roles.get(a.key)
-            if role is None or role.kind != "leader" or role.epoch != a.leader_epoch:
+            if role.epoch != a.leader_epoch:
                 current = self.assignment(spec.name, partition)
                 raise NotLeader(spec.name, partition, current.leader,
                                 self.address_of(current.leader), current.leader_epoch)
@@ -536,6 +556,14 @@ class ReplicaManager:
 
     # ---- the follower's side ------------------------------------------------------------
 
+    @staticmethod
+    async def _mutate(role: _Role, change: Coroutine[Any, Any, object]) -> None:
+        """Run a change of the follower's log to its end even if the role ends meanwhile
+        (the next role waits for it: see _take)."""
+        task: asyncio.Future[object] = asyncio.ensure_future(change)
+        role.mutating = task
+        await asyncio.shield(task)
+
     async def _fetch_loop(self, key: Key, role: _Role) -> None:
         a = role.assignment
         delay = BACKOFF_S[0]
@@ -568,15 +596,15 @@ class ReplicaManager:
                 log.warning("%s-%d: the log diverges from the leader's after offset %d "
                             "(epoch %d); truncating %d records", a.topic, a.partition, cut,
                             chunk.diverging_epoch, plog.log_end_offset - cut)
-                await plog.truncate_to(max(cut, plog.log_start_offset))
+                await self._mutate(role, plog.truncate_to(max(cut, plog.log_start_offset)))
                 continue
             if not chunk.frames and chunk.log_start_offset > plog.log_end_offset:
                 log.warning("%s-%d: behind the leader's log start %d; starting over there",
                             a.topic, a.partition, chunk.log_start_offset)
-                await plog.truncate_fully(chunk.log_start_offset)
+                await self._mutate(role, plog.truncate_fully(chunk.log_start_offset))
                 continue
             if chunk.frames:
-                await plog.append_frames(chunk.frames)
+                await self._mutate(role, plog.append_frames(chunk.frames))
             plog.set_high_watermark(min(chunk.high_watermark, plog.log_end_offset))
 
 

@@ -435,6 +435,15 @@ class DiskPartitionLog:
         return self._visible_end
 
     @property
+    def damaged_offset(self) -> int:
+        """The first batch recovery found failing its CRC and kept (intact batches follow
+        it), or -1. A replica truncates there and copies the rest from its leader."""
+        for segment in self._segments:
+            if segment.damaged and segment.damaged_at >= 0:
+                return segment.damaged_at
+        return -1
+
+    @property
     def durable_end(self) -> int:
         """The end the fsync policy counts as durable: the synced end under the per-batch
         policy, the log end under the others."""

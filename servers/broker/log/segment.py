@@ -61,7 +61,7 @@ class _Window:
 class Segment:
     __slots__ = ("directory", "base", "size", "next_offset", "first_append_ms",
                  "last_append_ms", "max_timestamp_ms", "last_pos", "last_rel", "index", "fd",
-                 "synced", "syncing", "damaged")
+                 "synced", "syncing", "damaged", "damaged_at")
 
     def __init__(self, directory: Path, base: int) -> None:
         self.directory = directory
@@ -70,7 +70,6 @@ class Segment:
         self.index: SegmentIndex | None = None
         self.synced = True  # False: written since its last fsync
         self.syncing = 0  # fsyncs running on its fd now (it stays open meanwhile)
-        self.damaged = False  # a scan found a batch failing its CRC and kept it
         self._reset()
 
     def _reset(self) -> None:
@@ -81,6 +80,8 @@ class Segment:
         self.max_timestamp_ms = MIN_TIMESTAMP
         self.last_pos = 0  # the last batch's position and relative offset
         self.last_rel = 0
+        self.damaged = False  # a scan found a batch failing its CRC and kept it
+        self.damaged_at = -1  # the first such batch's base offset
 
     def __repr__(self) -> str:
         return f"Segment({self.log_path})"
@@ -373,6 +374,8 @@ class Segment:
                     logger.error("%s: the batch at offset %d fails its CRC but later batches "
                                  "are intact; it is kept and reported when read", self,
                                  header.base_offset)
+                    if not self.damaged:
+                        self.damaged_at = header.base_offset
                     self.damaged = True
             self._account(position, header)
             position = end
@@ -427,6 +430,8 @@ class Segment:
         at, header = previous
         self.size = cut_at
         self.next_offset = next_offset
+        if self.damaged and self.damaged_at >= next_offset:  # the bad batch is gone
+            self.damaged, self.damaged_at = False, -1
         self.last_append_ms = header.append_time_ms
         self.max_timestamp_ms = running
         self.last_pos = at
