@@ -641,3 +641,28 @@ def test_a_follower_ends_byte_identical_to_its_leader(segment_bytes: int,
                                                       ) -> None:
     with tempfile.TemporaryDirectory() as root:
         asyncio.run(_property(Path(root), segment_bytes, ops))
+
+
+# ---- a batch damaged in the middle ------------------------------------------------------
+
+
+async def test_a_batch_damaged_mid_log_is_reported_until_truncated_away(tmp_path: Path) -> None:
+    leader = await open_log(tmp_path / "t-0")
+    for i in range(4):
+        await leader.append(blob(500, i), 1, 0)
+    segment = tmp_path / "t-0" / ("0" * 20 + ".log")
+    position, _ = frame_spans(segment.read_bytes())[1]
+    with open(segment, "r+b") as file:  # intact batches follow it: recovery keeps it
+        file.seek(position + HEADER_SIZE + 100)
+        file.write(b"\x00\xff")
+    # opened again without a clean shutdown (no close): recovery checks every CRC
+    copy = await open_log(tmp_path / "t-0")
+    assert copy.damaged_offset == 1
+    assert copy.log_end_offset == 4
+    assert await copy.truncate_to(copy.damaged_offset) == 1
+    assert copy.damaged_offset == -1
+    await copy.append(blob(500, 9), 1, 0)
+    assert copy.damaged_offset == -1
+    assert len(copy.read(0, EVERYTHING).batches) == 2
+    await copy.close()
+    await leader.discard()

@@ -1,0 +1,144 @@
+"""Replication on three real broker processes over the session's etcd, through raw stubs:
+who answers what, acks=ALL with min in-sync replicas, the ISR shrinking and growing back.
+
+The cluster kills what it started when the test ends (tests/broker_cluster.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+
+from broker_calls import unique
+from geoplex.broker.v1 import broker_pb2 as pb
+from geoplex.clients.errors import from_rpc_error
+from geoplex.infra.local import BackendUrls
+
+import polling  # tests/polling.py
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+async def cluster(backends: BackendUrls, tmp_path: Path) -> AsyncIterator[object]:
+    from broker_cluster import BrokerCluster  # tests/broker_cluster.py
+
+    assert backends.etcd_endpoints
+    async with BrokerCluster(backends.etcd_endpoints, tmp_path, lease_s=2.0,
+                             replica_lag_time_ms=1500) as running:
+        await running.wait_healthy()
+        yield running
+
+
+def produce(topic: str, partition: int, value: bytes, acks: int = pb.ACKS_ALL
+            ) -> pb.ProduceRequest:
+    return pb.ProduceRequest(topic=topic, partition=partition, acks=acks,
+                             records=[pb.Record(value=value)])
+
+
+async def test_metadata_leaders_and_not_leader_answers(cluster) -> None:  # noqa: ANN001
+    topic = unique("meta")
+    await cluster.create_topic(topic, 3, replication_factor=3, min_insync_replicas=2)
+    view = await cluster.wait_healthy([topic])
+    # any broker answers the same metadata: three brokers, a controller, leaders spread
+    answers = [await cluster.stub(i).GetMetadata(pb.GetMetadataRequest(topics=[topic]))
+               for i in cluster.ids]
+    assert {a.answered_by for a in answers} == set(cluster.ids)
+    for answer in answers:
+        assert [b.id for b in answer.brokers] == cluster.ids
+        assert answer.controller_id in cluster.ids
+        (meta,) = answer.topics
+        assert (meta.replication_factor, meta.min_insync_replicas) == (3, 2)
+        assert sorted(p.leader_id for p in meta.partitions) == cluster.ids  # one each
+        for part in meta.partitions:
+            assert sorted(part.replicas) == cluster.ids and set(part.isr) == set(part.replicas)
+    (meta,) = view.topics
+    part = meta.partitions[0]
+    follower = next(i for i in cluster.ids if i != part.leader_id)
+    # a produce and a fetch at a follower name the leader, and change nothing
+    for call in (cluster.stub(follower).Produce(produce(topic, 0, b"x")),
+                 cluster.stub(follower).Fetch(pb.FetchRequest(topic=topic, partition=0))):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        error = from_rpc_error(caught.value)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error.reason == "NOT_LEADER"
+        assert error.metadata["leader_id"] == str(part.leader_id)
+        assert error.metadata["leader_address"] == cluster.advertised(part.leader_id)
+    ends = await cluster.stub(part.leader_id).ListOffsets(
+        pb.ListOffsetsRequest(topic=topic, partitions=[0]))
+    assert ends.offsets[0].offset == 0
+    # a group call away from its coordinator names the coordinator
+    group = unique("g")
+    where = await cluster.stub(1).GetMetadata(pb.GetMetadataRequest(group=group))
+    other = next(i for i in cluster.ids if i != where.coordinator.id)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await cluster.stub(other).JoinGroup(pb.JoinGroupRequest(group=group, topics=[topic]))
+    error = from_rpc_error(caught.value)
+    assert error.reason == "NOT_COORDINATOR"
+    assert error.metadata["coordinator_id"] == str(where.coordinator.id)
+
+
+async def test_acks_all_needs_min_insync_replicas_and_recovers_with_them(cluster) -> None:  # noqa: ANN001
+    topic = unique("isr")
+    await cluster.create_topic(topic, 1, replication_factor=3, min_insync_replicas=2)
+    await cluster.wait_healthy([topic])
+    leader = await cluster.leader(topic, 0)
+    stub = cluster.stub(leader)
+    first = await stub.Produce(produce(topic, 0, b"before"))
+    assert first.results[0].base_offset == 0
+    followers = [i for i in cluster.ids if i != leader]
+
+    async def isr() -> list[int]:
+        meta = await stub.GetMetadata(pb.GetMetadataRequest(topics=[topic]))
+        return list(meta.topics[0].partitions[0].isr)
+
+    # one follower down: the ISR shrinks to two, and acks=ALL still works
+    await cluster.kill(followers[0])
+    await polling.eventually(lambda: isr_is(isr, 2), 30, what="the ISR shrinks to two")
+    second = await stub.Produce(produce(topic, 0, b"two in sync"))
+    assert second.results[0].base_offset == 1
+
+    # both down: the ISR is the leader alone; acks=ALL is refused and writes nothing
+    await cluster.kill(followers[1])
+    await polling.eventually(lambda: isr_is(isr, 1), 30, what="the ISR shrinks to one")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Produce(produce(topic, 0, b"refused"))
+    error = from_rpc_error(caught.value)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.reason == "NOT_ENOUGH_REPLICAS"
+    assert (error.metadata["in_sync"], error.metadata["needed"]) == ("1", "2")
+    assert error.metadata["written"] == "false"
+    ends = await stub.ListOffsets(pb.ListOffsetsRequest(topic=topic, partitions=[0]))
+    assert ends.offsets[0].offset == 2
+    # acks=LEADER is the leader's word alone, and is taken
+    alone = await stub.Produce(produce(topic, 0, b"leader only", pb.ACKS_LEADER))
+    assert alone.results[0].base_offset == 2
+
+    # the followers come back, catch up, rejoin the ISR; acks=ALL works again
+    await cluster.start(*followers)
+    await cluster.wait_healthy([topic])
+    assert sorted(await isr()) == cluster.ids
+    third = await stub.Produce(produce(topic, 0, b"after"))
+    assert third.results[0].base_offset == 3
+    # every replica has every record: the followers' copies serve them after a failover
+    await cluster.kill(leader)
+    new_leader: int = await polling.eventually(
+        lambda: led_by_other(cluster, topic, leader), 30, what="a new leader")
+    fetched = await cluster.stub(new_leader).Fetch(
+        pb.FetchRequest(topic=topic, partition=0, offset=0))
+    values = [r.value for b in fetched.batches for r in b.records]
+    assert values == [b"before", b"two in sync", b"leader only", b"after"]
+
+
+async def isr_is(isr, size: int) -> bool:  # noqa: ANN001
+    return len(await isr()) == size
+
+
+async def led_by_other(cluster, topic: str, old: int) -> int | None:  # noqa: ANN001
+    leader = await cluster.leader(topic, 0)
+    return leader if leader not in (old, -1) else None
