@@ -34,8 +34,8 @@ async def cluster(backends: BackendUrls, tmp_path: Path) -> AsyncIterator[object
         yield running
 
 
-def produce(topic: str, partition: int, value: bytes, acks: int = pb.ACKS_ALL
-            ) -> pb.ProduceRequest:
+def produce(topic: str, partition: int, value: bytes,
+            acks: pb.Acks.ValueType = pb.ACKS_ALL) -> pb.ProduceRequest:
     return pb.ProduceRequest(topic=topic, partition=partition, acks=acks,
                              records=[pb.Record(value=value)])
 
@@ -97,15 +97,27 @@ async def test_acks_all_needs_min_insync_replicas_and_recovers_with_them(cluster
         meta = await stub.GetMetadata(pb.GetMetadataRequest(topics=[topic]))
         return list(meta.topics[0].partitions[0].isr)
 
+    async def two_in_sync() -> bool:
+        return len(await isr()) == 2
+
+    async def leader_alone() -> bool:
+        return len(await isr()) == 1
+
+    async def other_leader() -> int:
+        now = await cluster.leader(topic, 0)
+        return now if now not in (leader, -1) else 0
+
     # one follower down: the ISR shrinks to two, and acks=ALL still works
     await cluster.kill(followers[0])
-    await polling.eventually(lambda: isr_is(isr, 2), 30, what="the ISR shrinks to two")
+    shrunk: bool = await polling.eventually(two_in_sync, 30, what="the ISR shrinks to two")
+    assert shrunk
     second = await stub.Produce(produce(topic, 0, b"two in sync"))
     assert second.results[0].base_offset == 1
 
     # both down: the ISR is the leader alone; acks=ALL is refused and writes nothing
     await cluster.kill(followers[1])
-    await polling.eventually(lambda: isr_is(isr, 1), 30, what="the ISR shrinks to one")
+    alone_now: bool = await polling.eventually(leader_alone, 30, what="the ISR shrinks to one")
+    assert alone_now
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Produce(produce(topic, 0, b"refused"))
     error = from_rpc_error(caught.value)
@@ -127,18 +139,9 @@ async def test_acks_all_needs_min_insync_replicas_and_recovers_with_them(cluster
     assert third.results[0].base_offset == 3
     # every replica has every record: the followers' copies serve them after a failover
     await cluster.kill(leader)
-    new_leader: int = await polling.eventually(
-        lambda: led_by_other(cluster, topic, leader), 30, what="a new leader")
+    new_leader: int = await polling.eventually(other_leader, 30, what="a new leader")
     fetched = await cluster.stub(new_leader).Fetch(
         pb.FetchRequest(topic=topic, partition=0, offset=0))
     values = [r.value for b in fetched.batches for r in b.records]
     assert values == [b"before", b"two in sync", b"leader only", b"after"]
 
-
-async def isr_is(isr, size: int) -> bool:  # noqa: ANN001
-    return len(await isr()) == size
-
-
-async def led_by_other(cluster, topic: str, old: int) -> int | None:  # noqa: ANN001
-    leader = await cluster.leader(topic, 0)
-    return leader if leader not in (old, -1) else None
