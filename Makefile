@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker clean
+.PHONY: help setup system-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -70,6 +70,12 @@ bench-presence: setup  ## nearby friends: simulator over two presence processes 
 
 bench-broker: setup  ## the broker vs NATS JetStream and Redis Streams: produce, consume, latency, CPU
 	$(PY) -m bench.broker
+
+bench-broker-cluster: setup  ## three replicated brokers vs a JetStream R3 cluster and Redis with replicas; failover times
+	$(PY) -m bench.broker_cluster
+
+bench-broker-chaos: setup  ## the cluster under the nemesis for 100+ leader kills; lost / duplicated counts per fault
+	$(PY) -m bench.broker_chaos
 
 clean:  ## remove local state and build output (keeps the venv)
 	rm -rf .geoplex build dist *.egg-info
