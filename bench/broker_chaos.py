@@ -86,7 +86,8 @@ async def run_one(key: str, args: argparse.Namespace, infra: LocalInfra, root: P
     title, acks, fsync = RUNS[key]
     assert infra.urls.etcd_endpoints
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
-    kinds = nemesis.schedule(args.rounds, leader_kill_every=args.leader_kill_every)
+    rounds = args.rounds if key == "all-batch" or not args.other_rounds else args.other_rounds
+    kinds = nemesis.schedule(rounds, leader_kill_every=args.leader_kill_every)
     log(f"[{key}] {title}: {len(kinds)} rounds, {kinds.count('kill-leader')} leader kills, "
         f"seed {seed}")
     began = time.monotonic()
@@ -256,7 +257,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(state, ignore_errors=True)
     return {
         "machine": machine_info(), "elapsed_s": time.monotonic() - began,
-        "settings": {"rounds": args.rounds, "leader_kill_every": args.leader_kill_every,
+        "settings": {"rounds": args.rounds, "other_rounds": args.other_rounds,
+                     "leader_kill_every": args.leader_kill_every,
                      "partitions": args.partitions, "producers": args.producers,
                      "batch": args.batch, "pace_ms": args.pace_ms, "hold_s": args.hold,
                      "calm_s": args.calm, "lease_s": 2.0, "replica_lag_ms": 2000},
@@ -274,6 +276,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--runs", default=",".join(RUNS),
         help="runs, comma-separated: " + ", ".join(f"{k} ({v[0]})" for k, v in RUNS.items()))
     add("--rounds", type=int, default=200, help="faults per run")
+    add("--other-rounds", type=int, default=0,
+        help="faults in the runs other than all-batch (the acks=LEADER and fsync-interval "
+             "runs, which show what those settings lose); 0: as --rounds")
     add("--leader-kill-every", type=int, default=2,
         help="every n-th round kills a leader (the others cycle through the other faults)")
     add("--partitions", type=int, default=3, help="partitions of the topic")

@@ -78,7 +78,9 @@ def test_geoplex_up_serves_helsinki_and_stops_cleanly_on_ctrl_c(tmp_path: Path):
              "geoplex.broker.v1.BrokerService/CreateTopic"],
             capture_output=True, text=True, timeout=30)
         assert '"name": "up-check"' in created.stdout, created.stderr
-        assert (tmp_path / "state" / "broker" / "up-check-1").is_dir()
+        # three broker nodes, each with its own data directory; replicas on every one
+        for node in (1, 2, 3):
+            assert (tmp_path / "state" / f"broker-{node}" / "up-check-1").is_dir()
         children = _descendants(proc.pid)
         assert len(children) >= 5  # redis, mongo, etcd, two proximity processes
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
