@@ -36,6 +36,7 @@ from .domain import (
     Join,
     MetadataUnavailable,
     NackQuery,
+    NotLeader,
     OffsetOutOfRange,
     PartitionBatch,
     PartitionLag,
@@ -58,7 +59,15 @@ from .domain import (
 )
 from .controller import place_replicas
 from .groups import Coordinator, GroupNotEmpty, GroupView, retry_topic
-from .ports import ClusterStore, CursorStore, LogStore, OffsetStore, PartitionLog, TopicStore
+from .ports import (
+    ClusterStore,
+    CursorStore,
+    LogStore,
+    OffsetStore,
+    PartitionLog,
+    PeerError,
+    TopicStore,
+)
 from .replication import ReplicaManager
 from .retries import Retries, dead_letter_topic, group_of_delay_topic, internal_config
 
@@ -358,11 +367,25 @@ class BrokerApp:
 
     async def _append_internal(self, topic: str, partition: int, blob: bytes, count: int,
                                max_timestamp_ms: int) -> None:
-        """A retry or dead letter, written as a produce with acks=ALL (here: the group's
-        coordinator leads its internal topics, placed so when made)."""
+        """A retry or dead letter, written as a produce with acks=ALL: here when this broker
+        leads the internal topic (the group's coordinator does, as placed when it was made),
+        else at its leader (leadership moved with a failure)."""
         spec = self.topic(topic)
         if self.replicas is not None:
-            self.replicas.check_writable(spec, partition, True)
+            try:
+                self.replicas.check_writable(spec, partition, True)
+            except NotLeader as moved:
+                address = moved.metadata.get("leader_address", "")
+                if not address:
+                    raise
+                try:
+                    await self.replicas.peers.produce(address, topic, partition, blob,
+                                                      self.config.ack_timeout_ms / 1000)
+                except PeerError as exc:
+                    raise Unavailable(f"{topic}-{partition}: its leader did not take the "
+                                      f"record ({exc.code} {exc.reason}); retry",
+                                      reason="INTERNAL_WRITE_FAILED") from None
+                return
         await self._append(topic, PartitionBatch(partition, blob, count, max_timestamp_ms),
                            acks_all=True)
 

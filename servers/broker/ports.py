@@ -271,6 +271,11 @@ class ReplicaPeers(Protocol):
     async def fetch(self, address: str, query: ReplicaFetch, timeout: float) -> ReplicaChunk:
         """The leader at ``address`` answers a follower's fetch. Raises PeerError."""
 
+    async def produce(self, address: str, topic: str, partition: int, records_blob: bytes,
+                      timeout: float) -> None:
+        """Produce ``records_blob`` (a serialised ``repeated Record``) with acks=ALL at the
+        partition's leader at ``address`` (internal topics' writes). Raises PeerError."""
+
     async def close(self) -> None: ...
 
 

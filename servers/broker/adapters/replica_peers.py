@@ -47,6 +47,10 @@ class GrpcPeers:
             entry = self._channels[address] = (channel, stub)
         return entry[1]
 
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        self._stub(address)
+        return self._channels[address][0]
+
     async def fetch(self, address: str, query: ReplicaFetch, timeout: float) -> ReplicaChunk:
         request = pb.ReplicaFetchRequest(
             replica_id=query.replica_id, topic=query.topic, partition=query.partition,
@@ -61,6 +65,19 @@ class GrpcPeers:
                             answer.log_end_offset,
                             answer.diverging_epoch if answer.HasField("diverging_epoch") else -1,
                             answer.diverging_end_offset)
+
+    async def produce(self, address: str, topic: str, partition: int, records_blob: bytes,
+                      timeout: float) -> None:
+        channel = self._channel(address)
+        stub: broker_pb2_grpc.BrokerServiceAsyncStub = \
+            broker_pb2_grpc.BrokerServiceStub(channel)  # the .pyi's async stub type
+        batch = pb.RecordBatch.FromString(records_blob)  # field 6: the records
+        request = pb.ProduceRequest(topic=topic, partition=partition, records=batch.records,
+                                    acks=pb.ACKS_ALL)
+        try:
+            await stub.Produce(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise PeerError(exc.code().name, _reason(exc), exc.details() or "") from None
 
     async def forget(self, address: str) -> None:
         entry = self._channels.pop(address, None)

@@ -145,3 +145,30 @@ async def test_acks_all_needs_min_insync_replicas_and_recovers_with_them(cluster
     values = [r.value for b in fetched.batches for r in b.records]
     assert values == [b"before", b"two in sync", b"leader only", b"after"]
 
+
+
+async def test_a_nack_on_a_cluster_dead_letters_through_the_replicated_path(cluster) -> None:  # noqa: ANN001
+    topic, group = unique("nack"), unique("g")
+    await cluster.create_topic(topic, 1, replication_factor=3, min_insync_replicas=2)
+    await cluster.wait_healthy([topic])
+    leader = cluster.stub(await cluster.leader(topic, 0))
+    await leader.Produce(produce(topic, 0, b"poison"))
+    where = await leader.GetMetadata(pb.GetMetadataRequest(group=group))
+    coordinator = cluster.stub(where.coordinator.id)
+    joined = await coordinator.JoinGroup(pb.JoinGroupRequest(group=group, topics=[topic]))
+    assignment = await coordinator.SyncGroup(pb.SyncGroupRequest(
+        group=group, member_id=joined.member_id, generation=joined.generation))
+    assert assignment.generation == joined.generation
+    nacked = await coordinator.Nack(pb.NackRequest(
+        group=group, member_id=joined.member_id, generation=joined.generation, topic=topic,
+        partition=0, offset=0, error="cannot parse", max_deliveries=1))
+    assert nacked.dead_lettered
+    dead = f"__dlq.{group}"
+    # the dead-letter topic is replicated too, and its leader serves the record
+    await cluster.wait_healthy([dead])
+    dlq_leader = cluster.stub(await cluster.leader(dead, 0))
+    fetched = await dlq_leader.Fetch(pb.FetchRequest(topic=dead, partition=0, offset=0))
+    values = [r.value for b in fetched.batches for r in b.records]
+    assert values == [b"poison"]
+    meta = await dlq_leader.GetMetadata(pb.GetMetadataRequest(topics=[dead]))
+    assert meta.topics[0].replication_factor == 3
