@@ -74,6 +74,7 @@ from .retries import Retries, dead_letter_topic, group_of_delay_topic, internal_
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_WAIT_S = 30.0
+NACK_COPY_WAIT_S = 5.0
 SNAPSHOT_FILE = "topics.json"
 WATCH_RETRY_S = 1.0
 
@@ -558,7 +559,12 @@ class BrokerApp:
         self._coordinate(query.group)
         self.coordinator.check_commit(query.group, query.member_id, query.generation,
                                       [(query.topic, query.partition)])
-        self._partition(query.topic, query.partition)
+        plog = self._partition(query.topic, query.partition)
+        if plog.high_watermark <= query.offset and not self._leads(query.topic,
+                                                                    query.partition):
+            # the record is read from this broker's copy: a follower learns that the leader's
+            # high watermark passed it with its next fetch (a fetch's long poll at most)
+            await plog.wait_for(query.offset, NACK_COPY_WAIT_S)
         outcome = await self.retries.nack(query.group, query.topic, query.partition,
                                           query.offset, query.delay_ms, query.error,
                                           query.max_deliveries)
