@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from geoplex.proximity.v1 import proximity_pb2 as pb
-from geoplex.servers._runtime.errors import InvalidArgument
+from geoplex.servers._runtime.latlng import location_from_pb
 from geoplex.servers._runtime.wire import varint
 from geoplex.type.v1 import geo_pb2
 
@@ -31,19 +31,6 @@ def business_to_pb(b: Business) -> pb.Business:
         location=geo_pb2.LatLng(latitude=b.lat, longitude=b.lon), address=b.address,
         phone=b.phone, website=b.website, opening_hours=b.opening_hours, owner=b.owner,
         create_time=_ts(b.create_time), update_time=_ts(b.update_time), source=b.source)
-
-
-def location_from_pb(location: geo_pb2.LatLng, has: bool, field: str) -> tuple[float, float]:
-    """A required location: present, with both coordinates set (``{}`` is not (0, 0))
-    and valid."""
-    if not has:
-        raise InvalidArgument(field, "is required", reason="REQUIRED_FIELD")
-    for coordinate in ("latitude", "longitude"):
-        if not location.HasField(coordinate):
-            raise InvalidArgument(f"{field}.{coordinate}", "is required",
-                                  reason="REQUIRED_FIELD")
-    domain.validate_location(location.latitude, location.longitude, field)
-    return location.latitude, location.longitude
 
 
 def query_from_pb(request: pb.SearchNearbyBusinessesRequest) -> SearchQuery:

@@ -1,0 +1,1 @@
+"""Routing: routes with ETA on OpenStreetMap road graphs, live traffic, matrices, snapping."""

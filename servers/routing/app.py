@@ -1,0 +1,345 @@
+"""The routing service's operations on loaded regions.
+
+Every query runs on a worker thread (the kernel is C++ and the assembly numpy), so
+a slow matrix never stalls the event loop's other calls. A query reads one
+:class:`~geoplex.servers.routing.planner.Weighting` reference at its start and
+uses only that, so a traffic swap mid-query cannot mix two metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+from geoplex.servers._runtime.errors import InvalidArgument, NotFound
+
+from . import domain
+from .config import RoutingConfig
+from .domain import (MatrixAnswer, MatrixCell, NoRoadNearby, NoRoute, Point, RouteAnswer,
+                     RouteQuery, SnappedPoint, TrafficObservation)
+from .guidance import Step, steps_for
+from .planner import (Path, Weighting, alternatives_for, path_duration_ms, path_length_m,
+                      path_points, shortest_path)
+from .ports import UNREACHABLE
+from .regions import ModeGraph, Region
+from .snapping import Snap
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEGREES_PER_M = 1 / 111_000.0
+
+
+class RoutingApp:
+    def __init__(self, regions: dict[str, Region], config: RoutingConfig,
+                 workers: int = 2) -> None:
+        self.regions = regions
+        self.config = config
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="routing")
+        self._refresher: asyncio.Task[None] | None = None
+        self._way_segments: dict[tuple[str, str], dict[int, np.ndarray]] = {}
+
+    async def start(self) -> None:
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="traffic-refresh")
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            try:
+                await self._refresher
+            except asyncio.CancelledError:
+                pass
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    # -- lookups ----------------------------------------------------------------------
+
+    def _region_of(self, point: Point, field: str) -> Region:
+        margin = self.config.max_snap_m * DEGREES_PER_M * 2
+        for region in self.regions.values():
+            if region.covers(point.lat, point.lon, margin):
+                return region
+        raise NoRoadNearby(field, None, self.config.max_snap_m)
+
+    def _mode(self, region: Region, mode: str) -> ModeGraph:
+        found = region.modes.get(mode)
+        if found is None:
+            raise InvalidArgument("travel_mode", f"not served in region {region.name}",
+                                  allowed=sorted(region.modes))
+        return found
+
+    def _snap(self, graph: ModeGraph, point: Point, field: str) -> Snap:
+        snap = graph.index.snap(point.lat, point.lon)
+        if snap.distance_m > self.config.max_snap_m:
+            raise NoRoadNearby(field, snap.distance_m, self.config.max_snap_m)
+        return snap
+
+    def _live(self, traffic_aware: bool, departure: float | None, now: float) -> bool:
+        if not traffic_aware:
+            return False
+        return departure is None or departure - now <= self.config.traffic_valid_s
+
+    # -- ComputeRoute -------------------------------------------------------------------
+
+    async def route(self, query: RouteQuery) -> RouteAnswer:
+        region = self._region_of(query.origin, "origin")
+        other = self._region_of(query.destination, "destination")
+        if other is not region:
+            raise NoRoute("origin and destination are in different regions")
+        graph = self._mode(region, query.mode)
+        return await self._run(lambda: self._route(region, graph, query))
+
+    def _route(self, region: Region, graph: ModeGraph, query: RouteQuery) -> RouteAnswer:
+        origin = self._snap(graph, query.origin, "origin")
+        destination = self._snap(graph, query.destination, "destination")
+        live = self._live(query.traffic_aware, query.departure_time, time.time())
+        weighting = graph.weighting(live, query.avoid)
+        best = shortest_path(graph.graph, weighting, origin, destination)
+        if best is None or best.cost_ms >= UNREACHABLE:
+            raise NoRoute("nothing connects these points"
+                          + (" while avoiding the requested roads" if query.avoid else ""))
+        paths = [best]
+        if query.alternatives:
+            paths += alternatives_for(graph.graph, weighting, origin, destination, best,
+                                      query.alternatives)
+        routes = [self._assemble(graph, weighting, p, origin, destination) for p in paths]
+        return RouteAnswer(region.name, routes, self._snapped(graph, origin),
+                           self._snapped(graph, destination), weighting.version)
+
+    def _assemble(self, graph: ModeGraph, weighting: Weighting, path: Path, origin: Snap,
+                  destination: Snap) -> domain.Route:
+        g = graph.graph
+        lats, lons = path_points(g, path, origin, destination)
+        steps = steps_for(g, weighting.seg_ms, path, (origin.lat, origin.lon),
+                          (destination.lat, destination.lon))
+        static = path_duration_ms(g, g.seg_ms, path) / 1000.0
+        duration = path_duration_ms(g, weighting.seg_ms, path) / 1000.0
+        return domain.Route(path_length_m(g, path), duration, static, lats, lons, steps,
+                            _summary(steps))
+
+    def _snapped(self, graph: ModeGraph, snap: Snap) -> SnappedPoint:
+        g = graph.graph
+        segs = tuple(s for s in (snap.forward, snap.backward) if s >= 0)
+        way = int(g.seg_way[segs[0]])
+        return SnappedPoint(snap.lat, snap.lon, snap.distance_m, g.way_names[way], segs,
+                            int(g.way_ids[way]))
+
+    # -- SnapToRoads ------------------------------------------------------------------------
+
+    async def snap(self, points: Sequence[Point], mode: str) -> tuple[str, list[SnappedPoint]]:
+        region = self._region_of(points[0], "points[0]")
+        for i, p in enumerate(points[1:], start=1):
+            if self._region_of(p, f"points[{i}]") is not region:
+                raise InvalidArgument(f"points[{i}]", "is in another region than points[0]")
+        graph = self._mode(region, mode)
+
+        def work() -> list[SnappedPoint]:
+            return [self._snapped(graph, self._snap(graph, p, f"points[{i}]"))
+                    for i, p in enumerate(points)]
+        return region.name, await self._run(work)
+
+    # -- ComputeRouteMatrix ----------------------------------------------------------------------
+
+    async def matrix(self, origins: Sequence[Point], destinations: Sequence[Point], mode: str,
+                     traffic_aware: bool) -> MatrixAnswer:
+        region = self._region_of(origins[0], "origins[0]")
+        graph = self._mode(region, mode)
+        return await self._run(lambda: self._matrix(region, graph, origins, destinations,
+                                                    traffic_aware))
+
+    def _matrix(self, region: Region, graph: ModeGraph, origins: Sequence[Point],
+                destinations: Sequence[Point], traffic_aware: bool) -> MatrixAnswer:
+        weighting = graph.weighting(self._live(traffic_aware, None, time.time()))
+        g, ms = graph.graph, weighting.seg_ms
+        src = [self._try_snap(region, graph, p) for p in origins]
+        dst = [self._try_snap(region, graph, p) for p in destinations]
+        # every (segment, fraction) a point can be left or reached by, then one
+        # many-to-many over all of them
+        src_c = [(i, e, s) for i, snap in enumerate(src) if snap for e, s in snap.candidates()]
+        dst_c = [(j, f, t) for j, snap in enumerate(dst) if snap for f, t in snap.candidates()]
+        best = np.full((len(origins), len(destinations)), np.inf)
+        pick: dict[tuple[int, int], tuple[int, float, int, float]] = {}
+        if src_c and dst_c:
+            table = weighting.metric.many_to_many(
+                np.array([e for _, e, _ in src_c], dtype=np.int32),
+                np.array([f for _, f, _ in dst_c], dtype=np.int32)).astype(np.float64)
+            table[table >= UNREACHABLE] = np.inf
+            lead = np.array([(1 - s) * float(ms[e]) for _, e, s in src_c])
+            tail = np.array([(1 - t) * float(ms[f]) for _, f, t in dst_c])
+            cost = lead[:, None] + table - tail[None, :]
+            for a, (i, e, s) in enumerate(src_c):
+                for b, (j, f, t) in enumerate(dst_c):
+                    c = cost[a, b]
+                    if e == f:
+                        c = (t - s) * float(ms[e]) if t >= s else np.inf  # behind: see below
+                    if c < best[i, j]:
+                        best[i, j] = c
+                        pick[(i, j)] = (e, s, f, t)
+        rows: list[list[MatrixCell]] = []
+        for i in range(len(origins)):
+            row = []
+            for j in range(len(destinations)):
+                origin, destination = src[i], dst[j]
+                if origin is None or destination is None:
+                    row.append(MatrixCell("no_road_nearby"))
+                    continue
+                chosen = pick.get((i, j))
+                if chosen is None:
+                    # unreachable, or only round and back onto the same segment
+                    path = shortest_path(g, weighting, origin, destination)
+                    if path is None or path.cost_ms >= UNREACHABLE:
+                        row.append(MatrixCell("no_route"))
+                    else:
+                        row.append(MatrixCell("ok", path_length_m(g, path),
+                                              path.cost_ms / 1000.0))
+                    continue
+                row.append(MatrixCell("ok", self._distance(graph, weighting, chosen),
+                                      float(best[i, j]) / 1000.0))
+            rows.append(row)
+        return MatrixAnswer(region.name, rows, weighting.version)
+
+    @staticmethod
+    def _distance(graph: ModeGraph, weighting: Weighting,
+                  chosen: tuple[int, float, int, float]) -> float:
+        """The length of the fastest path the matrix chose for one cell."""
+        e, s, f, t = chosen
+        g = graph.graph
+        if e == f and t >= s:
+            return float((t - s) * g.seg_length_m[e])
+        _, arcs = weighting.metric.query(e, f)
+        segments = np.concatenate([[e], g.arc_head[arcs]]).astype(np.int32)
+        return path_length_m(g, Path(0.0, segments, arcs, s, t))
+
+    def _try_snap(self, region: Region, graph: ModeGraph, point: Point) -> Snap | None:
+        if not region.covers(point.lat, point.lon, self.config.max_snap_m * DEGREES_PER_M * 2):
+            return None
+        snap = graph.index.snap(point.lat, point.lon)
+        return snap if snap.distance_m <= self.config.max_snap_m else None
+
+    # -- ListRegions -----------------------------------------------------------------------
+
+    def list_regions(self) -> list[domain.RegionInfo]:
+        now = time.time()
+        out = []
+        for region in self.regions.values():
+            graphs = [domain.GraphInfo(m.mode, int(m.graph.node_lat.shape[0]),
+                                       m.graph.seg_count, m.graph.arc_count,
+                                       m.graph.nbytes() + m.index.nbytes(),
+                                       m.current.version, m.metric_time,
+                                       m.traffic.active_segments(now))
+                      for m in region.modes.values()]
+            out.append(domain.RegionInfo(region.name, Point(*region.low), Point(*region.high),
+                                         region.checksum, graphs))
+        return out
+
+    # -- UpdateTraffic ---------------------------------------------------------------------
+
+    async def update_traffic(self, region_name: str, mode: str,
+                             observations: Sequence[TrafficObservation],
+                             valid_for_s: float) -> tuple[int, int, float]:
+        started = time.monotonic()
+        region = self.regions.get(region_name)
+        if region is None:
+            raise NotFound(f"region: no region named {region_name!r} is loaded",
+                           reason="UNKNOWN_REGION",
+                           metadata={"regions": ",".join(sorted(self.regions))})
+        graph = self._mode(region, mode)
+        segments, factors = self._resolve(region, graph, observations)
+        now = time.time()
+
+        def work() -> tuple[int, int]:
+            touched = graph.traffic.apply(segments, factors, now + valid_for_s, now)
+            fresh = graph.customize_traffic(now)
+            graph.swap(fresh, now)
+            return touched, fresh.version
+        touched, version = await self._run(work)
+        return touched, version, time.monotonic() - started
+
+    def _resolve(self, region: Region, graph: ModeGraph,
+                 observations: Sequence[TrafficObservation]) -> tuple[np.ndarray, np.ndarray]:
+        g = graph.graph
+        by_way = self._ways(region, graph)
+        segs: list[np.ndarray] = []
+        facs: list[np.ndarray] = []
+        for i, obs in enumerate(observations):
+            field = f"observations[{i}]"
+            if obs.segment_id is not None:
+                if not 0 <= obs.segment_id < g.seg_count:
+                    raise InvalidArgument(f"{field}.segment_id",
+                                          f"must be in 0..{g.seg_count - 1} for {graph.mode} in "
+                                          f"{region.name}")
+                ids = np.array([obs.segment_id], dtype=np.int64)
+            elif obs.way_id is not None:
+                found = by_way.get(obs.way_id)
+                if found is None:
+                    raise InvalidArgument(f"{field}.way_id",
+                                          f"no road of way {obs.way_id} in {region.name} is "
+                                          f"usable by {graph.mode}")
+                ids = found
+            else:
+                raise InvalidArgument(f"{field}.road", "set segment_id or way_id")
+            if obs.speed_factor is not None:
+                factor = np.full(ids.size, obs.speed_factor)
+            elif obs.speed_kmh is not None:
+                free_kmh = g.seg_length_m[ids] / (g.seg_ms[ids] / 1000.0) * 3.6
+                factor = obs.speed_kmh / np.maximum(free_kmh, 1e-6)
+            else:
+                raise InvalidArgument(f"{field}.speed", "set speed_factor or speed_kmh")
+            segs.append(ids)
+            facs.append(factor)
+        return np.concatenate(segs), np.concatenate(facs)
+
+    def _ways(self, region: Region, graph: ModeGraph) -> dict[int, np.ndarray]:
+        key = (region.name, graph.mode)
+        cached = self._way_segments.get(key)
+        if cached is None:
+            g = graph.graph
+            way_of_seg = g.way_ids[g.seg_way]
+            order = np.argsort(way_of_seg, kind="stable")
+            ids, starts = np.unique(way_of_seg[order], return_index=True)
+            bounds = [*starts.tolist(), order.size]
+            cached = {int(w): order[bounds[k]:bounds[k + 1]].astype(np.int64)
+                      for k, w in enumerate(ids.tolist())}
+            self._way_segments[key] = cached
+        return cached
+
+    async def _refresh_forever(self) -> None:
+        """Re-customize a mode whose traffic moved since its metric was made: observations
+        fading back to free flow, or a validity window that ended."""
+        while True:
+            await asyncio.sleep(self.config.traffic_refresh_s)
+            for region in self.regions.values():
+                for graph in region.modes.values():
+                    now = time.time()
+                    if not graph.traffic.changed_between(graph.metric_time, now):
+                        continue
+                    try:
+                        fresh = await self._run(functools.partial(graph.customize_traffic, now))
+                    except RuntimeError:  # the pool is shutting down
+                        return
+                    graph.swap(fresh, now)
+
+
+def _summary(steps: Sequence[Step]) -> str:
+    """The two named roads the route follows longest, in the order it meets them."""
+    lengths: dict[str, float] = {}
+    order: list[str] = []
+    for step in steps:
+        label = step.ref or step.name
+        if not label:
+            continue
+        if label not in lengths:
+            order.append(label)
+            lengths[label] = 0.0
+        lengths[label] += step.distance_m
+    top = sorted(order, key=lambda k: -lengths[k])[:2]
+    return ", ".join(k for k in order if k in top)

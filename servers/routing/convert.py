@@ -1,0 +1,183 @@
+"""The only module that knows both routing's protobuf messages and its domain types."""
+
+from __future__ import annotations
+
+import math
+
+import polyline
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from geoplex.routing.v1 import routing_pb2 as pb
+from geoplex.servers._runtime.errors import InvalidArgument
+from geoplex.servers._runtime.latlng import location_from_pb
+from geoplex.type.v1 import geo_pb2
+
+from . import domain
+from .guidance import Step
+
+MODES: dict[int, str] = {pb.TRAVEL_MODE_UNSPECIFIED: "car", pb.TRAVEL_MODE_DRIVE: "car",
+         pb.TRAVEL_MODE_BICYCLE: "bicycle", pb.TRAVEL_MODE_WALK: "foot"}
+MODE_NAMES = ("TRAVEL_MODE_DRIVE", "TRAVEL_MODE_BICYCLE", "TRAVEL_MODE_WALK")
+TO_PB_MODE = {"car": pb.TRAVEL_MODE_DRIVE, "bicycle": pb.TRAVEL_MODE_BICYCLE,
+              "foot": pb.TRAVEL_MODE_WALK}
+MANEUVER_TYPES = {"depart": pb.Maneuver.TYPE_DEPART, "turn": pb.Maneuver.TYPE_TURN,
+                  "new name": pb.Maneuver.TYPE_NEW_NAME,
+                  "continue": pb.Maneuver.TYPE_CONTINUE,
+                  "roundabout": pb.Maneuver.TYPE_ROUNDABOUT, "arrive": pb.Maneuver.TYPE_ARRIVE}
+MODIFIERS = {"": pb.Maneuver.MODIFIER_UNSPECIFIED, "straight": pb.Maneuver.MODIFIER_STRAIGHT,
+             "slight left": pb.Maneuver.MODIFIER_SLIGHT_LEFT, "left": pb.Maneuver.MODIFIER_LEFT,
+             "sharp left": pb.Maneuver.MODIFIER_SHARP_LEFT,
+             "slight right": pb.Maneuver.MODIFIER_SLIGHT_RIGHT,
+             "right": pb.Maneuver.MODIFIER_RIGHT,
+             "sharp right": pb.Maneuver.MODIFIER_SHARP_RIGHT,
+             "uturn": pb.Maneuver.MODIFIER_UTURN}
+CELL_STATUS = {"ok": pb.MatrixCell.STATUS_OK,
+               "no_road_nearby": pb.MatrixCell.STATUS_NO_ROAD_NEARBY,
+               "no_route": pb.MatrixCell.STATUS_NO_ROUTE}
+MAX_SNAP_POINTS = 100
+MAX_OBSERVATIONS = 100_000
+MAX_VALID_FOR_S = 86_400.0
+
+
+def mode_from_pb(value: int) -> str:
+    mode = MODES.get(value)
+    if mode is None:
+        raise InvalidArgument("travel_mode", "unknown travel mode", allowed=MODE_NAMES)
+    return mode
+
+
+def point(location: geo_pb2.LatLng, has: bool, field: str) -> domain.Point:
+    lat, lon = location_from_pb(location, has, field)
+    return domain.Point(lat, lon)
+
+
+def points(locations: list[geo_pb2.LatLng], field: str, limit: int) -> list[domain.Point]:
+    if not 1 <= len(locations) <= limit:
+        raise InvalidArgument(field, f"must hold 1..{limit} points (got {len(locations)})",
+                              reason="TOO_MANY_POINTS" if locations else "REQUIRED_FIELD")
+    return [point(p, True, f"{field}[{i}]") for i, p in enumerate(locations)]
+
+
+def route_query_from_pb(request: pb.ComputeRouteRequest) -> domain.RouteQuery:
+    origin = point(request.origin, request.HasField("origin"), "origin")
+    destination = point(request.destination, request.HasField("destination"), "destination")
+    if not 0 <= request.alternatives <= domain.MAX_ALTERNATIVES:
+        raise InvalidArgument("alternatives", f"must be in 0..{domain.MAX_ALTERNATIVES}")
+    avoid = ((domain.AVOID_TOLLS if request.avoid.tolls else 0)
+             | (domain.AVOID_MOTORWAYS if request.avoid.motorways else 0)
+             | (domain.AVOID_FERRIES if request.avoid.ferries else 0))
+    departure = None
+    if request.HasField("departure_time"):
+        departure = request.departure_time.seconds + request.departure_time.nanos / 1e9
+    return domain.RouteQuery(origin, destination, mode_from_pb(request.travel_mode),
+                             request.traffic_aware, departure, request.alternatives, avoid)
+
+
+def _duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(int(round(max(seconds, 0.0) * 1e9)))
+    return d
+
+
+def _latlng(lat: float, lon: float) -> geo_pb2.LatLng:
+    return geo_pb2.LatLng(latitude=lat, longitude=lon)
+
+
+def step_to_pb(step: Step) -> pb.Step:
+    m = step.maneuver
+    return pb.Step(name=step.name, ref=step.ref, distance_meters=round(step.distance_m, 1),
+                   duration=_duration(step.duration_s),
+                   maneuver=pb.Maneuver(type=MANEUVER_TYPES[m.type],
+                                        modifier=MODIFIERS[m.modifier],
+                                        location=_latlng(m.lat, m.lon),
+                                        bearing_before=m.bearing_before,
+                                        bearing_after=m.bearing_after, exit=m.exit))
+
+
+def route_to_pb(route: domain.Route) -> pb.Route:
+    return pb.Route(distance_meters=round(route.distance_m, 1),
+                    duration=_duration(route.duration_s),
+                    static_duration=_duration(route.static_duration_s),
+                    polyline=polyline.encode(list(zip(route.lats, route.lons)), 5),
+                    steps=[step_to_pb(s) for s in route.steps], summary=route.summary)
+
+
+def snapped_to_pb(s: domain.SnappedPoint) -> pb.SnappedPoint:
+    return pb.SnappedPoint(location=_latlng(s.lat, s.lon),
+                           distance_meters=round(s.distance_m, 2), name=s.name,
+                           segment_ids=list(s.segment_ids), way_id=s.way_id)
+
+
+def route_answer_to_pb(answer: domain.RouteAnswer) -> pb.ComputeRouteResponse:
+    return pb.ComputeRouteResponse(routes=[route_to_pb(r) for r in answer.routes],
+                                   origin=snapped_to_pb(answer.origin),
+                                   destination=snapped_to_pb(answer.destination),
+                                   region=answer.region, metric_version=answer.metric_version)
+
+
+def matrix_to_pb(answer: domain.MatrixAnswer) -> pb.ComputeRouteMatrixResponse:
+    cells = [pb.MatrixCell(origin_index=i, destination_index=j, status=CELL_STATUS[c.status],
+                           distance_meters=round(c.distance_m, 1),
+                           duration=_duration(c.duration_s))
+             for i, row in enumerate(answer.rows) for j, c in enumerate(row)]
+    return pb.ComputeRouteMatrixResponse(cells=cells, region=answer.region,
+                                         metric_version=answer.metric_version)
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def regions_to_pb(regions: list[domain.RegionInfo]) -> pb.ListRegionsResponse:
+    return pb.ListRegionsResponse(regions=[
+        pb.Region(name=r.name, low=_latlng(r.low.lat, r.low.lon),
+                  high=_latlng(r.high.lat, r.high.lon), source_checksum=r.checksum,
+                  graphs=[pb.RegionGraph(travel_mode=TO_PB_MODE[g.mode], node_count=g.node_count,
+                                         segment_count=g.segment_count,
+                                         turn_count=g.turn_count, memory_bytes=g.memory_bytes,
+                                         metric_version=g.metric_version,
+                                         metric_time=_timestamp(g.metric_time),
+                                         traffic_segments=g.traffic_segments)
+                          for g in r.graphs])
+        for r in regions])
+
+
+def observations_from_pb(request: pb.UpdateTrafficRequest
+                         ) -> tuple[list[domain.TrafficObservation], float | None]:
+    """The observations and how long they hold (None: the server's default)."""
+    if not request.region:
+        raise InvalidArgument("region", "is required", reason="REQUIRED_FIELD")
+    if not 1 <= len(request.observations) <= MAX_OBSERVATIONS:
+        raise InvalidArgument("observations", f"must hold 1..{MAX_OBSERVATIONS:,} observations",
+                              reason="REQUIRED_FIELD" if not request.observations else None)
+    out = []
+    for i, o in enumerate(request.observations):
+        field = f"observations[{i}]"
+        road = o.WhichOneof("road")
+        speed = o.WhichOneof("speed")
+        if road is None:
+            raise InvalidArgument(f"{field}.road", "set segment_id or way_id",
+                                  reason="REQUIRED_FIELD")
+        if speed is None:
+            raise InvalidArgument(f"{field}.speed", "set speed_factor or speed_kmh",
+                                  reason="REQUIRED_FIELD")
+        if speed == "speed_factor" and not (math.isfinite(o.speed_factor)
+                                            and 0.02 <= o.speed_factor <= 1.5):
+            raise InvalidArgument(f"{field}.speed_factor", "must be in 0.02..1.5")
+        if speed == "speed_kmh" and not (math.isfinite(o.speed_kmh)
+                                         and 0.1 <= o.speed_kmh <= 300):
+            raise InvalidArgument(f"{field}.speed_kmh", "must be in 0.1..300")
+        out.append(domain.TrafficObservation(
+            segment_id=o.segment_id if road == "segment_id" else None,
+            way_id=o.way_id if road == "way_id" else None,
+            speed_factor=o.speed_factor if speed == "speed_factor" else None,
+            speed_kmh=o.speed_kmh if speed == "speed_kmh" else None))
+    valid_for: float | None = None
+    if request.HasField("valid_for"):
+        valid_for = request.valid_for.ToNanoseconds() / 1e9
+        if not 1.0 <= valid_for <= MAX_VALID_FOR_S:
+            raise InvalidArgument("valid_for", "must be 1 s..24 h")
+    return out, valid_for

@@ -1,0 +1,148 @@
+"""Turn-by-turn steps from a path's geometry, the way a person reads them.
+
+A new step begins where the street changes (its name or ref: a turn, or a new
+name when the road carries straight on), where the route
+enters a roundabout (one step for the roundabout, with the exit to take), and
+where the route turns sharply at a junction while keeping its street. Each
+step's maneuver says what to do where it begins: its type, a modifier from the
+turn angle (straight under 20 degrees, slight under 60, left/right under 120,
+sharp under 170, else a U-turn), the compass bearings before and after, and for
+a roundabout the exit number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .graph import U32, RoadGraph, bearings, turn_angles
+from .planner import Path
+
+DEPART, TURN, NEW_NAME, CONTINUE, ROUNDABOUT, ARRIVE = (
+    "depart", "turn", "new name", "continue", "roundabout", "arrive")
+
+
+@dataclass(frozen=True, slots=True)
+class Maneuver:
+    type: str
+    modifier: str          # "" where none applies (depart, arrive)
+    bearing_before: int    # degrees 0..359 (0 for depart)
+    bearing_after: int     # degrees 0..359 (0 for arrive)
+    lat: float
+    lon: float
+    exit: int = 0          # roundabouts: which exit to take (1 = the first)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    ref: str
+    distance_m: float
+    duration_s: float
+    maneuver: Maneuver
+
+
+def modifier_for(angle: float) -> str:
+    a = abs(angle)
+    if a < 20:
+        return "straight"
+    if a >= 170:
+        return "uturn"
+    side = "left" if angle < 0 else "right"
+    if a < 60:
+        return f"slight {side}"
+    if a < 120:
+        return side
+    return f"sharp {side}"
+
+
+def steps_for(graph: RoadGraph, seg_ms: U32, path: Path, start: tuple[float, float],
+              end: tuple[float, float]) -> list[Step]:
+    segs = path.segments
+    n = int(segs.size)
+    lat, lon = graph.node_lat, graph.node_lon
+    tails, heads = graph.seg_tail[segs], graph.seg_head[segs]
+    seg_bearing = bearings(lat[tails], lon[tails], lat[heads], lon[heads])
+    share = np.ones(n)
+    if n == 1:
+        share[0] = path.end - path.start
+    else:
+        share[0] = 1 - path.start
+        share[-1] = path.end
+    lengths = graph.seg_length_m[segs] * share
+    durations = seg_ms[segs].astype(np.float64) * share
+    if n > 1:
+        durations[1:] += graph.arc_turn_ms[path.arcs]
+    durations /= 1000.0
+    ways = graph.seg_way[segs]
+    rounds = graph.seg_roundabout[segs]
+
+    # where each step begins (index into segs) and its maneuver
+    starts: list[int] = [0]
+    maneuvers: list[Maneuver] = [Maneuver(DEPART, "", 0, int(seg_bearing[0]) % 360,
+                                          start[0], start[1])]
+    i = 1
+    while i < n:
+        node = int(tails[i])
+        before, after = float(seg_bearing[i - 1]), float(seg_bearing[i])
+        angle = float(turn_angles(np.array([before]), np.array([after]))[0])
+        here = (float(lat[node]), float(lon[node]))
+        if rounds[i] and not rounds[i - 1]:
+            j = i
+            while j < n and rounds[j]:
+                j += 1
+            exit_number = _exit_number(graph, segs, i, j)
+            starts.append(i)
+            maneuvers.append(Maneuver(ROUNDABOUT, modifier_for(angle), int(before) % 360,
+                                      int(after) % 360, *here, exit=exit_number))
+            i = j + 1  # the road after the roundabout belongs to the roundabout's step
+            continue
+        name_changed = _label(graph, int(ways[i])) != _label(graph, int(ways[i - 1]))
+        if rounds[i]:
+            i += 1
+            continue
+        modifier = modifier_for(angle)
+        if name_changed and modifier == "straight" and not any(_label(graph, int(ways[i]))):
+            name_changed = False  # straight on into an unnamed link: not worth a step
+        if name_changed:
+            starts.append(i)
+            kind = NEW_NAME if modifier == "straight" else TURN
+            maneuvers.append(Maneuver(kind, modifier, int(before) % 360, int(after) % 360,
+                                      *here))
+        elif graph.intersection[node] and abs(angle) >= 45:
+            starts.append(i)
+            maneuvers.append(Maneuver(CONTINUE, modifier_for(angle), int(before) % 360,
+                                      int(after) % 360, *here))
+        i += 1
+
+    steps: list[Step] = []
+    bounds = [*starts, n]
+    for k, first in enumerate(starts):
+        last = bounds[k + 1]
+        # a roundabout step is named after the road it leaves by
+        label_seg = last - 1 if maneuvers[k].type == ROUNDABOUT else first
+        name, ref = _label(graph, int(ways[label_seg]))
+        steps.append(Step(name, ref, float(lengths[first:last].sum()),
+                          float(durations[first:last].sum()), maneuvers[k]))
+    last_bearing = int(seg_bearing[-1]) % 360
+    name, ref = _label(graph, int(ways[-1]))
+    steps.append(Step(name, ref, 0.0, 0.0,
+                      Maneuver(ARRIVE, "", last_bearing, 0, end[0], end[1])))
+    return steps
+
+
+def _label(graph: RoadGraph, way: int) -> tuple[str, str]:
+    return graph.way_names[way], graph.way_refs[way]
+
+
+def _exit_number(graph: RoadGraph, segs: np.ndarray, first: int, stop: int) -> int:
+    """Exits passed on the roundabout from segs[first] to where the route leaves it,
+    counting the one it takes."""
+    count = 0
+    for k in range(first, stop):
+        node_seg = int(segs[k])
+        lo, hi = int(graph.arc_first[node_seg]), int(graph.arc_first[node_seg + 1])
+        if any(not graph.seg_roundabout[int(graph.arc_head[a])] for a in range(lo, hi)):
+            count += 1
+    return max(count, 1)

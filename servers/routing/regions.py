@@ -1,0 +1,175 @@
+"""Load a region's graphs (one per travel mode) from its data file, through a disk cache.
+
+A graph and its CCH topology are cached under ``<cache>/<region>-<sha>-<mode>-v<N>``:
+the data file's sha256 prefix, the mode and :data:`CODE_VERSION` (raise it whenever
+what ``profiles.py`` or ``graph.py`` produce changes), so a restart loads in well
+under a second and a changed file or code can never reuse a stale graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .adapters.geojson_roads import read_geojson
+from .adapters.osm_pbf import read_pbf
+from .adapters.routingkit_cch import CCHEngine
+from .config import RegionSource
+from .graph import RoadGraph, build_graph
+from .network import RawNetwork
+from .planner import Weighting
+from .ports import UNREACHABLE, Engine
+from .profiles import CLASS_FERRY, CLASS_MOTORWAY, CLASS_TOLL, PROFILES
+from .snapping import SegmentIndex
+from .traffic import TrafficState
+
+logger = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+AVOID_CLASSES = ((1, CLASS_TOLL), (2, CLASS_MOTORWAY), (4, CLASS_FERRY))  # AVOID_* -> class
+
+
+class RegionLoadError(Exception):
+    """A region's data cannot be read or built; the message says which and why."""
+
+
+@dataclass
+class ModeGraph:
+    """One travel mode's graph of a region, its kernel and its live metrics."""
+
+    mode: str
+    graph: RoadGraph
+    index: SegmentIndex
+    engine: Engine
+    traffic: TrafficState
+    free: Weighting
+    current: Weighting
+    metric_time: float
+    _avoid: dict[tuple[int, bool, int], Weighting] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def weighting(self, traffic: bool, avoid: int = 0) -> Weighting:
+        """The metric for a query: free flow or live, with some road classes left out.
+
+        An avoid metric is customized on first use (tens of milliseconds) and kept
+        until the next traffic change."""
+        base = self.current if traffic else self.free
+        if not avoid:
+            return base
+        key = (avoid, traffic, base.version)
+        with self._lock:
+            found = self._avoid.get(key)
+            if found is not None:
+                return found
+        blocked = np.zeros(self.graph.seg_count, dtype=bool)
+        for bit, road_class in AVOID_CLASSES:
+            if avoid & bit:
+                blocked |= (self.graph.seg_classes & road_class) != 0
+        weights = base.arc_weights.copy()
+        weights[blocked[self.graph.arc_head]] = UNREACHABLE
+        made = Weighting(self.engine.customize(weights), base.seg_ms, weights, base.version)
+        with self._lock:
+            self._avoid = {k: v for k, v in self._avoid.items() if k[2] == base.version}
+            self._avoid[key] = made
+        return made
+
+    def customize_traffic(self, now: float) -> Weighting:
+        """A new live metric from the traffic state; the caller swaps it in."""
+        seg_ms = self.traffic.seg_ms(now)
+        weights = self.graph.arc_weights(seg_ms)
+        return Weighting(self.engine.customize(weights), seg_ms, weights, self.traffic.version)
+
+    def swap(self, weighting: Weighting, now: float) -> None:
+        self.current = weighting
+        self.metric_time = now
+
+
+@dataclass
+class Region:
+    name: str
+    checksum: str
+    low: tuple[float, float]
+    high: tuple[float, float]
+    modes: dict[str, ModeGraph]
+
+    def covers(self, lat: float, lon: float, margin_deg: float) -> bool:
+        return (self.low[0] - margin_deg <= lat <= self.high[0] + margin_deg
+                and self.low[1] - margin_deg <= lon <= self.high[1] + margin_deg)
+
+
+def file_checksum(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_network(path: Path) -> RawNetwork:
+    if path.name.endswith(".pbf"):
+        network, skipped = read_pbf(path)
+        if skipped:
+            logger.info("%s: %d turn restrictions skipped (via ways or malformed)",
+                        path.name, skipped)
+        return network
+    if path.suffix in (".json", ".geojson"):
+        return read_geojson(path)
+    raise RegionLoadError(f"{path.name}: expected an .osm.pbf or a .json/.geojson road network")
+
+
+def load_region(source: RegionSource, modes: tuple[str, ...], cache_dir: Path,
+                traffic_fade_s: float,
+                progress: Callable[[str], None] = logger.info) -> Region:
+    """Every mode's graph of one region, built or read from the cache."""
+    path = source.path
+    if not path.is_file():
+        raise RegionLoadError(f"region {source.name}: {path} is missing; run "
+                              f"`geoplex data fetch {source.name}` (or set "
+                              "GEOPLEX_ROUTING_REGIONS)")
+    try:
+        checksum = file_checksum(path)[:16]
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        network: RawNetwork | None = None
+        graphs: dict[str, ModeGraph] = {}
+        for mode in modes:
+            started = time.monotonic()
+            stem = cache_dir / f"{source.name}-{checksum}-{mode}-v{CODE_VERSION}"
+            graph_file = stem.with_name(stem.name + ".npz")
+            if graph_file.is_file():
+                graph = RoadGraph.load(graph_file)
+                how = "loaded"
+            else:
+                if network is None:
+                    network = read_network(path)
+                graph = build_graph(network, PROFILES[mode])
+                graph.save(graph_file)
+                how = "built"
+            engine = CCHEngine(graph, stem.with_name(stem.name + ".cch"))
+            graphs[mode] = _mode_graph(mode, graph, engine, traffic_fade_s)
+            progress(f"region {source.name} {mode}: {how} {graph.seg_count:,} segments, "
+                     f"{graph.arc_count:,} turns in {time.monotonic() - started:.1f} s")
+    except RegionLoadError:
+        raise
+    except Exception as exc:  # a broken file: one clear line, not a traceback
+        raise RegionLoadError(f"region {source.name}: cannot load {path}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    any_graph = next(iter(graphs.values())).graph
+    lat, lon = any_graph.node_lat, any_graph.node_lon
+    return Region(source.name, checksum, (float(lat.min()), float(lon.min())),
+                  (float(lat.max()), float(lon.max())), graphs)
+
+
+def _mode_graph(mode: str, graph: RoadGraph, engine: Engine, fade_s: float) -> ModeGraph:
+    weights = graph.arc_weights()
+    free = Weighting(engine.customize(weights), graph.seg_ms, weights, 0)
+    now = time.time()
+    return ModeGraph(mode, graph, SegmentIndex(graph), engine,
+                     TrafficState(graph.seg_ms, fade_s), free, free, now)
+
