@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from geoplex.infra import data
 from geoplex.infra.local import BackendUrls, LocalInfra
 from geoplex.infra.process import READY_LINE, Process, stop_all
 from geoplex.servers.catalog import service
+from geoplex.servers.routing.config import MODES, RegionSource
+from geoplex.servers.routing.regions import Region, load_region
 from geoplex.tools.backends import configured_backends
 
 
@@ -105,3 +108,34 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 
     yield start
     stop_all([proc.process for proc in started], grace=20.0)
+
+
+@pytest.fixture(scope="session")
+def routing_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One graph cache for the session: the in-process graphs and every routing server
+    share it, so each region's graphs are built once."""
+    return tmp_path_factory.mktemp("routing-cache")
+
+
+@pytest.fixture(scope="session")
+def routing_sources() -> tuple[RegionSource, ...]:
+    """The three real extracts as routing regions (fetched, pinned, verified)."""
+    fetched = data.fetch(["monaco", "helsinki", "gothenburg"], progress=lambda _m: None)
+    return (RegionSource("monaco", fetched["monaco"]["pbf"]),
+            RegionSource("helsinki", fetched["helsinki"]["pbf"]),
+            RegionSource("gothenburg", fetched["gothenburg"]["network"]))
+
+
+@pytest.fixture(scope="session")
+def routing_regions(routing_sources: tuple[RegionSource, ...],
+                    routing_cache: Path) -> dict[str, Region]:
+    """Every region's car, bicycle and foot graphs, in this process."""
+    return {s.name: load_region(s, MODES, routing_cache, 600.0, progress=lambda _m: None)
+            for s in routing_sources}
+
+
+def routing_env(sources: tuple[RegionSource, ...], cache: Path,
+                **extra: str) -> dict[str, str]:
+    """The environment of a routing server over ``sources`` and the session's cache."""
+    return {"GEOPLEX_ROUTING_REGIONS": ",".join(f"{s.name}={s.path}" for s in sources),
+            "GEOPLEX_ROUTING_CACHE_DIR": str(cache), **extra}

@@ -6,9 +6,21 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import TypeVar, cast, overload
 
 T = TypeVar("T")
+
+
+@overload
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 30.0, *,
+                     ignore: tuple[type[BaseException], ...] = (), what: str = "the condition",
+                     every: float = 0.1) -> T: ...
+
+
+@overload
+async def eventually(check: Callable[[], T], timeout: float = 30.0, *,
+                     ignore: tuple[type[BaseException], ...] = (), what: str = "the condition",
+                     every: float = 0.1) -> T: ...
 
 
 async def eventually(check: Callable[[], Awaitable[T] | T], timeout: float = 30.0, *,

@@ -61,6 +61,12 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
         urls = infra.start()
         # services that keep files (the broker's partition logs) keep them under it too
         env = {**urls.env(), "GEOPLEX_STATE_DIR": str(state_dir)}
+        needed = sorted({name for e in entries for name in e.datasets})
+        if needed:  # the data the servers read at start (the routing regions)
+            from geoplex.infra import data
+
+            await asyncio.to_thread(data.fetch, needed,
+                                    progress=lambda m: print(f"[data] {m}", flush=True))
         if demo_data:
             from .demo import load_demo_data
 

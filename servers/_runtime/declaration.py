@@ -52,6 +52,9 @@ class ServiceDeclaration:
     # nodes of a cluster in ``geoplex up``: node i (1..n) listens on default_port + 100 (i - 1)
     # and gets GEOPLEX_<NAME>_ID=i and GEOPLEX_<NAME>_DATA_DIR=<state dir>/<name>-<i>
     nodes: int = 1
+    # datasets (``geoplex data fetch`` names) its server reads at start; ``geoplex up``
+    # fetches them first, into the data directory the server's defaults point at
+    datasets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.grpc_services:

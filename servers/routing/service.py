@@ -18,4 +18,5 @@ SERVICE = ServiceDeclaration(
         '"destination":{"latitude":60.1756,"longitude":24.9316},"travel_mode":"TRAVEL_MODE_DRIVE"}'),
     client="geoplex.clients.routing:RoutingClient",
     cli="geoplex.tools.routing_cli",
+    datasets=("monaco", "helsinki", "gothenburg"),
 )

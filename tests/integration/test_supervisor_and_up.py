@@ -44,12 +44,16 @@ async def test_supervisor_restarts_a_crashed_process_and_stops_all():
 
 
 @pytest.mark.timeout(300)
-def test_geoplex_up_serves_helsinki_and_stops_cleanly_on_ctrl_c(tmp_path: Path):
+def test_geoplex_up_serves_helsinki_and_stops_cleanly_on_ctrl_c(tmp_path: Path,
+                                                               routing_cache: Path):
     bindir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items()
            if k not in ("GEOPLEX_REDIS_URL", "GEOPLEX_MONGO_URI", "GEOPLEX_ETCD_ENDPOINTS")}
     env.update({"PYTHONUNBUFFERED": "1", "GEOPLEX_PROXIMITY_PORT": str(_free_port()),
-                "GEOPLEX_BROKER_PORT": str(_free_port())})
+                "GEOPLEX_BROKER_PORT": str(_free_port()),
+                "GEOPLEX_ROUTING_PORT": str(_free_port()),
+                # the session's routing graphs, so they are not built once more
+                "GEOPLEX_ROUTING_CACHE_DIR": str(routing_cache)})
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(bindir / "geoplex"), "up", "--state-dir",
@@ -81,6 +85,20 @@ def test_geoplex_up_serves_helsinki_and_stops_cleanly_on_ctrl_c(tmp_path: Path):
         # three broker nodes, each with its own data directory; replicas on every one
         for node in (1, 2, 3):
             assert (tmp_path / "state" / f"broker-{node}" / "up-check-1").is_dir()
+        routing = f"127.0.0.1:{env['GEOPLEX_ROUTING_PORT']}"  # the three regions
+        regions = subprocess.run(
+            [str(bindir / "grpcurl"), "-plaintext", routing,
+             "geoplex.routing.v1.RoutingService/ListRegions"],
+            capture_output=True, text=True, timeout=30)
+        for region in ("monaco", "helsinki", "gothenburg"):
+            assert f'"name": "{region}"' in regions.stdout, regions.stderr
+        routed = subprocess.run(
+            [str(bindir / "grpcurl"), "-plaintext", "-d",
+             '{"origin":{"latitude":60.1686,"longitude":24.9414},'
+             '"destination":{"latitude":60.1760,"longitude":24.9496}}', routing,
+             "geoplex.routing.v1.RoutingService/ComputeRoute"],
+            capture_output=True, text=True, timeout=30)
+        assert '"distance_meters"' in routed.stdout and "TYPE_ARRIVE" in routed.stdout
         children = _descendants(proc.pid)
         assert len(children) >= 5  # redis, mongo, etcd, two proximity processes
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
