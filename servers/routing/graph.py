@@ -62,6 +62,7 @@ class RoadGraph:
     way_ids: npt.NDArray[np.int64]
     way_names: tuple[str, ...]
     way_refs: tuple[str, ...]
+    way_label: I32         # per way: one id per (name, ref); 0 for an unnamed way
     intersection: Bools    # per base node: three or more neighbours (a real junction)
 
     @property
@@ -111,7 +112,7 @@ class RoadGraph:
                 arc_tail=d["arc_tail"], arc_head=d["arc_head"],
                 arc_turn_ms=d["arc_turn_ms"], way_ids=d["way_ids"],
                 way_names=tuple(str(s) for s in d["way_names"]),
-                way_refs=tuple(str(s) for s in d["way_refs"]),
+                way_refs=tuple(str(s) for s in d["way_refs"]), way_label=d["way_label"],
                 intersection=d["intersection"])
 
 
@@ -225,7 +226,14 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
         arc_first=arc_first, arc_tail=arc_tail, arc_head=arc_head,
         arc_turn_ms=arc_turn.astype(np.uint32),
         way_ids=np.asarray(way_ids, dtype=np.int64), way_names=tuple(way_names),
-        way_refs=tuple(way_refs), intersection=intersection)
+        way_refs=tuple(way_refs), way_label=_labels(way_names, way_refs),
+        intersection=intersection)
+
+
+def _labels(names: list[str], refs: list[str]) -> I32:
+    ids: dict[tuple[str, str], int] = {("", ""): 0}
+    return np.asarray([ids.setdefault(key, len(ids)) for key in zip(names, refs)],
+                      dtype=np.int32)
 
 
 def _turns(network: RawNetwork, profile: Profile, tail: I32, head: I32, seg_way: I32,

@@ -77,54 +77,56 @@ def steps_for(graph: RoadGraph, seg_ms: U32, path: Path, start: tuple[float, flo
     durations /= 1000.0
     ways = graph.seg_way[segs]
     rounds = graph.seg_roundabout[segs]
+    labels = graph.way_label[ways]
 
-    # where each step begins (index into segs) and its maneuver
+    # candidates for a new step, found for the whole path at once; then one pass over them
+    angle = np.zeros(n)
+    angle[1:] = turn_angles(seg_bearing[:-1], seg_bearing[1:])
+    enters = np.zeros(n, dtype=bool)
+    enters[1:] = rounds[1:] & ~rounds[:-1]
+    renamed = np.zeros(n, dtype=bool)
+    renamed[1:] = labels[1:] != labels[:-1]
+    straight = np.abs(angle) < 20
+    # straight on into an unnamed link is not worth a step
+    renamed &= ~rounds & ~(straight & (labels == 0))
+    bends = ~renamed & ~rounds & graph.intersection[tails] & (np.abs(angle) >= 45)
+    bends[0] = False
+    candidates = np.flatnonzero(enters | renamed | bends).tolist()
+
     starts: list[int] = [0]
     maneuvers: list[Maneuver] = [Maneuver(DEPART, "", 0, int(seg_bearing[0]) % 360,
                                           start[0], start[1])]
-    i = 1
-    while i < n:
+    skip_until = 0
+    for i in candidates:
+        if i < skip_until:
+            continue
         node = int(tails[i])
-        before, after = float(seg_bearing[i - 1]), float(seg_bearing[i])
-        angle = float(turn_angles(np.array([before]), np.array([after]))[0])
         here = (float(lat[node]), float(lon[node]))
-        if rounds[i] and not rounds[i - 1]:
+        before, after = int(seg_bearing[i - 1]) % 360, int(seg_bearing[i]) % 360
+        modifier = modifier_for(float(angle[i]))
+        starts.append(i)
+        if enters[i]:
             j = i
             while j < n and rounds[j]:
                 j += 1
-            exit_number = _exit_number(graph, segs, i, j)
-            starts.append(i)
-            maneuvers.append(Maneuver(ROUNDABOUT, modifier_for(angle), int(before) % 360,
-                                      int(after) % 360, *here, exit=exit_number))
-            i = j + 1  # the road after the roundabout belongs to the roundabout's step
-            continue
-        name_changed = _label(graph, int(ways[i])) != _label(graph, int(ways[i - 1]))
-        if rounds[i]:
-            i += 1
-            continue
-        modifier = modifier_for(angle)
-        if name_changed and modifier == "straight" and not any(_label(graph, int(ways[i]))):
-            name_changed = False  # straight on into an unnamed link: not worth a step
-        if name_changed:
-            starts.append(i)
-            kind = NEW_NAME if modifier == "straight" else TURN
-            maneuvers.append(Maneuver(kind, modifier, int(before) % 360, int(after) % 360,
-                                      *here))
-        elif graph.intersection[node] and abs(angle) >= 45:
-            starts.append(i)
-            maneuvers.append(Maneuver(CONTINUE, modifier_for(angle), int(before) % 360,
-                                      int(after) % 360, *here))
-        i += 1
+            maneuvers.append(Maneuver(ROUNDABOUT, modifier, before, after, *here,
+                                      exit=_exit_number(graph, segs, i, j)))
+            skip_until = j + 1  # the road after the roundabout belongs to the roundabout's step
+        elif renamed[i]:
+            kind = NEW_NAME if straight[i] else TURN
+            maneuvers.append(Maneuver(kind, modifier, before, after, *here))
+        else:
+            maneuvers.append(Maneuver(CONTINUE, modifier, before, after, *here))
 
     steps: list[Step] = []
     bounds = [*starts, n]
+    step_lengths = np.add.reduceat(lengths, starts).tolist()
+    step_durations = np.add.reduceat(durations, starts).tolist()
     for k, first in enumerate(starts):
-        last = bounds[k + 1]
         # a roundabout step is named after the road it leaves by
-        label_seg = last - 1 if maneuvers[k].type == ROUNDABOUT else first
+        label_seg = bounds[k + 1] - 1 if maneuvers[k].type == ROUNDABOUT else first
         name, ref = _label(graph, int(ways[label_seg]))
-        steps.append(Step(name, ref, float(lengths[first:last].sum()),
-                          float(durations[first:last].sum()), maneuvers[k]))
+        steps.append(Step(name, ref, step_lengths[k], step_durations[k], maneuvers[k]))
     last_bearing = int(seg_bearing[-1]) % 360
     name, ref = _label(graph, int(ways[-1]))
     steps.append(Step(name, ref, 0.0, 0.0,

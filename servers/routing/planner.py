@@ -47,24 +47,42 @@ class Path:
 
 def shortest_path(graph: RoadGraph, weighting: Weighting, origin: Snap,
                   destination: Snap) -> Path | None:
-    best: Path | None = None
+    """The cheapest way from ``origin`` to ``destination`` over every direction either
+    point may be left or reached by: one many-to-many over the (up to 2 x 2) candidate
+    segments picks the pair, one query unpacks its path."""
     ms = weighting.seg_ms
-    for e, s in origin.candidates():
-        for f, t in destination.candidates():
-            if e == f and t >= s:
-                candidate = Path(float((t - s) * ms[e]), np.array([e], dtype=np.int32),
-                                 np.zeros(0, dtype=np.int32), s, t)
+    sources = origin.candidates()
+    targets = destination.candidates()
+    table = weighting.metric.many_to_many(np.array([e for e, _ in sources], dtype=np.int32),
+                                          np.array([f for f, _ in targets], dtype=np.int32))
+    best: tuple[float, int, float, int, float] | None = None  # cost, e, s, f, t
+    for a, (e, s) in enumerate(sources):
+        for b, (f, t) in enumerate(targets):
+            if e == f:
+                if t >= s:
+                    cost = (t - s) * float(ms[e])
+                else:  # behind on the same segment: round and back, found below
+                    found = _between(graph, weighting, e, f)
+                    if found is None:
+                        continue
+                    cost = (1 - s) * float(ms[e]) + found[0] - (1 - t) * float(ms[f])
+            elif table[a, b] >= UNREACHABLE:
+                continue
             else:
-                found = _between(graph, weighting, e, f)
-                if found is None:
-                    continue
-                dist, arcs = found
-                cost = (1 - s) * float(ms[e]) + dist - (1 - t) * float(ms[f])
-                segments = np.concatenate([[e], graph.arc_head[arcs]]).astype(np.int32)
-                candidate = Path(cost, segments, arcs, s, t)
-            if best is None or candidate.cost_ms < best.cost_ms:
-                best = candidate
-    return best
+                cost = (1 - s) * float(ms[e]) + float(table[a, b]) - (1 - t) * float(ms[f])
+            if best is None or cost < best[0]:
+                best = (cost, e, s, f, t)
+    if best is None:
+        return None
+    cost, e, s, f, t = best
+    if e == f and t >= s:
+        return Path(cost, np.array([e], dtype=np.int32), np.zeros(0, dtype=np.int32), s, t)
+    found = _between(graph, weighting, e, f)
+    if found is None:
+        return None
+    arcs = found[1]
+    segments = np.concatenate([[e], graph.arc_head[arcs]]).astype(np.int32)
+    return Path(cost, segments, arcs, s, t)
 
 
 def _between(graph: RoadGraph, weighting: Weighting, e: int, f: int) -> tuple[int, I32] | None:

@@ -22,7 +22,7 @@ from geoplex.servers._runtime.geo import haversine_m
 from .graph import I32, RoadGraph, local_xy
 
 SPACING_M = 10.0
-FIRST_LOOK = 8
+FIRST_LOOK = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +108,16 @@ class SegmentIndex:
         px, py = local_xy(np.array([lat]), np.array([lon]), self.lat0, self.lon0)
         p = (float(px[0]), float(py[0]))
         k = min(FIRST_LOOK, self.tree.n)
-        _, idx = self.tree.query(p, k=k)
-        links = np.unique(self.sample_link[np.atleast_1d(idx)])
-        link, t, dist = self._project(p[0], p[1], links)
-        near = self.tree.query_ball_point(p, dist + SPACING_M / 2 + 1e-6)
-        if near:
-            more = np.unique(self.sample_link[np.asarray(near, dtype=np.int64)])
-            link, t, dist = self._project(p[0], p[1], np.union1d(more, [link]))
+        sample_dist, idx = self.tree.query(p, k=k)
+        sample_dist, idx = np.atleast_1d(sample_dist), np.atleast_1d(idx)
+        link, t, dist = self._project(p[0], p[1], self.sample_link[idx])
+        # every link nearer than `dist` has a sample within dist + SPACING_M / 2: when the
+        # k samples looked at reach that far, none was missed; else look that far
+        reach = dist + SPACING_M / 2 + 1e-6
+        if k < self.tree.n and sample_dist[-1] <= reach:
+            near = self.tree.query_ball_point(p, reach)
+            more = self.sample_link[np.asarray(near, dtype=np.int64)]
+            link, t, dist = self._project(p[0], p[1], np.append(more, link))
         a, b = int(self.link_a[link]), int(self.link_b[link])
         snapped_lat = float(self.node_lat[a] + (self.node_lat[b] - self.node_lat[a]) * t)
         snapped_lon = float(self.node_lon[a] + (self.node_lon[b] - self.node_lon[a]) * t)
