@@ -30,7 +30,7 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
                 load_region, source, config.modes, config.cache_dir, config.traffic_fade_s)
         except RegionLoadError as exc:
             raise StartupError(str(exc)) from None
-    app = RoutingApp(regions, config)
+    app = RoutingApp(regions, config, workers=config.workers)
     await app.start()
     stack.push_async_callback(app.stop)
     servicer = RoutingServicer(app, TokenVerifier(config.auth_secret), config.admins)

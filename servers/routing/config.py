@@ -34,6 +34,7 @@ class RoutingConfig:
     traffic_fade_s: float
     traffic_refresh_s: float
     admins: frozenset[str]
+    workers: int
     auth_secret: str
 
     @classmethod
@@ -59,6 +60,7 @@ class RoutingConfig:
                                         hi=3600.0),
             admins=frozenset(a.strip() for a in env.str(PREFIX + "ADMINS", "admin").split(",")
                              if a.strip()),
+            workers=env.int(PREFIX + "WORKERS", 2, lo=1, hi=64),
             auth_secret=auth_secret(env),
         )
 
