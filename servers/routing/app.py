@@ -231,7 +231,7 @@ class RoutingApp:
         now = time.time()
         out = []
         for region in self.regions.values():
-            graphs = [domain.GraphInfo(m.mode, int(m.graph.node_lat.shape[0]),
+            graphs = [domain.GraphInfo(m.mode, m.node_count,
                                        m.graph.seg_count, m.graph.arc_count,
                                        m.graph.nbytes() + m.index.nbytes(),
                                        m.current.version, m.metric_time,

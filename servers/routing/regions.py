@@ -52,6 +52,7 @@ class ModeGraph:
     free: Weighting
     current: Weighting
     metric_time: float
+    node_count: int        # road nodes this mode's segments use
     _avoid: dict[tuple[int, bool, int], Weighting] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -170,6 +171,7 @@ def _mode_graph(mode: str, graph: RoadGraph, engine: Engine, fade_s: float) -> M
     weights = graph.arc_weights()
     free = Weighting(engine.customize(weights), graph.seg_ms, weights, 0)
     now = time.time()
+    nodes = int(np.unique(np.concatenate([graph.seg_tail, graph.seg_head])).size)
     return ModeGraph(mode, graph, SegmentIndex(graph), engine,
-                     TrafficState(graph.seg_ms, fade_s), free, free, now)
+                     TrafficState(graph.seg_ms, fade_s), free, free, now, nodes)
 
