@@ -260,11 +260,12 @@ def _turns(network: RawNetwork, profile: Profile, tail: I32, head: I32, seg_way:
 
     u_turn = head[f] == tail[e]
     dead_end = degree[via] <= 1
-    allowed = ~u_turn | dead_end
-    # barriers: no passing through a node the profile says blocks
+    # a barrier the profile cannot pass: drive up to it and turn back (as at a dead end)
+    blocked = np.zeros(n_nodes, dtype=bool)
     for node, tags in network.node_tags.items():
-        if profile.blocks(tags):
-            allowed &= via != node
+        blocked[node] = profile.blocks(tags)
+    dead_end |= blocked[via]
+    allowed = np.where(blocked[via], u_turn, ~u_turn | dead_end)
     allowed &= _restrictions_allow(network, profile, e, f, via, tail, head, seg_way, way_ids)
 
     junction = degree[via] >= 3

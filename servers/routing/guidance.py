@@ -94,7 +94,7 @@ def steps_for(graph: RoadGraph, seg_ms: U32, path: Path, start: tuple[float, flo
     candidates = np.flatnonzero(enters | renamed | bends).tolist()
 
     starts: list[int] = [0]
-    maneuvers: list[Maneuver] = [Maneuver(DEPART, "", 0, int(seg_bearing[0]) % 360,
+    maneuvers: list[Maneuver] = [Maneuver(DEPART, "", 0, round(seg_bearing[0]) % 360,
                                           start[0], start[1])]
     skip_until = 0
     for i in candidates:
@@ -102,13 +102,16 @@ def steps_for(graph: RoadGraph, seg_ms: U32, path: Path, start: tuple[float, flo
             continue
         node = int(tails[i])
         here = (float(lat[node]), float(lon[node]))
-        before, after = int(seg_bearing[i - 1]) % 360, int(seg_bearing[i]) % 360
+        before, after = round(seg_bearing[i - 1]) % 360, round(seg_bearing[i]) % 360
         modifier = modifier_for(float(angle[i]))
         starts.append(i)
         if enters[i]:
             j = i
             while j < n and rounds[j]:
                 j += 1
+            if j < n:  # the way out against the way in: "take the third exit, left"
+                overall = turn_angles(seg_bearing[i - 1:i], seg_bearing[j:j + 1])
+                modifier = modifier_for(float(overall[0]))
             maneuvers.append(Maneuver(ROUNDABOUT, modifier, before, after, *here,
                                       exit=_exit_number(graph, segs, i, j)))
             skip_until = j + 1  # the road after the roundabout belongs to the roundabout's step
@@ -127,7 +130,7 @@ def steps_for(graph: RoadGraph, seg_ms: U32, path: Path, start: tuple[float, flo
         label_seg = bounds[k + 1] - 1 if maneuvers[k].type == ROUNDABOUT else first
         name, ref = _label(graph, int(ways[label_seg]))
         steps.append(Step(name, ref, step_lengths[k], step_durations[k], maneuvers[k]))
-    last_bearing = int(seg_bearing[-1]) % 360
+    last_bearing = round(seg_bearing[-1]) % 360
     name, ref = _label(graph, int(ways[-1]))
     steps.append(Step(name, ref, 0.0, 0.0,
                       Maneuver(ARRIVE, "", last_bearing, 0, end[0], end[1])))

@@ -195,7 +195,7 @@ CAR_RESTRICTION_MODES = frozenset({"motorcar", "motor_vehicle", "vehicle"})
 
 class CarProfile:
     name = "car"
-    top_speed_kmh = 140.0 * 0.8  # maxspeed=none at 80 %; above every class speed
+    top_speed_kmh = 140.0  # a cap above any class speed and maxspeed=none at 80 % (112)
     u_turn_seconds = 20.0
     hierarchy = ("motorcar", "motor_vehicle", "vehicle", "access")
 
@@ -235,9 +235,10 @@ class CarProfile:
                 kmh = parse_maxspeed(limit)
                 if speed > 0 and kmh > 0:
                     speed = kmh * 0.8
-                adjusted.append(_cap(speed, tags, (("surface", CAR_SURFACE),
-                                                   ("tracktype", CAR_TRACKTYPE),
-                                                   ("smoothness", CAR_SMOOTHNESS))))
+                adjusted.append(min(_cap(speed, tags, (("surface", CAR_SURFACE),
+                                                       ("tracktype", CAR_TRACKTYPE),
+                                                       ("smoothness", CAR_SMOOTHNESS))),
+                                    self.top_speed_kmh))
             forward, backward = adjusted
         forward, backward = _oneway(tags, forward, backward,
                                     ("oneway:motorcar", "oneway:motor_vehicle",
