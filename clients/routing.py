@@ -70,12 +70,15 @@ class RoutingClient(BaseClient):
 
     async def matrix(self, origins: Sequence[Point], destinations: Sequence[Point], *,
                      mode: str | int = "drive", traffic_aware: bool = False,
-                     timeout: float | None = None) -> pb.ComputeRouteMatrixResponse:
-        """Durations and distances from every origin to every destination (up to 100 x 100)."""
+                     durations_only: bool = False, timeout: float | None = None
+                     ) -> pb.ComputeRouteMatrixResponse:
+        """Durations and distances from every origin to every destination (up to 100 x 100);
+        ``durations_only`` skips the distances, which cost a path per cell."""
         request = pb.ComputeRouteMatrixRequest(
             origins=[_latlng(p) for p in origins],
             destinations=[_latlng(p) for p in destinations],
-            travel_mode=travel_mode(mode), traffic_aware=traffic_aware)
+            travel_mode=travel_mode(mode), traffic_aware=traffic_aware,
+            durations_only=durations_only)
         return await self.call(self.stub.ComputeRouteMatrix, request, timeout=timeout)
 
     async def snap(self, points: Sequence[Point], *, mode: str | int = "drive",

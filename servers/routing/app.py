@@ -150,14 +150,15 @@ class RoutingApp:
     # -- ComputeRouteMatrix ----------------------------------------------------------------------
 
     async def matrix(self, origins: Sequence[Point], destinations: Sequence[Point], mode: str,
-                     traffic_aware: bool) -> MatrixAnswer:
+                     traffic_aware: bool, durations_only: bool = False) -> MatrixAnswer:
         region = self._region_of(origins[0], "origins[0]")
         graph = self._mode(region, mode)
         return await self._run(lambda: self._matrix(region, graph, origins, destinations,
-                                                    traffic_aware))
+                                                    traffic_aware, durations_only))
 
     def _matrix(self, region: Region, graph: ModeGraph, origins: Sequence[Point],
-                destinations: Sequence[Point], traffic_aware: bool) -> MatrixAnswer:
+                destinations: Sequence[Point], traffic_aware: bool,
+                durations_only: bool = False) -> MatrixAnswer:
         weighting = graph.weighting(self._live(traffic_aware, None, time.time()))
         g, ms = graph.graph, weighting.seg_ms
         src = [self._try_snap(region, graph, p) for p in origins]
@@ -202,8 +203,8 @@ class RoutingApp:
                         row.append(MatrixCell("ok", path_length_m(g, path),
                                               path.cost_ms / 1000.0))
                     continue
-                row.append(MatrixCell("ok", self._distance(graph, weighting, chosen),
-                                      float(best[i, j]) / 1000.0))
+                length = 0.0 if durations_only else self._distance(graph, weighting, chosen)
+                row.append(MatrixCell("ok", length, float(best[i, j]) / 1000.0))
             rows.append(row)
         return MatrixAnswer(region.name, rows, weighting.version)
 

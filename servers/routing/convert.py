@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import polyline
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -13,7 +12,7 @@ from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.servers._runtime.latlng import location_from_pb
 from geoplex.type.v1 import geo_pb2
 
-from . import domain
+from . import domain, encoded_polyline
 from .guidance import Step
 
 MODES: dict[int, str] = {pb.TRAVEL_MODE_UNSPECIFIED: "car", pb.TRAVEL_MODE_DRIVE: "car",
@@ -99,7 +98,7 @@ def route_to_pb(route: domain.Route) -> pb.Route:
     return pb.Route(distance_meters=round(route.distance_m, 1),
                     duration=_duration(route.duration_s),
                     static_duration=_duration(route.static_duration_s),
-                    polyline=polyline.encode(list(zip(route.lats, route.lons)), 5),
+                    polyline=encoded_polyline.encode(route.lats, route.lons),
                     steps=[step_to_pb(s) for s in route.steps], summary=route.summary)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from geoplex.servers._runtime.errors import FailedPrecondition, NotFound
 
+from .graph import F64
 from .guidance import Step
 
 AVOID_TOLLS = 1
@@ -68,8 +69,8 @@ class Route:
     distance_m: float
     duration_s: float
     static_duration_s: float
-    lats: list[float]
-    lons: list[float]
+    lats: F64
+    lons: F64
     steps: list[Step]
     summary: str
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from geoplex.servers._runtime.geo import haversine_pairs
 
-from .graph import I32, U32, RoadGraph
+from .graph import F64, I32, U32, RoadGraph
 from .ports import UNREACHABLE, Metric
 from .snapping import Snap
 
@@ -120,11 +120,11 @@ def _along(per_segment: np.ndarray, path: Path) -> float:
 
 
 def path_points(graph: RoadGraph, path: Path, origin: Snap,
-                destination: Snap) -> tuple[list[float], list[float]]:
+                destination: Snap) -> tuple[F64, F64]:
     """Latitudes and longitudes of the path's polyline, snapped point to snapped point."""
     inner = graph.seg_head[path.segments[:-1]]
-    lats = [origin.lat, *graph.node_lat[inner].tolist(), destination.lat]
-    lons = [origin.lon, *graph.node_lon[inner].tolist(), destination.lon]
+    lats = np.concatenate([[origin.lat], graph.node_lat[inner], [destination.lat]])
+    lons = np.concatenate([[origin.lon], graph.node_lon[inner], [destination.lon]])
     return lats, lons
 
 

@@ -46,7 +46,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         destinations = convert.points(list(request.destinations), "destinations", limit)
         answer = await self.app.matrix(origins, destinations,
                                        convert.mode_from_pb(request.travel_mode),
-                                       request.traffic_aware)
+                                       request.traffic_aware, request.durations_only)
         return convert.matrix_to_pb(answer)
 
     async def SnapToRoads(self, request: pb.SnapToRoadsRequest,

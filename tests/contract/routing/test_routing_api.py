@@ -216,6 +216,15 @@ async def test_matrix_cells_equal_single_routes(rt: RoutingClient) -> None:
         assert cell.distance_meters == pytest.approx(route.distance_meters, abs=0.2)
 
 
+async def test_a_durations_only_matrix_has_the_same_durations(rt: RoutingClient) -> None:
+    points = [JARNTORGET, LISEBERG, (57.7089, 11.9746)]
+    full = await rt.matrix(points, points)
+    quick = await rt.matrix(points, points, durations_only=True)
+    assert [seconds(c.duration) for c in quick.cells] == [seconds(c.duration) for c in full.cells]
+    assert all(c.distance_meters == 0 for c in quick.cells)
+    assert any(c.distance_meters > 0 for c in full.cells)
+
+
 async def test_matrix_marks_a_point_with_no_road(rt: RoutingClient) -> None:
     answer = await rt.matrix([STATION, FAR_FROM_ROADS], [KAISANIEMI])
     status = {c.origin_index: c.status for c in answer.cells}
