@@ -1,7 +1,10 @@
 """The routing service's operations on loaded regions.
 
-Every query runs on a worker thread (the kernel is C++ and the assembly numpy), so
-a slow matrix never stalls the event loop's other calls. A query reads one
+A plain route (~0.5 ms) runs on the event loop: handing it to a thread costs more
+than it takes. Everything longer runs on a worker thread: matrices, alternatives, a
+route that avoids road classes (its metric may need customizing first), traffic
+customization, snapping many points; so a slow matrix never stalls the loop's other
+calls. A query reads one
 :class:`~geoplex.servers.routing.planner.Weighting` reference at its start and
 uses only that, so a traffic swap mid-query cannot mix two metrics.
 """
@@ -42,7 +45,9 @@ class RoutingApp:
                  workers: int = 2) -> None:
         self.regions = regions
         self.config = config
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="routing")
+        # 0 workers: run queries on the event loop itself (for measuring the hand-off)
+        self._pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="routing")
+                      if workers > 0 else None)
         self._refresher: asyncio.Task[None] | None = None
         self._way_segments: dict[tuple[str, str], dict[int, np.ndarray]] = {}
 
@@ -56,9 +61,12 @@ class RoutingApp:
                 await self._refresher
             except asyncio.CancelledError:
                 pass
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     async def _run(self, fn: Callable[[], T]) -> T:
+        if self._pool is None:
+            return fn()
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     # -- lookups ----------------------------------------------------------------------
@@ -96,6 +104,10 @@ class RoutingApp:
         if other is not region:
             raise NoRoute("origin and destination are in different regions")
         graph = self._mode(region, query.mode)
+        if not query.alternatives and not query.avoid:
+            # a plain route is ~0.5 ms of work: handing it to a thread costs more than
+            # it takes (BENCHMARKS.md "Routing": where the work runs), so it runs here
+            return self._route(region, graph, query)
         return await self._run(lambda: self._route(region, graph, query))
 
     def _route(self, region: Region, graph: ModeGraph, query: RouteQuery) -> RouteAnswer:

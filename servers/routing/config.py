@@ -60,7 +60,7 @@ class RoutingConfig:
                                         hi=3600.0),
             admins=frozenset(a.strip() for a in env.str(PREFIX + "ADMINS", "admin").split(",")
                              if a.strip()),
-            workers=env.int(PREFIX + "WORKERS", 2, lo=1, hi=64),
+            workers=env.int(PREFIX + "WORKERS", 1, lo=0, hi=64),
             auth_secret=auth_secret(env),
         )
 

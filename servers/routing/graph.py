@@ -55,6 +55,7 @@ class RoadGraph:
     seg_classes: U8        # ROAD_CLASS_* bits of its way (toll, motorway, ferry)
     seg_roundabout: Bools
     seg_reverse: I32       # the opposite segment of the same way pair, or -1
+    seg_bearing: F64       # compass bearing of the segment, degrees 0..360
     arc_first: I32         # CSR over arc_tail, length seg_count + 1
     arc_tail: I32
     arc_head: I32
@@ -108,7 +109,8 @@ class RoadGraph:
                 seg_tail=d["seg_tail"], seg_head=d["seg_head"],
                 seg_length_m=d["seg_length_m"], seg_ms=d["seg_ms"], seg_way=d["seg_way"],
                 seg_classes=d["seg_classes"], seg_roundabout=d["seg_roundabout"],
-                seg_reverse=d["seg_reverse"], arc_first=d["arc_first"],
+                seg_reverse=d["seg_reverse"], seg_bearing=d["seg_bearing"],
+                arc_first=d["arc_first"],
                 arc_tail=d["arc_tail"], arc_head=d["arc_head"],
                 arc_turn_ms=d["arc_turn_ms"], way_ids=d["way_ids"],
                 way_names=tuple(str(s) for s in d["way_names"]),
@@ -223,6 +225,7 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
         seg_tail=tail, seg_head=head, seg_length_m=length[keep_seg], seg_ms=ms[keep_seg],
         seg_way=seg_way[keep_seg], seg_classes=seg_classes[keep_seg],
         seg_roundabout=seg_round[keep_seg], seg_reverse=reverse,
+        seg_bearing=bearings(lat[tail], lon[tail], lat[head], lon[head]),
         arc_first=arc_first, arc_tail=arc_tail, arc_head=arc_head,
         arc_turn_ms=arc_turn.astype(np.uint32),
         way_ids=np.asarray(way_ids, dtype=np.int64), way_names=tuple(way_names),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .graph import U32, RoadGraph, bearings, turn_angles
+from .graph import U32, RoadGraph, turn_angles
 from .planner import Path
 
 DEPART, TURN, NEW_NAME, CONTINUE, ROUNDABOUT, ARRIVE = (
@@ -62,8 +62,8 @@ def steps_for(graph: RoadGraph, seg_ms: U32, path: Path, start: tuple[float, flo
     segs = path.segments
     n = int(segs.size)
     lat, lon = graph.node_lat, graph.node_lon
-    tails, heads = graph.seg_tail[segs], graph.seg_head[segs]
-    seg_bearing = bearings(lat[tails], lon[tails], lat[heads], lon[heads])
+    tails = graph.seg_tail[segs]
+    seg_bearing = graph.seg_bearing[segs]
     share = np.ones(n)
     if n == 1:
         share[0] = path.end - path.start

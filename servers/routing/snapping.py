@@ -11,13 +11,14 @@ nearest link, not just the one of the nearest sample.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
-from geoplex.servers._runtime.geo import haversine_m
+from geoplex.servers._runtime.geo import EARTH_RADIUS_M, haversine_m
 
 from .graph import I32, RoadGraph, local_xy
 
@@ -69,6 +70,9 @@ class SegmentIndex:
         self.lat0 = float(graph.node_lat.mean())
         self.lon0 = float(graph.node_lon.mean())
         x, y = local_xy(graph.node_lat, graph.node_lon, self.lat0, self.lon0)
+        # the same projection for one point, as scalars (metres per degree)
+        self._ky = math.pi / 180.0 * EARTH_RADIUS_M
+        self._kx = self._ky * math.cos(math.radians(self.lat0))
         self.ax, self.ay = x[self.link_a], y[self.link_a]
         self.bx, self.by = x[self.link_b], y[self.link_b]
         length = np.hypot(self.bx - self.ax, self.by - self.ay)
@@ -105,8 +109,7 @@ class SegmentIndex:
 
     def snap(self, lat: float, lon: float) -> Snap:
         """The nearest point on any link (however far: the caller applies its limit)."""
-        px, py = local_xy(np.array([lat]), np.array([lon]), self.lat0, self.lon0)
-        p = (float(px[0]), float(py[0]))
+        p = (float((lon - self.lon0) * self._kx), float((lat - self.lat0) * self._ky))
         k = min(FIRST_LOOK, self.tree.n)
         sample_dist, idx = self.tree.query(p, k=k)
         sample_dist, idx = np.atleast_1d(sample_dist), np.atleast_1d(idx)
