@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos clean
+.PHONY: help setup system-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -57,7 +57,7 @@ run: setup  ## start backends, load demo data, run every service (Ctrl-C stops)
 test: setup lint breaking typecheck  ## every test, with the backends they need
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-bench: bench-runtime bench-proximity bench-presence bench-broker  ## run every benchmark (minutes)
+bench: bench-runtime bench-proximity bench-presence bench-broker bench-routing  ## run every benchmark (minutes)
 
 bench-runtime: setup  ## the runtime's own ceiling
 	$(PY) -m bench.runtime
@@ -76,6 +76,9 @@ bench-broker-cluster: setup  ## three replicated brokers vs a JetStream R3 clust
 
 bench-broker-chaos: setup  ## the cluster under the nemesis for 100+ leader kills; lost / duplicated counts per fault
 	$(PY) -m bench.broker_chaos
+
+bench-routing: setup  ## routing engines vs networkx and OSRM (CH, MLD); end-to-end gRPC
+	$(PY) -m bench.routing
 
 clean:  ## remove local state and build output (keeps the venv)
 	rm -rf .geoplex build dist *.egg-info

@@ -31,6 +31,7 @@ from .guidance import Step, steps_for
 from .planner import (Path, Weighting, alternatives_for, path_duration_ms, path_length_m,
                       path_points, shortest_path)
 from .ports import UNREACHABLE
+from .profiles import LOCAL_ACCESS_PENALTY_S
 from .regions import ModeGraph, Region
 from .snapping import Snap
 
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEGREES_PER_M = 1 / 111_000.0
+PENALTY_MS = LOCAL_ACCESS_PENALTY_S * 1000.0
 
 
 class RoutingApp:
@@ -213,24 +215,31 @@ class RoutingApp:
                         row.append(MatrixCell("no_route"))
                     else:
                         row.append(MatrixCell("ok", path_length_m(g, path),
-                                              path.cost_ms / 1000.0))
+                                              path_duration_ms(g, ms, path) / 1000.0))
                     continue
-                length = 0.0 if durations_only else self._distance(graph, weighting, chosen)
-                row.append(MatrixCell("ok", length, float(best[i, j]) / 1000.0))
+                cost = float(best[i, j])
+                if durations_only and cost < PENALTY_MS:
+                    row.append(MatrixCell("ok", 0.0, cost / 1000.0))
+                    continue
+                # the cell's path: for its length, and for its duration where its weight
+                # holds a penalty (it enters a local-access road) that is no time
+                path = self._cell_path(graph, weighting, chosen)
+                row.append(MatrixCell("ok", 0.0 if durations_only else path_length_m(g, path),
+                                      path_duration_ms(g, ms, path) / 1000.0))
             rows.append(row)
         return MatrixAnswer(region.name, rows, weighting.version)
 
     @staticmethod
-    def _distance(graph: ModeGraph, weighting: Weighting,
-                  chosen: tuple[int, float, int, float]) -> float:
-        """The length of the fastest path the matrix chose for one cell."""
+    def _cell_path(graph: ModeGraph, weighting: Weighting,
+                   chosen: tuple[int, float, int, float]) -> Path:
+        """The fastest path the matrix chose for one cell."""
         e, s, f, t = chosen
         g = graph.graph
         if e == f and t >= s:
-            return float((t - s) * g.seg_length_m[e])
+            return Path(0.0, np.array([e], dtype=np.int32), np.zeros(0, dtype=np.int32), s, t)
         _, arcs = weighting.metric.query(e, f)
         segments = np.concatenate([[e], g.arc_head[arcs]]).astype(np.int32)
-        return path_length_m(g, Path(0.0, segments, arcs, s, t))
+        return Path(0.0, segments, arcs, s, t)
 
     def _try_snap(self, region: Region, graph: ModeGraph, point: Point) -> Snap | None:
         if not region.covers(point.lat, point.lon, self.config.max_snap_m * DEGREES_PER_M * 2):

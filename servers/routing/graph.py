@@ -30,7 +30,7 @@ from scipy.sparse.csgraph import connected_components
 from geoplex.servers._runtime.geo import EARTH_RADIUS_M, haversine_pairs
 
 from .network import RawNetwork
-from .profiles import Profile
+from .profiles import CLASS_RESTRICTED, LOCAL_ACCESS_PENALTY_S, Profile
 
 I32 = npt.NDArray[np.int32]
 U32 = npt.NDArray[np.uint32]
@@ -60,6 +60,7 @@ class RoadGraph:
     arc_tail: I32
     arc_head: I32
     arc_turn_ms: U32       # turn cost + node delay (signals) of the turn
+    arc_penalty_ms: U32    # weight only, never duration: entering a local-access-only road
     way_ids: npt.NDArray[np.int64]
     way_names: tuple[str, ...]
     way_refs: tuple[str, ...]
@@ -75,9 +76,10 @@ class RoadGraph:
         return int(self.arc_tail.shape[0])
 
     def arc_weights(self, seg_ms: U32 | None = None) -> U32:
-        """The weight of every arc under segment durations ``seg_ms`` (default free flow)."""
+        """The weight of every arc under segment durations ``seg_ms`` (default free flow):
+        the next segment's duration, the turn's, and any penalty the route should avoid."""
         ms = self.seg_ms if seg_ms is None else seg_ms
-        total = ms[self.arc_head].astype(np.uint64) + self.arc_turn_ms
+        total = ms[self.arc_head].astype(np.uint64) + self.arc_turn_ms + self.arc_penalty_ms
         weights: U32 = np.minimum(total, MAX_MS).astype(np.uint32)
         return weights
 
@@ -112,7 +114,8 @@ class RoadGraph:
                 seg_reverse=d["seg_reverse"], seg_bearing=d["seg_bearing"],
                 arc_first=d["arc_first"],
                 arc_tail=d["arc_tail"], arc_head=d["arc_head"],
-                arc_turn_ms=d["arc_turn_ms"], way_ids=d["way_ids"],
+                arc_turn_ms=d["arc_turn_ms"], arc_penalty_ms=d["arc_penalty_ms"],
+                way_ids=d["way_ids"],
                 way_names=tuple(str(s) for s in d["way_names"]),
                 way_refs=tuple(str(s) for s in d["way_refs"]), way_label=d["way_label"],
                 intersection=d["intersection"])
@@ -220,14 +223,19 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
     found = key[korder][pos] == rkey
     reverse = np.where(found, korder[pos], -1).astype(np.int32)
 
+    classes_kept = seg_classes[keep_seg]
+    local = (classes_kept & CLASS_RESTRICTED) != 0
+    entering = local[arc_head] & ~local[arc_tail]
+    penalty = np.where(entering, round(LOCAL_ACCESS_PENALTY_S * 1000), 0).astype(np.uint32)
+
     return RoadGraph(
         profile=profile.name, node_lat=lat, node_lon=lon,
         seg_tail=tail, seg_head=head, seg_length_m=length[keep_seg], seg_ms=ms[keep_seg],
-        seg_way=seg_way[keep_seg], seg_classes=seg_classes[keep_seg],
+        seg_way=seg_way[keep_seg], seg_classes=classes_kept,
         seg_roundabout=seg_round[keep_seg], seg_reverse=reverse,
         seg_bearing=bearings(lat[tail], lon[tail], lat[head], lon[head]),
         arc_first=arc_first, arc_tail=arc_tail, arc_head=arc_head,
-        arc_turn_ms=arc_turn.astype(np.uint32),
+        arc_turn_ms=arc_turn.astype(np.uint32), arc_penalty_ms=penalty,
         way_ids=np.asarray(way_ids, dtype=np.int64), way_names=tuple(way_names),
         way_refs=tuple(way_refs), way_label=_labels(way_names, way_refs),
         intersection=intersection)

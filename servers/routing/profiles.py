@@ -29,6 +29,11 @@ F64 = npt.NDArray[np.float64]
 CLASS_TOLL = 1
 CLASS_MOTORWAY = 2
 CLASS_FERRY = 4
+# local access only (access=destination, private, delivery...): a route may start or end on
+# it but not cut through: entering it from a public road costs LOCAL_ACCESS_PENALTY_S of
+# weight (OSRM's car gives that turn its largest turn weight, 3276.7 s), never of duration
+CLASS_RESTRICTED = 8
+LOCAL_ACCESS_PENALTY_S = 3276.7
 
 Tags = Mapping[str, str]
 
@@ -209,8 +214,10 @@ class CarProfile:
         ferry = tags.get("route") in ("ferry", "shuttle_train")
         access = directional(tags, self.hierarchy)
         speeds = []
+        restricted = False
         for value in access:
             value = _most_permissive(value, CAR_WHITELIST, CAR_RESTRICTED, CAR_BLACKLIST)
+            restricted |= value in CAR_RESTRICTED
             if ferry:
                 base = 5.0 if tags.get("route") == "ferry" else 10.0
             elif tags.get("bridge") == "movable":
@@ -251,6 +258,8 @@ class CarProfile:
             classes |= CLASS_MOTORWAY
         if ferry:
             classes |= CLASS_FERRY
+        if restricted:
+            classes |= CLASS_RESTRICTED
         name, ref = _label(tags)
         return WayRule(forward, backward, name, ref, classes, _roundabout(tags))
 

@@ -32,7 +32,7 @@ from .traffic import TrafficState
 
 logger = logging.getLogger(__name__)
 
-CODE_VERSION = 4
+CODE_VERSION = 5
 AVOID_CLASSES = ((1, CLASS_TOLL), (2, CLASS_MOTORWAY), (4, CLASS_FERRY))  # AVOID_* -> class
 
 

@@ -35,6 +35,7 @@ class DijkstraMetric:
         self.first = graph.arc_first.tolist()
         self.head = graph.arc_head.tolist()
         self.weight = weights.astype(np.int64).tolist()
+        self.tail = graph.arc_tail.tolist()
         self.n = graph.seg_count
 
     def one_to_all(self, source: int, target: int = -1) -> tuple[list[int], list[int]]:
@@ -65,18 +66,11 @@ class DijkstraMetric:
             return UNREACHABLE, np.zeros(0, dtype=np.int32)
         arcs: list[int] = []
         v = target
-        tails = self.tails()
         while v != source:
             a = via[v]
             arcs.append(a)
-            v = tails[a]
+            v = self.tail[a]
         return dist[target], np.asarray(arcs[::-1], dtype=np.int32)
-
-    def tails(self) -> list[int]:
-        out: list[int] = []
-        for u in range(self.n):
-            out.extend([u] * (self.first[u + 1] - self.first[u]))
-        return out
 
     def many_to_many(self, sources: I32, targets: I32) -> I64:
         out = np.full((len(sources), len(targets)), UNREACHABLE, dtype=np.int64)

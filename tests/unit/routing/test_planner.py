@@ -20,7 +20,11 @@ from geoplex.servers.routing.planner import (
     path_points,
     shortest_path,
 )
-from geoplex.servers.routing.profiles import CarProfile
+from geoplex.servers.routing.profiles import (
+    CLASS_RESTRICTED,
+    LOCAL_ACCESS_PENALTY_S,
+    CarProfile,
+)
 from geoplex.servers.routing.snapping import SegmentIndex, Snap
 from road_networks import NetworkBuilder, free_flow, grid, latlon, segment
 
@@ -225,3 +229,36 @@ def test_an_alternative_much_longer_than_the_best_is_not_offered() -> None:
     detours = alternatives_for(graph, weighting, origin, destination, best, 2, max_stretch=3.0)
     assert len(detours) == 1
     assert path_length_m(graph, detours[0]) == pytest.approx(800.0, abs=0.5)
+
+
+def _square_with_a_private_diagonal() -> tuple[RoadGraph, NetworkBuilder]:
+    """A 400 m square of public streets, its diagonal a much shorter private road."""
+    b = NetworkBuilder()
+    sw, se, ne, nw = b.node(0, 0), b.node(0, 400), b.node(400, 400), b.node(400, 0)
+    b.way([b.node(-100, 0), sw])  # dead-end spurs: no corner is a loop-only node
+    b.way([sw, se, ne])
+    b.way([sw, nw, ne])
+    b.way([ne, b.node(500, 400)])
+    mid = b.node(200, 200)
+    b.way([sw, mid, ne], access="private")
+    return build_graph(b.build(), CAR), b
+
+
+def test_a_car_route_does_not_cut_through_a_local_access_road() -> None:
+    graph, _ = _square_with_a_private_diagonal()
+    weighting = free_flow(graph)
+    path = shortest_path(graph, weighting, _snap(graph, -50, 0), _snap(graph, 450, 400))
+    assert path is not None
+    private = (graph.seg_classes[path.segments] & CLASS_RESTRICTED) != 0
+    assert not private.any()  # round the square, though the diagonal is shorter
+
+
+def test_a_car_may_end_on_a_local_access_road_and_its_eta_has_no_penalty() -> None:
+    graph, _ = _square_with_a_private_diagonal()
+    weighting = free_flow(graph)
+    path = shortest_path(graph, weighting, _snap(graph, -50, 0), _snap(graph, 180, 190))
+    assert path is not None
+    assert (graph.seg_classes[path.segments[-1]] & CLASS_RESTRICTED) != 0
+    duration = path_duration_ms(graph, graph.seg_ms, path)
+    assert path.cost_ms - duration == pytest.approx(LOCAL_ACCESS_PENALTY_S * 1000, abs=1)
+    assert duration < 120_000  # a minute or so of driving, not the 55-minute penalty
