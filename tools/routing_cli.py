@@ -126,13 +126,14 @@ def cmd_snap(args: argparse.Namespace) -> int:
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     answer = call(_connect(args), lambda rt: rt.matrix(args.origins, args.destinations,
-                                                       mode=args.mode))
+                                                       mode=args.mode,
+                                                       durations_only=args.durations_only))
     status = {pb.MatrixCell.STATUS_OK: "", pb.MatrixCell.STATUS_NO_ROAD_NEARBY: "no road",
               pb.MatrixCell.STATUS_NO_ROUTE: "no route"}
     print_table(("from", "to", "distance", "time"),
                 [(c.origin_index + 1, c.destination_index + 1,
-                  distance(c.distance_meters) if c.status == pb.MatrixCell.STATUS_OK
-                  else status.get(c.status, "?"),
+                  ("-" if args.durations_only else distance(c.distance_meters))
+                  if c.status == pb.MatrixCell.STATUS_OK else status.get(c.status, "?"),
                   minutes(c.duration.ToTimedelta().total_seconds())
                   if c.status == pb.MatrixCell.STATUS_OK else "")
                  for c in answer.cells])
@@ -198,6 +199,8 @@ def add_commands(sub: Subcommands) -> None:
                           "destination (each list LAT,LNG separated by spaces).")
     m.add_argument("--origins", nargs="+", type=point, required=True, metavar="LAT,LNG")
     m.add_argument("--destinations", nargs="+", type=point, required=True, metavar="LAT,LNG")
+    m.add_argument("--durations-only", action="store_true",
+                   help="skip the distances (each costs a path; much faster for large matrices)")
     mode(m)
     common(m)
     m.set_defaults(func=cmd_matrix)

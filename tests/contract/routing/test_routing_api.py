@@ -374,3 +374,42 @@ async def test_grpc_status_codes_are_the_canonical_ones(rt: RoutingClient) -> No
     with pytest.raises(GeoplexRpcError) as err:
         await rt.route(FAR_FROM_ROADS, KAISANIEMI)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+def _geoplex(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "geoplex"), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_geoplex_route_prints_the_steps_as_a_person_reads_them(
+        routing_server: ServerProcess) -> None:
+    done = _geoplex("route", "60.1686,24.9414", "60.1760,24.9496", "--target",
+                    routing_server.address, "--alternatives", "1")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.startswith("Route: ") and "[helsinki]" in out and "Alternative 1:" in out
+    assert "Head " in out and "Turn right onto Kaivokatu" in out
+    assert "Arrive at your destination" in out
+    assert "60.1686" not in out  # the points are not echoed back
+
+
+def test_geoplex_route_refuses_a_bad_point_with_one_clear_line(
+        routing_server: ServerProcess) -> None:
+    done = _geoplex("route", "60.1686;24.9414", "60.1760,24.9496",
+                    "--target", routing_server.address)
+    assert done.returncode == 2 and "expected LAT,LNG" in done.stderr
+    far = _geoplex("route", "60.1570,24.9500", "60.1760,24.9496",
+                   "--target", routing_server.address)
+    assert far.returncode != 0 and "nearest usable road is" in far.stderr
+    assert len((far.stderr + far.stdout).strip().splitlines()) == 1
+
+
+def test_geoplex_routing_regions_and_matrix_print_tables(routing_server: ServerProcess) -> None:
+    regions = _geoplex("routing", "regions", "--target", routing_server.address)
+    assert regions.returncode == 0 and "gothenburg" in regions.stdout
+    assert "segments" in regions.stdout.splitlines()[0]
+    matrix = _geoplex("routing", "matrix", "--origins", "60.1686,24.9414", "--destinations",
+                      "60.1760,24.9496", "60.1676,24.9460", "--target", routing_server.address)
+    assert matrix.returncode == 0 and len(matrix.stdout.strip().splitlines()) == 4
