@@ -133,9 +133,3 @@ def routing_regions(routing_sources: tuple[RegionSource, ...],
     return {s.name: load_region(s, MODES, routing_cache, 600.0, progress=lambda _m: None)
             for s in routing_sources}
 
-
-def routing_env(sources: tuple[RegionSource, ...], cache: Path,
-                **extra: str) -> dict[str, str]:
-    """The environment of a routing server over ``sources`` and the session's cache."""
-    return {"GEOPLEX_ROUTING_REGIONS": ",".join(f"{s.name}={s.path}" for s in sources),
-            "GEOPLEX_ROUTING_CACHE_DIR": str(cache), **extra}

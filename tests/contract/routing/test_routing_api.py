@@ -31,10 +31,10 @@ from geoplex.servers.routing.config import RegionSource
 from geoplex.type.v1.geo_pb2 import LatLng
 from polling import eventually
 
-from conftest import routing_env  # tests/conftest.py
+from routing_servers import routing_env  # tests/routing_servers.py
 
 if TYPE_CHECKING:
-    from conftest import ServerProcess
+    from conftest import ServerProcess  # tests/conftest.py
 
 ADMIN = mint_token(DEV_SECRET, "admin")
 ALICE = mint_token(DEV_SECRET, "alice")
