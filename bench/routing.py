@@ -72,6 +72,7 @@ from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from geoplex.routing.v1 import routing_pb2 as rpb
 from geoplex.routing.v1 import routing_pb2_grpc
 from geoplex.servers._runtime.config import Env
+from geoplex.servers.routing.adapters.geojson_roads import network_from_features
 from geoplex.servers.routing.adapters.routingkit_cch import CCHEngine
 from geoplex.servers.routing.app import RoutingApp
 from geoplex.servers.routing.config import RegionSource, RoutingConfig
@@ -172,36 +173,15 @@ SYNTHETIC_WAY_BASE = 10**12  # way ids for features without one: far above real 
 
 
 def geojson_to_osm(collection: Mapping[str, Any]) -> OsmData:
-    """The OSM nodes and ways of a GeoJSON road export, exactly as
-    ``adapters/geojson_roads.read_geojson`` reads it: one node per distinct coordinate
-    (to 1e-7 degrees), numbered in order of first appearance, so OSM node ``i + 1`` is
-    our base node ``i``; one way per ``LineString`` with its properties as tags (``@``
-    keys left out); ``Polygon`` features and ``area=yes`` skipped."""
-    out = OsmData()
-    index: dict[tuple[int, int], int] = {}
-    for n, feature in enumerate(collection.get("features", ())):
-        geometry = feature.get("geometry") or {}
-        props = feature.get("properties") or {}
-        if geometry.get("type") != "LineString" or props.get("area") == "yes":
-            continue
-        refs: list[int] = []
-        for lon, lat, *_ in geometry.get("coordinates", ()):
-            key = (round(lat * 1e7), round(lon * 1e7))
-            i = index.get(key)
-            if i is None:
-                i = index[key] = len(out.nodes)
-                out.nodes.append(key)
-            if not refs or refs[-1] != i + 1:
-                refs.append(i + 1)
-        if len(refs) < 2:
-            continue
-        tags = {str(k): str(v) for k, v in props.items() if not str(k).startswith("@")}
-        raw = feature.get("id") or props.get("@id")
-        if isinstance(raw, str) and raw.startswith("way/") and raw[4:].isdigit():
-            way_id = int(raw[4:])
-        else:
-            way_id = SYNTHETIC_WAY_BASE + n
-        out.ways.append((way_id, refs, tags))
+    """The OSM nodes and ways of a GeoJSON road export, exactly as our reader
+    (``adapters/geojson_roads``) numbers them: OSM node ``i + 1`` is our base node ``i``;
+    a way without an id of its own (negative in our network) gets one above any real OSM id."""
+    network = network_from_features(collection)
+    out = OsmData(nodes=list(zip(np.rint(network.lat * 1e7).astype(np.int64).tolist(),
+                                 np.rint(network.lon * 1e7).astype(np.int64).tolist())))
+    for way in network.ways:
+        way_id = way.way_id if way.way_id > 0 else SYNTHETIC_WAY_BASE - way.way_id - 1
+        out.ways.append((way_id, (way.nodes + 1).tolist(), dict(way.tags)))
     return out
 
 

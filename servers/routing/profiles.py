@@ -378,17 +378,11 @@ class BicycleProfile:
         return WayRule(forward, backward, name, ref, CLASS_FERRY if ferry else 0, roundabout)
 
     def blocks(self, node_tags: Tags) -> bool:
-        for key in self.hierarchy:
-            value = node_tags.get(key)
-            if value is not None:
-                return value in BIKE_BLACKLIST and node_tags.get("highway") != "crossing"
-        if node_tags.get("barrier") == "fence" and node_tags.get("sensory") in ("audible",
-                                                                                "audio"):
-            return False
-        return node_tags.get("barrier") in NODE_BLOCKERS
+        return _light_barrier(node_tags, self.hierarchy, BIKE_BLACKLIST,
+                              crossing_open=True)
 
     def node_delay_seconds(self, node_tags: Tags) -> float:
-        return 2.0 if node_tags.get("highway") == "traffic_signals" else 0.0
+        return _signal_delay(node_tags)
 
     def turn_seconds(self, angle: F64) -> F64:
         # quadratic in the angle, cheaper to the right than across traffic to the left
@@ -455,19 +449,10 @@ class FootProfile:
                        _roundabout(tags))
 
     def blocks(self, node_tags: Tags) -> bool:
-        for key in self.hierarchy:
-            value = node_tags.get(key)
-            if value is not None:
-                return value in FOOT_BLACKLIST
-        if node_tags.get("bollard") == "rising":
-            return False
-        if node_tags.get("barrier") == "fence" and node_tags.get("sensory") in ("audible",
-                                                                                "audio"):
-            return False
-        return node_tags.get("barrier") in NODE_BLOCKERS
+        return _light_barrier(node_tags, self.hierarchy, FOOT_BLACKLIST, crossing_open=False)
 
     def node_delay_seconds(self, node_tags: Tags) -> float:
-        return 2.0 if node_tags.get("highway") == "traffic_signals" else 0.0
+        return _signal_delay(node_tags)
 
     def turn_seconds(self, angle: F64) -> F64:
         return np.zeros_like(angle)
@@ -477,6 +462,27 @@ class FootProfile:
 
 
 # -- shared rules --------------------------------------------------------------------------
+
+def _light_barrier(node_tags: Tags, hierarchy: tuple[str, ...], blacklist: frozenset[str], *,
+                   crossing_open: bool) -> bool:
+    """Whether a node stops a bicycle or a pedestrian: its access tags decide if it has
+    any (a bicycle may always cross at a crossing); else only walls, fences and
+    ``barrier=yes`` block (not a rising bollard, not an audible fence)."""
+    for key in hierarchy:
+        value = node_tags.get(key)
+        if value is not None:
+            return value in blacklist and not (crossing_open
+                                               and node_tags.get("highway") == "crossing")
+    if node_tags.get("bollard") == "rising":
+        return False
+    if node_tags.get("barrier") == "fence" and node_tags.get("sensory") in ("audible", "audio"):
+        return False
+    return node_tags.get("barrier") in NODE_BLOCKERS
+
+
+def _signal_delay(node_tags: Tags) -> float:
+    return 2.0 if node_tags.get("highway") == "traffic_signals" else 0.0
+
 
 def _roundabout(tags: Tags) -> bool:
     return tags.get("junction") in ("roundabout", "circular")

@@ -9,6 +9,7 @@ no node tags and no relations, so it carries no signals, barriers or turn restri
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,12 @@ from ..network import RawNetwork, RawWay
 def read_geojson(path: Path, country: str = "") -> RawNetwork:
     with path.open("rb") as f:
         collection: dict[str, Any] = json.load(f)
+    return network_from_features(collection, country)
+
+
+def network_from_features(collection: Mapping[str, Any], country: str = "") -> RawNetwork:
+    """The network of a FeatureCollection already parsed (node i is the i-th distinct
+    coordinate in order of first appearance)."""
     index: dict[tuple[int, int], int] = {}
     lats: list[float] = []
     lons: list[float] = []
