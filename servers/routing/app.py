@@ -31,7 +31,6 @@ from .guidance import Step, steps_for
 from .planner import (Path, Weighting, alternatives_for, path_duration_ms, path_length_m,
                       path_points, shortest_path)
 from .ports import UNREACHABLE
-from .profiles import LOCAL_ACCESS_PENALTY_S
 from .regions import ModeGraph, Region
 from .snapping import Snap
 
@@ -39,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEGREES_PER_M = 1 / 111_000.0
-PENALTY_MS = LOCAL_ACCESS_PENALTY_S * 1000.0
 
 
 class RoutingApp:
@@ -173,8 +171,11 @@ class RoutingApp:
     def _matrix(self, region: Region, graph: ModeGraph, origins: Sequence[Point],
                 destinations: Sequence[Point], traffic_aware: bool,
                 durations_only: bool = False) -> MatrixAnswer:
-        weighting = graph.weighting(self._live(traffic_aware, None, time.time()))
-        g, ms = graph.graph, weighting.seg_ms
+        # durations alone: the fastest times, from one many-to-many on a metric of plain
+        # durations; with distances: the routes ComputeRoute would take, each unpacked
+        weighting = graph.weighting(self._live(traffic_aware, None, time.time()),
+                                    fastest=durations_only)
+        g, ms, weight = graph.graph, weighting.seg_ms, weighting.seg_weight
         src = [self._try_snap(region, graph, p) for p in origins]
         dst = [self._try_snap(region, graph, p) for p in destinations]
         # every (segment, fraction) a point can be left or reached by, then one
@@ -188,14 +189,14 @@ class RoutingApp:
                 np.array([e for _, e, _ in src_c], dtype=np.int32),
                 np.array([f for _, f, _ in dst_c], dtype=np.int32)).astype(np.float64)
             table[table >= UNREACHABLE] = np.inf
-            lead = np.array([(1 - s) * float(ms[e]) for _, e, s in src_c])
-            tail = np.array([(1 - t) * float(ms[f]) for _, f, t in dst_c])
+            lead = np.array([(1 - s) * float(weight[e]) for _, e, s in src_c])
+            tail = np.array([(1 - t) * float(weight[f]) for _, f, t in dst_c])
             cost = lead[:, None] + table - tail[None, :]
             for a, (i, e, s) in enumerate(src_c):
                 for b, (j, f, t) in enumerate(dst_c):
                     c = cost[a, b]
                     if e == f:
-                        c = (t - s) * float(ms[e]) if t >= s else np.inf  # behind: see below
+                        c = (t - s) * float(weight[e]) if t >= s else np.inf  # behind: below
                     if c < best[i, j]:
                         best[i, j] = c
                         pick[(i, j)] = (e, s, f, t)
@@ -217,12 +218,11 @@ class RoutingApp:
                         row.append(MatrixCell("ok", path_length_m(g, path),
                                               path_duration_ms(g, ms, path) / 1000.0))
                     continue
-                cost = float(best[i, j])
-                if durations_only and cost < PENALTY_MS:
-                    row.append(MatrixCell("ok", 0.0, cost / 1000.0))
+                if durations_only:  # weights are durations on this metric
+                    row.append(MatrixCell("ok", 0.0, float(best[i, j]) / 1000.0))
                     continue
-                # the cell's path: for its length, and for its duration where its weight
-                # holds a penalty (it enters a local-access road) that is no time
+                # the cell's path: its length, and its duration (its weight may hold
+                # factors and penalties that are no time)
                 path = self._cell_path(graph, weighting, chosen)
                 row.append(MatrixCell("ok", 0.0 if durations_only else path_length_m(g, path),
                                       path_duration_ms(g, ms, path) / 1000.0))

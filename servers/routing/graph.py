@@ -56,6 +56,7 @@ class RoadGraph:
     seg_roundabout: Bools
     seg_reverse: I32       # the opposite segment of the same way pair, or -1
     seg_bearing: F64       # compass bearing of the segment, degrees 0..360
+    seg_weight_factor: F32  # >= 1: weight per ms of duration (WayRule.weight_factor)
     arc_first: I32         # CSR over arc_tail, length seg_count + 1
     arc_tail: I32
     arc_head: I32
@@ -75,11 +76,24 @@ class RoadGraph:
     def arc_count(self) -> int:
         return int(self.arc_tail.shape[0])
 
-    def arc_weights(self, seg_ms: U32 | None = None) -> U32:
-        """The weight of every arc under segment durations ``seg_ms`` (default free flow):
-        the next segment's duration, the turn's, and any penalty the route should avoid."""
+    def seg_weight(self, seg_ms: U32 | None = None) -> U32:
+        """Each segment's weight under durations ``seg_ms``: its duration times its
+        weight factor (the two are equal on an ordinary street)."""
         ms = self.seg_ms if seg_ms is None else seg_ms
-        total = ms[self.arc_head].astype(np.uint64) + self.arc_turn_ms + self.arc_penalty_ms
+        weight = np.ceil(ms * self.seg_weight_factor.astype(np.float64))
+        result: U32 = np.minimum(weight, MAX_MS).astype(np.uint32)
+        return result
+
+    def arc_weights(self, seg_ms: U32 | None = None, *, fastest: bool = False) -> U32:
+        """The weight of every arc under segment durations ``seg_ms`` (default free flow):
+        the next segment's weight, the turn's duration, and any penalty the route should
+        avoid; ``fastest``: durations alone (no weight factors, no penalties)."""
+        ms = self.seg_ms if seg_ms is None else seg_ms
+        if fastest:
+            total = ms[self.arc_head].astype(np.uint64) + self.arc_turn_ms
+        else:
+            total = (self.seg_weight(ms)[self.arc_head].astype(np.uint64) + self.arc_turn_ms
+                     + self.arc_penalty_ms)
         weights: U32 = np.minimum(total, MAX_MS).astype(np.uint32)
         return weights
 
@@ -112,6 +126,7 @@ class RoadGraph:
                 seg_length_m=d["seg_length_m"], seg_ms=d["seg_ms"], seg_way=d["seg_way"],
                 seg_classes=d["seg_classes"], seg_roundabout=d["seg_roundabout"],
                 seg_reverse=d["seg_reverse"], seg_bearing=d["seg_bearing"],
+                seg_weight_factor=d["seg_weight_factor"],
                 arc_first=d["arc_first"],
                 arc_tail=d["arc_tail"], arc_head=d["arc_head"],
                 arc_turn_ms=d["arc_turn_ms"], arc_penalty_ms=d["arc_penalty_ms"],
@@ -144,6 +159,7 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
     speeds: list[F64] = []
     ways_of: list[I32] = []
     classes_of: list[U8] = []
+    factor_of: list[F32] = []
     round_of: list[Bools] = []
     way_ids: list[int] = []
     way_names: list[str] = []
@@ -168,6 +184,7 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
             speeds.append(np.full(src.size, kmh))
             ways_of.append(np.full(src.size, w, dtype=np.int32))
             classes_of.append(np.full(src.size, rule.classes, dtype=np.uint8))
+            factor_of.append(np.full(src.size, rule.weight_factor, dtype=np.float32))
             round_of.append(np.full(src.size, rule.roundabout))
     if not tails:
         raise ValueError(f"no road in this network is usable by {profile.name}")
@@ -176,6 +193,7 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
     speed = np.concatenate(speeds)
     seg_way = np.concatenate(ways_of)
     seg_classes = np.concatenate(classes_of)
+    seg_factor = np.concatenate(factor_of)
     seg_round = np.concatenate(round_of)
     lat, lon = network.lat, network.lon
     length = haversine_pairs(lat[tail], lon[tail], lat[head], lon[head])
@@ -234,6 +252,7 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
         seg_way=seg_way[keep_seg], seg_classes=classes_kept,
         seg_roundabout=seg_round[keep_seg], seg_reverse=reverse,
         seg_bearing=bearings(lat[tail], lon[tail], lat[head], lon[head]),
+        seg_weight_factor=seg_factor[keep_seg],
         arc_first=arc_first, arc_tail=arc_tail, arc_head=arc_head,
         arc_turn_ms=arc_turn.astype(np.uint32), arc_penalty_ms=penalty,
         way_ids=np.asarray(way_ids, dtype=np.int64), way_names=tuple(way_names),

@@ -32,7 +32,8 @@ class Weighting:
 
     metric: Metric
     seg_ms: U32            # segment durations under this metric (traffic applied)
-    arc_weights: U32       # seg_ms[arc_head] + turn costs, INF where avoided
+    seg_weight: U32        # segment weights (durations times weight factors)
+    arc_weights: U32       # seg_weight[arc_head] + turn costs + penalties, INF where avoided
     version: int           # traffic version it reflects
 
 
@@ -50,7 +51,7 @@ def shortest_path(graph: RoadGraph, weighting: Weighting, origin: Snap,
     """The cheapest way from ``origin`` to ``destination`` over every direction either
     point may be left or reached by: one many-to-many over the (up to 2 x 2) candidate
     segments picks the pair, one query unpacks its path."""
-    ms = weighting.seg_ms
+    ms = weighting.seg_weight
     sources = origin.candidates()
     targets = destination.candidates()
     table = weighting.metric.many_to_many(np.array([e for e, _ in sources], dtype=np.int32),
@@ -140,7 +141,7 @@ def alternatives_for(graph: RoadGraph, weighting: Weighting, origin: Snap, desti
     size is the best route's length times ``max_stretch``; their distances from the
     origin and to the destination come from two many-to-many queries.
     """
-    ms = weighting.seg_ms
+    ms = weighting.seg_weight
     lat, lon = graph.seg_mid()
     length_best = path_length_m(graph, best)
     reach = (haversine_pairs(lat, lon, np.full(lat.size, origin.lat), np.full(lat.size, origin.lon))

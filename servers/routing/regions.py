@@ -32,7 +32,7 @@ from .traffic import TrafficState
 
 logger = logging.getLogger(__name__)
 
-CODE_VERSION = 5
+CODE_VERSION = 6
 AVOID_CLASSES = ((1, CLASS_TOLL), (2, CLASS_MOTORWAY), (4, CLASS_FERRY))  # AVOID_* -> class
 
 
@@ -53,39 +53,47 @@ class ModeGraph:
     current: Weighting
     metric_time: float
     node_count: int        # road nodes this mode's segments use
-    _avoid: dict[tuple[int, bool, int], Weighting] = field(default_factory=dict)
+    _derived: dict[tuple[int, bool, int, bool], Weighting] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def weighting(self, traffic: bool, avoid: int = 0) -> Weighting:
-        """The metric for a query: free flow or live, with some road classes left out.
+    def weighting(self, traffic: bool, avoid: int = 0, *, fastest: bool = False) -> Weighting:
+        """The metric for a query: free flow or live, with some road classes left out, or
+        (``fastest``) plain durations without weight factors and penalties.
 
-        An avoid metric is customized on first use (tens of milliseconds) and kept
-        until the next traffic change."""
+        Such a metric is customized on first use (tens of milliseconds) and kept until
+        the next traffic change."""
         base = self.current if traffic else self.free
-        if not avoid:
+        if not avoid and not fastest:
             return base
-        key = (avoid, traffic, base.version)
+        key = (avoid, traffic, base.version, fastest)
         with self._lock:
-            found = self._avoid.get(key)
+            found = self._derived.get(key)
             if found is not None:
                 return found
+        if fastest:
+            weights = self.graph.arc_weights(base.seg_ms, fastest=True)
+            seg_weight = base.seg_ms
+        else:
+            weights = base.arc_weights.copy()
+            seg_weight = base.seg_weight
         blocked = np.zeros(self.graph.seg_count, dtype=bool)
         for bit, road_class in AVOID_CLASSES:
             if avoid & bit:
                 blocked |= (self.graph.seg_classes & road_class) != 0
-        weights = base.arc_weights.copy()
         weights[blocked[self.graph.arc_head]] = UNREACHABLE
-        made = Weighting(self.engine.customize(weights), base.seg_ms, weights, base.version)
+        made = Weighting(self.engine.customize(weights), base.seg_ms, seg_weight, weights,
+                         base.version)
         with self._lock:
-            self._avoid = {k: v for k, v in self._avoid.items() if k[2] == base.version}
-            self._avoid[key] = made
+            self._derived = {k: v for k, v in self._derived.items() if k[2] == base.version}
+            self._derived[key] = made
         return made
 
     def customize_traffic(self, now: float) -> Weighting:
         """A new live metric from the traffic state; the caller swaps it in."""
         seg_ms = self.traffic.seg_ms(now)
         weights = self.graph.arc_weights(seg_ms)
-        return Weighting(self.engine.customize(weights), seg_ms, weights, self.traffic.version)
+        return Weighting(self.engine.customize(weights), seg_ms, self.graph.seg_weight(seg_ms),
+                         weights, self.traffic.version)
 
     def swap(self, weighting: Weighting, now: float) -> None:
         self.current = weighting
@@ -169,7 +177,7 @@ def load_region(source: RegionSource, modes: tuple[str, ...], cache_dir: Path,
 
 def _mode_graph(mode: str, graph: RoadGraph, engine: Engine, fade_s: float) -> ModeGraph:
     weights = graph.arc_weights()
-    free = Weighting(engine.customize(weights), graph.seg_ms, weights, 0)
+    free = Weighting(engine.customize(weights), graph.seg_ms, graph.seg_weight(), weights, 0)
     now = time.time()
     nodes = int(np.unique(np.concatenate([graph.seg_tail, graph.seg_head])).size)
     return ModeGraph(mode, graph, SegmentIndex(graph), engine,

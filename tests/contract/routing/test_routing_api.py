@@ -216,11 +216,14 @@ async def test_matrix_cells_equal_single_routes(rt: RoutingClient) -> None:
         assert cell.distance_meters == pytest.approx(route.distance_meters, abs=0.2)
 
 
-async def test_a_durations_only_matrix_has_the_same_durations(rt: RoutingClient) -> None:
+async def test_a_durations_only_matrix_has_the_fastest_times(rt: RoutingClient) -> None:
     points = [JARNTORGET, LISEBERG, (57.7089, 11.9746)]
     full = await rt.matrix(points, points)
     quick = await rt.matrix(points, points, durations_only=True)
-    assert [seconds(c.duration) for c in quick.cells] == [seconds(c.duration) for c in full.cells]
+    for fast, routed in zip(quick.cells, full.cells):
+        # the fastest time, never above the time of the route ComputeRoute would take
+        assert seconds(fast.duration) <= seconds(routed.duration) + 0.01
+        assert seconds(fast.duration) >= 0.8 * seconds(routed.duration)
     assert all(c.distance_meters == 0 for c in quick.cells)
     assert any(c.distance_meters > 0 for c in full.cells)
 

@@ -123,7 +123,7 @@ def free_flow(graph: RoadGraph, engine: Engine | None = None) -> Weighting:
     """The free-flow weighting of ``graph`` on ``engine`` (default Dijkstra)."""
     weights = graph.arc_weights()
     chosen: Engine = DijkstraEngine(graph) if engine is None else engine
-    return Weighting(chosen.customize(weights), graph.seg_ms, weights, 0)
+    return Weighting(chosen.customize(weights), graph.seg_ms, graph.seg_weight(), weights, 0)
 
 
 @dataclass(frozen=True)

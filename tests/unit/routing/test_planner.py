@@ -158,7 +158,8 @@ def test_the_cheaper_of_two_ways_round_is_taken_on_every_engine() -> None:
 def test_no_path_when_every_turn_is_avoided() -> None:
     graph = build_graph(grid(3, 3).build(), CAR)
     weights = np.full(graph.arc_count, INF_WEIGHT, dtype=np.uint32)
-    weighting = Weighting(CCHEngine(graph).customize(weights), graph.seg_ms, weights, 0)
+    weighting = Weighting(CCHEngine(graph).customize(weights), graph.seg_ms, graph.seg_weight(),
+                          weights, 0)
     assert shortest_path(graph, weighting, _snap(graph, -5, 50), _snap(graph, 205, 150)) is None
 
 
@@ -262,3 +263,21 @@ def test_a_car_may_end_on_a_local_access_road_and_its_eta_has_no_penalty() -> No
     duration = path_duration_ms(graph, graph.seg_ms, path)
     assert path.cost_ms - duration == pytest.approx(LOCAL_ACCESS_PENALTY_S * 1000, abs=1)
     assert duration < 120_000  # a minute or so of driving, not the 55-minute penalty
+
+
+def test_a_car_route_keeps_to_streets_rather_than_a_faster_parking_aisle() -> None:
+    b = NetworkBuilder()
+    west, east = b.node(0, 0), b.node(0, 600)
+    b.way([b.node(0, -100), west])
+    b.way([east, b.node(0, 700)])
+    # round the block: 800 m at 16 km/h (maxspeed 20 at 80 %), 180 s
+    b.way([west, b.node(100, 0), b.node(100, 600), east], maxspeed="20")
+    # across the car park: 603 m at 15 km/h, 145 s, but it weighs twice that
+    b.way([west, b.node(-30, 300), east], highway="service", service="parking_aisle")
+    graph = build_graph(b.build(), CAR)
+    path = shortest_path(graph, free_flow(graph), _snap(graph, 0, -50), _snap(graph, 0, 650))
+    assert path is not None
+    assert not (graph.seg_weight_factor[path.segments] > 1).any()
+    # its ETA is the time driven round the block, not a weight
+    assert path_duration_ms(graph, graph.seg_ms, path) == pytest.approx(path.cost_ms, abs=1)
+    assert 180_000 < path.cost_ms < 230_000  # plus the 50 m spurs at each end and two turns

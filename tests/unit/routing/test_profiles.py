@@ -19,6 +19,7 @@ from geoplex.servers.routing.profiles import (
     FootProfile,
     Profile,
     WayRule,
+    car_rate_factor,
     osrm_turn_seconds,
     parse_maxspeed,
 )
@@ -470,3 +471,28 @@ def test_a_u_turn_at_a_dead_end_costs_the_profile_u_turn_time(profile: Profile,
     turn = arc(graph, segment(graph, x.centre, x.east), segment(graph, x.east, x.centre))
     assert turn >= 0
     assert int(graph.arc_turn_ms[turn]) == ms
+
+
+@pytest.mark.parametrize(("tags", "two_way", "factor"), [
+    ({"highway": "service", "service": "parking_aisle"}, True, 0.5),
+    ({"highway": "service", "service": "driveway"}, False, 0.5),
+    ({"highway": "service"}, True, 1.0),
+    ({"highway": "residential", "width": "2.5"}, True, 0.5),
+    ({"highway": "residential", "width": "4.5"}, True, 0.75),
+    ({"highway": "residential", "width": "2.5"}, False, 1.0),
+    ({"highway": "residential", "lanes": "1"}, True, 0.5),
+    ({"highway": "residential", "lanes": "1"}, False, 1.0),
+    ({"highway": "residential", "lane_markings": "no"}, True, 0.75),
+    ({"highway": "residential", "side_road": "yes"}, True, 0.8),
+    ({"highway": "residential", "oneway": "alternating"}, True, 0.4),
+    ({"highway": "primary"}, True, 1.0),
+], ids=lambda v: str(v))
+def test_car_rate_factors_follow_osrm(tags: dict[str, str], two_way: bool,
+                                      factor: float) -> None:
+    assert car_rate_factor(tags, two_way=two_way) == pytest.approx(factor)
+
+
+def test_a_parking_aisle_weighs_twice_its_time_but_drives_at_its_speed() -> None:
+    rule = CAR.way({"highway": "service", "service": "parking_aisle"}, "")
+    assert rule is not None
+    assert rule.forward_kmh == pytest.approx(15.0) and rule.weight_factor == pytest.approx(2.0)

@@ -381,10 +381,12 @@ class ComputeRouteMatrixRequest(_message.Message):
     travel_mode: Global___TravelMode.ValueType
     traffic_aware: _builtins.bool
     durations_only: _builtins.bool
-    """Leave `distance_meters` at 0. Durations come from one many-to-many search;
-    each cell's distance needs its path unpacked (~0.1 ms a cell), so a
-    100 x 100 matrix answers in tens of milliseconds without them, about a
-    second with them.
+    """Leave `distance_meters` at 0 and give the fastest time per cell, from one
+    many-to-many search over plain durations (tens of milliseconds for
+    100 x 100). Without it each cell is the route ComputeRoute would take (it
+    keeps to proper streets, so it can be a little slower than the fastest),
+    its path unpacked for the distance: ~0.1 ms a cell, about a second for
+    100 x 100.
     """
     @_builtins.property
     def origins(self) -> _containers.RepeatedCompositeFieldContainer[_geo_pb2.LatLng]:
