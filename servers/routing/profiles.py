@@ -4,11 +4,11 @@ and what turns and nodes cost.
 The numbers follow the public defaults of OSRM's profiles (``car.lua``,
 ``bicycle.lua``, ``foot.lua`` in osrm-bindings 26.10.0): class speeds, the access
 tag hierarchies, oneway rules, ``maxspeed`` at 80 % for cars, surface caps,
-OSRM's sigmoid turn cost, 20 s U-turns, 2 s signals, 60 s gates. Where Geoplex
-differs on purpose it says so below; the main difference is that the weight a
-route minimises is its duration for every mode (OSRM's car minimises a
-"routability" weight that also penalises service roads and narrow lanes), so an
-ETA and the route it belongs to never disagree.
+OSRM's sigmoid turn cost, 20 s U-turns, 2 s signals, 60 s gates, and for cars its
+"routability" rates (service alleys, narrow and single-lane roads weigh more than
+their time: ``car_rate_factor``) and its rule that a local-access road may be
+where a route starts or ends but not a shortcut. Those two shape only a route's
+weight: its ETA is always the time driven. Bicycle and foot minimise time.
 
 A profile is pure: tags in, numbers out; ``graph.py`` applies it to a network.
 """
