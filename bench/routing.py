@@ -18,7 +18,7 @@ Gothenburg (a GeoJSON road export) and Helsinki (an OSM PBF extract):
    distinct coordinate, as ``adapters/geojson_roads.py`` reads it). After a traffic
    change on ``--traffic-share`` of the directed segments: OSRM's MLD re-customization
    (``osrm-customize --segment-speed-file``) and CH re-contraction against ours
-   (``TrafficState.apply`` + ``ModeGraph.customize_traffic`` + swap).
+   (``ModeGraph.apply_traffic``: ``TrafficState.apply``, customization, swap).
 4. Accuracy against OSRM: our route's distance and duration over OSRM's on the same
    points. The points are segment midpoints, which lie exactly on a road of both graphs
    (the same straight piece between the same two OSM nodes), so snapping differs only
@@ -395,7 +395,7 @@ def app_for(regions: dict[str, Region], cache: Path) -> RoutingApp:
     (read from an environment of our own, so new settings keep their defaults)."""
     env = Env({"GEOPLEX_ROUTING_MODES": MODE, "GEOPLEX_ROUTING_CACHE_DIR": str(cache),
                "GEOPLEX_ROUTING_REGIONS": ",".join(f"{name}={name}" for name in regions)})
-    return RoutingApp(regions, RoutingConfig.from_env(env), workers=1)
+    return RoutingApp(regions, RoutingConfig.from_env(env))
 
 
 def route_times(run: RegionRun, app: RoutingApp) -> None:
@@ -496,14 +496,13 @@ def traffic_times(run: RegionRun, share: float, runs: int, rng: np.random.Genera
     for _ in range(runs):
         now = time.time()
         t0 = time.perf_counter()
-        mode.traffic.apply(segments, factors, now + 600.0, now)
+        mode.traffic.apply(segments, factors, now + 600.0, now)  # the recording alone
         t1 = time.perf_counter()
-        fresh = mode.customize_traffic(now)
-        mode.swap(fresh, now)
+        mode.apply_traffic(segments, factors, now + 600.0, now)  # recording + new metric in use
         t2 = time.perf_counter()
         apply_s.append(t1 - t0)
-        customize_s.append(t2 - t1)
-        total_s.append(t2 - t0)
+        customize_s.append(max((t2 - t1) - (t1 - t0), 0.0))
+        total_s.append(t2 - t1)
     run.result["traffic"] = {"segments": k, "share": k / g.seg_count,
                              "apply": time_summary(apply_s, "ms"),
                              "customize_and_swap": time_summary(customize_s, "ms"),
@@ -1142,7 +1141,7 @@ def report(result: Mapping[str, Any]) -> str:
     otr = {n: osr[n].get("traffic") or {} for n in names}
     rows = [["segments changed (half their free-flow speed)",
              *[f"{tr[n].get('segments', 0):,} ({_pct(tr[n].get('share'))})" for n in names]],
-            ["ours: `TrafficState.apply` + `customize_traffic` + swap (ms, p50)",
+            ["ours: `ModeGraph.apply_traffic` (record, customize, swap; ms, p50)",
              *[_ms(tr[n].get("total")) for n in names]],
             ["  of which CCH customization + swap (ms, p50)",
              *[_ms(tr[n].get("customize_and_swap")) for n in names]],

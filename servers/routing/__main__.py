@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 from geoplex.servers._runtime.auth import TokenVerifier
 from geoplex.servers._runtime.config import RuntimeConfig
@@ -15,8 +14,6 @@ from .config import RoutingConfig
 from .regions import Region, RegionLoadError, load_region
 from .service import SERVICE
 from .servicer import RoutingServicer, add_to_server
-
-logger = logging.getLogger(__name__)
 
 
 async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
@@ -30,7 +27,7 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
                 load_region, source, config.modes, config.cache_dir, config.traffic_fade_s)
         except RegionLoadError as exc:
             raise StartupError(str(exc)) from None
-    app = RoutingApp(regions, config, workers=config.workers)
+    app = RoutingApp(regions, config)
     await app.start()
     stack.push_async_callback(app.stop)
     servicer = RoutingServicer(app, TokenVerifier(config.auth_secret), config.admins)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,28 +27,27 @@ from .config import RoutingConfig
 from .domain import (MatrixAnswer, MatrixCell, NoRoadNearby, NoRoute, Point, RouteAnswer,
                      RouteQuery, SnappedPoint, TrafficObservation)
 from .guidance import Step, steps_for
-from .planner import (Path, Weighting, alternatives_for, path_duration_ms, path_length_m,
-                      path_points, shortest_path)
+from .planner import (Path, Weighting, alternatives_for, path_duration_ms, path_from,
+                      path_length_m, path_points, shortest_path)
 from .ports import UNREACHABLE
 from .regions import ModeGraph, Region
 from .snapping import Snap
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEGREES_PER_M = 1 / 111_000.0
 
 
 class RoutingApp:
-    def __init__(self, regions: dict[str, Region], config: RoutingConfig,
-                 workers: int = 2) -> None:
+    def __init__(self, regions: dict[str, Region], config: RoutingConfig) -> None:
         self.regions = regions
         self.config = config
         # 0 workers: run queries on the event loop itself (for measuring the hand-off)
-        self._pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="routing")
-                      if workers > 0 else None)
+        self._pool = (ThreadPoolExecutor(max_workers=config.workers,
+                                         thread_name_prefix="routing")
+                      if config.workers > 0 else None)
         self._refresher: asyncio.Task[None] | None = None
-        self._way_segments: dict[tuple[str, str], dict[int, np.ndarray]] = {}
+        # how far outside a region's box a point may still snap into it
+        self._margin_deg = config.max_snap_m * DEGREES_PER_M * 2
 
     async def start(self) -> None:
         self._refresher = asyncio.create_task(self._refresh_forever(), name="traffic-refresh")
@@ -72,9 +70,8 @@ class RoutingApp:
     # -- lookups ----------------------------------------------------------------------
 
     def _region_of(self, point: Point, field: str) -> Region:
-        margin = self.config.max_snap_m * DEGREES_PER_M * 2
         for region in self.regions.values():
-            if region.covers(point.lat, point.lon, margin):
+            if region.covers(point.lat, point.lon, self._margin_deg):
                 return region
         raise NoRoadNearby(field, None, self.config.max_snap_m)
 
@@ -106,7 +103,7 @@ class RoutingApp:
         graph = self._mode(region, query.mode)
         if not query.alternatives and not query.avoid:
             # a plain route is ~0.5 ms of work: handing it to a thread costs more than
-            # it takes (BENCHMARKS.md "Routing": where the work runs), so it runs here
+            # it takes (docs/architecture.md §8, "Where the work runs"), so it runs here
             return self._route(region, graph, query)
         return await self._run(lambda: self._route(region, graph, query))
 
@@ -223,29 +220,21 @@ class RoutingApp:
                     continue
                 # the cell's path: its length, and its duration (its weight may hold
                 # factors and penalties that are no time)
-                path = self._cell_path(graph, weighting, chosen)
-                row.append(MatrixCell("ok", 0.0 if durations_only else path_length_m(g, path),
+                path = path_from(g, weighting, *chosen)
+                row.append(MatrixCell("no_route") if path is None else
+                           MatrixCell("ok", path_length_m(g, path),
                                       path_duration_ms(g, ms, path) / 1000.0))
             rows.append(row)
         return MatrixAnswer(region.name, rows, weighting.version)
 
-    @staticmethod
-    def _cell_path(graph: ModeGraph, weighting: Weighting,
-                   chosen: tuple[int, float, int, float]) -> Path:
-        """The fastest path the matrix chose for one cell."""
-        e, s, f, t = chosen
-        g = graph.graph
-        if e == f and t >= s:
-            return Path(0.0, np.array([e], dtype=np.int32), np.zeros(0, dtype=np.int32), s, t)
-        _, arcs = weighting.metric.query(e, f)
-        segments = np.concatenate([[e], g.arc_head[arcs]]).astype(np.int32)
-        return Path(0.0, segments, arcs, s, t)
-
     def _try_snap(self, region: Region, graph: ModeGraph, point: Point) -> Snap | None:
-        if not region.covers(point.lat, point.lon, self.config.max_snap_m * DEGREES_PER_M * 2):
+        """The point on a road of this region, or None where ``_snap`` would refuse it."""
+        if not region.covers(point.lat, point.lon, self._margin_deg):
             return None
-        snap = graph.index.snap(point.lat, point.lon)
-        return snap if snap.distance_m <= self.config.max_snap_m else None
+        try:
+            return self._snap(graph, point, "")
+        except NoRoadNearby:
+            return None
 
     # -- ListRegions -----------------------------------------------------------------------
 
@@ -278,18 +267,13 @@ class RoutingApp:
         segments, factors = self._resolve(region, graph, observations)
         now = time.time()
 
-        def work() -> tuple[int, int]:
-            touched = graph.traffic.apply(segments, factors, now + valid_for_s, now)
-            fresh = graph.customize_traffic(now)
-            graph.swap(fresh, now)
-            return touched, fresh.version
-        touched, version = await self._run(work)
+        touched, version = await self._run(
+            functools.partial(graph.apply_traffic, segments, factors, now + valid_for_s, now))
         return touched, version, time.monotonic() - started
 
     def _resolve(self, region: Region, graph: ModeGraph,
                  observations: Sequence[TrafficObservation]) -> tuple[np.ndarray, np.ndarray]:
         g = graph.graph
-        by_way = self._ways(region, graph)
         segs: list[np.ndarray] = []
         facs: list[np.ndarray] = []
         for i, obs in enumerate(observations):
@@ -301,7 +285,7 @@ class RoutingApp:
                                           f"{region.name}")
                 ids = np.array([obs.segment_id], dtype=np.int64)
             elif obs.way_id is not None:
-                found = by_way.get(obs.way_id)
+                found = graph.segments_of_way(obs.way_id)
                 if found is None:
                     raise InvalidArgument(f"{field}.way_id",
                                           f"no road of way {obs.way_id} in {region.name} is "
@@ -320,20 +304,6 @@ class RoutingApp:
             facs.append(factor)
         return np.concatenate(segs), np.concatenate(facs)
 
-    def _ways(self, region: Region, graph: ModeGraph) -> dict[int, np.ndarray]:
-        key = (region.name, graph.mode)
-        cached = self._way_segments.get(key)
-        if cached is None:
-            g = graph.graph
-            way_of_seg = g.way_ids[g.seg_way]
-            order = np.argsort(way_of_seg, kind="stable")
-            ids, starts = np.unique(way_of_seg[order], return_index=True)
-            bounds = [*starts.tolist(), order.size]
-            cached = {int(w): order[bounds[k]:bounds[k + 1]].astype(np.int64)
-                      for k, w in enumerate(ids.tolist())}
-            self._way_segments[key] = cached
-        return cached
-
     async def _refresh_forever(self) -> None:
         """Re-customize a mode whose traffic moved since its metric was made: observations
         fading back to free flow, or a validity window that ended."""
@@ -343,12 +313,11 @@ class RoutingApp:
                 for graph in region.modes.values():
                     now = time.time()
                     if not graph.traffic.changed_between(graph.metric_time, now):
-                        continue
+                        continue  # the common case, checked here without a hand-off
                     try:
-                        fresh = await self._run(functools.partial(graph.customize_traffic, now))
+                        await self._run(functools.partial(graph.refresh_traffic, now))
                     except RuntimeError:  # the pool is shutting down
                         return
-                    graph.swap(fresh, now)
 
 
 def _summary(steps: Sequence[Step]) -> str:

@@ -51,11 +51,19 @@ def point(location: geo_pb2.LatLng, has: bool, field: str) -> domain.Point:
     return domain.Point(lat, lon)
 
 
-def points(locations: list[geo_pb2.LatLng], field: str, limit: int) -> list[domain.Point]:
+def points(locations: list[geo_pb2.LatLng], field: str, limit: int,
+           too_many: str = "TOO_MANY_POINTS") -> list[domain.Point]:
     if not 1 <= len(locations) <= limit:
         raise InvalidArgument(field, f"must hold 1..{limit} points (got {len(locations)})",
-                              reason="TOO_MANY_POINTS" if locations else "REQUIRED_FIELD")
+                              reason=too_many if locations else "REQUIRED_FIELD")
     return [point(p, True, f"{field}[{i}]") for i, p in enumerate(locations)]
+
+
+def matrix_points(request: pb.ComputeRouteMatrixRequest, limit: int
+                  ) -> tuple[list[domain.Point], list[domain.Point]]:
+    """Origins and destinations, each 1..``limit`` (else MATRIX_TOO_LARGE naming the side)."""
+    return (points(list(request.origins), "origins", limit, "MATRIX_TOO_LARGE"),
+            points(list(request.destinations), "destinations", limit, "MATRIX_TOO_LARGE"))
 
 
 def route_query_from_pb(request: pb.ComputeRouteRequest) -> domain.RouteQuery:

@@ -57,12 +57,14 @@ def shortest_path(graph: RoadGraph, weighting: Weighting, origin: Snap,
     table = weighting.metric.many_to_many(np.array([e for e, _ in sources], dtype=np.int32),
                                           np.array([f for f, _ in targets], dtype=np.int32))
     best: tuple[float, int, float, int, float] | None = None  # cost, e, s, f, t
+    round_trip: tuple[int, I32] | None = None  # the search behind-on-one-segment needed
     for a, (e, s) in enumerate(sources):
         for b, (f, t) in enumerate(targets):
+            found: tuple[int, I32] | None = None
             if e == f:
                 if t >= s:
                     cost = (t - s) * float(ms[e])
-                else:  # behind on the same segment: round and back, found below
+                else:  # behind on the same segment: round and back
                     found = _between(graph, weighting, e, f)
                     if found is None:
                         continue
@@ -72,13 +74,20 @@ def shortest_path(graph: RoadGraph, weighting: Weighting, origin: Snap,
             else:
                 cost = (1 - s) * float(ms[e]) + float(table[a, b]) - (1 - t) * float(ms[f])
             if best is None or cost < best[0]:
-                best = (cost, e, s, f, t)
+                best, round_trip = (cost, e, s, f, t), found
     if best is None:
         return None
     cost, e, s, f, t = best
+    return path_from(graph, weighting, e, s, f, t, cost, round_trip)
+
+
+def path_from(graph: RoadGraph, weighting: Weighting, e: int, s: float, f: int, t: float,
+              cost: float = 0.0, found: tuple[int, I32] | None = None) -> Path | None:
+    """The path from fraction ``s`` of segment ``e`` to fraction ``t`` of ``f`` (``found``:
+    the search between them, if already made)."""
     if e == f and t >= s:
         return Path(cost, np.array([e], dtype=np.int32), np.zeros(0, dtype=np.int32), s, t)
-    found = _between(graph, weighting, e, f)
+    found = found or _between(graph, weighting, e, f)
     if found is None:
         return None
     arcs = found[1]

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from .adapters.geojson_roads import read_geojson
 from .adapters.osm_pbf import read_pbf
 from .adapters.routingkit_cch import CCHEngine
 from .config import RegionSource
+from .domain import AVOID_FERRIES, AVOID_MOTORWAYS, AVOID_TOLLS
 from .graph import RoadGraph, build_graph
 from .network import RawNetwork
 from .planner import Weighting
@@ -33,7 +35,8 @@ from .traffic import TrafficState
 logger = logging.getLogger(__name__)
 
 CODE_VERSION = 6
-AVOID_CLASSES = ((1, CLASS_TOLL), (2, CLASS_MOTORWAY), (4, CLASS_FERRY))  # AVOID_* -> class
+AVOID_CLASSES = ((AVOID_TOLLS, CLASS_TOLL), (AVOID_MOTORWAYS, CLASS_MOTORWAY),
+                 (AVOID_FERRIES, CLASS_FERRY))
 
 
 class RegionLoadError(Exception):
@@ -55,6 +58,8 @@ class ModeGraph:
     node_count: int        # road nodes this mode's segments use
     _derived: dict[tuple[int, bool, int, bool], Weighting] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _traffic_lock: threading.Lock = field(default_factory=threading.Lock)
+    _by_way: dict[int, npt.NDArray[np.int64]] | None = None
 
     def weighting(self, traffic: bool, avoid: int = 0, *, fastest: bool = False) -> Weighting:
         """The metric for a query: free flow or live, with some road classes left out, or
@@ -88,16 +93,42 @@ class ModeGraph:
             self._derived[key] = made
         return made
 
-    def customize_traffic(self, now: float) -> Weighting:
-        """A new live metric from the traffic state; the caller swaps it in."""
+    def apply_traffic(self, segments: npt.NDArray[np.int64], factors: npt.NDArray[np.float64],
+                      valid_until: float, now: float) -> tuple[int, int]:
+        """Record observations and put a live metric made from them in use; returns the
+        segments touched and the new metric's version. Updates and refreshes of one mode
+        run one at a time, so a metric never replaces a newer one."""
+        with self._traffic_lock:
+            touched = self.traffic.apply(segments, factors, valid_until, now)
+            self._remake(now)
+            return touched, self.current.version
+
+    def refresh_traffic(self, now: float) -> bool:
+        """Make the live metric again if traffic moved since it was made (observations
+        fading back to free flow, a validity window ended); True if it did."""
+        with self._traffic_lock:
+            if not self.traffic.changed_between(self.metric_time, now):
+                return False
+            self._remake(now)
+            return True
+
+    def _remake(self, now: float) -> None:
         seg_ms = self.traffic.seg_ms(now)
         weights = self.graph.arc_weights(seg_ms)
-        return Weighting(self.engine.customize(weights), seg_ms, self.graph.seg_weight(seg_ms),
-                         weights, self.traffic.version)
-
-    def swap(self, weighting: Weighting, now: float) -> None:
-        self.current = weighting
+        self.current = Weighting(self.engine.customize(weights), seg_ms,
+                                 self.graph.seg_weight(seg_ms), weights, self.traffic.version)
         self.metric_time = now
+
+    def segments_of_way(self, way_id: int) -> npt.NDArray[np.int64] | None:
+        """This mode's segments (both directions) of one OSM way, or None."""
+        if self._by_way is None:
+            way_of_seg = self.graph.way_ids[self.graph.seg_way]
+            order = np.argsort(way_of_seg, kind="stable")
+            ids, starts = np.unique(way_of_seg[order], return_index=True)
+            bounds = [*starts.tolist(), order.size]
+            self._by_way = {int(w): order[bounds[k]:bounds[k + 1]].astype(np.int64)
+                            for k, w in enumerate(ids.tolist())}
+        return self._by_way.get(way_id)
 
 
 @dataclass

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 import grpc
 import grpc.aio
 
 from geoplex.routing.v1 import routing_pb2 as pb
 from geoplex.routing.v1 import routing_pb2_grpc
 from geoplex.servers._runtime.auth import TokenVerifier
-from geoplex.servers._runtime.errors import InvalidArgument, PermissionDenied
+from geoplex.servers._runtime.errors import PermissionDenied
 
 from . import convert
 from .app import RoutingApp
 
 Context = grpc.aio.ServicerContext
-_Request = TypeVar("_Request")
-_Response = TypeVar("_Response")
 
 
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
@@ -37,13 +33,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                                  context: Context[pb.ComputeRouteMatrixRequest,
                                                   pb.ComputeRouteMatrixResponse]
                                  ) -> pb.ComputeRouteMatrixResponse:
-        limit = self.app.config.matrix_max
-        for field, items in (("origins", request.origins), ("destinations", request.destinations)):
-            if len(items) > limit:
-                raise InvalidArgument(field, f"at most {limit} points per side "
-                                      f"(got {len(items)})", reason="MATRIX_TOO_LARGE")
-        origins = convert.points(list(request.origins), "origins", limit)
-        destinations = convert.points(list(request.destinations), "destinations", limit)
+        origins, destinations = convert.matrix_points(request, self.app.config.matrix_max)
         answer = await self.app.matrix(origins, destinations,
                                        convert.mode_from_pb(request.travel_mode),
                                        request.traffic_aware, request.durations_only)

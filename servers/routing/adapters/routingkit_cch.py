@@ -14,7 +14,6 @@ tests hold it to our own Dijkstra.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import threading
 from pathlib import Path
@@ -24,8 +23,6 @@ from pyroutingkit import INF_WEIGHT, CCHMetric, CCHTopology
 
 from ..graph import RoadGraph
 from ..ports import I32, I64, U32, UNREACHABLE
-
-logger = logging.getLogger(__name__)
 
 
 class CCHEngine:
