@@ -26,9 +26,9 @@ from . import domain
 from .config import RoutingConfig
 from .domain import (MatrixAnswer, MatrixCell, NoRoadNearby, NoRoute, Point, RouteAnswer,
                      RouteQuery, SnappedPoint, TrafficObservation)
-from .guidance import Step, steps_for
+from .guidance import Step
 from .planner import (Path, Weighting, alternatives_for, path_duration_ms, path_from,
-                      path_length_m, path_points, shortest_path)
+                      path_length_m, shortest_path)
 from .ports import UNREACHABLE
 from .regions import ModeGraph, Region
 from .snapping import Snap
@@ -127,12 +127,12 @@ class RoutingApp:
     def _assemble(self, graph: ModeGraph, weighting: Weighting, path: Path, origin: Snap,
                   destination: Snap) -> domain.Route:
         g = graph.graph
-        lats, lons = path_points(g, path, origin, destination)
-        steps = steps_for(g, weighting.seg_ms, path, (origin.lat, origin.lon),
-                          (destination.lat, destination.lon))
+        start, end = (origin.lat, origin.lon), (destination.lat, destination.lon)
+        steps = graph.guide.steps(weighting.seg_ms, path, start, end)
         static = path_duration_ms(g, g.seg_ms, path) / 1000.0
         duration = path_duration_ms(g, weighting.seg_ms, path) / 1000.0
-        return domain.Route(path_length_m(g, path), duration, static, lats, lons, steps,
+        return domain.Route(path_length_m(g, path), duration, static,
+                            graph.encoder.path(path.segments, start, end), steps,
                             _summary(steps))
 
     def _snapped(self, graph: ModeGraph, snap: Snap) -> SnappedPoint:

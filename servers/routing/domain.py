@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from geoplex.servers._runtime.errors import FailedPrecondition, NotFound
 
-from .graph import F64
 from .guidance import Step
 
 AVOID_TOLLS = 1
@@ -69,8 +68,7 @@ class Route:
     distance_m: float
     duration_s: float
     static_duration_s: float
-    lats: F64
-    lons: F64
+    polyline: str          # Google's encoded polyline, precision 5
     steps: list[Step]
     summary: str
 

@@ -24,7 +24,9 @@ from .adapters.osm_pbf import read_pbf
 from .adapters.routingkit_cch import CCHEngine
 from .config import RegionSource
 from .domain import AVOID_FERRIES, AVOID_MOTORWAYS, AVOID_TOLLS
+from .encoded_polyline import ChainEncoder
 from .graph import RoadGraph, build_graph
+from .guidance import Guide
 from .network import RawNetwork
 from .planner import Weighting
 from .ports import UNREACHABLE, Engine
@@ -50,6 +52,8 @@ class ModeGraph:
     mode: str
     graph: RoadGraph
     index: SegmentIndex
+    guide: Guide           # per-turn facts for steps
+    encoder: ChainEncoder  # per-segment polyline pieces
     engine: Engine
     traffic: TrafficState
     free: Weighting
@@ -211,6 +215,8 @@ def _mode_graph(mode: str, graph: RoadGraph, engine: Engine, fade_s: float) -> M
     free = Weighting(engine.customize(weights), graph.seg_ms, graph.seg_weight(), weights, 0)
     now = time.time()
     nodes = int(np.unique(np.concatenate([graph.seg_tail, graph.seg_head])).size)
-    return ModeGraph(mode, graph, SegmentIndex(graph), engine,
+    return ModeGraph(mode, graph, SegmentIndex(graph), Guide(graph),
+                     ChainEncoder(graph.node_lat, graph.node_lon, graph.seg_tail, graph.seg_head),
+                     engine,
                      TrafficState(graph.seg_ms, fade_s), free, free, now, nodes)
 

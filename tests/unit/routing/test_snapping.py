@@ -154,3 +154,37 @@ def _point_to_link_m(north: float, east: float, a: int, b: int) -> float:
     t = min(1.0, max(0.0, ((north - an) * dn + (east - ae) * de) / (dn * dn + de * de)))
     return math.hypot(an + t * dn - north, ae + t * de - east)
 
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_snap_equals_brute_force_near_and_far_from_roads(seed: int) -> None:
+    # random streets over 600 m; points up to 300 m beyond them: the grid answers near a
+    # road, the k-d tree farther out, and both must give the nearest link
+    rng = np.random.default_rng(seed)
+    b = NetworkBuilder()
+    spots = [(float(n), float(e)) for n, e in rng.uniform(0, 600, size=(30, 2))]
+    nodes = [b.node(n, e) for n, e in spots]
+    order = rng.permutation(len(nodes)).tolist()
+    b.way([nodes[k] for k in order] + [nodes[order[0]]], name="Loop")
+    for _ in range(10):
+        i, j = (int(x) for x in rng.choice(len(nodes), size=2, replace=False))
+        b.way([nodes[i], nodes[j]], name="Cut")
+    graph = build_graph(b.build(), CAR)
+    index = SegmentIndex(graph)
+    for north, east in rng.uniform(-300, 900, size=(25, 2)):
+        lat, lon = latlon(float(north), float(east))
+        snap = index.snap(lat, lon)
+        best = min(_to_link(spots, nodes, float(north), float(east), int(a), int(c))
+                   for a, c in zip(index.link_a, index.link_b))
+        assert snap.distance_m == pytest.approx(best, rel=5e-4, abs=0.05)
+
+
+def _to_link(spots: list[tuple[float, float]], nodes: list[int], north: float, east: float,
+             a: int, b: int) -> float:
+    where = dict(zip(nodes, spots))
+    (an, ae), (bn, be) = where[a], where[b]
+    dn, de = bn - an, be - ae
+    t = min(1.0, max(0.0, ((north - an) * dn + (east - ae) * de) / max(dn * dn + de * de,
+                                                                        1e-12)))
+    return math.hypot(an + t * dn - north, ae + t * de - east)
