@@ -9,7 +9,7 @@ Gothenburg (a GeoJSON road export) and Helsinki (an OSM PBF extract):
    pairs of road segments (``--pairs``; the pure-Python engines on the first
    ``--baseline-pairs``). Every engine's distance is checked against the CCH's.
 2. Time per route of ours: what ``RoutingApp._route`` does for a ComputeRoute (snap
-   both points, shortest path, steps, polyline points), with its parts timed apart.
+   both points, shortest path, steps, polyline), with its parts timed apart.
 3. OSRM (``osrm-bindings`` 26.10.0, in-process, in a Python 3.12 venv the benchmark
    makes once, ``~/.cache/geoplex/osrm-bindings-26.10.0-venv``) as the peer: ``osrm-extract`` with
    ``car.lua``, ``osrm-contract`` (CH), ``osrm-partition`` + ``osrm-customize`` (MLD),
@@ -1068,7 +1068,7 @@ def report(result: Mapping[str, Any]) -> str:
              *[_us(regions[n]["route_parts"]["snap_both"]) for n in names]],
             ["  of which: shortest path (CCH, up to 4 direction combinations)",
              *[_us(regions[n]["route_parts"]["shortest_path"]) for n in names]],
-            ["  of which: steps + polyline points",
+            ["  of which: steps + polyline",
              *[_us(regions[n]["route_parts"]["steps_and_polyline"]) for n in names]]]
     for algo in ("CH", "MLD"):
         cells = [f"OSRM {algo} `Route()` with steps and full geometry (polyline)"]

@@ -1,6 +1,6 @@
 """The routing service's operations on loaded regions.
 
-A plain route (~0.5 ms) runs on the event loop: handing it to a thread costs more
+A plain route (well under a millisecond) runs on the event loop: handing it to a thread costs more
 than it takes. Everything longer runs on a worker thread: matrices, alternatives, a
 route that avoids road classes (its metric may need customizing first), traffic
 customization, snapping many points; so a slow matrix never stalls the loop's other
