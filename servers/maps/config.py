@@ -1,0 +1,54 @@
+"""MapsConfig: read once from GEOPLEX_MAPS_* variables at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from geoplex.servers._runtime.config import ConfigError, Env
+
+PREFIX = "GEOPLEX_MAPS_"
+# where `geoplex data fetch` puts them (infra/data.py; a test keeps them equal)
+DEFAULT_EXTRACTS = (("Helsinki", "helsinki/Helsinki.osm.pbf"),
+                    ("Monaco", "monaco/monaco.osm.pbf"))
+DEFAULT_PLACES = "geonames/cities500.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Extract:
+    city: str              # the locality of addresses that do not name one
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class MapsConfig:
+    extracts: tuple[Extract, ...]
+    places: Path | None    # GeoNames cities (None: no places)
+    reverse_max_m: float   # default limit of a reverse lookup's address search
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> MapsConfig:
+        env = env or Env()
+        base = env.path("GEOPLEX_DATA_DIR", Path(os.path.expanduser("~/.cache/geoplex/data")))
+        places_raw = env.str(PREFIX + "PLACES", str(base / DEFAULT_PLACES))
+        return cls(
+            extracts=extracts_from(env, base),
+            places=Path(places_raw).expanduser() if places_raw != "none" else None,
+            reverse_max_m=env.float(PREFIX + "REVERSE_MAX_METERS", 100.0, lo=1.0, hi=1000.0),
+        )
+
+
+def extracts_from(env: Env, base: Path) -> tuple[Extract, ...]:
+    """``GEOPLEX_MAPS_EXTRACTS=City=path,...``; default the fetched Helsinki and Monaco."""
+    raw = env.str(PREFIX + "EXTRACTS", "")
+    if not raw:
+        return tuple(Extract(city, base / rel) for city, rel in DEFAULT_EXTRACTS)
+    out = []
+    for item in raw.split(","):
+        city, sep, path = item.strip().partition("=")
+        if not sep or not city.strip() or not path.strip():
+            raise ConfigError(f"{PREFIX}EXTRACTS: expected City=path[,City=path...] "
+                              "(an .osm.pbf per city)")
+        out.append(Extract(city.strip(), Path(path.strip()).expanduser()))
+    return tuple(out)

@@ -1,0 +1,90 @@
+"""``geoplex geocode TEXT``, ``geoplex reverse LAT,LNG`` and ``geoplex maps info``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from functools import partial
+
+from geoplex.clients.channel import ChannelOptions
+from geoplex.clients.maps import MapsClient
+from geoplex.maps.v1 import maps_pb2 as pb
+
+from .commands import Subcommands, call, command_group
+from .output import print_next_page, print_table
+from .routing_cli import point
+
+DEFAULT_TARGET = os.environ.get("GEOPLEX_MAPS_TARGET", "127.0.0.1:50055")
+
+
+def _connect(args: argparse.Namespace) -> Callable[[], MapsClient]:
+    return partial(MapsClient, args.target, ChannelOptions())
+
+
+def kind_name(kind: pb.PlaceKind.ValueType) -> str:
+    return pb.PlaceKind.Name(kind).removeprefix("PLACE_KIND_").lower()
+
+
+def cmd_geocode(args: argparse.Namespace) -> int:
+    answer = call(_connect(args), lambda maps: maps.geocode(
+        args.text, bias=args.near, page_size=args.limit, page_token=args.page_token))
+    if not answer.candidates:
+        print("nothing matches")
+        return 0
+    print_table(("#", "label", "kind", "lat", "lng", "confidence"),
+                [(i + 1, c.label + (" (interpolated)" if c.interpolated else ""),
+                  kind_name(c.kind), f"{c.location.latitude:.5f}",
+                  f"{c.location.longitude:.5f}", f"{c.confidence:.2f}")
+                 for i, c in enumerate(answer.candidates)])
+    print_next_page(answer.next_page_token)
+    return 0
+
+
+def cmd_reverse(args: argparse.Namespace) -> int:
+    answer = call(_connect(args), lambda maps: maps.reverse(
+        args.location, max_distance_m=args.max_distance))
+    print(f"{answer.label}  ({kind_name(answer.kind)}, {answer.distance_meters:.0f} m away)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = call(_connect(args), lambda maps: maps.info())
+    print_table(("kind", "features"), [(kind_name(c.kind), f"{c.count:,}") for c in info.counts])
+    print(f"memory {info.memory_bytes / 1e6:.0f} MB; built from {', '.join(info.sources)}")
+    return 0
+
+
+def add_commands(sub: Subcommands) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--target", default=DEFAULT_TARGET,
+                       help="host:port of the maps service (default: %(default)s)")
+
+    g = sub.add_parser("geocode", help="find an address, street, place or point of interest",
+                       description="Geocode TEXT (\"Mannerheimintie 10, Helsinki\"): ranked "
+                       "candidates with their coordinates; typos and missing accents are fine.")
+    g.add_argument("text", help="what to look for, e.g. \"Aleksanterinkatu 52, Helsinki\"")
+    g.add_argument("--near", type=point, metavar="LAT,LNG",
+                   help="prefer candidates near this point")
+    g.add_argument("--limit", type=int, default=5, help="candidates per page (1..50)")
+    g.add_argument("--page-token", default="", help="the next page of an earlier geocode")
+    common(g)
+    g.set_defaults(func=cmd_geocode)
+
+    r = sub.add_parser("reverse", help="the address or street at a point",
+                       description="Reverse-geocode LAT,LNG: the nearest address within "
+                       "--max-distance metres, else the street, else the place.")
+    r.add_argument("location", type=point, metavar="LAT,LNG", help="the point")
+    r.add_argument("--max-distance", type=float, default=0.0,
+                   help="metres an address may be away (1..1000; default the server's 100)")
+    common(r)
+    r.set_defaults(func=cmd_reverse)
+
+    m = command_group(sub, "maps", help="the maps service: what its gazetteer holds",
+                      description="Call MapsService: gazetteer contents (geocoding itself is "
+                      "`geoplex geocode` / `geoplex reverse`).")
+    i = m.add_parser("info", help="features per kind and memory",
+                     description="How many addresses, streets, POIs and places the "
+                     "gazetteer holds, its memory and its data files.")
+    common(i)
+    i.set_defaults(func=cmd_info)
