@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence
 
 import grpc.aio
 
@@ -21,7 +21,26 @@ from .channel import BaseClient, ChannelOptions
 
 GeocodeCandidate = pb.GeocodeCandidate
 PlaceKind = pb.PlaceKind
+LocationFix = pb.LocationFix
 Point = tuple[float, float]  # (latitude, longitude)
+
+
+def fix(location: Point, time: float, *, accuracy_m: float = 0.0,
+        speed_mps: float | None = None, heading_deg: float | None = None) -> pb.LocationFix:
+    """One location fix taken at ``time`` (seconds since the epoch)."""
+    out = pb.LocationFix(accuracy_meters=accuracy_m)
+    out.location.latitude, out.location.longitude = location
+    out.time.FromNanoseconds(int(round(time * 1e9)))
+    if speed_mps is not None:
+        out.speed_mps = speed_mps
+    if heading_deg is not None:
+        out.heading_degrees = heading_deg
+    return out
+
+
+def batch(batch_id: str, fixes: Iterable[pb.LocationFix]) -> pb.LocationBatch:
+    """A batch of fixes under a client-chosen id (a retry with the same id is stored once)."""
+    return pb.LocationBatch(batch_id=batch_id, fixes=list(fixes))
 
 
 class MapsClient(BaseClient):
@@ -47,6 +66,24 @@ class MapsClient(BaseClient):
         request = pb.ReverseGeocodeRequest(max_distance_meters=max_distance_m)
         request.location.latitude, request.location.longitude = location
         return await self.call(self.stub.ReverseGeocode, request, timeout=timeout)
+
+    async def report_batch(self, location_batch: pb.LocationBatch, *,
+                           timeout: float | None = None) -> pb.ReportLocationBatchResponse:
+        """Report one batch of fixes (needs a token: the user is its subject); returns
+        once the accepted ones are durably in the broker. Retried on UNAVAILABLE: the
+        batch_id makes a repeat harmless."""
+        return await self.call(self.stub.ReportLocationBatch,
+                               pb.ReportLocationBatchRequest(batch=location_batch),
+                               timeout=timeout)
+
+    async def report_locations(self, batches: AsyncIterable[pb.LocationBatch], *,
+                               timeout: float | None = None) -> pb.ReportLocationsResponse:
+        """Report batches over one client stream (a navigation session): one answer with
+        the totals when ``batches`` ends. A stream is never retried."""
+        async def requests() -> AsyncIterable[pb.ReportLocationsRequest]:
+            async for b in batches:
+                yield pb.ReportLocationsRequest(batch=b)
+        return await self.call(self.stub.ReportLocations, requests(), timeout=timeout)
 
     async def info(self, *, timeout: float | None = None) -> pb.GetGazetteerInfoResponse:
         """Features per kind, memory and the data files of the gazetteer."""

@@ -71,21 +71,26 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
             from .demo import load_demo_data
 
             await load_demo_data(env, progress=lambda m: print(f"[data] {m}", flush=True))
-        specs = []
         ports: dict[str, list[int]] = {}
         for entry in entries:
             port = _port_for(entry)
+            ports[entry.name] = [port] + [_node_port(port + 100 * i)
+                                          for i in range(1, entry.nodes)]
+        # every service learns where the others listen, under the variables the SDK and
+        # the CLI read (GEOPLEX_BROKER_TARGET=host:port,...): maps produces to the broker
+        env.update({f"{e.env_prefix}TARGET": ",".join(f"127.0.0.1:{p}" for p in ports[e.name])
+                    for e in entries})
+        specs = []
+        for entry in entries:
+            port = ports[entry.name][0]
             prefix = entry.env_prefix
             if entry.nodes > 1:
-                ports[entry.name] = [port] + [_node_port(port + 100 * i)
-                                              for i in range(1, entry.nodes)]
                 for i, node_port in enumerate(ports[entry.name], start=1):
                     specs.append(ProcessSpec(
                         f"{entry.name}-{i}", python_module(entry.module),
                         {**env, prefix + "PORT": str(node_port), prefix + "ID": str(i),
                          prefix + "DATA_DIR": str(state_dir / f"{entry.name}-{i}")}))
                 continue
-            ports[entry.name] = [port]
             for n in range(entry.processes):
                 specs.append(ProcessSpec(
                     f"{entry.name}-{n + 1}", python_module(entry.module),

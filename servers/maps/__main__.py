@@ -6,10 +6,15 @@ import asyncio
 import contextlib
 import gc
 
+from geoplex.clients.broker import BrokerClient
+from geoplex.servers._runtime.auth import TokenVerifier
+from geoplex.servers._runtime.backends import open_mongo
 from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.server import ServiceSpec, StartupError, run
 
+from .adapters.mongo_trips import MongoTripHistory
 from .app import GazetteerLoadError, MapsApp, load_gazetteer
+from .ingest import LocationIngest
 from .config import MapsConfig
 from .service import SERVICE
 from .servicer import MapsServicer, add_to_server
@@ -28,7 +33,16 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     gc.freeze()
     app = MapsApp(loaded, config)
     stack.push_async_callback(app.stop)
-    servicer = MapsServicer(app)
+    ingest: LocationIngest | None = None
+    if config.mongo_uri is not None:
+        mongo = await open_mongo(config.mongo_uri, stack)
+        broker = BrokerClient(list(config.broker))
+        stack.push_async_callback(broker.aclose)
+        ingest = LocationIngest(broker, MongoTripHistory(mongo, config.database),
+                                config.locations_topic, config.locations_partitions)
+        await ingest.start()
+        stack.push_async_callback(ingest.stop)
+    servicer = MapsServicer(app, TokenVerifier(config.auth_secret), ingest)
     return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: add_to_server(servicer, server))]
 

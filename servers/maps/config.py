@@ -6,13 +6,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoplex.servers._runtime.config import ConfigError, Env
+from geoplex.servers._runtime.auth import auth_secret
+from geoplex.servers._runtime.config import ConfigError, Env, backend_url
 
 PREFIX = "GEOPLEX_MAPS_"
 # where `geoplex data fetch` puts them (infra/data.py; a test keeps them equal)
 DEFAULT_EXTRACTS = (("Helsinki", "helsinki/Helsinki.osm.pbf"),
                     ("Monaco", "monaco/monaco.osm.pbf"))
 DEFAULT_PLACES = "geonames/cities500.json"
+# the broker's three nodes where `geoplex up` puts them (it sets GEOPLEX_BROKER_TARGET)
+DEFAULT_BROKER = "127.0.0.1:50053,127.0.0.1:50153,127.0.0.1:50253"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,12 @@ class MapsConfig:
     extracts: tuple[Extract, ...]
     places: Path | None    # GeoNames cities (None: no places)
     reverse_max_m: float   # default limit of a reverse lookup's address search
+    mongo_uri: str | None  # set: location ingest is on (history lives in MongoDB)
+    database: str
+    broker: tuple[str, ...]  # bootstrap addresses of the broker
+    locations_topic: str
+    locations_partitions: int
+    auth_secret: str
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> MapsConfig:
@@ -36,6 +45,13 @@ class MapsConfig:
             extracts=extracts_from(env, base),
             places=Path(places_raw).expanduser() if places_raw != "none" else None,
             reverse_max_m=env.float(PREFIX + "REVERSE_MAX_METERS", 100.0, lo=1.0, hi=1000.0),
+            mongo_uri=backend_url(env, "GEOPLEX_MONGO_URI"),
+            database=env.str(PREFIX + "DATABASE", "geoplex"),
+            broker=tuple(a.strip() for a in env.str("GEOPLEX_BROKER_TARGET",
+                                                    DEFAULT_BROKER).split(",") if a.strip()),
+            locations_topic=env.str(PREFIX + "LOCATIONS_TOPIC", "locations"),
+            locations_partitions=env.int(PREFIX + "LOCATIONS_PARTITIONS", 6, lo=1, hi=1024),
+            auth_secret=auth_secret(env),
         )
 
 

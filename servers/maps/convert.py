@@ -9,7 +9,11 @@ from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.servers._runtime.latlng import location_from_pb
 from geoplex.servers._runtime.paging import decode_cursor, encode_cursor, page_size
 
-from . import domain
+from google.protobuf.message import DecodeError
+
+from geoplex.servers._runtime.validate import check_id
+
+from . import domain, locations
 
 KIND_TO_PB = {domain.ADDRESS: pb.PLACE_KIND_ADDRESS, domain.STREET: pb.PLACE_KIND_STREET,
               domain.POI: pb.PLACE_KIND_POI, domain.PLACE: pb.PLACE_KIND_PLACE}
@@ -81,3 +85,67 @@ def info_to_pb(counts: dict[str, int], memory: int,
         counts=[pb.KindCount(kind=KIND_TO_PB[k], count=counts.get(k, 0))
                 for k in domain.KINDS],
         memory_bytes=memory, sources=list(sources))
+
+
+# -- location batches -------------------------------------------------------------------
+
+def _fix_from_pb(f: pb.LocationFix) -> locations.Fix:
+    has_location = (f.HasField("location") and f.location.HasField("latitude")
+                    and f.location.HasField("longitude"))
+    return locations.Fix(
+        lat=f.location.latitude if has_location else None,
+        lon=f.location.longitude if has_location else None,
+        time=f.time.seconds + f.time.nanos / 1e9 if f.HasField("time") else None,
+        accuracy_m=f.accuracy_meters,
+        speed_mps=f.speed_mps if f.HasField("speed_mps") else None,
+        heading_deg=f.heading_degrees if f.HasField("heading_degrees") else None)
+
+
+def batch_from_pb(batch: pb.LocationBatch, has: bool, field: str = "batch"
+                  ) -> tuple[str, list[locations.Fix]]:
+    """(batch_id, fixes) of a batch: its id checked, 1..MAX_FIXES fixes (each fix is
+    checked on its own later: a bad one is rejected, not the batch)."""
+    if not has:
+        raise InvalidArgument(field, "is required", reason="REQUIRED_FIELD")
+    batch_id = check_id(f"{field}.batch_id", batch.batch_id)
+    if not 1 <= len(batch.fixes) <= locations.MAX_FIXES:
+        raise InvalidArgument(f"{field}.fixes", f"must hold 1..{locations.MAX_FIXES} fixes",
+                              reason="REQUIRED_FIELD" if not batch.fixes else None)
+    return batch_id, [_fix_from_pb(f) for f in batch.fixes]
+
+
+def rejected_to_pb(rejected: list[locations.Rejected], batch: int) -> list[pb.RejectedFix]:
+    return [pb.RejectedFix(batch=batch, index=r.index, reason=r.reason) for r in rejected]
+
+
+def _fix_to_pb(fix: locations.Fix) -> pb.LocationFix:
+    out = pb.LocationFix(accuracy_meters=fix.accuracy_m)
+    assert fix.lat is not None and fix.lon is not None and fix.time is not None
+    out.location.latitude, out.location.longitude = fix.lat, fix.lon
+    out.time.FromNanoseconds(int(round(fix.time * 1e9)))
+    if fix.speed_mps is not None:
+        out.speed_mps = fix.speed_mps
+    if fix.heading_deg is not None:
+        out.heading_degrees = fix.heading_deg
+    return out
+
+
+def location_record(user: str, batch_id: str, fixes: list[locations.Fix],
+                    received: float) -> bytes:
+    """The locations topic's record of one accepted batch."""
+    record = pb.LocationBatchRecord(user=user, batch_id=batch_id,
+                                    fixes=[_fix_to_pb(f) for f in fixes])
+    record.received.FromNanoseconds(int(received * 1e9))
+    return record.SerializeToString()
+
+
+def location_record_from(value: bytes) -> tuple[str, str, list[locations.Fix]]:
+    """(user, batch_id, fixes) of a locations record; ValueError if it is not one."""
+    record = pb.LocationBatchRecord()
+    try:
+        record.ParseFromString(value)
+    except DecodeError as exc:
+        raise ValueError("not a LocationBatchRecord") from exc
+    if not record.user or not record.batch_id:
+        raise ValueError("a LocationBatchRecord without user or batch_id")
+    return record.user, record.batch_id, [_fix_from_pb(f) for f in record.fixes]

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from geoplex.type.v1 import geo_pb2 as _geo_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -262,3 +263,233 @@ class GetGazetteerInfoResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetGazetteerInfoResponse: _TypeAlias = GetGazetteerInfoResponse  # noqa: Y015
+
+@_typing.final
+class LocationFix(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    ACCURACY_METERS_FIELD_NUMBER: _builtins.int
+    SPEED_MPS_FIELD_NUMBER: _builtins.int
+    HEADING_DEGREES_FIELD_NUMBER: _builtins.int
+    accuracy_meters: _builtins.float
+    """Horizontal accuracy in metres (0: unknown)."""
+    speed_mps: _builtins.float
+    """Speed over ground in m/s, if the device reports it (0..100)."""
+    heading_degrees: _builtins.float
+    """Direction of travel in degrees clockwise from north (0..360), if known."""
+    @_builtins.property
+    def location(self) -> _geo_pb2.LatLng: ...
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the fix was taken (required; at most a minute ahead of the server's
+        clock, at most 7 days old).
+        """
+
+    def __init__(
+        self,
+        *,
+        location: _geo_pb2.LatLng | None = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        accuracy_meters: _builtins.float = ...,
+        speed_mps: _builtins.float | None = ...,
+        heading_degrees: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_heading_degrees", b"_heading_degrees", "_speed_mps", b"_speed_mps", "heading_degrees", b"heading_degrees", "location", b"location", "speed_mps", b"speed_mps", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_heading_degrees", b"_heading_degrees", "_speed_mps", b"_speed_mps", "accuracy_meters", b"accuracy_meters", "heading_degrees", b"heading_degrees", "location", b"location", "speed_mps", b"speed_mps", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__heading_degrees: _TypeAlias = _typing.Literal["heading_degrees"]  # noqa: Y015
+    _WhichOneofArgType__heading_degrees: _TypeAlias = _typing.Literal["_heading_degrees", b"_heading_degrees"]  # noqa: Y015
+    _WhichOneofReturnType__speed_mps: _TypeAlias = _typing.Literal["speed_mps"]  # noqa: Y015
+    _WhichOneofArgType__speed_mps: _TypeAlias = _typing.Literal["_speed_mps", b"_speed_mps"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__heading_degrees) -> _WhichOneofReturnType__heading_degrees | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__speed_mps) -> _WhichOneofReturnType__speed_mps | None: ...
+
+Global___LocationFix: _TypeAlias = LocationFix  # noqa: Y015
+
+@_typing.final
+class LocationBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    FIXES_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """Chosen by the client, 1..128 printable characters, unique per batch: a
+    batch sent twice (a retry) is stored once.
+    """
+    @_builtins.property
+    def fixes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocationFix]:
+        """1..1000 fixes, in any order."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        fixes: _abc.Iterable[Global___LocationFix] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "fixes", b"fixes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LocationBatch: _TypeAlias = LocationBatch  # noqa: Y015
+
+@_typing.final
+class ReportLocationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batch(self) -> Global___LocationBatch: ...
+    def __init__(
+        self,
+        *,
+        batch: Global___LocationBatch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportLocationsRequest: _TypeAlias = ReportLocationsRequest  # noqa: Y015
+
+@_typing.final
+class ReportLocationBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batch(self) -> Global___LocationBatch: ...
+    def __init__(
+        self,
+        *,
+        batch: Global___LocationBatch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportLocationBatchRequest: _TypeAlias = ReportLocationBatchRequest  # noqa: Y015
+
+@_typing.final
+class RejectedFix(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    batch: _builtins.int
+    """Which message of the stream (0 for ReportLocationBatch)."""
+    index: _builtins.int
+    """Which fix of that batch."""
+    reason: _builtins.str
+    """OUT_OF_RANGE, MISSING_LOCATION, MISSING_TIME, IN_THE_FUTURE, TOO_OLD,
+    BAD_ACCURACY, BAD_SPEED, BAD_HEADING, DUPLICATE_TIME, IMPOSSIBLE_JUMP.
+    """
+    def __init__(
+        self,
+        *,
+        batch: _builtins.int = ...,
+        index: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "index", b"index", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectedFix: _TypeAlias = RejectedFix  # noqa: Y015
+
+@_typing.final
+class ReportLocationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    BATCHES_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    """Fixes accepted, over all batches."""
+    batches: _builtins.int
+    """Batches received."""
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedFix]: ...
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.int = ...,
+        rejected: _abc.Iterable[Global___RejectedFix] | None = ...,
+        batches: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batches", b"batches", "rejected", b"rejected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportLocationsResponse: _TypeAlias = ReportLocationsResponse  # noqa: Y015
+
+@_typing.final
+class ReportLocationBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedFix]: ...
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.int = ...,
+        rejected: _abc.Iterable[Global___RejectedFix] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "rejected", b"rejected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportLocationBatchResponse: _TypeAlias = ReportLocationBatchResponse  # noqa: Y015
+
+@_typing.final
+class LocationBatchRecord(_message.Message):
+    """What the locations topic holds (one record per accepted batch, keyed by user):
+    not an RPC message, the contract between the service and its consumers.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    FIXES_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    batch_id: _builtins.str
+    @_builtins.property
+    def fixes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocationFix]: ...
+    @_builtins.property
+    def received(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+        fixes: _abc.Iterable[Global___LocationFix] | None = ...,
+        received: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["received", b"received"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "fixes", b"fixes", "received", b"received", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LocationBatchRecord: _TypeAlias = LocationBatchRecord  # noqa: Y015

@@ -30,7 +30,8 @@ class MapsServiceStub:
     address, street or place a person would name), over OpenStreetMap addresses,
     streets and points of interest of the loaded extracts and GeoNames places.
 
-    Reads need no credentials. Errors: an empty or over-long query, a page size
+    Geocoding needs no credentials; reporting locations needs a bearer token
+    (`authorization: Bearer <token>`), whose subject is the user. Errors: an empty or over-long query, a page size
     out of range, a page token from another query or a coordinate out of range
     is INVALID_ARGUMENT naming the field; nothing within the limit of a reverse
     lookup is NOT_FOUND with reason NOTHING_NEARBY. Query text and coordinates
@@ -58,6 +59,16 @@ class MapsServiceStub:
                 request_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.GetGazetteerInfoRequest.SerializeToString,
                 response_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.GetGazetteerInfoResponse.FromString,
                 _registered_method=True)
+        self.ReportLocations = channel.stream_unary(
+                '/geoplex.maps.v1.MapsService/ReportLocations',
+                request_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationsRequest.SerializeToString,
+                response_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationsResponse.FromString,
+                _registered_method=True)
+        self.ReportLocationBatch = channel.unary_unary(
+                '/geoplex.maps.v1.MapsService/ReportLocationBatch',
+                request_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchRequest.SerializeToString,
+                response_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchResponse.FromString,
+                _registered_method=True)
 
 
 class MapsServiceServicer:
@@ -65,7 +76,8 @@ class MapsServiceServicer:
     address, street or place a person would name), over OpenStreetMap addresses,
     streets and points of interest of the loaded extracts and GeoNames places.
 
-    Reads need no credentials. Errors: an empty or over-long query, a page size
+    Geocoding needs no credentials; reporting locations needs a bearer token
+    (`authorization: Bearer <token>`), whose subject is the user. Errors: an empty or over-long query, a page size
     out of range, a page token from another query or a coordinate out of range
     is INVALID_ARGUMENT naming the field; nothing within the limit of a reverse
     lookup is NOT_FOUND with reason NOTHING_NEARBY. Query text and coordinates
@@ -96,6 +108,23 @@ class MapsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportLocations(self, request_iterator, context):
+        """A navigation client's buffered fixes, one batch per message. Bad fixes are
+        rejected one by one with a reason, the rest accepted; the answer comes once
+        every accepted fix is durably in the broker (the locations topic, keyed by
+        user). A batch sent again with the same batch_id is stored once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportLocationBatch(self, request, context):
+        """The same for one batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MapsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +143,16 @@ def add_MapsServiceServicer_to_server(servicer, server):
                     request_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.GetGazetteerInfoRequest.FromString,
                     response_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.GetGazetteerInfoResponse.SerializeToString,
             ),
+            'ReportLocations': grpc.stream_unary_rpc_method_handler(
+                    servicer.ReportLocations,
+                    request_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationsRequest.FromString,
+                    response_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationsResponse.SerializeToString,
+            ),
+            'ReportLocationBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportLocationBatch,
+                    request_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchRequest.FromString,
+                    response_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'geoplex.maps.v1.MapsService', rpc_method_handlers)
@@ -127,7 +166,8 @@ class MapsService:
     address, street or place a person would name), over OpenStreetMap addresses,
     streets and points of interest of the loaded extracts and GeoNames places.
 
-    Reads need no credentials. Errors: an empty or over-long query, a page size
+    Geocoding needs no credentials; reporting locations needs a bearer token
+    (`authorization: Bearer <token>`), whose subject is the user. Errors: an empty or over-long query, a page size
     out of range, a page token from another query or a coordinate out of range
     is INVALID_ARGUMENT naming the field; nothing within the limit of a reverse
     lookup is NOT_FOUND with reason NOTHING_NEARBY. Query text and coordinates
@@ -205,6 +245,60 @@ class MapsService:
             '/geoplex.maps.v1.MapsService/GetGazetteerInfo',
             geoplex_dot_maps_dot_v1_dot_maps__pb2.GetGazetteerInfoRequest.SerializeToString,
             geoplex_dot_maps_dot_v1_dot_maps__pb2.GetGazetteerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportLocations(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/geoplex.maps.v1.MapsService/ReportLocations',
+            geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationsRequest.SerializeToString,
+            geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportLocationBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geoplex.maps.v1.MapsService/ReportLocationBatch',
+            geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchRequest.SerializeToString,
+            geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,7 +31,8 @@ class MapsServiceStub:
     address, street or place a person would name), over OpenStreetMap addresses,
     streets and points of interest of the loaded extracts and GeoNames places.
 
-    Reads need no credentials. Errors: an empty or over-long query, a page size
+    Geocoding needs no credentials; reporting locations needs a bearer token
+    (`authorization: Bearer <token>`), whose subject is the user. Errors: an empty or over-long query, a page size
     out of range, a page token from another query or a coordinate out of range
     is INVALID_ARGUMENT naming the field; nothing within the limit of a reverse
     lookup is NOT_FOUND with reason NOTHING_NEARBY. Query text and coordinates
@@ -53,6 +54,14 @@ class MapsServiceStub:
     """
     GetGazetteerInfo: _grpc.UnaryUnaryMultiCallable[_maps_pb2.GetGazetteerInfoRequest, _maps_pb2.GetGazetteerInfoResponse]
     """What the gazetteer holds: features per kind and its memory."""
+    ReportLocations: _grpc.StreamUnaryMultiCallable[_maps_pb2.ReportLocationsRequest, _maps_pb2.ReportLocationsResponse]
+    """A navigation client's buffered fixes, one batch per message. Bad fixes are
+    rejected one by one with a reason, the rest accepted; the answer comes once
+    every accepted fix is durably in the broker (the locations topic, keyed by
+    user). A batch sent again with the same batch_id is stored once.
+    """
+    ReportLocationBatch: _grpc.UnaryUnaryMultiCallable[_maps_pb2.ReportLocationBatchRequest, _maps_pb2.ReportLocationBatchResponse]
+    """The same for one batch."""
 
 @_typing.type_check_only
 class MapsServiceAsyncStub(MapsServiceStub):
@@ -60,7 +69,8 @@ class MapsServiceAsyncStub(MapsServiceStub):
     address, street or place a person would name), over OpenStreetMap addresses,
     streets and points of interest of the loaded extracts and GeoNames places.
 
-    Reads need no credentials. Errors: an empty or over-long query, a page size
+    Geocoding needs no credentials; reporting locations needs a bearer token
+    (`authorization: Bearer <token>`), whose subject is the user. Errors: an empty or over-long query, a page size
     out of range, a page token from another query or a coordinate out of range
     is INVALID_ARGUMENT naming the field; nothing within the limit of a reverse
     lookup is NOT_FOUND with reason NOTHING_NEARBY. Query text and coordinates
@@ -79,13 +89,22 @@ class MapsServiceAsyncStub(MapsServiceStub):
     """
     GetGazetteerInfo: _aio.UnaryUnaryMultiCallable[_maps_pb2.GetGazetteerInfoRequest, _maps_pb2.GetGazetteerInfoResponse]  # type: ignore[assignment]
     """What the gazetteer holds: features per kind and its memory."""
+    ReportLocations: _aio.StreamUnaryMultiCallable[_maps_pb2.ReportLocationsRequest, _maps_pb2.ReportLocationsResponse]  # type: ignore[assignment]
+    """A navigation client's buffered fixes, one batch per message. Bad fixes are
+    rejected one by one with a reason, the rest accepted; the answer comes once
+    every accepted fix is durably in the broker (the locations topic, keyed by
+    user). A batch sent again with the same batch_id is stored once.
+    """
+    ReportLocationBatch: _aio.UnaryUnaryMultiCallable[_maps_pb2.ReportLocationBatchRequest, _maps_pb2.ReportLocationBatchResponse]  # type: ignore[assignment]
+    """The same for one batch."""
 
 class MapsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Maps: geocoding (text to places) and reverse geocoding (a point to the
     address, street or place a person would name), over OpenStreetMap addresses,
     streets and points of interest of the loaded extracts and GeoNames places.
 
-    Reads need no credentials. Errors: an empty or over-long query, a page size
+    Geocoding needs no credentials; reporting locations needs a bearer token
+    (`authorization: Bearer <token>`), whose subject is the user. Errors: an empty or over-long query, a page size
     out of range, a page token from another query or a coordinate out of range
     is INVALID_ARGUMENT naming the field; nothing within the limit of a reverse
     lookup is NOT_FOUND with reason NOTHING_NEARBY. Query text and coordinates
@@ -120,5 +139,25 @@ class MapsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_maps_pb2.GetGazetteerInfoResponse, _abc.Awaitable[_maps_pb2.GetGazetteerInfoResponse]]:
         """What the gazetteer holds: features per kind and its memory."""
+
+    @_abc_1.abstractmethod
+    def ReportLocations(
+        self,
+        request_iterator: _MaybeAsyncIterator[_maps_pb2.ReportLocationsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_maps_pb2.ReportLocationsResponse, _abc.Awaitable[_maps_pb2.ReportLocationsResponse]]:
+        """A navigation client's buffered fixes, one batch per message. Bad fixes are
+        rejected one by one with a reason, the rest accepted; the answer comes once
+        every accepted fix is durably in the broker (the locations topic, keyed by
+        user). A batch sent again with the same batch_id is stored once.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportLocationBatch(
+        self,
+        request: _maps_pb2.ReportLocationBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maps_pb2.ReportLocationBatchResponse, _abc.Awaitable[_maps_pb2.ReportLocationBatchResponse]]:
+        """The same for one batch."""
 
 def add_MapsServiceServicer_to_server(servicer: MapsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
