@@ -46,8 +46,9 @@ import sys
 import tempfile
 import time
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc.aio
@@ -60,9 +61,10 @@ from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 from geoplex.servers._runtime.geo import EARTH_RADIUS_M, haversine_m
 from geoplex.servers.maps.adapters.geonames import importance, read_places
 from geoplex.servers.maps.adapters.osm_gazetteer import read_gazetteer
+from geoplex.servers.maps import app as maps_app
 from geoplex.servers.maps.app import Loaded, load_gazetteer
 from geoplex.servers.maps.config import MapsConfig
-from geoplex.servers.maps.domain import ADDRESS, PLACE, Feature
+from geoplex.servers.maps.domain import ADDRESS, PLACE, Feature, StreetLine
 from geoplex.servers.maps.geocoding import Geocoder, address_label
 from geoplex.servers.maps.text import normalize, normalize_housenumber
 
@@ -101,8 +103,30 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def quiet(label: str) -> float:
-    busy = wait_for_quiet(max_wait=10.0)
+class Steps:
+    """Numbered progress lines, each with the time since the start; the seconds each
+    step took, for the results."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.started = self.last = time.perf_counter()
+        self.current = ""
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, n: int, key: str, what: str) -> None:
+        self.done()
+        self.current = key
+        log(f"[{n}/{self.total}] (+{time.perf_counter() - self.started:.0f} s) {what}")
+
+    def done(self) -> None:
+        now = time.perf_counter()
+        if self.current:
+            self.seconds[self.current] = now - self.last
+        self.current, self.last = "", now
+
+
+def quiet(label: str, probe_s: float = 0.5) -> float:
+    busy = wait_for_quiet(max_wait=10.0, probe_s=probe_s)
     if busy >= 20:
         log(f"    (machine still {busy:.0f}% busy before {label})")
     return busy
@@ -420,8 +444,9 @@ class RtreePeer:
 # =========================================================================== measuring
 
 def time_lookups(lookup: Lookup, queries: Sequence[Query]) -> dict[str, Any]:
-    """Every query once, one at a time: latency, queries/s and top-1/top-5 accuracy."""
-    for q in queries[:WARM_QUERIES]:
+    """Every query once, one at a time, after a few of them as warm-up (a tenth, at most
+    WARM_QUERIES): latency, queries/s and top-1/top-5 accuracy."""
+    for q in queries[:min(WARM_QUERIES, max(1, len(queries) // 10))]:
         lookup(q.text)
     clock = time.perf_counter
     times: list[float] = []
@@ -463,7 +488,7 @@ def forward(sets: Mapping[str, list[Query]], lookups: Mapping[str, Lookup],
             if key not in lookups:
                 continue
             subset = queries[:trigram_or_queries] if key == "trigram_or" else queries
-            quiet(f"{name} {key}")
+            quiet(f"{name} {key}", probe_s=0.25)  # 24 cells of about a second each
             got = time_lookups(lookups[key], subset)
             out[name][key] = got
             log(f"    {name:<15} {label:<36} n={got['n']:>4}: {got['queries_per_s']:>8,.0f} q/s,"
@@ -707,9 +732,9 @@ def report(result: Mapping[str, Any]) -> str:
         "name alone, as written and with one typo. Every engine returns 5 candidates; "
         "top-1/top-5 count an answer right when its label (normalised) is one the address "
         "carries (some are mapped twice), for a place also within "
-        f"{PLACE_MATCH_M / 1000:.0f} km. One query at a time in one process after "
-        f"{WARM_QUERIES} warm-up queries (the collector frozen after loading, as the server "
-        "does); queries/s = queries / their summed latency. Reverse: "
+        f"{PLACE_MATCH_M / 1000:.0f} km. One query at a time in one process, after a "
+        f"tenth of the set (at most {WARM_QUERIES}) as warm-up, the collector frozen after "
+        "loading as the server does; queries/s = queries / their summed latency. Reverse: "
         f"{result['reverse']['points']:,} address points moved by a seeded 0-"
         f"{REVERSE_OFFSET_M:.0f} m; right = the nearest address point (numpy brute force) "
         f"or one at the same spot; the peer is an R*Tree box query of +-{REVERSE_MAX_M:.0f} m, "
@@ -809,7 +834,7 @@ def report(result: Mapping[str, Any]) -> str:
                   "process, closed-loop `Geocode` (page size 5) through the raw generated "
                   "stub, cycling through the exact address and place queries; calls/s and "
                   f"(p50 / p99 ms); each cell the best of {s['rounds']} round(s) of "
-                  f"{s['duration']:.0f} s after {s['warmup']:.0f} s warm-up, interleaved with "
+                  f"{s['duration']:g} s after {s['warmup']:g} s warm-up, interleaved with "
                   "the ceiling on the same process: `MeshService/Ping` answering as many "
                   "bytes as the average Geocode response. The last ceiling column is the "
                   "empty-Ping ceiling of `bench/results/runtime.json` "
@@ -828,9 +853,13 @@ def write_report(result: Mapping[str, Any]) -> None:
 
 # =========================================================================== main
 
-def load(config: MapsConfig) -> tuple[Loaded, dict[str, float]]:
-    """``load_gazetteer``, with the moment its progress says the sources are read."""
+def load(config: MapsConfig) -> tuple[Loaded, dict[str, float], list[Feature]]:
+    """``load_gazetteer``, timed: in all, and until its progress says the sources are
+    read. Also the features it read, for the peers to index the very same ones: its two
+    readers are wrapped while it runs to keep what they return (read again with the same
+    adapters if ``geoplex.servers.maps.app`` no longer calls them by those names)."""
     marks: dict[str, float] = {}
+    captured: list[Feature] = []
     t0 = time.perf_counter()
 
     def progress(msg: str) -> None:
@@ -840,10 +869,38 @@ def load(config: MapsConfig) -> tuple[Loaded, dict[str, float]]:
             marks["read_s"] = time.perf_counter() - t0
         log("  " + msg)
 
-    loaded = load_gazetteer(config, progress=progress)
+    def osm(path: Path, city: str) -> tuple[list[Feature], list[StreetLine]]:
+        found, lines = read_gazetteer(path, city)
+        captured.extend(found)
+        return found, lines
+
+    def geonames(path: Path) -> list[Feature]:
+        found = read_places(path)
+        captured.extend(found)
+        return found
+
+    wrapped = [(name, fn) for name, fn in (("read_gazetteer", osm), ("read_places", geonames))
+               if hasattr(maps_app, name)]
+    with contextlib.ExitStack() as stack:
+        for name, fn in wrapped:
+            stack.enter_context(_patched(maps_app, name, fn))
+        loaded = load_gazetteer(config, progress=progress)
     total = time.perf_counter() - t0
     read_s = marks.get("read_s", math.nan)
-    return loaded, {"load_s": total, "read_s": read_s, "index_s": total - read_s}
+    if len(wrapped) < 2 or len(captured) != sum(loaded.geocoder.counts().values()):
+        log("  (could not keep load_gazetteer's features: reading the sources again)")
+        captured = source_features(config)
+    return loaded, {"load_s": total, "read_s": read_s, "index_s": total - read_s}, captured
+
+
+@contextlib.contextmanager
+def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
 
 
 def source_features(config: MapsConfig) -> list[Feature]:
@@ -867,22 +924,22 @@ def amain(args: argparse.Namespace) -> dict[str, Any]:
                      "trigram_or_queries": args.trigram_or_queries, "seed": args.seed,
                      "concurrency": args.concurrency, "duration": args.duration,
                      "warmup": args.warmup, "rounds": args.rounds, "quick": args.quick}}
-    log(f"[1/6] data: {', '.join(DATASETS)} (geoplex data fetch); SQLite "
+    step = Steps(6)
+    step(1, "data", f"data: {', '.join(DATASETS)} (geoplex data fetch); SQLite "
         f"{sq['sqlite_version']}, FTS5 {'yes' if sq['fts5'] else 'NO'}, R*Tree "
         f"{'yes' if sq['rtree'] else 'NO'}")
     data.fetch(list(DATASETS), progress=log)
     config = MapsConfig.from_env()
-    log("[2/6] our gazetteer (load_gazetteer)...")
+    step(2, "load", "our gazetteer (load_gazetteer)...")
     quiet("load_gazetteer")
-    loaded, timing = load(config)
+    loaded, timing, features = load(config)
     geocoder = loaded.geocoder
     result["build"] = {"ours": {**timing, "nbytes": geocoder.nbytes(),
                                 "counts": geocoder.counts(), "sources": list(loaded.sources)}}
     log(f"  load {timing['load_s']:.2f} s (read {timing['read_s']:.2f} s, indexes "
         f"{timing['index_s']:.2f} s), {geocoder.nbytes() / 2**20:.1f} MiB, {geocoder.counts()}")
 
-    log("[3/6] the peers: SQLite FTS5 and R*Tree over the same features...")
-    features = source_features(config)
+    step(3, "peers", "the peers: SQLite FTS5 and R*Tree over the same features...")
     rows = peer_rows(features)
     places = [f for f in features if f.kind == PLACE]
     peers: dict[str, FtsPeer] = {}
@@ -914,7 +971,7 @@ def amain(args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     gc.freeze()  # as the server does after loading: no full collections of the gazetteer
 
-    log("[4/6] forward geocoding, in process...")
+    step(4, "forward", "forward geocoding, in process...")
     lookups: dict[str, Lookup] = {"ours": ours_lookup(geocoder)}
     if "fts5" in peers:
         lookups["fts5"] = peers["fts5"].lookup
@@ -925,12 +982,12 @@ def amain(args: argparse.Namespace) -> dict[str, Any]:
             lookups["trigram_or"] = peers["trigram_or"].lookup
     result["forward"] = forward(sets, lookups, args.trigram_or_queries)
 
-    log("[5/6] reverse geocoding, in process...")
+    step(5, "reverse", "reverse geocoding, in process...")
     if rtree is None:
         raise SystemExit("this SQLite has no R*Tree module: the reverse peer cannot run")
     result["reverse"] = reverse(geocoder, rtree, args.reverse_points, args.seed)
 
-    log("[6/6] end to end over gRPC...")
+    step(6, "e2e", "end to end over gRPC...")
     result["runtime_ceiling"] = runtime_ceiling()
     if args.no_e2e:
         result["e2e"] = None
@@ -940,6 +997,8 @@ def amain(args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()  # the server builds its own gazetteer: give it the memory
         with tempfile.TemporaryDirectory(prefix="geoplex-bench-maps-") as state:
             result["e2e"] = asyncio.run(e2e(sets, args, state))
+    step.done()
+    result["step_s"] = step.seconds
     result["elapsed_s"] = time.perf_counter() - started
     result["machine"]["loadavg_end"] = list(os.getloadavg())
     return result
@@ -959,7 +1018,7 @@ def main() -> None:
                              "sampled for the place query sets")
     parser.add_argument("--reverse-points", type=int, default=1000,
                         help="address points (moved by 0-30 m) reverse-geocoded")
-    parser.add_argument("--trigram-or-queries", type=int, default=100,
+    parser.add_argument("--trigram-or-queries", type=int, default=50,
                         help="queries per set the slow FTS5 trigram-OR peer runs (0: skip it)")
     parser.add_argument("--seed", type=int, default=20240601, help="seed of every sample")
     parser.add_argument("--concurrency", type=_int_list, default=[1, 16],
@@ -984,8 +1043,8 @@ def main() -> None:
         write_report(read_results(NAME))
         return
     if args.quick:
-        args.addresses, args.places, args.reverse_points = 120, 80, 300
-        args.trigram_or_queries, args.no_write = 20, True
+        args.addresses, args.places, args.reverse_points = 100, 60, 300
+        args.trigram_or_queries, args.no_write = 5, True
         args.duration, args.warmup, args.rounds = 1.0, 0.3, 1
     with contextlib.suppress(KeyboardInterrupt):
         result = amain(args)

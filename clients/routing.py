@@ -81,6 +81,18 @@ class RoutingClient(BaseClient):
             durations_only=durations_only)
         return await self.call(self.stub.ComputeRouteMatrix, request, timeout=timeout)
 
+    async def match_trace(self, points: Sequence[tuple[float, float, float]], *,
+                          accuracy_m: float = 0.0, mode: str | int = "drive",
+                          timeout: float | None = None) -> pb.MatchTraceResponse:
+        """Map-match ``points`` ((lat, lng, unix time) in time order): the road under each,
+        the segments driven with their speeds, and a confidence."""
+        request = pb.MatchTraceRequest(travel_mode=travel_mode(mode))
+        for lat, lng, t in points:
+            p = request.points.add(accuracy_meters=accuracy_m)
+            p.location.latitude, p.location.longitude = lat, lng
+            p.time.FromNanoseconds(int(round(t * 1e9)))
+        return await self.call(self.stub.MatchTrace, request, timeout=timeout)
+
     async def snap(self, points: Sequence[Point], *, mode: str | int = "drive",
                    timeout: float | None = None) -> pb.SnapToRoadsResponse:
         """The nearest point on a road usable by ``mode``, for each point."""

@@ -27,6 +27,7 @@ from .config import RoutingConfig
 from .domain import (MatrixAnswer, MatrixCell, NoRoadNearby, NoRoute, Point, RouteAnswer,
                      RouteQuery, SnappedPoint, TrafficObservation)
 from .guidance import Step
+from .matching import MatchResult, TracePoint, match
 from .planner import (Path, Weighting, alternatives_for, path_duration_ms, path_from,
                       path_length_m, shortest_path)
 from .ports import UNREACHABLE
@@ -155,6 +156,21 @@ class RoutingApp:
             return [self._snapped(graph, self._snap(graph, p, f"points[{i}]"))
                     for i, p in enumerate(points)]
         return region.name, await self._run(work)
+
+    # -- MatchTrace -----------------------------------------------------------------------
+
+    async def match_trace(self, trace: Sequence[TracePoint], mode: str
+                          ) -> tuple[str, MatchResult, ModeGraph]:
+        first = Point(trace[0].lat, trace[0].lon)
+        region = self._region_of(first, "points[0]")
+        for i, p in enumerate(trace[1:], start=1):
+            if not region.covers(p.lat, p.lon, self._margin_deg):
+                raise InvalidArgument(f"points[{i}]", "is in another region than points[0]")
+        graph = self._mode(region, mode)
+
+        def work() -> MatchResult:
+            return match(graph.graph, graph.index, graph.distances.weighting(), trace)
+        return region.name, await self._run(work), graph
 
     # -- ComputeRouteMatrix ----------------------------------------------------------------------
 

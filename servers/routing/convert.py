@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -12,7 +14,9 @@ from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.servers._runtime.latlng import location_from_pb
 from geoplex.type.v1 import geo_pb2
 
-from . import domain
+from . import domain, encoded_polyline
+from .matching import MatchResult, TracePoint
+from .graph import RoadGraph
 from .guidance import Step
 
 MODES: dict[int, str] = {pb.TRAVEL_MODE_UNSPECIFIED: "car", pb.TRAVEL_MODE_DRIVE: "car",
@@ -210,3 +214,50 @@ def observations_from_pb(request: pb.UpdateTrafficRequest
         if not 1.0 <= valid_for <= MAX_VALID_FOR_S:
             raise InvalidArgument("valid_for", "must be 1 s..24 h")
     return out, valid_for
+
+
+MAX_TRACE_POINTS = 5000
+
+
+def trace_from_pb(request: pb.MatchTraceRequest) -> list[TracePoint]:
+    """The trace's fixes, each located and timed, in time order (else INVALID_ARGUMENT
+    naming the point)."""
+    if not 1 <= len(request.points) <= MAX_TRACE_POINTS:
+        raise InvalidArgument("points", f"must hold 1..{MAX_TRACE_POINTS} points",
+                              reason="TOO_MANY_POINTS" if request.points else "REQUIRED_FIELD")
+    out: list[TracePoint] = []
+    for i, p in enumerate(request.points):
+        field = f"points[{i}]"
+        lat, lon = location_from_pb(p.location, p.HasField("location"), f"{field}.location")
+        if not p.HasField("time"):
+            raise InvalidArgument(f"{field}.time", "is required", reason="REQUIRED_FIELD")
+        t = p.time.seconds + p.time.nanos / 1e9
+        if out and t < out[-1].time:
+            raise InvalidArgument(f"{field}.time", f"must not be before points[{i - 1}].time")
+        if not (math.isfinite(p.accuracy_meters) and 0 <= p.accuracy_meters <= 10_000):
+            raise InvalidArgument(f"{field}.accuracy_meters", "must be in 0..10000")
+        out.append(TracePoint(lat, lon, t, p.accuracy_meters))
+    return out
+
+
+def match_to_pb(region: str, result: MatchResult, graph: RoadGraph) -> pb.MatchTraceResponse:
+    out = pb.MatchTraceResponse(region=region, confidence=round(result.confidence, 4),
+                                chains=result.chains)
+    for f in result.fixes:
+        point = out.points.add(matched=f.segment >= 0, distance_meters=round(f.distance_m, 2))
+        point.location.latitude, point.location.longitude = f.lat, f.lon
+        if f.segment >= 0:
+            way = int(graph.seg_way[f.segment])
+            point.segment_id, point.way_id = f.segment, int(graph.way_ids[way])
+            point.name = graph.way_names[way]
+    for t in result.traversals:
+        way = int(graph.seg_way[t.segment])
+        item = out.traversals.add(segment_id=t.segment, way_id=int(graph.way_ids[way]),
+                                  distance_meters=round(t.metres, 1),
+                                  speed_kmh=round(t.speed_mps * 3.6, 2))
+        _set_duration(item.duration, t.seconds)
+    matched = [f for f in result.fixes if f.segment >= 0]
+    if matched:
+        out.polyline = encoded_polyline.encode(np.array([f.lat for f in matched]),
+                                               np.array([f.lon for f in matched]))
+    return out

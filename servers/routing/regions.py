@@ -27,6 +27,7 @@ from .domain import AVOID_FERRIES, AVOID_MOTORWAYS, AVOID_TOLLS
 from .encoded_polyline import ChainEncoder
 from .graph import RoadGraph, build_graph
 from .guidance import Guide
+from .matching import DistanceMetric
 from .network import RawNetwork
 from .planner import Weighting
 from .ports import UNREACHABLE, Engine
@@ -54,6 +55,7 @@ class ModeGraph:
     index: SegmentIndex
     guide: Guide           # per-turn facts for steps
     encoder: ChainEncoder  # per-segment polyline pieces
+    distances: DistanceMetric  # segment lengths as a metric, for map matching
     engine: Engine
     traffic: TrafficState
     free: Weighting
@@ -217,6 +219,6 @@ def _mode_graph(mode: str, graph: RoadGraph, engine: Engine, fade_s: float) -> M
     nodes = int(np.unique(np.concatenate([graph.seg_tail, graph.seg_head])).size)
     return ModeGraph(mode, graph, SegmentIndex(graph), Guide(graph),
                      ChainEncoder(graph.node_lat, graph.node_lon, graph.seg_tail, graph.seg_head),
-                     engine,
+                     DistanceMetric(graph, engine), engine,
                      TrafficState(graph.seg_ms, fade_s), free, free, now, nodes)
 

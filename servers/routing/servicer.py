@@ -47,6 +47,14 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         return pb.SnapToRoadsResponse(points=[convert.snapped_to_pb(s) for s in snapped],
                                       region=region)
 
+    async def MatchTrace(self, request: pb.MatchTraceRequest,
+                         context: Context[pb.MatchTraceRequest, pb.MatchTraceResponse]
+                         ) -> pb.MatchTraceResponse:
+        trace = convert.trace_from_pb(request)
+        region, result, graph = await self.app.match_trace(
+            trace, convert.mode_from_pb(request.travel_mode))
+        return convert.match_to_pb(region, result, graph.graph)
+
     async def ListRegions(self, request: pb.ListRegionsRequest,
                           context: Context[pb.ListRegionsRequest, pb.ListRegionsResponse]
                           ) -> pb.ListRegionsResponse:

@@ -179,6 +179,41 @@ class SegmentIndex:
                     haversine_m(lat, lon, snapped_lat, snapped_lon),
                     int(self.forward_seg[link]), int(self.backward_seg[link]))
 
+    def near(self, lat: float, lon: float, radius_m: float, limit: int) -> list[Snap]:
+        """Every link within ``radius_m`` of the point (at most ``limit``, nearest first),
+        each as the point on it nearest the query: a map matcher's candidates."""
+        p = (float((lon - self.lon0) * self._kx), float((lat - self.lat0) * self._ky))
+        reach = radius_m + SPACING_M / 2
+        links: npt.NDArray[np.int64] | npt.NDArray[np.int32] | None = None
+        if reach <= CELL_M:
+            cx = math.floor(p[0] / CELL_M) - self._cx0
+            cy = math.floor(p[1] / CELL_M) - self._cy0
+            bounds = (self._cells.get(cx * self._height + cy)
+                      if 0 <= cx < self._width and 0 <= cy < self._height else None)
+            if bounds is None:
+                return []
+            links = self._cell_links[bounds[0]:bounds[1]]
+        else:
+            found = self.tree.query_ball_point(p, reach)
+            if not found:
+                return []
+            links = np.unique(self.sample_link[np.asarray(found, dtype=np.int64)])
+        w = self._start[links] - complex(*p)
+        t = (w * self._back[links]).real * self._inv_len2[links]
+        np.clip(t, 0.0, 1.0, out=t)
+        dist = np.abs(w + t * self._dir[links])
+        keep = np.flatnonzero(dist <= radius_m)
+        keep = keep[np.argsort(dist[keep], kind="stable")][:limit]
+        out = []
+        for i in keep.tolist():
+            link, frac = int(links[i]), float(t[i])
+            a, b = int(self.link_a[link]), int(self.link_b[link])
+            slat = float(self.node_lat[a] + (self.node_lat[b] - self.node_lat[a]) * frac)
+            slon = float(self.node_lon[a] + (self.node_lon[b] - self.node_lon[a]) * frac)
+            out.append(Snap(link, frac, slat, slon, haversine_m(lat, lon, slat, slon),
+                            int(self.forward_seg[link]), int(self.backward_seg[link])))
+        return out
+
     def _from_tree(self, p: tuple[float, float]) -> tuple[int, float, float]:
         k = min(FIRST_LOOK, self.tree.n)
         sample_dist, idx = self.tree.query(p, k=k)

@@ -424,3 +424,34 @@ def test_geoplex_routing_regions_and_matrix_print_tables(routing_server: ServerP
     matrix = _geoplex("routing", "matrix", "--origins", "60.1686,24.9414", "--destinations",
                       "60.1760,24.9496", "60.1676,24.9460", "--target", routing_server.address)
     assert matrix.returncode == 0 and len(matrix.stdout.strip().splitlines()) == 4
+
+
+# -- map matching ---------------------------------------------------------------------------
+
+async def test_a_trace_along_a_route_matches_back_onto_its_roads(rt: RoutingClient) -> None:
+    route = (await rt.route(STATION, KAISANIEMI)).routes[0]
+    points = polyline.decode(route.polyline, 5)[::2]
+    trace, t = [], 1.8e9
+    for i, (lat, lng) in enumerate(points):
+        if i:
+            t += max(haversine_m(*points[i - 1], lat, lng) / 10.0, 1.0)  # 10 m/s
+        trace.append((lat, lng, t))
+    answer = await rt.match_trace(trace, accuracy_m=5)
+    assert answer.region == "helsinki" and answer.chains == 1
+    assert all(p.matched for p in answer.points) and answer.confidence > 0.9
+    assert {"Kaivokatu", "Kaisaniemenkatu"} <= {p.name for p in answer.points}
+    assert answer.traversals and answer.polyline
+    speeds = sorted(tr.speed_kmh for tr in answer.traversals)
+    assert speeds[len(speeds) // 2] == pytest.approx(36.0, rel=0.15)
+
+
+async def test_a_bad_trace_is_an_invalid_argument_naming_the_point(rt: RoutingClient) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        await rt.match_trace([(*STATION, 100.0), (*KAISANIEMI, 50.0)])
+    assert caught.value.field == "points[1].time"
+    with pytest.raises(InvalidArgumentError) as caught:
+        await rt.match_trace([])
+    assert caught.value.field == "points"
+    with pytest.raises(InvalidArgumentError) as caught:
+        await rt.match_trace([(*STATION, 100.0), (*JARNTORGET, 150.0)])
+    assert caught.value.field == "points[1]"

@@ -543,6 +543,172 @@ class SnapToRoadsResponse(_message.Message):
 Global___SnapToRoadsResponse: _TypeAlias = SnapToRoadsResponse  # noqa: Y015
 
 @_typing.final
+class TracePoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    ACCURACY_METERS_FIELD_NUMBER: _builtins.int
+    accuracy_meters: _builtins.float
+    """Horizontal accuracy in metres (0: unknown, taken as 5)."""
+    @_builtins.property
+    def location(self) -> _geo_pb2.LatLng: ...
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """Required; not before the point before it."""
+
+    def __init__(
+        self,
+        *,
+        location: _geo_pb2.LatLng | None = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        accuracy_meters: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy_meters", b"accuracy_meters", "location", b"location", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TracePoint: _TypeAlias = TracePoint  # noqa: Y015
+
+@_typing.final
+class MatchTraceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    TRAVEL_MODE_FIELD_NUMBER: _builtins.int
+    travel_mode: Global___TravelMode.ValueType
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___TracePoint]:
+        """1..5000 fixes in time order, all in one region."""
+
+    def __init__(
+        self,
+        *,
+        points: _abc.Iterable[Global___TracePoint] | None = ...,
+        travel_mode: Global___TravelMode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points", "travel_mode", b"travel_mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchTraceRequest: _TypeAlias = MatchTraceRequest  # noqa: Y015
+
+@_typing.final
+class MatchedPoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    WAY_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DISTANCE_METERS_FIELD_NUMBER: _builtins.int
+    matched: _builtins.bool
+    """False where no road was near the fix or the trace broke around it."""
+    segment_id: _builtins.int
+    way_id: _builtins.int
+    name: _builtins.str
+    distance_meters: _builtins.float
+    @_builtins.property
+    def location(self) -> _geo_pb2.LatLng:
+        """The point on the road (the fix itself when not matched)."""
+
+    def __init__(
+        self,
+        *,
+        matched: _builtins.bool = ...,
+        location: _geo_pb2.LatLng | None = ...,
+        segment_id: _builtins.int = ...,
+        way_id: _builtins.int = ...,
+        name: _builtins.str = ...,
+        distance_meters: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_meters", b"distance_meters", "location", b"location", "matched", b"matched", "name", b"name", "segment_id", b"segment_id", "way_id", b"way_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchedPoint: _TypeAlias = MatchedPoint  # noqa: Y015
+
+@_typing.final
+class SegmentTraversal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    WAY_ID_FIELD_NUMBER: _builtins.int
+    DISTANCE_METERS_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    SPEED_KMH_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.int
+    way_id: _builtins.int
+    distance_meters: _builtins.float
+    """Driven on the segment within the trace."""
+    speed_kmh: _builtins.float
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.int = ...,
+        way_id: _builtins.int = ...,
+        distance_meters: _builtins.float = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        speed_kmh: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_meters", b"distance_meters", "duration", b"duration", "segment_id", b"segment_id", "speed_kmh", b"speed_kmh", "way_id", b"way_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SegmentTraversal: _TypeAlias = SegmentTraversal  # noqa: Y015
+
+@_typing.final
+class MatchTraceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    TRAVERSALS_FIELD_NUMBER: _builtins.int
+    POLYLINE_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    CHAINS_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    polyline: _builtins.str
+    """The matched points as a Google encoded polyline (precision 5)."""
+    confidence: _builtins.float
+    """0..1: the share of fixes matched, divided by the pieces the trace broke into."""
+    chains: _builtins.int
+    region: _builtins.str
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatchedPoint]:
+        """One per trace point, in order."""
+
+    @_builtins.property
+    def traversals(self) -> _containers.RepeatedCompositeFieldContainer[Global___SegmentTraversal]: ...
+    def __init__(
+        self,
+        *,
+        points: _abc.Iterable[Global___MatchedPoint] | None = ...,
+        traversals: _abc.Iterable[Global___SegmentTraversal] | None = ...,
+        polyline: _builtins.str = ...,
+        confidence: _builtins.float = ...,
+        chains: _builtins.int = ...,
+        region: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chains", b"chains", "confidence", b"confidence", "points", b"points", "polyline", b"polyline", "region", b"region", "traversals", b"traversals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchTraceResponse: _TypeAlias = MatchTraceResponse  # noqa: Y015
+
+@_typing.final
 class ListRegionsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -67,6 +67,11 @@ class RoutingServiceStub:
                 request_serializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.ListRegionsRequest.SerializeToString,
                 response_deserializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.ListRegionsResponse.FromString,
                 _registered_method=True)
+        self.MatchTrace = channel.unary_unary(
+                '/geoplex.routing.v1.RoutingService/MatchTrace',
+                request_serializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.MatchTraceRequest.SerializeToString,
+                response_deserializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.MatchTraceResponse.FromString,
+                _registered_method=True)
         self.UpdateTraffic = channel.unary_unary(
                 '/geoplex.routing.v1.RoutingService/UpdateTraffic',
                 request_serializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.UpdateTrafficRequest.SerializeToString,
@@ -119,6 +124,15 @@ class RoutingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MatchTrace(self, request, context):
+        """Map-matches a trace of timestamped fixes onto the roads of a travel mode
+        (a hidden Markov model, Newson & Krumm 2009): the road under each fix, the
+        segments driven with their speeds, and a confidence.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateTraffic(self, request, context):
         """Applies observed speeds to road segments (admin). Answers once routes use
         them. Observations expire, then fade back to free flow.
@@ -149,6 +163,11 @@ def add_RoutingServiceServicer_to_server(servicer, server):
                     servicer.ListRegions,
                     request_deserializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.ListRegionsRequest.FromString,
                     response_serializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.ListRegionsResponse.SerializeToString,
+            ),
+            'MatchTrace': grpc.unary_unary_rpc_method_handler(
+                    servicer.MatchTrace,
+                    request_deserializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.MatchTraceRequest.FromString,
+                    response_serializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.MatchTraceResponse.SerializeToString,
             ),
             'UpdateTraffic': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateTraffic,
@@ -277,6 +296,33 @@ class RoutingService:
             '/geoplex.routing.v1.RoutingService/ListRegions',
             geoplex_dot_routing_dot_v1_dot_routing__pb2.ListRegionsRequest.SerializeToString,
             geoplex_dot_routing_dot_v1_dot_routing__pb2.ListRegionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MatchTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geoplex.routing.v1.RoutingService/MatchTrace',
+            geoplex_dot_routing_dot_v1_dot_routing__pb2.MatchTraceRequest.SerializeToString,
+            geoplex_dot_routing_dot_v1_dot_routing__pb2.MatchTraceResponse.FromString,
             options,
             channel_credentials,
             insecure,

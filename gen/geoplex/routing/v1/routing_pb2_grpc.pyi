@@ -56,6 +56,11 @@ class RoutingServiceStub:
     """The nearest point on a road usable by the travel mode."""
     ListRegions: _grpc.UnaryUnaryMultiCallable[_routing_pb2.ListRegionsRequest, _routing_pb2.ListRegionsResponse]
     """The loaded regions: bounds, travel modes, graph sizes, traffic metric age."""
+    MatchTrace: _grpc.UnaryUnaryMultiCallable[_routing_pb2.MatchTraceRequest, _routing_pb2.MatchTraceResponse]
+    """Map-matches a trace of timestamped fixes onto the roads of a travel mode
+    (a hidden Markov model, Newson & Krumm 2009): the road under each fix, the
+    segments driven with their speeds, and a confidence.
+    """
     UpdateTraffic: _grpc.UnaryUnaryMultiCallable[_routing_pb2.UpdateTrafficRequest, _routing_pb2.UpdateTrafficResponse]
     """Applies observed speeds to road segments (admin). Answers once routes use
     them. Observations expire, then fade back to free flow.
@@ -89,6 +94,11 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     """The nearest point on a road usable by the travel mode."""
     ListRegions: _aio.UnaryUnaryMultiCallable[_routing_pb2.ListRegionsRequest, _routing_pb2.ListRegionsResponse]  # type: ignore[assignment]
     """The loaded regions: bounds, travel modes, graph sizes, traffic metric age."""
+    MatchTrace: _aio.UnaryUnaryMultiCallable[_routing_pb2.MatchTraceRequest, _routing_pb2.MatchTraceResponse]  # type: ignore[assignment]
+    """Map-matches a trace of timestamped fixes onto the roads of a travel mode
+    (a hidden Markov model, Newson & Krumm 2009): the road under each fix, the
+    segments driven with their speeds, and a confidence.
+    """
     UpdateTraffic: _aio.UnaryUnaryMultiCallable[_routing_pb2.UpdateTrafficRequest, _routing_pb2.UpdateTrafficResponse]  # type: ignore[assignment]
     """Applies observed speeds to road segments (admin). Answers once routes use
     them. Observations expire, then fade back to free flow.
@@ -143,6 +153,17 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_routing_pb2.ListRegionsResponse, _abc.Awaitable[_routing_pb2.ListRegionsResponse]]:
         """The loaded regions: bounds, travel modes, graph sizes, traffic metric age."""
+
+    @_abc_1.abstractmethod
+    def MatchTrace(
+        self,
+        request: _routing_pb2.MatchTraceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.MatchTraceResponse, _abc.Awaitable[_routing_pb2.MatchTraceResponse]]:
+        """Map-matches a trace of timestamped fixes onto the roads of a travel mode
+        (a hidden Markov model, Newson & Krumm 2009): the road under each fix, the
+        segments driven with their speeds, and a confidence.
+        """
 
     @_abc_1.abstractmethod
     def UpdateTraffic(

@@ -1,0 +1,105 @@
+"""The HMM map matcher on synthetic streets: the right road under noise, turns, a car
+standing still, a fix far from every road, and speeds from the matched path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geoplex.servers.routing.engines.baselines import DijkstraEngine
+from geoplex.servers.routing.graph import RoadGraph, build_graph
+from geoplex.servers.routing.matching import DistanceMetric, TracePoint, match
+from geoplex.servers.routing.profiles import CarProfile
+from geoplex.servers.routing.snapping import SegmentIndex
+from road_networks import NetworkBuilder, latlon
+
+CAR = CarProfile()
+
+
+def _parallel() -> tuple[RoadGraph, list[int], list[int]]:
+    """Two parallel east-west streets 30 m apart, 600 m long, joined at both ends and in
+    the middle (without the middle link the graph would be a loop, one way round: U-turns
+    are only allowed at dead ends)."""
+    b = NetworkBuilder()
+    south = [b.node(0, e) for e in range(0, 601, 50)]
+    north = [b.node(30, e) for e in range(0, 601, 50)]
+    b.way(south, name="South Street")
+    b.way(north, name="North Street")
+    b.way([south[0], north[0]], name="West Link")
+    b.way([south[-1], north[-1]], name="East Link")
+    b.way([south[6], north[6]], name="Middle Link")
+    return build_graph(b.build(), CAR), south, north
+
+
+def _match(graph: RoadGraph, points: list[tuple[float, float, float]],
+           accuracy: float = 5.0) -> list[str]:
+    index = SegmentIndex(graph)
+    distances = DistanceMetric(graph, DijkstraEngine(graph)).weighting()
+    trace = [TracePoint(*latlon(n, e), t, accuracy) for n, e, t in points]
+    result = match(graph, index, distances, trace)
+    return [graph.way_names[int(graph.seg_way[f.segment])] if f.segment >= 0 else ""
+            for f in result.fixes]
+
+
+def test_a_noisy_trace_along_one_street_stays_on_it() -> None:
+    graph, _, _ = _parallel()
+    rng = np.random.default_rng(7)
+    # driving east on South Street, fixes pulled up to 12 m towards North Street
+    points = [(float(rng.uniform(0, 12)), 20.0 + 40 * k, 4.0 * k) for k in range(14)]
+    assert set(_match(graph, points)) == {"South Street"}
+
+
+def test_the_matched_direction_is_the_direction_driven() -> None:
+    graph, south, _ = _parallel()
+    index = SegmentIndex(graph)
+    distances = DistanceMetric(graph, DijkstraEngine(graph)).weighting()
+    # westbound: east -> west along South Street
+    trace = [TracePoint(*latlon(2, 580 - 40 * k), 4.0 * k, 5.0) for k in range(12)]
+    result = match(graph, index, distances, trace)
+    heads = [int(graph.seg_head[f.segment]) for f in result.fixes]
+    tails = [int(graph.seg_tail[f.segment]) for f in result.fixes]
+    east = {n: i for i, n in enumerate(south)}
+    assert all(east[h] < east[t] for h, t in zip(heads, tails))
+
+
+def test_speeds_come_from_the_time_between_fixes() -> None:
+    graph, _, _ = _parallel()
+    index = SegmentIndex(graph)
+    distances = DistanceMetric(graph, DijkstraEngine(graph)).weighting()
+    trace = [TracePoint(*latlon(0, 25.0 + 50 * k), 5.0 * k, 5.0) for k in range(11)]
+    result = match(graph, index, distances, trace)   # 50 m every 5 s: 10 m/s
+    assert result.chains == 1 and result.confidence == pytest.approx(1.0)
+    assert result.traversals
+    for t in result.traversals:
+        assert t.speed_mps == pytest.approx(10.0, rel=0.02)
+    assert sum(t.metres for t in result.traversals) == pytest.approx(500.0, abs=1.0)
+
+
+def test_a_car_standing_still_drives_nowhere() -> None:
+    graph, _, _ = _parallel()
+    index = SegmentIndex(graph)
+    distances = DistanceMetric(graph, DijkstraEngine(graph)).weighting()
+    trace = [TracePoint(*latlon(1, 300), 10.0 * k, 5.0) for k in range(6)]
+    result = match(graph, index, distances, trace)
+    assert all(f.segment == result.fixes[0].segment for f in result.fixes)
+    assert sum(t.metres for t in result.traversals) < 1.0
+
+
+def test_a_fix_far_from_every_road_is_unmatched_and_the_rest_still_match() -> None:
+    graph, _, _ = _parallel()
+    points = [(0.0, 20.0 + 40 * k, 4.0 * k) for k in range(6)]
+    points.insert(3, (400.0, 130.0, 9.0))   # 400 m off: no road within reach
+    names = _match(graph, points)
+    assert names[3] == ""
+    assert names[:3] + names[4:] == ["South Street"] * 6
+
+
+def test_a_turn_onto_the_link_is_followed() -> None:
+    graph, _, _ = _parallel()
+    # east along South Street, then north up East Link and west on North Street
+    points = ([(0.0, 450.0 + 30 * k, 3.0 * k) for k in range(5)]
+              + [(15.0, 600.0, 16.0)]
+              + [(30.0, 570.0 - 30 * k, 19.0 + 3.0 * k) for k in range(5)])
+    names = _match(graph, points)
+    assert names[0] == "South Street" and names[-1] == "North Street"
+    assert names[5] == "East Link"
