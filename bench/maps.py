@@ -68,7 +68,7 @@ from geoplex.servers.maps.domain import ADDRESS, PLACE, Feature, StreetLine
 from geoplex.servers.maps.geocoding import Geocoder, address_label
 from geoplex.servers.maps.text import normalize, normalize_housenumber
 
-from ._common import (LoadResult, closed_loop, fmt_num, free_port, latency_summary,
+from ._common import (CpuSample, LoadResult, closed_loop, cpu_usage, fmt_num, free_port, latency_summary,
                       machine_info, machine_line, markdown_table, per_worker, percentile,
                       read_results, start_server_processes, wait_for_quiet,
                       wait_for_quiet_async, write_results, write_section)
@@ -82,6 +82,7 @@ REVERSE_MAX_M = 100.0       # the server's default reverse limit (GEOPLEX_MAPS_R
 REVERSE_OFFSET_M = 30.0
 SAME_POINT_M = 0.01         # an answer this near the oracle's address point names it
 WARM_QUERIES = 10
+QUIET_MAX_S = 5.0           # the longest wait for an idle machine before a timed part
 PEER_FETCH = 20             # rows a peer fetches before dropping repeated labels
 
 ADDRESS_SETS = ("exact", "one typo", "no diacritics", "city first")
@@ -125,8 +126,9 @@ class Steps:
         self.current, self.last = "", now
 
 
-def quiet(label: str, probe_s: float = 0.5) -> float:
-    busy = wait_for_quiet(max_wait=10.0, probe_s=probe_s)
+def quiet(label: str) -> float:
+    """Wait (5 s at most) for the machine to go idle; how busy it still was."""
+    busy = wait_for_quiet(max_wait=QUIET_MAX_S)
     if busy >= 20:
         log(f"    (machine still {busy:.0f}% busy before {label})")
     return busy
@@ -144,11 +146,15 @@ class Query:
     lon: float = math.nan
 
     def right(self, answer: Answer) -> bool:
-        label, _kind, lat, lon = answer
-        if normalize(label) not in self.wanted:
-            return False
-        return math.isnan(self.lat) or haversine_m(self.lat, self.lon, lat, lon) <= \
-            PLACE_MATCH_M
+        return self.right_label(answer) and not self.elsewhere(answer)
+
+    def right_label(self, answer: Answer) -> bool:
+        return normalize(answer[0]) in self.wanted
+
+    def elsewhere(self, answer: Answer) -> bool:
+        """A place answer farther than PLACE_MATCH_M from the wanted place."""
+        return not math.isnan(self.lat) and haversine_m(self.lat, self.lon, answer[2],
+                                                        answer[3]) > PLACE_MATCH_M
 
 
 AddressKey = tuple[str, str]
@@ -450,8 +456,9 @@ def time_lookups(lookup: Lookup, queries: Sequence[Query]) -> dict[str, Any]:
         lookup(q.text)
     clock = time.perf_counter
     times: list[float] = []
-    top1 = top5 = 0
+    top1 = top5 = same_name_elsewhere = 0
     misses: list[dict[str, Any]] = []
+    cpu0 = CpuSample.take()
     for q in queries:
         t0 = clock()
         found = lookup(q.text)
@@ -460,14 +467,19 @@ def time_lookups(lookup: Lookup, queries: Sequence[Query]) -> dict[str, Any]:
         top1 += bool(hit) and hit[0]
         top5 += any(hit)
         if not hit or not hit[0]:
+            if found and q.right_label(found[0]) and q.elsewhere(found[0]):
+                same_name_elsewhere += 1
             if len(misses) < 5:
                 misses.append({"query": q.text, "wanted": sorted(q.wanted),
                                "got": [a[0] for a in found[:3]]})
+    cpu = cpu_usage(cpu0, CpuSample.take())
     n = len(queries)
     total = sum(times)
     return {"n": n, "queries_per_s": n / total if total else math.nan,
             **latency_summary(times), "top1": top1 / n if n else math.nan,
-            "top5": top5 / n if n else math.nan, "misses": misses}
+            "top5": top5 / n if n else math.nan,
+            "top1_same_name_elsewhere": same_name_elsewhere,
+            "other_cpu_pct": cpu.get("other_cpu_pct", math.nan), "misses": misses}
 
 
 def ours_lookup(geocoder: Geocoder) -> Lookup:
@@ -484,12 +496,13 @@ def forward(sets: Mapping[str, list[Query]], lookups: Mapping[str, Lookup],
         if not queries:
             continue
         out[name] = {}
+        busy = quiet(name)  # the engines then run back to back, a few seconds in all
         for key, label in ENGINES:
             if key not in lookups:
                 continue
             subset = queries[:trigram_or_queries] if key == "trigram_or" else queries
-            quiet(f"{name} {key}", probe_s=0.25)  # 24 cells of about a second each
             got = time_lookups(lookups[key], subset)
+            got["busy_before_pct"] = busy
             out[name][key] = got
             log(f"    {name:<15} {label:<36} n={got['n']:>4}: {got['queries_per_s']:>8,.0f} q/s,"
                 f" p50 {got['p50_ms']:7.3f} ms, p99 {got['p99_ms']:7.3f} ms, top-1 "
@@ -546,7 +559,8 @@ def reverse(geocoder: Geocoder, peer: RtreePeer, count: int, seed: int) -> dict[
                            "oracle_median_m": percentile(sorted(d for _i, d in oracle), 50)}
     clock = time.perf_counter
     # ours
-    quiet("reverse ours")
+    busy = quiet("reverse ours")
+    cpu0 = CpuSample.take()
     for a, b in zip(qlat[:WARM_QUERIES], qlon[:WARM_QUERIES]):
         geocoder.reverse(a, b, REVERSE_MAX_M)
     times: list[float] = []
@@ -567,10 +581,13 @@ def reverse(geocoder: Geocoder, peer: RtreePeer, count: int, seed: int) -> dict[
     n = len(qlat)
     total = sum(times)
     out["ours"] = {"queries_per_s": n / total, **latency_summary(times),
+                   "busy_before_pct": busy,
+                   "other_cpu_pct": cpu_usage(cpu0, CpuSample.take()).get("other_cpu_pct"),
                    "answered": answered / n, "right": right / n, "kinds": kinds,
                    "median_distance_m": percentile(sorted(dists), 50)}
     # the peer
-    quiet("reverse R*Tree")
+    busy = quiet("reverse R*Tree")
+    cpu0 = CpuSample.take()
     for a, b in zip(qlat[:WARM_QUERIES], qlon[:WARM_QUERIES]):
         peer.reverse(a, b)
     times, dists = [], []
@@ -587,6 +604,8 @@ def reverse(geocoder: Geocoder, peer: RtreePeer, count: int, seed: int) -> dict[
         right += names_oracle(i, labels[j], peer.lats[j], peer.lons[j])
     total = sum(times)
     out["rtree"] = {"queries_per_s": n / total, **latency_summary(times),
+                    "busy_before_pct": busy,
+                    "other_cpu_pct": cpu_usage(cpu0, CpuSample.take()).get("other_cpu_pct"),
                     "answered": answered / n, "right": right / n,
                     "median_distance_m": percentile(sorted(dists), 50),
                     "build_s": peer.build_s}
@@ -635,7 +654,7 @@ async def e2e(sets: Mapping[str, list[Query]], args: argparse.Namespace,
                     await mesh.Ping(ping_req, timeout=30)
 
                 async def window(op: Callable[[], Any]) -> LoadResult:
-                    await wait_for_quiet_async(max_wait=10)
+                    await wait_for_quiet_async(max_wait=QUIET_MAX_S)
                     return await closed_loop(per_worker(op), concurrency=conc,
                                              warmup=args.warmup, duration=args.duration,
                                              pids=servers.pids)
@@ -739,7 +758,9 @@ def report(result: Mapping[str, Any]) -> str:
         f"{REVERSE_OFFSET_M:.0f} m; right = the nearest address point (numpy brute force) "
         f"or one at the same spot; the peer is an R*Tree box query of +-{REVERSE_MAX_M:.0f} m, "
         "then the nearest of the box's points by haversine in Python (addresses only: no "
-        "street or place fallback). Each timed part first waits for an idle machine.",
+        "street or place fallback). Each timed part (a query set, all engines back to back; "
+        f"a reverse run; an end-to-end window) first waits up to {QUIET_MAX_S:.0f} s for an "
+        "idle machine.",
         "",
         f"Machine: {machine_line(result['machine'])}. Whole run: "
         f"{fmt_num(result.get('elapsed_s', math.nan) / 60, 1)} min.", ""]
@@ -786,9 +807,23 @@ def report(result: Mapping[str, Any]) -> str:
                          "" if key == "ours" else _ratio(ours.get("queries_per_s"),
                                                          c["queries_per_s"]),
                          "" if key == "ours" else _ratio(ours.get("p50_ms"), c["p50_ms"])])
+    elsewhere = []
+    for key, label in ENGINES:
+        got = [fw[n][key].get("top1_same_name_elsewhere", 0) for n in PLACE_SETS
+               if key in fw.get(n, {})]
+        if got:
+            elsewhere.append(f"{label.split(' (')[0]} {' / '.join(str(g) for g in got)}")
+    others = sorted(c.get("other_cpu_pct") or 0.0 for cells in fw.values()
+                    for c in cells.values())
     lines += ["**2. Forward geocoding in process** (one query at a time; ratios above 1x: "
               "ours is faster in queries/s, slower in p50).", "",
-              markdown_table(head_, rows, "lrlrrrrrrr"), ""]
+              markdown_table(head_, rows, "lrlrrrrrrr"), "",
+              "Place top-1 misses naming the wanted place's name and country but another "
+              "place of that name, more than "
+              f"{PLACE_MATCH_M / 1000:.0f} km away (exact / one typo): "
+              + "; ".join(elsewhere) + ". Other work on the machine during these cells: "
+              f"median {percentile(others, 50):.0f}%, max {percentile(others, 100):.0f}% of "
+              "a core (this process runs on one of the two).", ""]
 
     # 3. reverse
     rv = result["reverse"]

@@ -7,7 +7,8 @@ import contextlib
 import gc
 
 from geoplex.clients.broker import BrokerClient
-from geoplex.servers._runtime.auth import TokenVerifier
+from geoplex.clients.routing import RoutingClient
+from geoplex.servers._runtime.auth import TokenVerifier, mint_token
 from geoplex.servers._runtime.backends import open_mongo
 from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.server import ServiceSpec, StartupError, run
@@ -15,6 +16,7 @@ from geoplex.servers._runtime.server import ServiceSpec, StartupError, run
 from .adapters.mongo_trips import MongoTripHistory
 from .app import GazetteerLoadError, MapsApp, load_gazetteer
 from .ingest import LocationIngest
+from .traffic_feed import TrafficFeed
 from .config import MapsConfig
 from .service import SERVICE
 from .servicer import MapsServicer, add_to_server
@@ -42,6 +44,16 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
                                 config.locations_topic, config.locations_partitions)
         await ingest.start()
         stack.push_async_callback(ingest.stop)
+        if config.traffic:
+            routing = RoutingClient(config.routing)
+            stack.push_async_callback(routing.aclose)
+            feed = TrafficFeed(broker, routing, config.locations_topic,
+                               mint_token(config.auth_secret, config.traffic_admin),
+                               interval_s=config.traffic_interval_s,
+                               valid_s=config.traffic_valid_s,
+                               window_s=config.traffic_window_s)
+            await feed.start(ingest.ready)
+            stack.push_async_callback(feed.stop)
     servicer = MapsServicer(app, TokenVerifier(config.auth_secret), ingest)
     return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: add_to_server(servicer, server))]

@@ -35,6 +35,12 @@ class MapsConfig:
     locations_topic: str
     locations_partitions: int
     auth_secret: str
+    routing: str           # where routing listens (MatchTrace, UpdateTraffic)
+    traffic: bool          # the traffic consumer group (with ingest on)
+    traffic_admin: str     # the token subject it calls UpdateTraffic as
+    traffic_interval_s: float
+    traffic_valid_s: float
+    traffic_window_s: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> MapsConfig:
@@ -52,6 +58,15 @@ class MapsConfig:
             locations_topic=env.str(PREFIX + "LOCATIONS_TOPIC", "locations"),
             locations_partitions=env.int(PREFIX + "LOCATIONS_PARTITIONS", 6, lo=1, hi=1024),
             auth_secret=auth_secret(env),
+            routing=env.str("GEOPLEX_ROUTING_TARGET", "127.0.0.1:50054").split(",")[0].strip(),
+            traffic=env.bool(PREFIX + "TRAFFIC", True),
+            traffic_admin=env.str(PREFIX + "TRAFFIC_ADMIN", "admin"),
+            traffic_interval_s=env.float(PREFIX + "TRAFFIC_INTERVAL_SECONDS", 5.0, lo=0.1,
+                                         hi=3600.0),
+            traffic_valid_s=env.float(PREFIX + "TRAFFIC_VALID_SECONDS", 120.0, lo=1.0,
+                                      hi=86_400.0),
+            traffic_window_s=env.float(PREFIX + "TRAFFIC_WINDOW_SECONDS", 300.0, lo=1.0,
+                                       hi=86_400.0),
         )
 
 

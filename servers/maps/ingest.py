@@ -30,7 +30,22 @@ from .locations import Fix, LastFixes, Rejected, check
 logger = logging.getLogger(__name__)
 
 HISTORY_GROUP = "location-history"
+STOP_GRACE_S = 3.0
 RETENTION_S = 14 * 86_400.0
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float = STOP_GRACE_S) -> None:
+    """Cancel consumer tasks and wait at most ``grace`` seconds: a consumer leaving its
+    group calls the broker, which may be gone already when the mesh stops."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:  # cancelled again inside its close: give up on a clean leave
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=1.0)
 
 
 class LocationIngest:
@@ -46,17 +61,23 @@ class LocationIngest:
         self._producer: Producer | None = None
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set once the topic exists and the producer is up."""
+        return self._ready
+
     async def start(self) -> None:
         await self.history.ensure_indexes()
         self._task = asyncio.create_task(self._run(), name="location-history")
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
         if self._producer is not None:
-            await self._producer.close()
+            # a broker already gone must not hold the shutdown: what is unacknowledged
+            # was never acknowledged to a client either
+            with contextlib.suppress(TimeoutError, GeoplexError):
+                await asyncio.wait_for(self._producer.close(), STOP_GRACE_S)
 
     async def report(self, user: str, batch_id: str, fixes: list[Fix]
                      ) -> tuple[int, list[Rejected]]:

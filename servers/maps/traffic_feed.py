@@ -1,0 +1,114 @@
+"""The traffic consumer group: location batches -> map matching -> UpdateTraffic.
+
+It reads the ``locations`` topic in its own consumer group (``traffic``), so it sees every
+batch the history sees and keeps its own position. Each batch, with the user's last fix
+of the batch before prepended (so the step between two batches is matched too), goes to
+routing's ``MatchTrace``; the traversals become speed observations in
+:class:`~.traffic.SegmentSpeeds`; every ``interval_s`` the current speeds go to routing's
+``UpdateTraffic`` (as an admin), valid for ``valid_s``: when observations stop, the router
+fades the segments back to free flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+
+from geoplex.clients.broker import BrokerClient
+from geoplex.clients.errors import GeoplexError
+from geoplex.clients.routing import RoutingClient, observation
+
+from . import convert
+from .ingest import stop_tasks
+from .locations import Fix
+from .traffic import SegmentSpeeds, SpeedObservation
+
+logger = logging.getLogger(__name__)
+
+TRAFFIC_GROUP = "traffic"
+
+
+class TrafficFeed:
+    def __init__(self, broker: BrokerClient, routing: RoutingClient, topic: str,
+                 admin_token: str, *, interval_s: float = 5.0, valid_s: float = 120.0,
+                 window_s: float = 300.0) -> None:
+        self.broker = broker
+        self.routing = routing
+        self.topic = topic
+        self.admin_token = admin_token
+        self.interval_s = interval_s
+        self.valid_s = valid_s
+        self.speeds = SegmentSpeeds(window_s=window_s)
+        self.updates = 0                      # UpdateTraffic calls made (tests, info)
+        self._last: OrderedDict[str, Fix] = OrderedDict()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, ready: asyncio.Event) -> None:
+        async def consume_when_ready() -> None:
+            await ready.wait()               # the topic exists
+            await self._consume_forever()
+        self._tasks = [asyncio.create_task(consume_when_ready(), name="traffic-consumer"),
+                       asyncio.create_task(self._flush_forever(), name="traffic-flush")]
+
+    async def stop(self) -> None:
+        await stop_tasks(self._tasks)
+
+    async def _consume_forever(self) -> None:
+        while True:
+            try:
+                async with self.broker.consumer(TRAFFIC_GROUP, [self.topic],
+                                                auto_offset_reset="latest") as consumer:
+                    async for record in consumer:
+                        try:
+                            user, batch_id, fixes = convert.location_record_from(record.value)
+                        except ValueError:
+                            continue
+                        await self._observe(user, batch_id, fixes)
+            except GeoplexError as exc:
+                logger.warning("traffic consumer stopped (%s); rejoining", type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _observe(self, user: str, batch_id: str, fixes: list[Fix]) -> None:
+        trace = [f for f in fixes if f.lat is not None and f.lon is not None
+                 and f.time is not None]
+        before = self._last.get(user)
+        if before is not None and trace and before.time is not None \
+                and trace[0].time is not None and 0 < trace[0].time - before.time <= 120:
+            trace = [before, *trace]
+        if trace:
+            self._last[user] = trace[-1]
+            self._last.move_to_end(user)
+            while len(self._last) > 100_000:
+                self._last.popitem(last=False)
+        if len(trace) < 2:
+            return
+        points = [(f.lat, f.lon, f.time) for f in trace
+                  if f.lat is not None and f.lon is not None and f.time is not None]
+        try:
+            matched = await self.routing.match_trace(points, accuracy_m=max(
+                max(f.accuracy_m for f in trace), 5.0), timeout=10)
+        except GeoplexError as exc:
+            # no road near, another region, routing down: this batch says nothing
+            logger.info("a batch was not matched (%s)", type(exc).__name__)
+            return
+        when = points[-1][2]
+        observations = [SpeedObservation(matched.region, t.segment_id, t.speed_kmh,
+                                         t.distance_meters, when)
+                        for t in matched.traversals]
+        self.speeds.add(user, batch_id, observations)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            for region, speeds in self.speeds.current(time.time()).items():
+                obs = [observation(segment_id=s, speed_kmh=min(max(v, 0.5), 300.0))
+                       for s, v in speeds.items()]
+                try:
+                    await self.routing.update_traffic(region, obs, valid_for_s=self.valid_s,
+                                                      token=self.admin_token, timeout=10)
+                    self.updates += 1
+                except GeoplexError as exc:
+                    logger.warning("UpdateTraffic failed (%s); next round retries",
+                                   type(exc).__name__)
