@@ -48,7 +48,7 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
             routing = RoutingClient(config.routing)
             stack.push_async_callback(routing.aclose)
             feed = TrafficFeed(broker, routing, config.locations_topic,
-                               mint_token(config.auth_secret, config.traffic_admin),
+                               TokenSource(config.auth_secret, config.traffic_admin),
                                interval_s=config.traffic_interval_s,
                                valid_s=config.traffic_valid_s,
                                window_s=config.traffic_window_s)
@@ -57,6 +57,21 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     servicer = MapsServicer(app, TokenVerifier(config.auth_secret), ingest)
     return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: add_to_server(servicer, server))]
+
+
+class TokenSource:
+    """A fresh admin token for each UpdateTraffic round (a token minted once would
+    expire after a day and stop live traffic silently)."""
+
+    def __init__(self, secret: str, subject: str) -> None:
+        self.secret, self.subject = secret, subject
+        self.token()  # a bad subject stops start-up here, not at the first round
+
+    def token(self) -> str:
+        return mint_token(self.secret, self.subject, ttl_seconds=3600)
+
+    def __call__(self) -> str:
+        return self.token()
 
 
 def main() -> None:

@@ -148,4 +148,7 @@ def location_record_from(value: bytes) -> tuple[str, str, list[locations.Fix]]:
         raise ValueError("not a LocationBatchRecord") from exc
     if not record.user or not record.batch_id:
         raise ValueError("a LocationBatchRecord without user or batch_id")
-    return record.user, record.batch_id, [_fix_from_pb(f) for f in record.fixes]
+    fixes = [_fix_from_pb(f) for f in record.fixes]
+    if any(f.lat is None or f.lon is None or f.time is None for f in fixes):
+        raise ValueError("a LocationBatchRecord with a fix lacking its location or time")
+    return record.user, record.batch_id, fixes

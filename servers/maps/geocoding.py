@@ -344,8 +344,8 @@ class Geocoder:
         ``offset``."""
         if len(text) > MAX_QUERY_CHARS:
             raise ValueError(f"query longer than {MAX_QUERY_CHARS} characters")
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ValueError(f"limit must be in 1..{MAX_LIMIT}")
+        if not 1 <= limit <= MAX_LIMIT + 1:  # one more than a page: whether more follow
+            raise ValueError(f"limit must be in 1..{MAX_LIMIT + 1}")
         if offset < 0:
             raise ValueError("offset must be >= 0")
         parsed = parse_query(text)

@@ -135,4 +135,11 @@ class LocationIngest:
                     logger.warning("skipped an unreadable record at %s/%d offset %d",
                                    record.topic, record.partition, record.offset)
                     continue
-                self.stored += await self.history.append(user, batch_id, fixes)
+                try:
+                    self.stored += await self.history.append(user, batch_id, fixes)
+                except PyMongoError:
+                    raise  # MongoDB is down: rejoin and take the record again
+                except Exception:  # noqa: BLE001 - one bad record must not stop history
+                    logger.exception("skipped a record the history cannot store at %s/%d "
+                                     "offset %d", record.topic, record.partition,
+                                     record.offset)

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from geoplex.clients.broker import BrokerClient
 from geoplex.clients.errors import GeoplexError
@@ -32,7 +33,7 @@ TRAFFIC_GROUP = "traffic"
 
 class TrafficFeed:
     def __init__(self, broker: BrokerClient, routing: RoutingClient, topic: str,
-                 admin_token: str, *, interval_s: float = 5.0, valid_s: float = 120.0,
+                 admin_token: Callable[[], str], *, interval_s: float = 5.0, valid_s: float = 120.0,
                  window_s: float = 300.0) -> None:
         self.broker = broker
         self.routing = routing
@@ -107,7 +108,8 @@ class TrafficFeed:
                        for s, v in speeds.items()]
                 try:
                     await self.routing.update_traffic(region, obs, valid_for_s=self.valid_s,
-                                                      token=self.admin_token, timeout=10)
+                                                      token=self.admin_token(),
+                                                      timeout=10)
                     self.updates += 1
                 except GeoplexError as exc:
                     logger.warning("UpdateTraffic failed (%s); next round retries",

@@ -85,6 +85,8 @@ async def test_reverse_geocoding_in_the_ocean_finds_nothing(maps: MapsClient) ->
 
 async def test_pages_follow_each_other_and_a_token_belongs_to_its_query(
         maps: MapsClient) -> None:
+    largest = await maps.geocode("Bulevardi", page_size=50)   # the largest page allowed
+    assert 1 <= len(largest.candidates) <= 50
     first = await maps.geocode("Bulevardi", page_size=2)
     assert len(first.candidates) == 2 and first.next_page_token
     second = await maps.geocode("Bulevardi", page_size=2, page_token=first.next_page_token)
