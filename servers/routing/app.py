@@ -76,6 +76,14 @@ class RoutingApp:
                 return region
         raise NoRoadNearby(field, None, self.config.max_snap_m)
 
+    def _one_region(self, points: Sequence[Point]) -> Region:
+        """The region of ``points[0]``, which every other point must be in too."""
+        region = self._region_of(points[0], "points[0]")
+        for i, p in enumerate(points[1:], start=1):
+            if not region.covers(p.lat, p.lon, self._margin_deg):
+                raise InvalidArgument(f"points[{i}]", "is in another region than points[0]")
+        return region
+
     def _mode(self, region: Region, mode: str) -> ModeGraph:
         found = region.modes.get(mode)
         if found is None:
@@ -146,10 +154,7 @@ class RoutingApp:
     # -- SnapToRoads ------------------------------------------------------------------------
 
     async def snap(self, points: Sequence[Point], mode: str) -> tuple[str, list[SnappedPoint]]:
-        region = self._region_of(points[0], "points[0]")
-        for i, p in enumerate(points[1:], start=1):
-            if self._region_of(p, f"points[{i}]") is not region:
-                raise InvalidArgument(f"points[{i}]", "is in another region than points[0]")
+        region = self._one_region(points)
         graph = self._mode(region, mode)
 
         def work() -> list[SnappedPoint]:
@@ -161,11 +166,7 @@ class RoutingApp:
 
     async def match_trace(self, trace: Sequence[TracePoint], mode: str
                           ) -> tuple[str, MatchResult, ModeGraph]:
-        first = Point(trace[0].lat, trace[0].lon)
-        region = self._region_of(first, "points[0]")
-        for i, p in enumerate(trace[1:], start=1):
-            if not region.covers(p.lat, p.lon, self._margin_deg):
-                raise InvalidArgument(f"points[{i}]", "is in another region than points[0]")
+        region = self._one_region([Point(p.lat, p.lon) for p in trace])
         graph = self._mode(region, mode)
 
         def work() -> MatchResult:

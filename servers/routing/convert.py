@@ -15,9 +15,9 @@ from geoplex.servers._runtime.latlng import location_from_pb
 from geoplex.type.v1 import geo_pb2
 
 from . import domain, encoded_polyline
-from .matching import MatchResult, TracePoint
 from .graph import RoadGraph
 from .guidance import Step
+from .matching import MatchResult, TracePoint
 
 MODES: dict[int, str] = {pb.TRAVEL_MODE_UNSPECIFIED: "car", pb.TRAVEL_MODE_DRIVE: "car",
          pb.TRAVEL_MODE_BICYCLE: "bicycle", pb.TRAVEL_MODE_WALK: "foot"}
@@ -85,12 +85,6 @@ def route_query_from_pb(request: pb.ComputeRouteRequest) -> domain.RouteQuery:
                              request.traffic_aware, departure, request.alternatives, avoid)
 
 
-def _duration(seconds: float) -> Duration:
-    d = Duration()
-    d.FromNanoseconds(int(round(max(seconds, 0.0) * 1e9)))
-    return d
-
-
 def _latlng(lat: float, lon: float) -> geo_pb2.LatLng:
     return geo_pb2.LatLng(latitude=lat, longitude=lon)
 
@@ -150,12 +144,15 @@ def route_answer_to_pb(answer: domain.RouteAnswer) -> pb.ComputeRouteResponse:
 
 
 def matrix_to_pb(answer: domain.MatrixAnswer) -> pb.ComputeRouteMatrixResponse:
-    cells = [pb.MatrixCell(origin_index=i, destination_index=j, status=CELL_STATUS[c.status],
-                           distance_meters=round(c.distance_m, 1),
-                           duration=_duration(c.duration_s))
-             for i, row in enumerate(answer.rows) for j, c in enumerate(row)]
-    return pb.ComputeRouteMatrixResponse(cells=cells, region=answer.region,
-                                         metric_version=answer.metric_version)
+    out = pb.ComputeRouteMatrixResponse(region=answer.region,
+                                        metric_version=answer.metric_version)
+    add = out.cells.add
+    for i, row in enumerate(answer.rows):
+        for j, c in enumerate(row):
+            cell = add(origin_index=i, destination_index=j, status=CELL_STATUS[c.status],
+                       distance_meters=round(c.distance_m, 1))
+            _set_duration(cell.duration, c.duration_s)
+    return out
 
 
 def _timestamp(seconds: float) -> Timestamp:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .graph import F64, I32, U32, Bools, RoadGraph, turn_angles
-from .planner import Path
+from .planner import Path, driven
 
 DEPART, TURN, NEW_NAME, CONTINUE, ROUNDABOUT, ARRIVE = (
     "depart", "turn", "new name", "continue", "roundabout", "arrive")
@@ -90,17 +90,9 @@ class Guide:
         graph = self.graph
         segs, arcs = path.segments, path.arcs
         n = int(segs.size)
-        lengths = graph.seg_length_m[segs]
-        durations = seg_ms[segs].astype(np.float64)
-        if n == 1:
-            lengths[0] *= path.end - path.start
-            durations[0] *= path.end - path.start
-        else:
-            lengths[0] *= 1 - path.start
-            durations[0] *= 1 - path.start
-            lengths[-1] *= path.end
-            durations[-1] *= path.end
-            durations[1:] += graph.arc_turn_ms[arcs]
+        lengths = driven(graph.seg_length_m, path)
+        durations = driven(seg_ms, path)
+        durations[1:] += graph.arc_turn_ms[arcs]
         bearing = self.bearing
         # segment i follows arc i - 1: where something happens, as segment positions;
         # then every number the loop needs, gathered for all of them at once

@@ -32,7 +32,7 @@ import numpy as np
 from geoplex.servers._runtime.geo import haversine_m
 
 from .graph import F64, MAX_MS, RoadGraph
-from .planner import Weighting, path_from
+from .planner import Weighting, driven, path_from
 from .ports import UNREACHABLE, Engine, Metric
 from .snapping import SegmentIndex, Snap
 
@@ -254,12 +254,7 @@ def _result(graph: RoadGraph, distances: Weighting, trace: Sequence[TracePoint],
             segments.append(f.segment)
             previous = f
             continue
-        lengths = graph.seg_length_m[path.segments].astype(np.float64)
-        if lengths.size == 1:
-            lengths[0] *= path.end - path.start
-        else:
-            lengths[0] *= 1 - path.start
-            lengths[-1] *= path.end
+        lengths = driven(graph.seg_length_m, path)
         total = float(lengths.sum())
         dt = trace[f.index].time - trace[previous.index].time
         if total > 0 and dt > 0:

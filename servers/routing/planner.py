@@ -113,20 +113,26 @@ def _between(graph: RoadGraph, weighting: Weighting, e: int, f: int) -> tuple[in
     return best
 
 
+def driven(per_segment: np.ndarray, path: Path) -> F64:
+    """``per_segment``'s value for each of the path's segments, scaled by the part of it
+    the path drives (all of it, but from ``start`` on the first and to ``end`` on the
+    last)."""
+    values = per_segment[path.segments].astype(np.float64)
+    if values.size == 1:
+        values[0] *= path.end - path.start
+    else:
+        values[0] *= 1 - path.start
+        values[-1] *= path.end
+    return values
+
+
 def path_length_m(graph: RoadGraph, path: Path) -> float:
-    return _along(graph.seg_length_m, path)
+    return float(driven(graph.seg_length_m, path).sum())
 
 
 def path_duration_ms(graph: RoadGraph, seg_ms: U32, path: Path) -> float:
     """The path's duration under segment durations ``seg_ms`` (turn costs included)."""
-    return _along(seg_ms, path) + float(graph.arc_turn_ms[path.arcs].sum())
-
-
-def _along(per_segment: np.ndarray, path: Path) -> float:
-    values = per_segment[path.segments].astype(np.float64)
-    if values.size == 1:
-        return float((path.end - path.start) * values[0])
-    return float((1 - path.start) * values[0] + values[1:-1].sum() + path.end * values[-1])
+    return float(driven(seg_ms, path).sum()) + float(graph.arc_turn_ms[path.arcs].sum())
 
 
 def path_points(graph: RoadGraph, path: Path, origin: Snap,

@@ -34,6 +34,9 @@ SPACING_M = 10.0
 FIRST_LOOK = 16
 CELL_M = 50.0
 
+Links = npt.NDArray[np.int64] | npt.NDArray[np.int32]
+F64s = npt.NDArray[np.float64]
+
 
 @dataclass(frozen=True, slots=True)
 class Snap:
@@ -144,34 +147,35 @@ class SegmentIndex:
     def link_count(self) -> int:
         return int(self.link_a.shape[0])
 
-    def _project(self, px: float, py: float,
-                 links: npt.NDArray[np.int64] | npt.NDArray[np.int32]
-                 ) -> tuple[int, float, float]:
-        """(link, fraction along it, distance in metres) of the nearest of ``links``."""
+    def _xy(self, lat: float, lon: float) -> tuple[float, float]:
+        """The point in the index's local metres."""
+        return float((lon - self.lon0) * self._kx), float((lat - self.lat0) * self._ky)
+
+    def _projections(self, px: float, py: float, links: Links) -> tuple[F64s, F64s]:
+        """(fraction along, distance in metres) of the nearest point of each of ``links``."""
         w = self._start[links] - complex(px, py)
         t = (w * self._back[links]).real * self._inv_len2[links]
         np.maximum(t, 0.0, out=t)
         np.minimum(t, 1.0, out=t)
-        dist = np.abs(w + t * self._dir[links])
+        dist: F64s = np.abs(w + t * self._dir[links])
+        return t, dist
+
+    def _project(self, px: float, py: float, links: Links) -> tuple[int, float, float]:
+        """(link, fraction along it, distance in metres) of the nearest of ``links``."""
+        t, dist = self._projections(px, py, links)
         i = int(dist.argmin())
         return int(links[i]), float(t[i]), float(dist[i])
 
-    def _from_grid(self, px: float, py: float) -> tuple[int, float, float] | None:
-        """The nearest link from the point's grid cell, when the grid can be sure of it."""
+    def _cell(self, px: float, py: float) -> Links | None:
+        """The links of the point's grid cell and its eight neighbours (None: no cell)."""
         cx, cy = math.floor(px / CELL_M) - self._cx0, math.floor(py / CELL_M) - self._cy0
         if not (0 <= cx < self._width and 0 <= cy < self._height):
             return None
         bounds = self._cells.get(cx * self._height + cy)
-        if bounds is None:
-            return None
-        found = self._project(px, py, self._cell_links[bounds[0]:bounds[1]])
-        return found if found[2] + SPACING_M / 2 <= CELL_M else None
+        return None if bounds is None else self._cell_links[bounds[0]:bounds[1]]
 
-    def snap(self, lat: float, lon: float) -> Snap:
-        """The nearest point on any link (however far: the caller applies its limit)."""
-        p = (float((lon - self.lon0) * self._kx), float((lat - self.lat0) * self._ky))
-        found = self._from_grid(*p)
-        link, t, dist = found if found is not None else self._from_tree(p)
+    def _at(self, lat: float, lon: float, link: int, t: float) -> Snap:
+        """The query point snapped to fraction ``t`` of ``link``."""
         a, b = int(self.link_a[link]), int(self.link_b[link])
         snapped_lat = float(self.node_lat[a] + (self.node_lat[b] - self.node_lat[a]) * t)
         snapped_lon = float(self.node_lon[a] + (self.node_lon[b] - self.node_lon[a]) * t)
@@ -179,40 +183,34 @@ class SegmentIndex:
                     haversine_m(lat, lon, snapped_lat, snapped_lon),
                     int(self.forward_seg[link]), int(self.backward_seg[link]))
 
+    def snap(self, lat: float, lon: float) -> Snap:
+        """The nearest point on any link (however far: the caller applies its limit)."""
+        p = self._xy(lat, lon)
+        links = self._cell(*p)
+        found = self._project(*p, links) if links is not None else None
+        # sure only within CELL_M - SPACING_M / 2 of the point (see the module docstring)
+        if found is None or found[2] + SPACING_M / 2 > CELL_M:
+            found = self._from_tree(p)
+        return self._at(lat, lon, found[0], found[1])
+
     def near(self, lat: float, lon: float, radius_m: float, limit: int) -> list[Snap]:
         """Every link within ``radius_m`` of the point (at most ``limit``, nearest first),
         each as the point on it nearest the query: a map matcher's candidates."""
-        p = (float((lon - self.lon0) * self._kx), float((lat - self.lat0) * self._ky))
+        p = self._xy(lat, lon)
         reach = radius_m + SPACING_M / 2
-        links: npt.NDArray[np.int64] | npt.NDArray[np.int32] | None = None
+        links: Links | None
         if reach <= CELL_M:
-            cx = math.floor(p[0] / CELL_M) - self._cx0
-            cy = math.floor(p[1] / CELL_M) - self._cy0
-            bounds = (self._cells.get(cx * self._height + cy)
-                      if 0 <= cx < self._width and 0 <= cy < self._height else None)
-            if bounds is None:
-                return []
-            links = self._cell_links[bounds[0]:bounds[1]]
+            links = self._cell(*p)
         else:
             found = self.tree.query_ball_point(p, reach)
-            if not found:
-                return []
-            links = np.unique(self.sample_link[np.asarray(found, dtype=np.int64)])
-        w = self._start[links] - complex(*p)
-        t = (w * self._back[links]).real * self._inv_len2[links]
-        np.clip(t, 0.0, 1.0, out=t)
-        dist = np.abs(w + t * self._dir[links])
+            links = np.unique(self.sample_link[np.asarray(found, dtype=np.int64)]) \
+                if found else None
+        if links is None:
+            return []
+        t, dist = self._projections(*p, links)
         keep = np.flatnonzero(dist <= radius_m)
         keep = keep[np.argsort(dist[keep], kind="stable")][:limit]
-        out = []
-        for i in keep.tolist():
-            link, frac = int(links[i]), float(t[i])
-            a, b = int(self.link_a[link]), int(self.link_b[link])
-            slat = float(self.node_lat[a] + (self.node_lat[b] - self.node_lat[a]) * frac)
-            slon = float(self.node_lon[a] + (self.node_lon[b] - self.node_lon[a]) * frac)
-            out.append(Snap(link, frac, slat, slon, haversine_m(lat, lon, slat, slon),
-                            int(self.forward_seg[link]), int(self.backward_seg[link])))
-        return out
+        return [self._at(lat, lon, int(links[i]), float(t[i])) for i in keep.tolist()]
 
     def _from_tree(self, p: tuple[float, float]) -> tuple[int, float, float]:
         k = min(FIRST_LOOK, self.tree.n)
