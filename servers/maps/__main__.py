@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 
 from geoplex.clients.broker import BrokerClient
@@ -15,11 +16,11 @@ from geoplex.servers._runtime.server import ServiceSpec, StartupError, run
 
 from .adapters.mongo_trips import MongoTripHistory
 from .app import GazetteerLoadError, MapsApp, load_gazetteer
-from .ingest import LocationIngest
-from .traffic_feed import TrafficFeed
 from .config import MapsConfig
+from .ingest import LocationIngest
 from .service import SERVICE
 from .servicer import MapsServicer, add_to_server
+from .traffic_feed import TrafficFeed
 
 
 async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
@@ -47,8 +48,11 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
         if config.traffic:
             routing = RoutingClient(config.routing)
             stack.push_async_callback(routing.aclose)
-            feed = TrafficFeed(broker, routing, config.locations_topic,
-                               TokenSource(config.auth_secret, config.traffic_admin),
+            # a fresh token each round: one minted once would expire and stop traffic
+            admin_token = functools.partial(mint_token, config.auth_secret,
+                                            config.traffic_admin, ttl_seconds=3600)
+            admin_token()  # a bad subject stops start-up here, not at the first round
+            feed = TrafficFeed(broker, routing, config.locations_topic, admin_token,
                                interval_s=config.traffic_interval_s,
                                valid_s=config.traffic_valid_s,
                                window_s=config.traffic_window_s)
@@ -57,21 +61,6 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     servicer = MapsServicer(app, TokenVerifier(config.auth_secret), ingest)
     return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: add_to_server(servicer, server))]
-
-
-class TokenSource:
-    """A fresh admin token for each UpdateTraffic round (a token minted once would
-    expire after a day and stop live traffic silently)."""
-
-    def __init__(self, secret: str, subject: str) -> None:
-        self.secret, self.subject = secret, subject
-        self.token()  # a bad subject stops start-up here, not at the first round
-
-    def token(self) -> str:
-        return mint_token(self.secret, self.subject, ttl_seconds=3600)
-
-    def __call__(self) -> str:
-        return self.token()
 
 
 def main() -> None:

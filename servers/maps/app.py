@@ -35,7 +35,7 @@ class GazetteerLoadError(RuntimeError):
 class Loaded:
     geocoder: Geocoder
     sources: tuple[str, ...]
-    build_s: float
+    memory_bytes: int      # the geocoder's, measured once (it walks every object)
 
 
 def load_gazetteer(config: MapsConfig,
@@ -76,7 +76,7 @@ def load_gazetteer(config: MapsConfig,
     geocoder = Geocoder(features, streets)
     took = time.monotonic() - started
     progress(f"gazetteer built in {took:.1f} s")
-    return Loaded(geocoder, tuple(sources), took)
+    return Loaded(geocoder, tuple(sources), geocoder.nbytes())
 
 
 class MapsApp:
@@ -86,7 +86,7 @@ class MapsApp:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maps")
 
     async def stop(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -108,6 +108,6 @@ class MapsApp:
         return found
 
     def info(self) -> tuple[dict[str, int], int, tuple[str, ...]]:
-        g = self.loaded.geocoder
-        return g.counts(), g.nbytes(), self.loaded.sources
+        loaded = self.loaded
+        return loaded.geocoder.counts(), loaded.memory_bytes, loaded.sources
 

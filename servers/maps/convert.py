@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
+from google.protobuf.message import DecodeError
+
+from geoplex.clients.maps import fix as fix_message
 from geoplex.maps.v1 import maps_pb2 as pb
 from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.servers._runtime.latlng import location_from_pb
 from geoplex.servers._runtime.paging import decode_cursor, encode_cursor, page_size
-
-from google.protobuf.message import DecodeError
-
 from geoplex.servers._runtime.validate import check_id
 
 from . import domain, locations
@@ -118,16 +118,10 @@ def rejected_to_pb(rejected: list[locations.Rejected], batch: int) -> list[pb.Re
     return [pb.RejectedFix(batch=batch, index=r.index, reason=r.reason) for r in rejected]
 
 
-def _fix_to_pb(fix: locations.Fix) -> pb.LocationFix:
-    out = pb.LocationFix(accuracy_meters=fix.accuracy_m)
-    assert fix.lat is not None and fix.lon is not None and fix.time is not None
-    out.location.latitude, out.location.longitude = fix.lat, fix.lon
-    out.time.FromNanoseconds(int(round(fix.time * 1e9)))
-    if fix.speed_mps is not None:
-        out.speed_mps = fix.speed_mps
-    if fix.heading_deg is not None:
-        out.heading_degrees = fix.heading_deg
-    return out
+def _fix_to_pb(f: locations.Fix) -> pb.LocationFix:
+    assert f.lat is not None and f.lon is not None and f.time is not None
+    return fix_message((f.lat, f.lon), f.time, accuracy_m=f.accuracy_m, speed_mps=f.speed_mps,
+                       heading_deg=f.heading_deg)
 
 
 def location_record(user: str, batch_id: str, fixes: list[locations.Fix],

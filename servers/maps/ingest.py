@@ -25,27 +25,13 @@ from geoplex.servers._runtime.errors import Unavailable
 
 from . import convert
 from .adapters.mongo_trips import MongoTripHistory
+from .consuming import STOP_GRACE_S, consume_batches, stop_tasks
 from .locations import Fix, LastFixes, Rejected, check
 
 logger = logging.getLogger(__name__)
 
 HISTORY_GROUP = "location-history"
-STOP_GRACE_S = 3.0
 RETENTION_S = 14 * 86_400.0
-
-
-async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float = STOP_GRACE_S) -> None:
-    """Cancel consumer tasks and wait at most ``grace`` seconds: a consumer leaving its
-    group calls the broker, which may be gone already when the mesh stops."""
-    for task in tasks:
-        task.cancel()
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=grace)
-    for task in pending:  # cancelled again inside its close: give up on a clean leave
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending, timeout=1.0)
 
 
 class LocationIngest:
@@ -56,7 +42,6 @@ class LocationIngest:
         self.topic = topic
         self.partitions = partitions
         self.last = LastFixes()
-        self.stored = 0              # fixes the history consumer wrote (tests, info)
         self._ready = asyncio.Event()
         self._producer: Producer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -82,14 +67,15 @@ class LocationIngest:
     async def report(self, user: str, batch_id: str, fixes: list[Fix]
                      ) -> tuple[int, list[Rejected]]:
         """Check a batch, write its accepted fixes to the broker; (accepted, rejected)."""
-        accepted, rejected = check(fixes, time.time(), self.last.get(user))
+        # checking and encoding up to 1,000 fixes is milliseconds: off the event loop
+        accepted, rejected, value = await asyncio.to_thread(
+            self._prepare, user, batch_id, fixes, self.last.get(user))
         if not accepted:
             return 0, rejected
-        producer = self._producer
-        if not self._ready.is_set() or producer is None:
+        producer = self._producer  # made once the topic exists
+        if producer is None:
             raise Unavailable("location ingest is starting: the broker topic is not ready "
                               "yet; retry", reason="INGEST_STARTING")
-        value = convert.location_record(user, batch_id, [f for _, f in accepted], time.time())
         try:
             sent = await producer.send(self.topic, value, key=user.encode())
             await sent
@@ -99,6 +85,14 @@ class LocationIngest:
                               ) from exc
         self.last.put(user, accepted[-1][1])
         return len(accepted), rejected
+
+    @staticmethod
+    def _prepare(user: str, batch_id: str, fixes: list[Fix], last: Fix | None
+                 ) -> tuple[list[tuple[int, Fix]], list[Rejected], bytes]:
+        accepted, rejected = check(fixes, time.time(), last)
+        value = (convert.location_record(user, batch_id, [f for _, f in accepted],
+                                         time.time()) if accepted else b"")
+        return accepted, rejected, value
 
     async def _run(self) -> None:
         """Make sure the topic exists (the broker may start after us), then consume."""
@@ -117,29 +111,13 @@ class LocationIngest:
         self._producer = self.broker.producer(acks=Acks.ALL, linger_ms=2.0)
         self._ready.set()
         logger.info("location ingest ready on topic %s", self.topic)
-        while True:
-            try:
-                await self._consume()
-            except (GeoplexError, PyMongoError) as exc:
-                logger.warning("history consumer stopped (%s); rejoining", type(exc).__name__)
-                await asyncio.sleep(1.0)
+        await consume_batches(self.broker, HISTORY_GROUP, self.topic, self._store,
+                              auto_offset_reset="earliest", recoverable=(PyMongoError,))
 
-    async def _consume(self) -> None:
-        async with self.broker.consumer(HISTORY_GROUP, [self.topic],
-                                        auto_offset_reset="earliest") as consumer:
-            async for record in consumer:
-                try:
-                    user, batch_id, fixes = convert.location_record_from(record.value)
-                except ValueError:
-                    # not ours to repair, and its content is never logged: skip it
-                    logger.warning("skipped an unreadable record at %s/%d offset %d",
-                                   record.topic, record.partition, record.offset)
-                    continue
-                try:
-                    self.stored += await self.history.append(user, batch_id, fixes)
-                except PyMongoError:
-                    raise  # MongoDB is down: rejoin and take the record again
-                except Exception:  # noqa: BLE001 - one bad record must not stop history
-                    logger.exception("skipped a record the history cannot store at %s/%d "
-                                     "offset %d", record.topic, record.partition,
-                                     record.offset)
+    async def _store(self, user: str, batch_id: str, fixes: list[Fix]) -> None:
+        try:
+            await self.history.append(user, batch_id, fixes)
+        except PyMongoError:
+            raise  # MongoDB is down: rejoin and take the record again
+        except Exception:  # noqa: BLE001 - one bad record must not stop the history
+            logger.exception("%s: skipped a batch the history cannot store", HISTORY_GROUP)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 import grpc.aio
-
-from collections.abc import AsyncIterator
 
 from geoplex.maps.v1 import maps_pb2 as pb
 from geoplex.maps.v1 import maps_pb2_grpc

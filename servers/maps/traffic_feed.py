@@ -14,16 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from geoplex.clients.broker import BrokerClient
 from geoplex.clients.errors import GeoplexError
 from geoplex.clients.routing import RoutingClient, observation
 
-from . import convert
-from .ingest import stop_tasks
-from .locations import Fix
+from .consuming import consume_batches, stop_tasks
+from .locations import Fix, LastFixes
 from .traffic import SegmentSpeeds, SpeedObservation
 
 logger = logging.getLogger(__name__)
@@ -42,8 +40,7 @@ class TrafficFeed:
         self.interval_s = interval_s
         self.valid_s = valid_s
         self.speeds = SegmentSpeeds(window_s=window_s)
-        self.updates = 0                      # UpdateTraffic calls made (tests, info)
-        self._last: OrderedDict[str, Fix] = OrderedDict()
+        self._last = LastFixes()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, ready: asyncio.Event) -> None:
@@ -57,48 +54,33 @@ class TrafficFeed:
         await stop_tasks(self._tasks)
 
     async def _consume_forever(self) -> None:
-        while True:
-            try:
-                async with self.broker.consumer(TRAFFIC_GROUP, [self.topic],
-                                                auto_offset_reset="latest") as consumer:
-                    async for record in consumer:
-                        try:
-                            user, batch_id, fixes = convert.location_record_from(record.value)
-                        except ValueError:
-                            continue
-                        await self._observe(user, batch_id, fixes)
-            except GeoplexError as exc:
-                logger.warning("traffic consumer stopped (%s); rejoining", type(exc).__name__)
-                await asyncio.sleep(1.0)
+        await consume_batches(self.broker, TRAFFIC_GROUP, self.topic, self._observe,
+                              auto_offset_reset="latest")
 
     async def _observe(self, user: str, batch_id: str, fixes: list[Fix]) -> None:
-        trace = [f for f in fixes if f.lat is not None and f.lon is not None
-                 and f.time is not None]
+        # every fix of a record has its location and time (convert.location_record_from)
+        trace = [(f.lat, f.lon, f.time) for f in fixes
+                 if f.lat is not None and f.lon is not None and f.time is not None]
+        if not trace:
+            return
         before = self._last.get(user)
-        if before is not None and trace and before.time is not None \
-                and trace[0].time is not None and 0 < trace[0].time - before.time <= 120:
-            trace = [before, *trace]
-        if trace:
-            self._last[user] = trace[-1]
-            self._last.move_to_end(user)
-            while len(self._last) > 100_000:
-                self._last.popitem(last=False)
+        if before is not None and before.lat is not None and before.lon is not None \
+                and before.time is not None and 0 < trace[0][2] - before.time <= 120:
+            trace.insert(0, (before.lat, before.lon, before.time))
+        self._last.put(user, fixes[-1])
         if len(trace) < 2:
             return
-        points = [(f.lat, f.lon, f.time) for f in trace
-                  if f.lat is not None and f.lon is not None and f.time is not None]
         try:
-            matched = await self.routing.match_trace(points, accuracy_m=max(
-                max(f.accuracy_m for f in trace), 5.0), timeout=10)
+            matched = await self.routing.match_trace(
+                trace, accuracy_m=max(5.0, *(f.accuracy_m for f in fixes)), timeout=10)
         except GeoplexError as exc:
             # no road near, another region, routing down: this batch says nothing
             logger.info("a batch was not matched (%s)", type(exc).__name__)
             return
-        when = points[-1][2]
-        observations = [SpeedObservation(matched.region, t.segment_id, t.speed_kmh,
-                                         t.distance_meters, when)
-                        for t in matched.traversals]
-        self.speeds.add(user, batch_id, observations)
+        when = trace[-1][2]
+        self.speeds.add(user, batch_id, [
+            SpeedObservation(matched.region, t.segment_id, t.speed_kmh, t.distance_meters,
+                             when) for t in matched.traversals])
 
     async def _flush_forever(self) -> None:
         while True:
@@ -110,7 +92,6 @@ class TrafficFeed:
                     await self.routing.update_traffic(region, obs, valid_for_s=self.valid_s,
                                                       token=self.admin_token(),
                                                       timeout=10)
-                    self.updates += 1
                 except GeoplexError as exc:
                     logger.warning("UpdateTraffic failed (%s); next round retries",
                                    type(exc).__name__)
