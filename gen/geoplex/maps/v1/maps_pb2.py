@@ -22,11 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from geoplex.routing.v1 import routing_pb2 as geoplex_dot_routing_dot_v1_dot_routing__pb2
 from geoplex.type.v1 import geo_pb2 as geoplex_dot_type_dot_v1_dot_geo__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ageoplex/maps/v1/maps.proto\x12\x0fgeoplex.maps.v1\x1a\x19geoplex/type/v1/geo.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n\x0eGeocodeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12%\n\x04\x62ias\x18\x02 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xa0\x01\n\x10GeocodeCandidate\x12\r\n\x05label\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.geoplex.maps.v1.PlaceKind\x12)\n\x08location\x18\x03 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x14\n\x0cinterpolated\x18\x05 \x01(\x08\"a\n\x0fGeocodeResponse\x12\x35\n\ncandidates\x18\x01 \x03(\x0b\x32!.geoplex.maps.v1.GeocodeCandidate\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\x15ReverseGeocodeRequest\x12)\n\x08location\x18\x01 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12\x1b\n\x13max_distance_meters\x18\x02 \x01(\x01\"\x95\x01\n\x16ReverseGeocodeResponse\x12\r\n\x05label\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.geoplex.maps.v1.PlaceKind\x12)\n\x08location\x18\x03 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12\x17\n\x0f\x64istance_meters\x18\x04 \x01(\x01\"\x19\n\x17GetGazetteerInfoRequest\"D\n\tKindCount\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.geoplex.maps.v1.PlaceKind\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"m\n\x18GetGazetteerInfoResponse\x12*\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x1a.geoplex.maps.v1.KindCount\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0f\n\x07sources\x18\x03 \x03(\t\"\xd3\x01\n\x0bLocationFix\x12)\n\x08location\x18\x01 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63\x63uracy_meters\x18\x03 \x01(\x01\x12\x16\n\tspeed_mps\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0fheading_degrees\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x0c\n\n_speed_mpsB\x12\n\x10_heading_degrees\"N\n\rLocationBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12+\n\x05\x66ixes\x18\x02 \x03(\x0b\x32\x1c.geoplex.maps.v1.LocationFix\"G\n\x16ReportLocationsRequest\x12-\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1e.geoplex.maps.v1.LocationBatch\"K\n\x1aReportLocationBatchRequest\x12-\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1e.geoplex.maps.v1.LocationBatch\";\n\x0bRejectedFix\x12\r\n\x05\x62\x61tch\x18\x01 \x01(\x05\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"l\n\x17ReportLocationsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12.\n\x08rejected\x18\x02 \x03(\x0b\x32\x1c.geoplex.maps.v1.RejectedFix\x12\x0f\n\x07\x62\x61tches\x18\x03 \x01(\x05\"_\n\x1bReportLocationBatchResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12.\n\x08rejected\x18\x02 \x03(\x0b\x32\x1c.geoplex.maps.v1.RejectedFix\"\x90\x01\n\x13LocationBatchRecord\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12+\n\x05\x66ixes\x18\x03 \x03(\x0b\x32\x1c.geoplex.maps.v1.LocationFix\x12,\n\x08received\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x80\x01\n\tPlaceKind\x12\x1a\n\x16PLACE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12PLACE_KIND_ADDRESS\x10\x01\x12\x15\n\x11PLACE_KIND_STREET\x10\x02\x12\x12\n\x0ePLACE_KIND_POI\x10\x03\x12\x14\n\x10PLACE_KIND_PLACE\x10\x04\x32\x95\x04\n\x0bMapsService\x12Q\n\x07Geocode\x12\x1f.geoplex.maps.v1.GeocodeRequest\x1a .geoplex.maps.v1.GeocodeResponse\"\x03\x90\x02\x01\x12\x66\n\x0eReverseGeocode\x12&.geoplex.maps.v1.ReverseGeocodeRequest\x1a\'.geoplex.maps.v1.ReverseGeocodeResponse\"\x03\x90\x02\x01\x12l\n\x10GetGazetteerInfo\x12(.geoplex.maps.v1.GetGazetteerInfoRequest\x1a).geoplex.maps.v1.GetGazetteerInfoResponse\"\x03\x90\x02\x01\x12\x66\n\x0fReportLocations\x12\'.geoplex.maps.v1.ReportLocationsRequest\x1a(.geoplex.maps.v1.ReportLocationsResponse(\x01\x12u\n\x13ReportLocationBatch\x12+.geoplex.maps.v1.ReportLocationBatchRequest\x1a,.geoplex.maps.v1.ReportLocationBatchResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ageoplex/maps/v1/maps.proto\x12\x0fgeoplex.maps.v1\x1a geoplex/routing/v1/routing.proto\x1a\x19geoplex/type/v1/geo.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n\x0eGeocodeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12%\n\x04\x62ias\x18\x02 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xa0\x01\n\x10GeocodeCandidate\x12\r\n\x05label\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.geoplex.maps.v1.PlaceKind\x12)\n\x08location\x18\x03 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x14\n\x0cinterpolated\x18\x05 \x01(\x08\"a\n\x0fGeocodeResponse\x12\x35\n\ncandidates\x18\x01 \x03(\x0b\x32!.geoplex.maps.v1.GeocodeCandidate\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\x15ReverseGeocodeRequest\x12)\n\x08location\x18\x01 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12\x1b\n\x13max_distance_meters\x18\x02 \x01(\x01\"\x95\x01\n\x16ReverseGeocodeResponse\x12\r\n\x05label\x18\x01 \x01(\t\x12(\n\x04kind\x18\x02 \x01(\x0e\x32\x1a.geoplex.maps.v1.PlaceKind\x12)\n\x08location\x18\x03 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12\x17\n\x0f\x64istance_meters\x18\x04 \x01(\x01\"\x19\n\x17GetGazetteerInfoRequest\"D\n\tKindCount\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.geoplex.maps.v1.PlaceKind\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"m\n\x18GetGazetteerInfoResponse\x12*\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x1a.geoplex.maps.v1.KindCount\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0f\n\x07sources\x18\x03 \x03(\t\"\xd3\x01\n\x0bLocationFix\x12)\n\x08location\x18\x01 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63\x63uracy_meters\x18\x03 \x01(\x01\x12\x16\n\tspeed_mps\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0fheading_degrees\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x0c\n\n_speed_mpsB\x12\n\x10_heading_degrees\"N\n\rLocationBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12+\n\x05\x66ixes\x18\x02 \x03(\x0b\x32\x1c.geoplex.maps.v1.LocationFix\"G\n\x16ReportLocationsRequest\x12-\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1e.geoplex.maps.v1.LocationBatch\"K\n\x1aReportLocationBatchRequest\x12-\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1e.geoplex.maps.v1.LocationBatch\";\n\x0bRejectedFix\x12\r\n\x05\x62\x61tch\x18\x01 \x01(\x05\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"l\n\x17ReportLocationsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12.\n\x08rejected\x18\x02 \x03(\x0b\x32\x1c.geoplex.maps.v1.RejectedFix\x12\x0f\n\x07\x62\x61tches\x18\x03 \x01(\x05\"_\n\x1bReportLocationBatchResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12.\n\x08rejected\x18\x02 \x03(\x0b\x32\x1c.geoplex.maps.v1.RejectedFix\"\x90\x01\n\x13LocationBatchRecord\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12+\n\x05\x66ixes\x18\x03 \x03(\x0b\x32\x1c.geoplex.maps.v1.LocationFix\x12,\n\x08received\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc1\x01\n\x0fNavigateRequest\x12\'\n\x06origin\x18\x01 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12,\n\x0b\x64\x65stination\x18\x02 \x01(\x0b\x32\x17.geoplex.type.v1.LatLng\x12\x33\n\x0btravel_mode\x18\x03 \x01(\x0e\x32\x1e.geoplex.routing.v1.TravelMode\x12\"\n\x1areroute_min_saving_seconds\x18\x04 \x01(\x01\"\xa5\x03\n\x10NavigateResponse\x12\x38\n\x06reason\x18\x01 \x01(\x0e\x32(.geoplex.maps.v1.NavigateResponse.Reason\x12(\n\x05route\x18\x02 \x01(\x0b\x32\x19.geoplex.routing.v1.Route\x12\x35\n\x12remaining_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12!\n\x19remaining_distance_meters\x18\x04 \x01(\x01\x12\x30\n\x0c\x61rrival_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eREASON_STARTED\x10\x01\x12\x13\n\x0fREASON_PROGRESS\x10\x02\x12\x12\n\x0eREASON_TRAFFIC\x10\x03\x12\x17\n\x13REASON_FASTER_ROUTE\x10\x04\x12\x14\n\x10REASON_OFF_ROUTE\x10\x05\x12\x12\n\x0eREASON_ARRIVED\x10\x06\"u\n\x0eGetTileRequest\x12\t\n\x01z\x18\x01 \x01(\x05\x12\t\n\x01x\x18\x02 \x01(\x05\x12\t\n\x01y\x18\x03 \x01(\x05\x12+\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1b.geoplex.maps.v1.TileFormat\x12\x15\n\rif_none_match\x18\x05 \x01(\t\"h\n\x0fGetTileResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x14\n\x0cnot_modified\x18\x04 \x01(\x08\x12\r\n\x05\x65mpty\x18\x05 \x01(\x08*\x80\x01\n\tPlaceKind\x12\x1a\n\x16PLACE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12PLACE_KIND_ADDRESS\x10\x01\x12\x15\n\x11PLACE_KIND_STREET\x10\x02\x12\x12\n\x0ePLACE_KIND_POI\x10\x03\x12\x14\n\x10PLACE_KIND_PLACE\x10\x04*S\n\nTileFormat\x12\x1b\n\x17TILE_FORMAT_UNSPECIFIED\x10\x00\x12\x13\n\x0fTILE_FORMAT_PNG\x10\x01\x12\x13\n\x0fTILE_FORMAT_MVT\x10\x02\x32\xbb\x05\n\x0bMapsService\x12Q\n\x07Geocode\x12\x1f.geoplex.maps.v1.GeocodeRequest\x1a .geoplex.maps.v1.GeocodeResponse\"\x03\x90\x02\x01\x12\x66\n\x0eReverseGeocode\x12&.geoplex.maps.v1.ReverseGeocodeRequest\x1a\'.geoplex.maps.v1.ReverseGeocodeResponse\"\x03\x90\x02\x01\x12l\n\x10GetGazetteerInfo\x12(.geoplex.maps.v1.GetGazetteerInfoRequest\x1a).geoplex.maps.v1.GetGazetteerInfoResponse\"\x03\x90\x02\x01\x12\x66\n\x0fReportLocations\x12\'.geoplex.maps.v1.ReportLocationsRequest\x1a(.geoplex.maps.v1.ReportLocationsResponse(\x01\x12u\n\x13ReportLocationBatch\x12+.geoplex.maps.v1.ReportLocationBatchRequest\x1a,.geoplex.maps.v1.ReportLocationBatchResponse\"\x03\x90\x02\x02\x12Q\n\x08Navigate\x12 .geoplex.maps.v1.NavigateRequest\x1a!.geoplex.maps.v1.NavigateResponse0\x01\x12Q\n\x07GetTile\x12\x1f.geoplex.maps.v1.GetTileRequest\x1a .geoplex.maps.v1.GetTileResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,40 +43,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MAPSSERVICE'].methods_by_name['GetGazetteerInfo']._serialized_options = b'\220\002\001'
   _globals['_MAPSSERVICE'].methods_by_name['ReportLocationBatch']._loaded_options = None
   _globals['_MAPSSERVICE'].methods_by_name['ReportLocationBatch']._serialized_options = b'\220\002\002'
-  _globals['_PLACEKIND']._serialized_start=1796
-  _globals['_PLACEKIND']._serialized_end=1924
-  _globals['_GEOCODEREQUEST']._serialized_start=107
-  _globals['_GEOCODEREQUEST']._serialized_end=215
-  _globals['_GEOCODECANDIDATE']._serialized_start=218
-  _globals['_GEOCODECANDIDATE']._serialized_end=378
-  _globals['_GEOCODERESPONSE']._serialized_start=380
-  _globals['_GEOCODERESPONSE']._serialized_end=477
-  _globals['_REVERSEGEOCODEREQUEST']._serialized_start=479
-  _globals['_REVERSEGEOCODEREQUEST']._serialized_end=574
-  _globals['_REVERSEGEOCODERESPONSE']._serialized_start=577
-  _globals['_REVERSEGEOCODERESPONSE']._serialized_end=726
-  _globals['_GETGAZETTEERINFOREQUEST']._serialized_start=728
-  _globals['_GETGAZETTEERINFOREQUEST']._serialized_end=753
-  _globals['_KINDCOUNT']._serialized_start=755
-  _globals['_KINDCOUNT']._serialized_end=823
-  _globals['_GETGAZETTEERINFORESPONSE']._serialized_start=825
-  _globals['_GETGAZETTEERINFORESPONSE']._serialized_end=934
-  _globals['_LOCATIONFIX']._serialized_start=937
-  _globals['_LOCATIONFIX']._serialized_end=1148
-  _globals['_LOCATIONBATCH']._serialized_start=1150
-  _globals['_LOCATIONBATCH']._serialized_end=1228
-  _globals['_REPORTLOCATIONSREQUEST']._serialized_start=1230
-  _globals['_REPORTLOCATIONSREQUEST']._serialized_end=1301
-  _globals['_REPORTLOCATIONBATCHREQUEST']._serialized_start=1303
-  _globals['_REPORTLOCATIONBATCHREQUEST']._serialized_end=1378
-  _globals['_REJECTEDFIX']._serialized_start=1380
-  _globals['_REJECTEDFIX']._serialized_end=1439
-  _globals['_REPORTLOCATIONSRESPONSE']._serialized_start=1441
-  _globals['_REPORTLOCATIONSRESPONSE']._serialized_end=1549
-  _globals['_REPORTLOCATIONBATCHRESPONSE']._serialized_start=1551
-  _globals['_REPORTLOCATIONBATCHRESPONSE']._serialized_end=1646
-  _globals['_LOCATIONBATCHRECORD']._serialized_start=1649
-  _globals['_LOCATIONBATCHRECORD']._serialized_end=1793
-  _globals['_MAPSSERVICE']._serialized_start=1927
-  _globals['_MAPSSERVICE']._serialized_end=2460
+  _globals['_MAPSSERVICE'].methods_by_name['GetTile']._loaded_options = None
+  _globals['_MAPSSERVICE'].methods_by_name['GetTile']._serialized_options = b'\220\002\001'
+  _globals['_PLACEKIND']._serialized_start=2707
+  _globals['_PLACEKIND']._serialized_end=2835
+  _globals['_TILEFORMAT']._serialized_start=2837
+  _globals['_TILEFORMAT']._serialized_end=2920
+  _globals['_GEOCODEREQUEST']._serialized_start=173
+  _globals['_GEOCODEREQUEST']._serialized_end=281
+  _globals['_GEOCODECANDIDATE']._serialized_start=284
+  _globals['_GEOCODECANDIDATE']._serialized_end=444
+  _globals['_GEOCODERESPONSE']._serialized_start=446
+  _globals['_GEOCODERESPONSE']._serialized_end=543
+  _globals['_REVERSEGEOCODEREQUEST']._serialized_start=545
+  _globals['_REVERSEGEOCODEREQUEST']._serialized_end=640
+  _globals['_REVERSEGEOCODERESPONSE']._serialized_start=643
+  _globals['_REVERSEGEOCODERESPONSE']._serialized_end=792
+  _globals['_GETGAZETTEERINFOREQUEST']._serialized_start=794
+  _globals['_GETGAZETTEERINFOREQUEST']._serialized_end=819
+  _globals['_KINDCOUNT']._serialized_start=821
+  _globals['_KINDCOUNT']._serialized_end=889
+  _globals['_GETGAZETTEERINFORESPONSE']._serialized_start=891
+  _globals['_GETGAZETTEERINFORESPONSE']._serialized_end=1000
+  _globals['_LOCATIONFIX']._serialized_start=1003
+  _globals['_LOCATIONFIX']._serialized_end=1214
+  _globals['_LOCATIONBATCH']._serialized_start=1216
+  _globals['_LOCATIONBATCH']._serialized_end=1294
+  _globals['_REPORTLOCATIONSREQUEST']._serialized_start=1296
+  _globals['_REPORTLOCATIONSREQUEST']._serialized_end=1367
+  _globals['_REPORTLOCATIONBATCHREQUEST']._serialized_start=1369
+  _globals['_REPORTLOCATIONBATCHREQUEST']._serialized_end=1444
+  _globals['_REJECTEDFIX']._serialized_start=1446
+  _globals['_REJECTEDFIX']._serialized_end=1505
+  _globals['_REPORTLOCATIONSRESPONSE']._serialized_start=1507
+  _globals['_REPORTLOCATIONSRESPONSE']._serialized_end=1615
+  _globals['_REPORTLOCATIONBATCHRESPONSE']._serialized_start=1617
+  _globals['_REPORTLOCATIONBATCHRESPONSE']._serialized_end=1712
+  _globals['_LOCATIONBATCHRECORD']._serialized_start=1715
+  _globals['_LOCATIONBATCHRECORD']._serialized_end=1859
+  _globals['_NAVIGATEREQUEST']._serialized_start=1862
+  _globals['_NAVIGATEREQUEST']._serialized_end=2055
+  _globals['_NAVIGATERESPONSE']._serialized_start=2058
+  _globals['_NAVIGATERESPONSE']._serialized_end=2479
+  _globals['_NAVIGATERESPONSE_REASON']._serialized_start=2319
+  _globals['_NAVIGATERESPONSE_REASON']._serialized_end=2479
+  _globals['_GETTILEREQUEST']._serialized_start=2481
+  _globals['_GETTILEREQUEST']._serialized_end=2598
+  _globals['_GETTILERESPONSE']._serialized_start=2600
+  _globals['_GETTILERESPONSE']._serialized_end=2704
+  _globals['_MAPSSERVICE']._serialized_start=2923
+  _globals['_MAPSSERVICE']._serialized_end=3622
 # @@protoc_insertion_point(module_scope)

@@ -4,8 +4,10 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from geoplex.routing.v1 import routing_pb2 as _routing_pb2
 from geoplex.type.v1 import geo_pb2 as _geo_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -49,6 +51,25 @@ PLACE_KIND_POI: PlaceKind.ValueType  # 3
 PLACE_KIND_PLACE: PlaceKind.ValueType  # 4
 """a city, town or village (GeoNames)"""
 Global___PlaceKind: _TypeAlias = PlaceKind  # noqa: Y015
+
+class _TileFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TileFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TileFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TILE_FORMAT_UNSPECIFIED: _TileFormat.ValueType  # 0
+    """read as PNG"""
+    TILE_FORMAT_PNG: _TileFormat.ValueType  # 1
+    TILE_FORMAT_MVT: _TileFormat.ValueType  # 2
+
+class TileFormat(_TileFormat, metaclass=_TileFormatEnumTypeWrapper): ...
+
+TILE_FORMAT_UNSPECIFIED: TileFormat.ValueType  # 0
+"""read as PNG"""
+TILE_FORMAT_PNG: TileFormat.ValueType  # 1
+TILE_FORMAT_MVT: TileFormat.ValueType  # 2
+Global___TileFormat: _TypeAlias = TileFormat  # noqa: Y015
 
 @_typing.final
 class GeocodeRequest(_message.Message):
@@ -493,3 +514,183 @@ class LocationBatchRecord(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LocationBatchRecord: _TypeAlias = LocationBatchRecord  # noqa: Y015
+
+@_typing.final
+class NavigateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    TRAVEL_MODE_FIELD_NUMBER: _builtins.int
+    REROUTE_MIN_SAVING_SECONDS_FIELD_NUMBER: _builtins.int
+    travel_mode: _routing_pb2.TravelMode.ValueType
+    reroute_min_saving_seconds: _builtins.float
+    """A faster route is offered only when it saves at least this many seconds
+    (0 means 60) and at least 10% of the remaining time, so it does not flap.
+    """
+    @_builtins.property
+    def origin(self) -> _geo_pb2.LatLng:
+        """Required: where the driver is now."""
+
+    @_builtins.property
+    def destination(self) -> _geo_pb2.LatLng:
+        """Required."""
+
+    def __init__(
+        self,
+        *,
+        origin: _geo_pb2.LatLng | None = ...,
+        destination: _geo_pb2.LatLng | None = ...,
+        travel_mode: _routing_pb2.TravelMode.ValueType = ...,
+        reroute_min_saving_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "origin", b"origin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "origin", b"origin", "reroute_min_saving_seconds", b"reroute_min_saving_seconds", "travel_mode", b"travel_mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NavigateRequest: _TypeAlias = NavigateRequest  # noqa: Y015
+
+@_typing.final
+class NavigateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Reason:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[NavigateResponse._Reason.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        REASON_UNSPECIFIED: NavigateResponse._Reason.ValueType  # 0
+        REASON_STARTED: NavigateResponse._Reason.ValueType  # 1
+        """The first route of the session."""
+        REASON_PROGRESS: NavigateResponse._Reason.ValueType  # 2
+        """The driver's reported positions advanced along the route."""
+        REASON_TRAFFIC: NavigateResponse._Reason.ValueType  # 3
+        """Traffic on the rest of the route changed."""
+        REASON_FASTER_ROUTE: NavigateResponse._Reason.ValueType  # 4
+        """A clearly faster route: `route` holds it."""
+        REASON_OFF_ROUTE: NavigateResponse._Reason.ValueType  # 5
+        """The driver left the route: `route` holds one from where they are."""
+        REASON_ARRIVED: NavigateResponse._Reason.ValueType  # 6
+        """The driver reached the destination; the stream ends."""
+
+    class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper): ...
+    REASON_UNSPECIFIED: NavigateResponse.Reason.ValueType  # 0
+    REASON_STARTED: NavigateResponse.Reason.ValueType  # 1
+    """The first route of the session."""
+    REASON_PROGRESS: NavigateResponse.Reason.ValueType  # 2
+    """The driver's reported positions advanced along the route."""
+    REASON_TRAFFIC: NavigateResponse.Reason.ValueType  # 3
+    """Traffic on the rest of the route changed."""
+    REASON_FASTER_ROUTE: NavigateResponse.Reason.ValueType  # 4
+    """A clearly faster route: `route` holds it."""
+    REASON_OFF_ROUTE: NavigateResponse.Reason.ValueType  # 5
+    """The driver left the route: `route` holds one from where they are."""
+    REASON_ARRIVED: NavigateResponse.Reason.ValueType  # 6
+    """The driver reached the destination; the stream ends."""
+
+    REASON_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
+    REMAINING_DURATION_FIELD_NUMBER: _builtins.int
+    REMAINING_DISTANCE_METERS_FIELD_NUMBER: _builtins.int
+    ARRIVAL_TIME_FIELD_NUMBER: _builtins.int
+    reason: Global___NavigateResponse.Reason.ValueType
+    remaining_distance_meters: _builtins.float
+    @_builtins.property
+    def route(self) -> _routing_pb2.Route:
+        """Set when the route is new (start, faster route, off route)."""
+
+    @_builtins.property
+    def remaining_duration(self) -> _duration_pb2.Duration:
+        """From the driver's last reported position to the destination, with traffic."""
+
+    @_builtins.property
+    def arrival_time(self) -> _timestamp_pb2.Timestamp:
+        """Arrival time: now plus remaining_duration."""
+
+    def __init__(
+        self,
+        *,
+        reason: Global___NavigateResponse.Reason.ValueType = ...,
+        route: _routing_pb2.Route | None = ...,
+        remaining_duration: _duration_pb2.Duration | None = ...,
+        remaining_distance_meters: _builtins.float = ...,
+        arrival_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "remaining_duration", b"remaining_duration", "route", b"route"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "reason", b"reason", "remaining_distance_meters", b"remaining_distance_meters", "remaining_duration", b"remaining_duration", "route", b"route"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NavigateResponse: _TypeAlias = NavigateResponse  # noqa: Y015
+
+@_typing.final
+class GetTileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    Z_FIELD_NUMBER: _builtins.int
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    IF_NONE_MATCH_FIELD_NUMBER: _builtins.int
+    z: _builtins.int
+    """Zoom 0..18; x and y 0..2^z - 1 (XYZ, y from the north)."""
+    x: _builtins.int
+    y: _builtins.int
+    format: Global___TileFormat.ValueType
+    if_none_match: _builtins.str
+    """The ETag of a copy the client holds."""
+    def __init__(
+        self,
+        *,
+        z: _builtins.int = ...,
+        x: _builtins.int = ...,
+        y: _builtins.int = ...,
+        format: Global___TileFormat.ValueType = ...,
+        if_none_match: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "if_none_match", b"if_none_match", "x", b"x", "y", b"y", "z", b"z"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTileRequest: _TypeAlias = GetTileRequest  # noqa: Y015
+
+@_typing.final
+class GetTileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    NOT_MODIFIED_FIELD_NUMBER: _builtins.int
+    EMPTY_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """Empty when not_modified."""
+    content_type: _builtins.str
+    """image/png or application/vnd.mapbox-vector-tile."""
+    etag: _builtins.str
+    """Changes when the tile's data changes (a new data version of its region)."""
+    not_modified: _builtins.bool
+    empty: _builtins.bool
+    """No loaded region covers the tile."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        content_type: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        not_modified: _builtins.bool = ...,
+        empty: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "data", b"data", "empty", b"empty", "etag", b"etag", "not_modified", b"not_modified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTileResponse: _TypeAlias = GetTileResponse  # noqa: Y015

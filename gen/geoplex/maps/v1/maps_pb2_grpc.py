@@ -69,6 +69,16 @@ class MapsServiceStub:
                 request_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchRequest.SerializeToString,
                 response_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchResponse.FromString,
                 _registered_method=True)
+        self.Navigate = channel.unary_stream(
+                '/geoplex.maps.v1.MapsService/Navigate',
+                request_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.NavigateRequest.SerializeToString,
+                response_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.NavigateResponse.FromString,
+                _registered_method=True)
+        self.GetTile = channel.unary_unary(
+                '/geoplex.maps.v1.MapsService/GetTile',
+                request_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.GetTileRequest.SerializeToString,
+                response_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.GetTileResponse.FromString,
+                _registered_method=True)
 
 
 class MapsServiceServicer:
@@ -125,6 +135,27 @@ class MapsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Navigate(self, request, context):
+        """A driver's active route: the route first, then the remaining ETA each time
+        the driver's reported positions (ReportLocations with the same token)
+        advance or traffic on the rest of the route changes, and a new route when a
+        clearly faster one appears or the driver leaves the route. Needs a bearer
+        token; the stream ends when the driver arrives.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTile(self, request, context):
+        """A map tile in Web Mercator XYZ (z 0..18): a 256-pixel PNG or a Mapbox
+        Vector Tile (layers documented in docs/architecture.md). A tile no loaded
+        region covers is an empty tile. A client sending the ETag it holds gets
+        not_modified and no data when the tile has not changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MapsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +183,16 @@ def add_MapsServiceServicer_to_server(servicer, server):
                     servicer.ReportLocationBatch,
                     request_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchRequest.FromString,
                     response_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchResponse.SerializeToString,
+            ),
+            'Navigate': grpc.unary_stream_rpc_method_handler(
+                    servicer.Navigate,
+                    request_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.NavigateRequest.FromString,
+                    response_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.NavigateResponse.SerializeToString,
+            ),
+            'GetTile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTile,
+                    request_deserializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.GetTileRequest.FromString,
+                    response_serializer=geoplex_dot_maps_dot_v1_dot_maps__pb2.GetTileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -299,6 +340,60 @@ class MapsService:
             '/geoplex.maps.v1.MapsService/ReportLocationBatch',
             geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchRequest.SerializeToString,
             geoplex_dot_maps_dot_v1_dot_maps__pb2.ReportLocationBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Navigate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/geoplex.maps.v1.MapsService/Navigate',
+            geoplex_dot_maps_dot_v1_dot_maps__pb2.NavigateRequest.SerializeToString,
+            geoplex_dot_maps_dot_v1_dot_maps__pb2.NavigateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geoplex.maps.v1.MapsService/GetTile',
+            geoplex_dot_maps_dot_v1_dot_maps__pb2.GetTileRequest.SerializeToString,
+            geoplex_dot_maps_dot_v1_dot_maps__pb2.GetTileResponse.FromString,
             options,
             channel_credentials,
             insecure,

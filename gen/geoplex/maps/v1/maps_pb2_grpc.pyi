@@ -62,6 +62,19 @@ class MapsServiceStub:
     """
     ReportLocationBatch: _grpc.UnaryUnaryMultiCallable[_maps_pb2.ReportLocationBatchRequest, _maps_pb2.ReportLocationBatchResponse]
     """The same for one batch."""
+    Navigate: _grpc.UnaryStreamMultiCallable[_maps_pb2.NavigateRequest, _maps_pb2.NavigateResponse]
+    """A driver's active route: the route first, then the remaining ETA each time
+    the driver's reported positions (ReportLocations with the same token)
+    advance or traffic on the rest of the route changes, and a new route when a
+    clearly faster one appears or the driver leaves the route. Needs a bearer
+    token; the stream ends when the driver arrives.
+    """
+    GetTile: _grpc.UnaryUnaryMultiCallable[_maps_pb2.GetTileRequest, _maps_pb2.GetTileResponse]
+    """A map tile in Web Mercator XYZ (z 0..18): a 256-pixel PNG or a Mapbox
+    Vector Tile (layers documented in docs/architecture.md). A tile no loaded
+    region covers is an empty tile. A client sending the ETag it holds gets
+    not_modified and no data when the tile has not changed.
+    """
 
 @_typing.type_check_only
 class MapsServiceAsyncStub(MapsServiceStub):
@@ -97,6 +110,19 @@ class MapsServiceAsyncStub(MapsServiceStub):
     """
     ReportLocationBatch: _aio.UnaryUnaryMultiCallable[_maps_pb2.ReportLocationBatchRequest, _maps_pb2.ReportLocationBatchResponse]  # type: ignore[assignment]
     """The same for one batch."""
+    Navigate: _aio.UnaryStreamMultiCallable[_maps_pb2.NavigateRequest, _maps_pb2.NavigateResponse]  # type: ignore[assignment]
+    """A driver's active route: the route first, then the remaining ETA each time
+    the driver's reported positions (ReportLocations with the same token)
+    advance or traffic on the rest of the route changes, and a new route when a
+    clearly faster one appears or the driver leaves the route. Needs a bearer
+    token; the stream ends when the driver arrives.
+    """
+    GetTile: _aio.UnaryUnaryMultiCallable[_maps_pb2.GetTileRequest, _maps_pb2.GetTileResponse]  # type: ignore[assignment]
+    """A map tile in Web Mercator XYZ (z 0..18): a 256-pixel PNG or a Mapbox
+    Vector Tile (layers documented in docs/architecture.md). A tile no loaded
+    region covers is an empty tile. A client sending the ETag it holds gets
+    not_modified and no data when the tile has not changed.
+    """
 
 class MapsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Maps: geocoding (text to places) and reverse geocoding (a point to the
@@ -159,5 +185,30 @@ class MapsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_maps_pb2.ReportLocationBatchResponse, _abc.Awaitable[_maps_pb2.ReportLocationBatchResponse]]:
         """The same for one batch."""
+
+    @_abc_1.abstractmethod
+    def Navigate(
+        self,
+        request: _maps_pb2.NavigateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_maps_pb2.NavigateResponse], _abc.AsyncIterator[_maps_pb2.NavigateResponse]]:
+        """A driver's active route: the route first, then the remaining ETA each time
+        the driver's reported positions (ReportLocations with the same token)
+        advance or traffic on the rest of the route changes, and a new route when a
+        clearly faster one appears or the driver leaves the route. Needs a bearer
+        token; the stream ends when the driver arrives.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTile(
+        self,
+        request: _maps_pb2.GetTileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_maps_pb2.GetTileResponse, _abc.Awaitable[_maps_pb2.GetTileResponse]]:
+        """A map tile in Web Mercator XYZ (z 0..18): a 256-pixel PNG or a Mapbox
+        Vector Tile (layers documented in docs/architecture.md). A tile no loaded
+        region covers is an empty tile. A client sending the ETag it holds gets
+        not_modified and no data when the tile has not changed.
+        """
 
 def add_MapsServiceServicer_to_server(servicer: MapsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

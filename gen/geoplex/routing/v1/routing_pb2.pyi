@@ -79,11 +79,14 @@ class ComputeRouteRequest(_message.Message):
     TRAFFIC_AWARE_FIELD_NUMBER: _builtins.int
     ALTERNATIVES_FIELD_NUMBER: _builtins.int
     AVOID_FIELD_NUMBER: _builtins.int
+    INCLUDE_SEGMENTS_FIELD_NUMBER: _builtins.int
     travel_mode: Global___TravelMode.ValueType
     traffic_aware: _builtins.bool
     """Route and time with live traffic (default false: free flow)."""
     alternatives: _builtins.int
     """How many alternative routes to add, 0..2."""
+    include_segments: _builtins.bool
+    """Add each route's directed segment ids (Route.segment_ids)."""
     @_builtins.property
     def origin(self) -> _geo_pb2.LatLng:
         """Required."""
@@ -110,10 +113,11 @@ class ComputeRouteRequest(_message.Message):
         traffic_aware: _builtins.bool = ...,
         alternatives: _builtins.int = ...,
         avoid: Global___RouteAvoid | None = ...,
+        include_segments: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["avoid", b"avoid", "departure_time", b"departure_time", "destination", b"destination", "origin", b"origin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "avoid", b"avoid", "departure_time", b"departure_time", "destination", b"destination", "origin", b"origin", "traffic_aware", b"traffic_aware", "travel_mode", b"travel_mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "avoid", b"avoid", "departure_time", b"departure_time", "destination", b"destination", "include_segments", b"include_segments", "origin", b"origin", "traffic_aware", b"traffic_aware", "travel_mode", b"travel_mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -166,6 +170,7 @@ class Route(_message.Message):
     POLYLINE_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    SEGMENT_IDS_FIELD_NUMBER: _builtins.int
     distance_meters: _builtins.float
     polyline: _builtins.str
     """Google encoded polyline, precision 5 (as OSRM and Google use)."""
@@ -181,6 +186,12 @@ class Route(_message.Message):
 
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]: ...
+    @_builtins.property
+    def segment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The directed segments the route drives, in order (see UpdateTraffic):
+        only when the request set include_segments.
+        """
+
     def __init__(
         self,
         *,
@@ -190,10 +201,11 @@ class Route(_message.Message):
         polyline: _builtins.str = ...,
         steps: _abc.Iterable[Global___Step] | None = ...,
         summary: _builtins.str = ...,
+        segment_ids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "static_duration", b"static_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_meters", b"distance_meters", "duration", b"duration", "polyline", b"polyline", "static_duration", b"static_duration", "steps", b"steps", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_meters", b"distance_meters", "duration", b"duration", "polyline", b"polyline", "segment_ids", b"segment_ids", "static_duration", b"static_duration", "steps", b"steps", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -931,3 +943,97 @@ class UpdateTrafficResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateTrafficResponse: _TypeAlias = UpdateTrafficResponse  # noqa: Y015
+
+@_typing.final
+class GetTrafficRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGION_FIELD_NUMBER: _builtins.int
+    TRAVEL_MODE_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    MAX_SEGMENTS_FIELD_NUMBER: _builtins.int
+    region: _builtins.str
+    """Required: a region name from ListRegions."""
+    travel_mode: Global___TravelMode.ValueType
+    """Default DRIVE."""
+    max_segments: _builtins.int
+    """1..10,000; 0 means 2,000. The slowest (by share of free flow) come first."""
+    @_builtins.property
+    def low(self) -> _geo_pb2.LatLng:
+        """Required: the box's south-west and north-east corners."""
+
+    @_builtins.property
+    def high(self) -> _geo_pb2.LatLng: ...
+    def __init__(
+        self,
+        *,
+        region: _builtins.str = ...,
+        travel_mode: Global___TravelMode.ValueType = ...,
+        low: _geo_pb2.LatLng | None = ...,
+        high: _geo_pb2.LatLng | None = ...,
+        max_segments: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["high", b"high", "low", b"low"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high", b"high", "low", b"low", "max_segments", b"max_segments", "region", b"region", "travel_mode", b"travel_mode"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTrafficRequest: _TypeAlias = GetTrafficRequest  # noqa: Y015
+
+@_typing.final
+class TrafficSegment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    POLYLINE_FIELD_NUMBER: _builtins.int
+    SPEED_KMH_FIELD_NUMBER: _builtins.int
+    FREE_FLOW_SPEED_KMH_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.int
+    polyline: _builtins.str
+    """The segment's geometry, Google encoded polyline (precision 5)."""
+    speed_kmh: _builtins.float
+    free_flow_speed_kmh: _builtins.float
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.int = ...,
+        polyline: _builtins.str = ...,
+        speed_kmh: _builtins.float = ...,
+        free_flow_speed_kmh: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["free_flow_speed_kmh", b"free_flow_speed_kmh", "polyline", b"polyline", "segment_id", b"segment_id", "speed_kmh", b"speed_kmh"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrafficSegment: _TypeAlias = TrafficSegment  # noqa: Y015
+
+@_typing.final
+class GetTrafficResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    METRIC_VERSION_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """More segments in the box than max_segments."""
+    metric_version: _builtins.int
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrafficSegment]: ...
+    def __init__(
+        self,
+        *,
+        segments: _abc.Iterable[Global___TrafficSegment] | None = ...,
+        truncated: _builtins.bool = ...,
+        metric_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metric_version", b"metric_version", "segments", b"segments", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTrafficResponse: _TypeAlias = GetTrafficResponse  # noqa: Y015

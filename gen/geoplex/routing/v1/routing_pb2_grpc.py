@@ -77,6 +77,11 @@ class RoutingServiceStub:
                 request_serializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.UpdateTrafficRequest.SerializeToString,
                 response_deserializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.UpdateTrafficResponse.FromString,
                 _registered_method=True)
+        self.GetTraffic = channel.unary_unary(
+                '/geoplex.routing.v1.RoutingService/GetTraffic',
+                request_serializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.GetTrafficRequest.SerializeToString,
+                response_deserializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.GetTrafficResponse.FromString,
+                _registered_method=True)
 
 
 class RoutingServiceServicer:
@@ -141,6 +146,14 @@ class RoutingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTraffic(self, request, context):
+        """The live traffic inside a box: each segment whose speed differs from free
+        flow, with its geometry, live and free-flow speed (for maps and pages).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoutingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +186,11 @@ def add_RoutingServiceServicer_to_server(servicer, server):
                     servicer.UpdateTraffic,
                     request_deserializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.UpdateTrafficRequest.FromString,
                     response_serializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.UpdateTrafficResponse.SerializeToString,
+            ),
+            'GetTraffic': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTraffic,
+                    request_deserializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.GetTrafficRequest.FromString,
+                    response_serializer=geoplex_dot_routing_dot_v1_dot_routing__pb2.GetTrafficResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +368,33 @@ class RoutingService:
             '/geoplex.routing.v1.RoutingService/UpdateTraffic',
             geoplex_dot_routing_dot_v1_dot_routing__pb2.UpdateTrafficRequest.SerializeToString,
             geoplex_dot_routing_dot_v1_dot_routing__pb2.UpdateTrafficResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTraffic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geoplex.routing.v1.RoutingService/GetTraffic',
+            geoplex_dot_routing_dot_v1_dot_routing__pb2.GetTrafficRequest.SerializeToString,
+            geoplex_dot_routing_dot_v1_dot_routing__pb2.GetTrafficResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,10 @@ class RoutingServiceStub:
     """Applies observed speeds to road segments (admin). Answers once routes use
     them. Observations expire, then fade back to free flow.
     """
+    GetTraffic: _grpc.UnaryUnaryMultiCallable[_routing_pb2.GetTrafficRequest, _routing_pb2.GetTrafficResponse]
+    """The live traffic inside a box: each segment whose speed differs from free
+    flow, with its geometry, live and free-flow speed (for maps and pages).
+    """
 
 @_typing.type_check_only
 class RoutingServiceAsyncStub(RoutingServiceStub):
@@ -102,6 +106,10 @@ class RoutingServiceAsyncStub(RoutingServiceStub):
     UpdateTraffic: _aio.UnaryUnaryMultiCallable[_routing_pb2.UpdateTrafficRequest, _routing_pb2.UpdateTrafficResponse]  # type: ignore[assignment]
     """Applies observed speeds to road segments (admin). Answers once routes use
     them. Observations expire, then fade back to free flow.
+    """
+    GetTraffic: _aio.UnaryUnaryMultiCallable[_routing_pb2.GetTrafficRequest, _routing_pb2.GetTrafficResponse]  # type: ignore[assignment]
+    """The live traffic inside a box: each segment whose speed differs from free
+    flow, with its geometry, live and free-flow speed (for maps and pages).
     """
 
 class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -173,6 +181,16 @@ class RoutingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_routing_pb2.UpdateTrafficResponse, _abc.Awaitable[_routing_pb2.UpdateTrafficResponse]]:
         """Applies observed speeds to road segments (admin). Answers once routes use
         them. Observations expire, then fade back to free flow.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTraffic(
+        self,
+        request: _routing_pb2.GetTrafficRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_pb2.GetTrafficResponse, _abc.Awaitable[_routing_pb2.GetTrafficResponse]]:
+        """The live traffic inside a box: each segment whose speed differs from free
+        flow, with its geometry, live and free-flow speed (for maps and pages).
         """
 
 def add_RoutingServiceServicer_to_server(servicer: RoutingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
