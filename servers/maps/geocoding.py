@@ -357,15 +357,21 @@ class Geocoder:
                            " ".join([normalize(parsed.rest), *sorted(stripped)]))
         want = offset + limit
         ranked: list[tuple[float, int, Candidate]] = []  # (rank, tie-break, candidate)
-        seen: set[tuple[str, str]] = set()
+        # one candidate per label (GeoNames has several places called "Helong", CN): the
+        # best ranked of them, the most populous among equal matches
+        best: dict[tuple[str, str], tuple[float, int, Candidate]] = {}
 
         def push(rank: float, candidate: Candidate) -> None:
             key = (candidate.kind, candidate.label)
-            if key in seen:
+            old = best.get(key)
+            if old is not None and old[0] >= rank:
                 return
-            seen.add(key)
-            item = (rank, -len(seen), candidate)
-            if len(ranked) < want:
+            item = (rank, -len(best) if old is None else old[1], candidate)
+            best[key] = item
+            if old is not None and old in ranked:  # better than its namesake: take its place
+                ranked[ranked.index(old)] = item
+                heapq.heapify(ranked)
+            elif len(ranked) < want:
                 heapq.heappush(ranked, item)
             elif item > ranked[0]:
                 heapq.heapreplace(ranked, item)

@@ -5,7 +5,8 @@ document per fix: ~3,600 fixes an hour at one a second make a ~300 KB document, 
 reading a user's trip is one document per hour. A batch is applied once: the update only
 matches a bucket that does not list its ``batch_id`` yet, so a replay (the consumer is at
 least once) finds none, tries to insert the bucket, and the duplicate ``_id`` says it was
-already there.
+already there (or that another writer made the bucket first: then the append is
+retried on the existing bucket, still only if it lacks the batch).
 
 At the design's scale (1 B DAU) this is a wide-column table: Cassandra / ScyllaDB with
 partition key ``(user, hour)`` and clustering key ``time``, where an append is an insert
@@ -51,17 +52,20 @@ class MongoTripHistory:
             by_hour.setdefault(hour_of(fix.time), []).append(doc)
         added = 0
         for hour, docs in sorted(by_hour.items()):
-            key = f"{user}|{hour}"
+            match = {"_id": f"{user}|{hour}", "batches": {"$ne": batch_id}}
+            append = {"$push": {"fixes": {"$each": docs}, "batches": batch_id},
+                      "$inc": {"count": len(docs)}}
             try:
                 await self.buckets.update_one(
-                    {"_id": key, "batches": {"$ne": batch_id}},
-                    {"$setOnInsert": {"user": user,
-                                      "hour": datetime.fromtimestamp(hour, UTC)},
-                     "$push": {"fixes": {"$each": docs}, "batches": batch_id},
-                     "$inc": {"count": len(docs)}},
+                    match, {**append, "$setOnInsert": {
+                        "user": user, "hour": datetime.fromtimestamp(hour, UTC)}},
                     upsert=True)
             except DuplicateKeyError:
-                continue  # this hour already has the batch
+                # the bucket exists: it has the batch already, or another writer made it
+                # between our match and our insert; append to it unless it has the batch
+                done = await self.buckets.update_one(match, append)
+                if done.matched_count == 0:
+                    continue  # this hour already has the batch
             added += len(docs)
         return added
 

@@ -218,3 +218,13 @@ def geocoder_alone() -> Geocoder:
 def test_counts_and_memory_are_reported(geocoder: Geocoder) -> None:
     assert geocoder.counts() == {ADDRESS: 8, STREET: 3, POI: 2, PLACE: 16}
     assert geocoder.nbytes() > 0
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_of_places_with_one_label_the_most_populous_answers(order: int) -> None:
+    # GeoNames has several "Helong, CN": whichever comes first, the larger one answers
+    namesakes = [Feature(PLACE, "Helong", 42.54, 129.00, city="CN", importance=0.62),
+                 Feature(PLACE, "Helong", 23.20, 112.05, city="CN", importance=0.35),
+                 Feature(PLACE, "Helong", 30.01, 103.42, city="CN", importance=0.30)][::order]
+    found = Geocoder(namesakes, []).geocode("Helong", None, 5, 0)
+    assert [(c.label, c.lat) for c in found] == [("Helong, CN", 42.54)]
