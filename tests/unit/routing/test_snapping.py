@@ -188,3 +188,31 @@ def _to_link(spots: list[tuple[float, float]], nodes: list[int], north: float, e
     t = min(1.0, max(0.0, ((north - an) * dn + (east - ae) * de) / max(dn * dn + de * de,
                                                                         1e-12)))
     return math.hypot(an + t * dn - north, ae + t * de - east)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(5.0, 120.0))
+def test_near_equals_brute_force_within_the_radius(seed: int, radius: float) -> None:
+    # the map matcher's candidates: every link within the radius (grid for small radii,
+    # the k-d tree beyond a cell), nearest first, each at its own nearest point
+    rng = np.random.default_rng(seed)
+    b = NetworkBuilder()
+    spots = [(float(n), float(e)) for n, e in rng.uniform(0, 400, size=(25, 2))]
+    nodes = [b.node(n, e) for n, e in spots]
+    order = rng.permutation(len(nodes)).tolist()
+    b.way([nodes[k] for k in order] + [nodes[order[0]]], name="Loop")
+    graph = build_graph(b.build(), CAR)
+    index = SegmentIndex(graph)
+    for north, east in rng.uniform(-100, 500, size=(15, 2)):
+        lat, lon = latlon(float(north), float(east))
+        found = index.near(lat, lon, radius, limit=10_000)
+        brute = {link: _to_link(spots, nodes, float(north), float(east), int(a), int(c))
+                 for link, (a, c) in enumerate(zip(index.link_a, index.link_b))}
+        got = {s.link for s in found}
+        # links within 0.1 m of the radius may fall either side (metres vs great circle)
+        assert {k for k, d in brute.items() if d <= radius - 0.1} <= got
+        assert got <= {k for k, d in brute.items() if d <= radius + 0.1}
+        distances = [s.distance_m for s in found]
+        assert distances == sorted(distances)
+        for s in found:
+            assert s.distance_m == pytest.approx(brute[s.link], rel=5e-4, abs=0.05)
