@@ -56,12 +56,14 @@ class RoutingClient(BaseClient):
                     traffic_aware: bool = False, alternatives: int = 0,
                     avoid_tolls: bool = False, avoid_motorways: bool = False,
                     avoid_ferries: bool = False, departure_time: float | None = None,
+                    include_segments: bool = False,
                     timeout: float | None = None) -> pb.ComputeRouteResponse:
-        """The fastest route (plus up to two ``alternatives``) between two points."""
+        """The fastest route (plus up to two ``alternatives``) between two points;
+        ``include_segments`` adds each route's directed segment ids (``segment_ids``)."""
         request = pb.ComputeRouteRequest(
             origin=_latlng(origin), destination=_latlng(destination),
             travel_mode=travel_mode(mode), traffic_aware=traffic_aware,
-            alternatives=alternatives,
+            alternatives=alternatives, include_segments=include_segments,
             avoid=pb.RouteAvoid(tolls=avoid_tolls, motorways=avoid_motorways,
                                 ferries=avoid_ferries))
         if departure_time is not None:
@@ -104,6 +106,17 @@ class RoutingClient(BaseClient):
         response = await self.call(self.stub.ListRegions, pb.ListRegionsRequest(),
                                    timeout=timeout)
         return list(response.regions)
+
+    async def get_traffic(self, region: str, low: Point, high: Point, *,
+                          mode: str | int = "drive", max_segments: int = 0,
+                          timeout: float | None = None) -> pb.GetTrafficResponse:
+        """The segments inside the box (``low``: south-west, ``high``: north-east corner)
+        whose live speed differs from free flow, slowest by share first; at most
+        ``max_segments`` (0: the server's 2,000), ``truncated`` when there were more."""
+        request = pb.GetTrafficRequest(region=region, travel_mode=travel_mode(mode),
+                                       low=_latlng(low), high=_latlng(high),
+                                       max_segments=max_segments)
+        return await self.call(self.stub.GetTraffic, request, timeout=timeout)
 
     async def update_traffic(self, region: str, observations: Sequence[pb.TrafficObservation],
                              *, mode: str | int = "drive", valid_for_s: float | None = None,

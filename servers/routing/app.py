@@ -22,10 +22,11 @@ import numpy as np
 
 from geoplex.servers._runtime.errors import InvalidArgument, NotFound
 
-from . import domain
+from . import domain, encoded_polyline
 from .config import RoutingConfig
 from .domain import (MatrixAnswer, MatrixCell, NoRoadNearby, NoRoute, Point, RouteAnswer,
-                     RouteQuery, SnappedPoint, TrafficObservation)
+                     RouteQuery, SnappedPoint, TrafficAnswer, TrafficObservation, TrafficQuery,
+                     TrafficSegment)
 from .guidance import Step
 from .matching import MatchResult, TracePoint, match
 from .planner import (Path, Weighting, alternatives_for, path_duration_ms, path_from,
@@ -129,12 +130,13 @@ class RoutingApp:
         if query.alternatives:
             paths += alternatives_for(graph.graph, weighting, origin, destination, best,
                                       query.alternatives)
-        routes = [self._assemble(graph, weighting, p, origin, destination) for p in paths]
+        routes = [self._assemble(graph, weighting, p, origin, destination,
+                                 query.include_segments) for p in paths]
         return RouteAnswer(region.name, routes, self._snapped(graph, origin),
                            self._snapped(graph, destination), weighting.version)
 
     def _assemble(self, graph: ModeGraph, weighting: Weighting, path: Path, origin: Snap,
-                  destination: Snap) -> domain.Route:
+                  destination: Snap, include_segments: bool = False) -> domain.Route:
         g = graph.graph
         start, end = (origin.lat, origin.lon), (destination.lat, destination.lon)
         steps = graph.guide.steps(weighting.seg_ms, path, start, end)
@@ -142,7 +144,8 @@ class RoutingApp:
         duration = path_duration_ms(g, weighting.seg_ms, path) / 1000.0
         return domain.Route(path_length_m(g, path), duration, static,
                             graph.encoder.path(path.segments, start, end), steps,
-                            _summary(steps))
+                            _summary(steps),
+                            tuple(path.segments.tolist()) if include_segments else ())
 
     def _snapped(self, graph: ModeGraph, snap: Snap) -> SnappedPoint:
         g = graph.graph
@@ -275,11 +278,7 @@ class RoutingApp:
                              observations: Sequence[TrafficObservation],
                              valid_for_s: float) -> tuple[int, int, float]:
         started = time.monotonic()
-        region = self.regions.get(region_name)
-        if region is None:
-            raise NotFound(f"region: no region named {region_name!r} is loaded",
-                           reason="UNKNOWN_REGION",
-                           metadata={"regions": ",".join(sorted(self.regions))})
+        region = self._named_region(region_name)
         graph = self._mode(region, mode)
         segments, factors = self._resolve(region, graph, observations)
         now = time.time()
@@ -287,6 +286,24 @@ class RoutingApp:
         touched, version = await self._run(
             functools.partial(graph.apply_traffic, segments, factors, now + valid_for_s, now))
         return touched, version, time.monotonic() - started
+
+    def _named_region(self, name: str) -> Region:
+        if not name:
+            raise InvalidArgument("region", "is required", reason="REQUIRED_FIELD",
+                                  allowed=sorted(self.regions))
+        region = self.regions.get(name)
+        if region is None:
+            raise NotFound(f"region: no region named {name!r} is loaded",
+                           reason="UNKNOWN_REGION",
+                           metadata={"regions": ",".join(sorted(self.regions))})
+        return region
+
+    # -- GetTraffic ------------------------------------------------------------------------
+
+    async def traffic(self, query: TrafficQuery) -> TrafficAnswer:
+        region = self._named_region(query.region)
+        graph = self._mode(region, query.mode)
+        return await self._run(lambda: _traffic_in_box(graph, query))
 
     def _resolve(self, region: Region, graph: ModeGraph,
                  observations: Sequence[TrafficObservation]) -> tuple[np.ndarray, np.ndarray]:
@@ -335,6 +352,35 @@ class RoutingApp:
                         await self._run(functools.partial(graph.refresh_traffic, now))
                     except RuntimeError:  # the pool is shutting down
                         return
+
+
+def _traffic_in_box(graph: ModeGraph, query: TrafficQuery) -> TrafficAnswer:
+    """The segments with at least one end in the box whose live duration (the metric in
+    use) differs from free flow, slowest by share of free-flow speed first."""
+    g = graph.graph
+    weighting = graph.current  # one reference: a swap mid-call cannot mix two metrics
+    live_ms, free_ms = weighting.seg_ms, g.seg_ms
+    slowed = np.flatnonzero(live_ms != free_ms)
+    if slowed.size:
+        tail, head = g.seg_tail[slowed], g.seg_head[slowed]
+        inside = np.zeros(slowed.size, dtype=bool)
+        for node in (tail, head):
+            lat, lon = g.node_lat[node], g.node_lon[node]
+            inside |= ((query.low.lat <= lat) & (lat <= query.high.lat)
+                       & (query.low.lon <= lon) & (lon <= query.high.lon))
+        slowed = slowed[inside]
+    share = free_ms[slowed].astype(np.float64) / live_ms[slowed].astype(np.float64)
+    order = slowed[np.argsort(share, kind="stable")]
+    kept = order[:query.max_segments]
+    out = []
+    for s in kept.tolist():
+        tail_node, head_node = int(g.seg_tail[s]), int(g.seg_head[s])
+        length = float(g.seg_length_m[s])
+        line = encoded_polyline.encode(g.node_lat[[tail_node, head_node]],
+                                       g.node_lon[[tail_node, head_node]])
+        out.append(TrafficSegment(s, line, length / (int(live_ms[s]) / 1000.0) * 3.6,
+                                  length / (int(free_ms[s]) / 1000.0) * 3.6))
+    return TrafficAnswer(out, order.size > kept.size, weighting.version)
 
 
 def _summary(steps: Sequence[Step]) -> str:

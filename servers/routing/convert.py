@@ -82,7 +82,37 @@ def route_query_from_pb(request: pb.ComputeRouteRequest) -> domain.RouteQuery:
     if request.HasField("departure_time"):
         departure = request.departure_time.seconds + request.departure_time.nanos / 1e9
     return domain.RouteQuery(origin, destination, mode_from_pb(request.travel_mode),
-                             request.traffic_aware, departure, request.alternatives, avoid)
+                             request.traffic_aware, departure, request.alternatives, avoid,
+                             request.include_segments)
+
+
+def traffic_query_from_pb(request: pb.GetTrafficRequest) -> domain.TrafficQuery:
+    """The region (checked by the app: it knows which are loaded), mode, box and limit."""
+    mode = mode_from_pb(request.travel_mode)
+    low = point(request.low, request.HasField("low"), "low")
+    high = point(request.high, request.HasField("high"), "high")
+    if low.lat > high.lat:
+        raise InvalidArgument("high.latitude", "must not be below low.latitude (low is the "
+                              "south-west corner, high the north-east)")
+    if low.lon > high.lon:
+        raise InvalidArgument("high.longitude", "must not be west of low.longitude (low is "
+                              "the south-west corner, high the north-east)")
+    limit = request.max_segments or domain.DEFAULT_TRAFFIC_SEGMENTS
+    if not 1 <= limit <= domain.MAX_TRAFFIC_SEGMENTS:
+        raise InvalidArgument("max_segments",
+                              f"must be in 1..{domain.MAX_TRAFFIC_SEGMENTS:,} (0 means "
+                              f"{domain.DEFAULT_TRAFFIC_SEGMENTS:,})")
+    return domain.TrafficQuery(request.region, mode, low, high, limit)
+
+
+def traffic_to_pb(answer: domain.TrafficAnswer) -> pb.GetTrafficResponse:
+    out = pb.GetTrafficResponse(truncated=answer.truncated,
+                                metric_version=answer.metric_version)
+    add = out.segments.add
+    for s in answer.segments:
+        add(segment_id=s.segment_id, polyline=s.polyline, speed_kmh=round(s.speed_kmh, 2),
+            free_flow_speed_kmh=round(s.free_flow_speed_kmh, 2))
+    return out
 
 
 def _latlng(lat: float, lon: float) -> geo_pb2.LatLng:
@@ -116,6 +146,8 @@ def _fill_route(r: pb.Route, route: domain.Route) -> None:
     _set_duration(r.duration, route.duration_s)
     _set_duration(r.static_duration, route.static_duration_s)
     r.polyline, r.summary = route.polyline, route.summary
+    if route.segment_ids:
+        r.segment_ids.extend(route.segment_ids)
     add = r.steps.add
     for step in route.steps:
         _fill_step(add(), step)

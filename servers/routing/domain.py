@@ -16,6 +16,8 @@ AVOID_TOLLS = 1
 AVOID_MOTORWAYS = 2
 AVOID_FERRIES = 4
 MAX_ALTERNATIVES = 2
+DEFAULT_TRAFFIC_SEGMENTS = 2000
+MAX_TRAFFIC_SEGMENTS = 10_000
 
 
 class NoRoadNearby(FailedPrecondition):
@@ -61,6 +63,7 @@ class RouteQuery:
     departure_time: float | None = None   # unix seconds; None: now
     alternatives: int = 0
     avoid: int = 0                          # AVOID_* bits
+    include_segments: bool = False          # fill Route.segment_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class Route:
     polyline: str          # Google's encoded polyline, precision 5
     steps: list[Step]
     summary: str
+    segment_ids: tuple[int, ...] = ()  # the directed segments driven, in order (on request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,30 @@ class TrafficObservation:
     way_id: int | None = None
     speed_factor: float | None = None
     speed_kmh: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficQuery:
+    region: str
+    mode: str
+    low: Point             # the box's south-west corner
+    high: Point            # its north-east corner
+    max_segments: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficSegment:
+    segment_id: int
+    polyline: str
+    speed_kmh: float
+    free_flow_speed_kmh: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficAnswer:
+    segments: list[TrafficSegment]
+    truncated: bool
+    metric_version: int
 
 
 @dataclass(frozen=True, slots=True)

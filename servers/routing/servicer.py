@@ -75,6 +75,12 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         response.apply_time.FromNanoseconds(int(took * 1e9))
         return response
 
+    async def GetTraffic(self, request: pb.GetTrafficRequest,
+                         context: Context[pb.GetTrafficRequest, pb.GetTrafficResponse]
+                         ) -> pb.GetTrafficResponse:
+        answer = await self.app.traffic(convert.traffic_query_from_pb(request))
+        return convert.traffic_to_pb(answer)
+
 
 def add_to_server(servicer: RoutingServicer, server: grpc.aio.Server) -> None:
     routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)
