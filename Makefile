@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing clean
+.PHONY: help setup system-deps browser-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -28,6 +28,15 @@ system-deps:  ## install redis-server, etcd, nats-server, python3-venv and npm f
 	@command -v redis-server >/dev/null && command -v etcd >/dev/null && command -v npm >/dev/null && \
 	  { command -v nats-server >/dev/null || test -x /usr/sbin/nats-server; } || \
 	  { echo "still missing: install the Debian packages redis-server, etcd-server, nats-server and npm"; exit 1; }
+
+browser-deps:  ## Debian's Chromium and the test's browser driver (playwright-core from npm), for the map page test
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian package: chromium"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null || { echo "still missing: install the Debian package chromium"; exit 1; }
+	@test -d tests/browser/node_modules/playwright-core || npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,7 +63,7 @@ breaking: $(STAMP)  ## buf breaking against the previous commit, once it has pro
 run: setup  ## start backends, load demo data, run every service (Ctrl-C stops)
 	$(BIN)/geoplex up
 
-test: setup lint breaking typecheck  ## every test, with the backends they need
+test: setup browser-deps lint breaking typecheck  ## every test, with the backends they need
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: bench-runtime bench-proximity bench-presence bench-broker bench-routing  ## run every benchmark (minutes)

@@ -26,5 +26,6 @@ for name, folder in ROOTS.items():
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"geoplex": ["py.typed", "**/*.pyi"], "geoplex.infra": ["*.json"]},
+    package_data={"geoplex": ["py.typed", "**/*.pyi"], "geoplex.infra": ["*.json"],
+                  "geoplex.servers": ["maps/page/*"]},
 )

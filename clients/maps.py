@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 
 import grpc.aio
 
@@ -18,10 +18,13 @@ from geoplex.maps.v1 import maps_pb2 as pb
 from geoplex.maps.v1 import maps_pb2_grpc
 
 from .channel import BaseClient, ChannelOptions
+from .errors import from_rpc_error
+from .routing import travel_mode
 
 GeocodeCandidate = pb.GeocodeCandidate
 PlaceKind = pb.PlaceKind
 LocationFix = pb.LocationFix
+NavigateResponse = pb.NavigateResponse
 Point = tuple[float, float]  # (latitude, longitude)
 
 
@@ -84,6 +87,30 @@ class MapsClient(BaseClient):
             async for b in batches:
                 yield pb.ReportLocationsRequest(batch=b)
         return await self.call(self.stub.ReportLocations, requests(), timeout=timeout)
+
+    async def navigate(self, origin: Point, destination: Point, *, mode: str | int = "drive",
+                       token: str | None = None, reroute_min_saving_s: float = 0.0,
+                       timeout: float | None = None) -> AsyncIterator[pb.NavigateResponse]:
+        """Navigate from ``origin`` to ``destination`` (needs a token: the driver is its
+        subject): the route first (REASON_STARTED), then the remaining ETA as the same
+        user's reported fixes advance or traffic on the rest changes, a new route when a
+        clearly faster one appears (saving ``reroute_min_saving_s``, 0 = the server's 60 s,
+        and 10 %) or the driver leaves the route; it ends after REASON_ARRIVED.
+
+        No deadline unless ``timeout``: a drive lasts as long as it lasts. Leaving the
+        ``async for`` early cancels the stream, which ends the session."""
+        request = pb.NavigateRequest(travel_mode=travel_mode(mode),
+                                     reroute_min_saving_seconds=reroute_min_saving_s)
+        request.origin.latitude, request.origin.longitude = origin
+        request.destination.latitude, request.destination.longitude = destination
+        call = self.stub.Navigate(request, timeout=timeout, metadata=self.metadata(token=token))
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
 
     async def info(self, *, timeout: float | None = None) -> pb.GetGazetteerInfoResponse:
         """Features per kind, memory and the data files of the gazetteer."""

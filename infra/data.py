@@ -158,6 +158,17 @@ DATASETS: dict[str, Dataset] = {ds.name: ds for ds in (
         archive_sha256="b830e8942f2d58c7e68782dcf4dff2ffe8c4104a35ee881ed1ad4023cefcdba4",
         fetch_args=("--only-binary", ":all:"),
     ),
+    Dataset(
+        name="leaflet",
+        description="Leaflet 1.9.4, the map page's JavaScript map library (not map data)",
+        registry="npm", package="leaflet", version="1.9.4",
+        license="Leaflet (BSD-2-Clause), (c) Volodymyr Agafonkin, CloudMade.",
+        files={"js": ("package/dist/leaflet.js",
+                      "db49d009c841f5ca34a888c96511ae936fd9f5533e90d8b2c4d57596f4e5641a"),
+               "css": ("package/dist/leaflet.css",
+                       "a7837102824184820dfa198d1ebcd109ff6d0ff9a2672a074b9a1b4d147d04c6")},
+        archive_sha256="84c65a256e50657896f54c33bd857b6849ebe94c817803be818bf32a3dde0b77",
+    ),
 )}
 
 

@@ -91,6 +91,11 @@ class ServerProcess:
         return self.process.stop(sig=sig)
 
 
+# what a test server does unless its test asks: the maps HTTP endpoint on a free port
+# (never 8055, which `geoplex up` may hold) and no tiles (seconds of loading per process)
+TEST_DEFAULTS = {"maps": {"GEOPLEX_MAPS_HTTP_PORT": "0", "GEOPLEX_MAPS_TILE_SOURCES": "off"}}
+
+
 @pytest.fixture(scope="session")
 def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
     """Start a declared service's server (``server_factory("presence", env, "log-name")``);
@@ -101,7 +106,7 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 
     def start(name: str, env: dict[str, str], log_name: str = "server") -> ServerProcess:
         declared = service(name)
-        env = {declared.env_prefix + "PORT": "0", **env}
+        env = {declared.env_prefix + "PORT": "0", **TEST_DEFAULTS.get(name, {}), **env}
         proc = ServerProcess(declared.module, env, logs / f"{log_name}-{len(started)}.log")
         started.append(proc)  # stopped at the end even if it fails to start
         return proc.start()

@@ -91,10 +91,11 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
                         {**env, prefix + "PORT": str(node_port), prefix + "ID": str(i),
                          prefix + "DATA_DIR": str(state_dir / f"{entry.name}-{i}")}))
                 continue
+            http = {prefix + "HTTP_PORT": str(entry.http[1])} if entry.http else {}
             for n in range(entry.processes):
                 specs.append(ProcessSpec(
                     f"{entry.name}-{n + 1}", python_module(entry.module),
-                    {**env, prefix + "PORT": str(port),
+                    {**env, **http, prefix + "PORT": str(port),
                      prefix + "REUSE_PORT": "true" if entry.processes > 1 else "false"}))
         supervisor = Supervisor(specs, log_dir=state_dir / "logs")
         await supervisor.start()
@@ -108,6 +109,8 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
             else:
                 print(f"  {entry.name:<10} {target}  ({entry.processes} processes)")
             print(f"    grpcurl -plaintext {target} list")
+            if entry.http:
+                print(f"    {entry.http[0]}: http://127.0.0.1:{entry.http[1]}/")
             auth = ' -H "authorization: Bearer $(geoplex auth dev-token alice)"' \
                 if entry.needs_token else ""
             print(f"    grpcurl -plaintext{auth} -d '{body}' {target} {entry.grpc_service_names[0]}/{method}")

@@ -55,6 +55,8 @@ class ServiceDeclaration:
     # datasets (``geoplex data fetch`` names) its server reads at start; ``geoplex up``
     # fetches them first, into the data directory the server's defaults point at
     datasets: tuple[str, ...] = ()
+    # an HTTP endpoint beside gRPC (``GEOPLEX_<NAME>_HTTP_PORT``): (what it serves, port)
+    http: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.grpc_services:

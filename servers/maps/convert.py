@@ -33,8 +33,9 @@ def geocode_from_pb(request: pb.GeocodeRequest
         raise InvalidArgument("text", "is required", reason="REQUIRED_FIELD")
     if len(text) > domain.MAX_QUERY_CHARS:
         raise InvalidArgument("text", f"must be at most {domain.MAX_QUERY_CHARS} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise InvalidArgument("text", "must not hold control characters")
+    if not text.isprintable():
+        raise InvalidArgument("text", "must be printable text (no control or format "
+                                      "characters)")
     bias = (location_from_pb(request.bias, True, "bias") if request.HasField("bias")
             else None)
     size = page_size(request.page_size, DEFAULT_PAGE, domain.MAX_LIMIT)
@@ -146,3 +147,16 @@ def location_record_from(value: bytes) -> tuple[str, str, list[locations.Fix]]:
     if any(f.lat is None or f.lon is None or f.time is None for f in fixes):
         raise ValueError("a LocationBatchRecord with a fix lacking its location or time")
     return record.user, record.batch_id, fixes
+
+
+TILE_FORMATS = {pb.TILE_FORMAT_UNSPECIFIED: "png", pb.TILE_FORMAT_PNG: "png",
+                pb.TILE_FORMAT_MVT: "mvt"}
+
+
+def tile_from_pb(request: pb.GetTileRequest) -> tuple[int, int, int, str]:
+    """(z, x, y, "png" | "mvt"); the address itself is checked by the tile service."""
+    fmt = TILE_FORMATS.get(request.format)
+    if fmt is None:
+        raise InvalidArgument("format", f"unknown tile format {request.format}",
+                              allowed=["TILE_FORMAT_PNG", "TILE_FORMAT_MVT"])
+    return request.z, request.x, request.y, fmt

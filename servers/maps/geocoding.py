@@ -359,15 +359,15 @@ class Geocoder:
         ranked: list[tuple[float, int, Candidate]] = []  # (rank, tie-break, candidate)
         # one candidate per label (GeoNames has several places called "Helong", CN): the
         # best ranked of them, the most populous among equal matches
-        best: dict[tuple[str, str], tuple[float, int, Candidate]] = {}
+        by_label: dict[tuple[str, str], tuple[float, int, Candidate]] = {}
 
         def push(rank: float, candidate: Candidate) -> None:
             key = (candidate.kind, candidate.label)
-            old = best.get(key)
+            old = by_label.get(key)
             if old is not None and old[0] >= rank:
                 return
-            item = (rank, -len(best) if old is None else old[1], candidate)
-            best[key] = item
+            item = (rank, -len(by_label) if old is None else old[1], candidate)
+            by_label[key] = item
             if old is not None and old in ranked:  # better than its namesake: take its place
                 ranked[ranked.index(old)] = item
                 heapq.heapify(ranked)
@@ -407,8 +407,7 @@ class Geocoder:
                     push(*self._rank(quality, f.lat, f.lon, f.city, f.postcode,
                                      f.importance, context, bias, kind,
                                      _name_label(f.name, f.city)))
-        best = sorted(ranked, reverse=True)
-        return [c for _rank, _tie, c in best[offset:want]]
+        return [c for _rank, _tie, c in sorted(ranked, reverse=True)[offset:want]]
 
     def _strip_cities(self, name: str) -> tuple[list[str], frozenset[str]]:
         """The name as written, and without a locality written before or after it

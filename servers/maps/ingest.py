@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from pymongo.errors import PyMongoError
 
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 HISTORY_GROUP = "location-history"
 RETENTION_S = 14 * 86_400.0
+# told (user, accepted fixes in time order) once the broker acknowledged a batch
+FixObserver = Callable[[str, list[Fix]], None]
 
 
 class LocationIngest:
@@ -45,6 +48,12 @@ class LocationIngest:
         self._ready = asyncio.Event()
         self._producer: Producer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._observers: list[FixObserver] = []
+
+    def observe(self, observer: FixObserver) -> None:
+        """Call ``observer(user, fixes)`` with each batch's accepted fixes (time order) once
+        the broker has acknowledged them (navigation follows its drivers this way)."""
+        self._observers.append(observer)
 
     @property
     def ready(self) -> asyncio.Event:
@@ -84,7 +93,17 @@ class LocationIngest:
                               "retry with the same batch_id", reason="BROKER_UNAVAILABLE"
                               ) from exc
         self.last.put(user, accepted[-1][1])
+        if self._observers:
+            self._tell(user, [f for _, f in accepted])
         return len(accepted), rejected
+
+    def _tell(self, user: str, fixes: list[Fix]) -> None:
+        for observer in self._observers:
+            try:
+                observer(user, fixes)
+            except Exception as exc:  # noqa: BLE001 - the batch is stored: answer all the same
+                # the type only: a message or traceback could hold a location
+                logger.error("a location observer failed (%s)", type(exc).__name__)
 
     @staticmethod
     def _prepare(user: str, batch_id: str, fixes: list[Fix], last: Fix | None

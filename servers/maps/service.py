@@ -7,7 +7,8 @@ from geoplex.servers._runtime.declaration import ExampleCall, ServiceDeclaration
 
 SERVICE = ServiceDeclaration(
     name="maps",
-    summary="geocoding and reverse geocoding of OSM addresses, streets, POIs and places",
+    summary="geocoding, navigation location batches into live traffic, map tiles and the "
+            "map page",
     module="geoplex.servers.maps",
     grpc_services=(maps_pb2.DESCRIPTOR.services_by_name["MapsService"],),
     default_port=50055,
@@ -15,5 +16,6 @@ SERVICE = ServiceDeclaration(
     example=ExampleCall("Geocode", '{"text":"Mannerheimintie 10, Helsinki"}'),
     client="geoplex.clients.maps:MapsClient",
     cli="geoplex.tools.maps_cli",
-    datasets=("helsinki", "monaco", "geonames"),
+    datasets=("helsinki", "monaco", "gothenburg", "geonames", "leaflet"),
+    http=("map page, tiles and JSON", 8055),
 )

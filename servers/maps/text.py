@@ -49,7 +49,8 @@ def fold(text: str) -> str:
     text = text.lower()
     if text.isascii():
         return text
-    text = unicodedata.normalize("NFKD", text.translate(_LETTERS))
+    # lowercase again: a compatibility form may decompose to a capital ("𝜜" -> "Α")
+    text = unicodedata.normalize("NFKD", text.translate(_LETTERS)).lower()
     return "".join(c for c in text if not unicodedata.combining(c))
 
 

@@ -98,14 +98,19 @@ async def test_accepted_fixes_reach_the_history_once_even_when_a_batch_is_sent_t
                                                                   (7, "IN_THE_FUTURE")]
         again = await maps.report_batch(batch("b-1", fixes))   # a retry of the same batch
         assert again.accepted == 6
+        # one user's batches keep their order on the topic: once this one is stored, the
+        # retry before it has been consumed too
+        sentinel = await maps.report_batch(batch("b-2", [fix(HELSINKI, now - 20)]))
+        assert sentinel.accepted == 1
 
-    def stored() -> int:
-        return sum(doc["count"] for doc in _history(ingest_env, user))
+    def consumed() -> bool:
+        return any("b-2" in doc["batches"] for doc in _history(ingest_env, user))
 
-    await eventually(lambda: stored() >= 6, timeout=30, what="the batch in the history")
+    await eventually(consumed, timeout=30, what="the batches in the history")
     buckets = _history(ingest_env, user)
-    assert sum(len(doc["fixes"]) for doc in buckets) == 6   # once, not twice
-    assert all(doc["batches"] == ["b-1"] for doc in buckets)
+    first_batch = [f for doc in buckets for f in doc["fixes"] if f["t"] < now - 25]
+    assert len(first_batch) == 6   # once, not twice
+    assert sorted(b for doc in buckets for b in doc["batches"]) == ["b-1", "b-2"]
     times = [f["t"] for doc in buckets for f in doc["fixes"]]
     assert times == sorted(times)
 
@@ -145,6 +150,27 @@ async def test_reporting_needs_a_token_and_a_well_formed_batch(
         with pytest.raises(InvalidArgumentError) as caught:
             await maps.report_batch(batch("empty", []))
         assert caught.value.field == "batch.fixes"
+
+
+async def test_a_malformed_batch_mid_stream_says_how_many_batches_were_stored(
+        ingest_server: ServerProcess, ingest_env: dict[str, str]) -> None:
+    user = f"driver-{uuid.uuid4().hex[:8]}"
+    trip = _trip(4, time.time() - 60)
+    async with MapsClient(ingest_server.address,
+                          ChannelOptions(token=_token(user), retry=False)) as maps:
+        await _report_until_ready(maps, batch("m-0", trip[:1]))
+
+        async def batches() -> AsyncIterator[Any]:
+            yield batch("m-1", trip[1:3])
+            yield batch("", trip[3:])          # no batch_id
+        with pytest.raises(InvalidArgumentError) as caught:
+            await maps.report_locations(batches())
+    assert caught.value.field == "batch[1].batch_id"
+    assert caught.value.metadata["batches_stored"] == "1"
+    assert caught.value.metadata["accepted"] == "2"
+    assert "batches stored before it: 1 (2 fixes accepted)" in caught.value.message
+    await eventually(lambda: any("m-1" in d["batches"] for d in _history(ingest_env, user)),
+                     timeout=30, what="the batch before the bad one in the history")
 
 
 def test_the_server_log_holds_no_coordinates(ingest_server: ServerProcess) -> None:

@@ -44,3 +44,37 @@ def test_values_are_read_from_their_variables(tmp_path: Path) -> None:
 def test_a_malformed_extract_list_is_refused(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match="GEOPLEX_MAPS_EXTRACTS"):
         _config(tmp_path, GEOPLEX_MAPS_EXTRACTS=value)
+
+
+def test_tile_and_http_defaults_are_the_fetched_regions_and_port_8055(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    data = tmp_path / "data"
+    assert config.http_port == 8055
+    assert [name for name, _ in config.tile_sources] == ["helsinki", "monaco", "gothenburg"]
+    assert config.tile_sources[2][1] == data / "gothenburg" / "large-network.json"
+    assert config.web_vendor_dir == data / "leaflet"
+    assert config.tile_redis_url is None
+
+
+def test_tiles_and_http_can_be_turned_off_or_pointed_elsewhere(tmp_path: Path) -> None:
+    config = _config(tmp_path, GEOPLEX_MAPS_HTTP_PORT="off", GEOPLEX_MAPS_TILE_SOURCES="off",
+                     GEOPLEX_REDIS_URL="redis://127.0.0.1:1/0")
+    assert config.http_port is None and config.tile_sources == ()
+    assert config.tile_redis_url == "redis://127.0.0.1:1/0"
+    config = _config(tmp_path, GEOPLEX_MAPS_TILE_SOURCES=f"turku={tmp_path / 't.pbf'}",
+                     GEOPLEX_MAPS_TILE_REDIS_URL="redis://127.0.0.1:2/0",
+                     GEOPLEX_REDIS_URL="redis://127.0.0.1:1/0")
+    assert config.tile_sources == (("turku", tmp_path / "t.pbf"),)
+    assert config.tile_redis_url == "redis://127.0.0.1:2/0"
+
+
+@pytest.mark.parametrize(("name", "value", "named"), [
+    ("GEOPLEX_MAPS_TILE_SOURCES", "turku", "GEOPLEX_MAPS_TILE_SOURCES"),
+    ("GEOPLEX_MAPS_HTTP_PORT", "70000", "GEOPLEX_MAPS_HTTP_PORT"),
+    ("GEOPLEX_BROKER_TARGET", " , ", "GEOPLEX_BROKER_TARGET"),
+    ("GEOPLEX_MAPS_TRAFFIC_ADMIN", "a\tb", "GEOPLEX_MAPS_TRAFFIC_ADMIN"),
+])
+def test_bad_tile_http_broker_and_admin_values_name_their_variable(
+        tmp_path: Path, name: str, value: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        _config(tmp_path, **{name: value})

@@ -40,3 +40,19 @@ def test_a_few_metres_say_nothing_about_a_segment() -> None:
     speeds = SegmentSpeeds(min_metres=5.0)
     assert speeds.add("a", "1", [_obs(1, 3.0, 100, metres=1.5)]) == 0
     assert speeds.current(100) == {}
+
+
+def test_a_busy_segment_keeps_only_its_latest_observations() -> None:
+    speeds = SegmentSpeeds(window_s=1000, max_per_segment=3)
+    for i, speed in enumerate([5.0, 5.0, 5.0, 50.0, 52.0, 54.0]):
+        speeds.add(f"u{i}", "1", [_obs(9, speed, 100 + i)])
+    assert speeds.current(110) == {"helsinki": {9: 52.0}}   # the median of the last three
+
+
+def test_observations_added_after_a_flush_count_in_the_next() -> None:
+    speeds = SegmentSpeeds(window_s=1000)
+    speeds.add("a", "1", [_obs(4, 30.0, 100)])
+    first = speeds.current(101)
+    speeds.add("b", "1", [_obs(4, 50.0, 102)])
+    assert first == {"helsinki": {4: 30.0}}
+    assert speeds.current(103) == {"helsinki": {4: 40.0}}

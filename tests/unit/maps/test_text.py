@@ -114,3 +114,8 @@ def test_parse_query_finds_the_number_after_any_street(words: list[str], number:
     assert parse_query(f"{street} {number}") == ParsedQuery(street, str(number), "")
     assert parse_query(f"{street} {number}, Helsinki") == \
         ParsedQuery(street, str(number), "Helsinki")
+
+
+def test_a_compatibility_capital_folds_to_lowercase() -> None:
+    # mathematical italic capital alpha has no lowercase of its own; NFKD makes it "Α"
+    assert fold("𝜜") == "α" and normalize(normalize("𝜜")) == normalize("𝜜")
