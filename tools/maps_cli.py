@@ -1,9 +1,11 @@
-"""``geoplex geocode TEXT``, ``geoplex reverse LAT,LNG`` and ``geoplex maps info``."""
+"""``geoplex geocode TEXT``, ``geoplex reverse LAT,LNG``, ``geoplex maps info`` and
+``geoplex maps simulate`` (the navigation simulator, :mod:`.navsim`)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from collections.abc import Callable
 from functools import partial
 
@@ -13,6 +15,7 @@ from geoplex.maps.v1 import maps_pb2 as pb
 
 from .commands import Subcommands, call, command_group
 from .output import print_next_page, print_table
+from .routing_cli import DEFAULT_TARGET as ROUTING_TARGET
 from .routing_cli import point
 
 DEFAULT_TARGET = os.environ.get("GEOPLEX_MAPS_TARGET", "127.0.0.1:50055")
@@ -55,6 +58,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .navsim.cli import run_simulate  # numpy and the simulator: only when asked
+
+    return run_simulate(args)
+
+
 def add_commands(sub: Subcommands) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--target", default=DEFAULT_TARGET,
@@ -80,11 +89,44 @@ def add_commands(sub: Subcommands) -> None:
     common(r)
     r.set_defaults(func=cmd_reverse)
 
-    m = command_group(sub, "maps", help="the maps service: what its gazetteer holds",
+    m = command_group(sub, "maps", help="the maps service: its gazetteer, a navigation "
+                      "simulator",
                       description="Call MapsService: gazetteer contents (geocoding itself is "
-                      "`geoplex geocode` / `geoplex reverse`).")
+                      "`geoplex geocode` / `geoplex reverse`), or drive simulated cars "
+                      "against it (`simulate`).")
     i = m.add_parser("info", help="features per kind and memory",
                      description="How many addresses, streets, POIs and places the "
                      "gazetteer holds, its memory and its data files.")
     common(i)
     i.set_defaults(func=cmd_info)
+
+    s = m.add_parser(
+        "simulate", help="drive simulated cars on Gothenburg and jam an arterial",
+        description="Navigation simulator: --drivers cars follow real routes on the "
+        "Gothenburg graph, each sending a GPS fix a second in batches (ReportLocationBatch) "
+        "to maps, whose traffic feed map-matches them and updates routing. A seeded "
+        "arterial with a detour is slowed to --fraction of its speed from "
+        "--congestion-start for --congestion-seconds; every second the ETA of a route "
+        "through it and whether the router prefers the detour are recorded. Prints a line "
+        "per tick, then a table and a summary (seconds to the ETA rising, to the detour, "
+        "back to normal); --out writes everything as JSON. How fast it recovers depends on "
+        "maps' GEOPLEX_MAPS_TRAFFIC_* and routing's GEOPLEX_ROUTING_TRAFFIC_FADE_SECONDS.")
+    s.add_argument("--maps", default=DEFAULT_TARGET,
+                   help="host:port of the maps service (default: %(default)s)")
+    s.add_argument("--routing", default=ROUTING_TARGET,
+                   help="host:port of the routing service (default: %(default)s)")
+    s.add_argument("--drivers", type=int, default=40, help="cars (default: %(default)s)")
+    s.add_argument("--congestion-start", type=float, default=60.0, metavar="SECONDS",
+                   help="when the jam starts, seconds into the run (default: %(default)s)")
+    s.add_argument("--congestion-seconds", type=float, default=120.0, metavar="SECONDS",
+                   help="how long it lasts (default: %(default)s)")
+    s.add_argument("--fraction", type=float, default=0.25,
+                   help="share of its speed the arterial keeps (default: %(default)s)")
+    s.add_argument("--duration", type=float, default=360.0, metavar="SECONDS",
+                   help="length of the whole run (default: %(default)s)")
+    s.add_argument("--stop-after-recovery", type=float, default=None, metavar="SECONDS",
+                   help="end early once back to normal for this long")
+    s.add_argument("--seed", type=int, default=1,
+                   help="seed of the scenario, the trips and the noise (default: %(default)s)")
+    s.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    s.set_defaults(func=cmd_simulate)
