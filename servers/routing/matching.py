@@ -84,6 +84,9 @@ class MatchParams:
     sigma_min_m: float = 5.0
     beta_m: float = 5.0
     max_speed_mps: float = 60.0
+    # a fix this far behind the one before on the same segment is GPS noise (a car
+    # crawling in a jam), not a drive around the block: the step counts as standing still
+    backtrack_m: float = 10.0
 
 
 @dataclass
@@ -190,8 +193,10 @@ def _transitions(metric: Metric, dm: F64, a: list[_Candidate], b: list[_Candidat
     if same.any():
         ahead = (np.array([c.fraction for c in b])[None, :]
                  - np.array([c.fraction for c in a])[:, None]) * dm[src][:, None] / 10.0
-        # on one segment: forward along it, or (behind) not at all in one step
-        route = np.where(same, np.where(ahead >= -0.5, np.maximum(ahead, 0.0), np.inf), route)
+        # on one segment: forward along it; a little behind is noise (standing still);
+        # farther behind is not possible in one step
+        route = np.where(same, np.where(ahead >= -params.backtrack_m, np.maximum(ahead, 0.0),
+                                        np.inf), route)
     great = haversine_m(pa.lat, pa.lon, pb.lat, pb.lon)
     dt = max(pb.time - pa.time, 1.0)
     limit = max(params.max_speed_mps * dt, great + 2 * params.radius_m)

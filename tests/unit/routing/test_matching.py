@@ -103,3 +103,27 @@ def test_a_turn_onto_the_link_is_followed() -> None:
     names = _match(graph, points)
     assert names[0] == "South Street" and names[-1] == "North Street"
     assert names[5] == "East Link"
+
+
+def _dual_carriageway() -> RoadGraph:
+    """A dual carriageway: eastbound and westbound oneways 12 m apart, 600 m long, joined
+    at both ends (where the road turns back)."""
+    b = NetworkBuilder()
+    east = [b.node(0, e) for e in range(0, 601, 20)]
+    west = [b.node(12, e) for e in range(600, -1, -20)]
+    b.way(east, name="Eastbound", oneway="yes")
+    b.way(west, name="Westbound", oneway="yes")
+    b.way([east[-1], west[0]], name="East Turn", oneway="yes")
+    b.way([west[-1], east[0]], name="West Turn", oneway="yes")
+    return build_graph(b.build(), CAR)
+
+
+def test_a_car_crawling_in_a_jam_with_gps_jitter_stays_on_its_carriageway() -> None:
+    # 0.7 m/s east, a fix a second, each pulled up to 4 m back or ahead and up to 5 m
+    # towards the other carriageway: a backwards step is noise, not a U-turn
+    graph = _dual_carriageway()
+    rng = np.random.default_rng(11)
+    points = [(float(rng.uniform(0, 5)), 150.0 + 0.7 * k + float(rng.uniform(-4, 4)),
+               float(k)) for k in range(60)]
+    names = _match(graph, points)
+    assert names.count("Eastbound") >= 57, names
