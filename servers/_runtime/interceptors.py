@@ -35,6 +35,8 @@ from .errors import GeoplexError
 from .status import INTERNAL_STATUS, to_status
 
 log = logging.getLogger("geoplex.rpc")
+# services whose successful calls are logged at debug only (internal, periodic)
+QUIET_PREFIXES = ("/geoplex.broker.v1.ReplicaService/",)
 _MAX_REQUEST_ID = 128
 
 _TRequest = TypeVar("_TRequest")
@@ -118,9 +120,19 @@ class _Call:
     def end(self, context: _Context) -> None:
         if self.code is grpc.StatusCode.OK:
             self.code = _context_code(context, grpc.StatusCode.OK)
-        if log.isEnabledFor(logging.INFO):
-            log.info("rpc %s code=%s ms=%.2f rid=%s", self.method, self.code.name,
-                     (time.perf_counter() - self.started) * 1000.0, self.rid)
+        level = rpc_log_level(self.method, self.code)
+        if log.isEnabledFor(level):
+            log.log(level, "rpc %s code=%s ms=%.2f rid=%s", self.method, self.code.name,
+                    (time.perf_counter() - self.started) * 1000.0, self.rid)
+
+
+def rpc_log_level(method: str, code: grpc.StatusCode) -> int:
+    """INFO for a finished call; DEBUG for a successful internal periodic one (a broker
+    node's replication long-polls answer every half second per partition: a line each
+    would bury the log), which still shows at INFO when it fails."""
+    if code is grpc.StatusCode.OK and method.startswith(QUIET_PREFIXES):
+        return logging.DEBUG
+    return logging.INFO
 
 
 def _context_code(context: _Context, default: grpc.StatusCode) -> grpc.StatusCode:
