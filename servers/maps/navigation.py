@@ -15,7 +15,7 @@ Pure parts (no I/O; unit-tested without servers):
 - :func:`should_reroute`: a new route is offered only when it saves at least
   ``max(min_saving, 10 % of the remaining time)``, so it cannot flap between two routes
   whose times differ by noise.
-- :class:`SegmentIndex`: the inverted index ``segment -> sessions`` over each session's
+- :class:`SessionIndex`: the inverted index ``segment -> sessions`` over each session's
   *remaining* segments, so a traffic change re-evaluates only the sessions it concerns.
 - :func:`speed_changes`: the diff of two traffic snapshots (new, gone, or speed moved by
   more than ``SPEED_CHANGE_SHARE``).
@@ -293,7 +293,7 @@ def should_reroute(current_s: float, candidate_s: float, min_saving: float) -> b
 GraphKey = tuple[str, int]  # (region, routing TravelMode)
 
 
-class SegmentIndex:
+class SessionIndex:
     """``(region, mode, segment) -> sessions`` over each session's remaining segments."""
 
     def __init__(self) -> None:
@@ -527,7 +527,7 @@ class Navigator:
         self.max_per_user = max_per_user
         self.poll_s = poll_s
         self.debounce_s = debounce_s
-        self.index = SegmentIndex()
+        self.index = SessionIndex()
         self.sessions: dict[int, Session] = {}
         self._by_user: dict[str, set[int]] = {}
         self._ids = itertools.count(1)

@@ -26,7 +26,7 @@ from geoplex.servers.maps.navigation import (
     LatestQueue,
     NavigateQuery,
     Navigator,
-    SegmentIndex,
+    SessionIndex,
     Track,
     Update,
     decode_polyline,
@@ -159,7 +159,7 @@ KEY = ("helsinki", rpb.TRAVEL_MODE_DRIVE)
 
 
 def test_the_index_finds_only_sessions_whose_remaining_route_holds_the_segment() -> None:
-    index = SegmentIndex()
+    index = SessionIndex()
     index.put(1, KEY, [1, 2, 3])
     index.put(2, KEY, [3, 4])
     index.put(3, KEY, [5])
