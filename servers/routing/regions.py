@@ -8,7 +8,6 @@ under a second and a changed file or code can never reuse a stale graph.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from geoplex.servers._runtime.files import file_checksum
 
 from .adapters.geojson_roads import read_geojson
 from .adapters.osm_pbf import read_pbf
@@ -148,14 +149,6 @@ class Region:
     def covers(self, lat: float, lon: float, margin_deg: float) -> bool:
         return (self.low[0] - margin_deg <= lat <= self.high[0] + margin_deg
                 and self.low[1] - margin_deg <= lon <= self.high[1] + margin_deg)
-
-
-def file_checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_network(path: Path) -> RawNetwork:

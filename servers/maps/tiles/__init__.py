@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from geoplex.servers._runtime.files import file_checksum
+
 from ..adapters import osm_map
 from . import raster, style, vector
 from .features import FeatureStore
@@ -42,14 +44,6 @@ class TileSetError(Exception):
 class MapSource:
     name: str
     path: Path             # .osm.pbf or GeoJSON (by suffix, else by content)
-
-
-def file_checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class TileSet:

@@ -20,13 +20,12 @@ from geoplex.clients.errors import (InvalidArgumentError, UnauthenticatedError,
                                     UnavailableError)
 from geoplex.clients.maps import MapsClient, NavigateResponse, batch, fix
 from geoplex.clients.routing import RoutingClient, observation
-from geoplex.infra import data
 from geoplex.infra.local import BackendUrls
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.servers._runtime.geo import haversine_m
 from geoplex.servers.routing.config import RegionSource
 from polling import eventually
-from routing_servers import routing_env  # tests/routing_servers.py
+from maps_mesh import start_maps_mesh  # tests/maps_mesh.py
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -48,24 +47,10 @@ def nav_mesh(backends: BackendUrls, server_factory: Callable[..., ServerProcess]
              ) -> tuple[ServerProcess, ServerProcess]:
     """A broker, a routing server (Helsinki, car) and a maps server with ingest on (no
     traffic feed: the test sets traffic itself)."""
-    broker = server_factory("broker", {
-        **backends.env(), "GEOPLEX_BROKER_PORT": "0",
-        "GEOPLEX_BROKER_DATA_DIR": str(tmp_path_factory.mktemp("nav-broker")),
-        "GEOPLEX_BROKER_ETCD_PREFIX": f"/geoplex-test/{uuid.uuid4().hex[:12]}",
-        "GEOPLEX_LOG_LEVEL": "warning"}, "nav-broker")
-    helsinki = tuple(s for s in routing_sources if s.name == "helsinki")
-    routing = server_factory("routing", routing_env(helsinki, routing_cache,
-                                                    GEOPLEX_ROUTING_MODES="car"),
-                             "nav-routing")
-    monaco = data.fetch(["monaco"], progress=lambda _m: None)["monaco"]["pbf"]
-    maps = server_factory("maps", {
-        **backends.env(), "GEOPLEX_BROKER_TARGET": broker.address,
-        "GEOPLEX_ROUTING_TARGET": routing.address,
-        "GEOPLEX_MAPS_EXTRACTS": f"Monaco={monaco}", "GEOPLEX_MAPS_PLACES": "none",
-        "GEOPLEX_MAPS_TILE_SOURCES": "off",
-        "GEOPLEX_MAPS_DATABASE": f"nav_{uuid.uuid4().hex[:8]}",
-        "GEOPLEX_MAPS_LOCATIONS_PARTITIONS": "2", "GEOPLEX_MAPS_TRAFFIC": "false",
-        "GEOPLEX_MAPS_NAVIGATE_POLL_SECONDS": "0.2"}, "nav-maps")
+    _, routing, maps = start_maps_mesh(
+        "nav", "helsinki", backends, server_factory, tmp_path_factory, routing_sources,
+        routing_cache, maps_extra={"GEOPLEX_MAPS_TRAFFIC": "false",
+                                   "GEOPLEX_MAPS_NAVIGATE_POLL_SECONDS": "0.2"})
     return routing, maps
 
 

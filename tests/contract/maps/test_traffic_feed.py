@@ -18,13 +18,12 @@ from geoplex.clients import ChannelOptions
 from geoplex.clients.errors import UnavailableError
 from geoplex.clients.maps import MapsClient, batch, fix
 from geoplex.clients.routing import RoutingClient
-from geoplex.infra import data
 from geoplex.infra.local import BackendUrls
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.servers._runtime.geo import haversine_m
 from geoplex.servers.routing.config import RegionSource
 from polling import eventually
-from routing_servers import routing_env  # tests/routing_servers.py
+from maps_mesh import start_maps_mesh  # tests/maps_mesh.py
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -41,23 +40,9 @@ def mesh(backends: BackendUrls, server_factory: Callable[..., ServerProcess],
          routing_sources: tuple[RegionSource, ...], routing_cache: Path
          ) -> tuple[ServerProcess, ServerProcess]:
     """A broker, a routing server (Helsinki, car) and a maps server feeding it traffic."""
-    broker = server_factory("broker", {
-        **backends.env(), "GEOPLEX_BROKER_PORT": "0",
-        "GEOPLEX_BROKER_DATA_DIR": str(tmp_path_factory.mktemp("traffic-broker")),
-        "GEOPLEX_BROKER_ETCD_PREFIX": f"/geoplex-test/{uuid.uuid4().hex[:12]}",
-        "GEOPLEX_LOG_LEVEL": "warning"}, "traffic-broker")
-    helsinki = tuple(s for s in routing_sources if s.name == "helsinki")
-    routing = server_factory("routing", routing_env(helsinki, routing_cache,
-                                                    GEOPLEX_ROUTING_MODES="car"),
-                             "traffic-routing")
-    monaco = data.fetch(["monaco"], progress=lambda _m: None)["monaco"]["pbf"]
-    maps = server_factory("maps", {
-        **backends.env(), "GEOPLEX_BROKER_TARGET": broker.address,
-        "GEOPLEX_ROUTING_TARGET": routing.address,
-        "GEOPLEX_MAPS_EXTRACTS": f"Monaco={monaco}", "GEOPLEX_MAPS_PLACES": "none",
-        "GEOPLEX_MAPS_DATABASE": f"traffic_{uuid.uuid4().hex[:8]}",
-        "GEOPLEX_MAPS_LOCATIONS_PARTITIONS": "2",
-        "GEOPLEX_MAPS_TRAFFIC_INTERVAL_SECONDS": "0.5"}, "traffic-maps")
+    _, routing, maps = start_maps_mesh(
+        "traffic", "helsinki", backends, server_factory, tmp_path_factory, routing_sources,
+        routing_cache, maps_extra={"GEOPLEX_MAPS_TRAFFIC_INTERVAL_SECONDS": "0.5"})
     return routing, maps
 
 

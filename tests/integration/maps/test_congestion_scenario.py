@@ -27,7 +27,7 @@ from geoplex.clients.routing import RoutingClient
 from geoplex.tools.navsim import NavConfig, choose_scenario, road_classes, simulate
 from geoplex.tools.navsim.cli import print_result, progress_line
 from polling import eventually
-from routing_servers import routing_env  # tests/routing_servers.py
+from maps_mesh import start_maps_mesh  # tests/maps_mesh.py
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -49,26 +49,14 @@ def mesh(backends: BackendUrls, server_factory: Callable[..., ServerProcess],
          routing_sources: tuple[RegionSource, ...], routing_cache: Path
          ) -> tuple[ServerProcess, ServerProcess]:
     """A broker, a routing server (Gothenburg, car) and a maps server feeding it traffic."""
-    broker = server_factory("broker", {
-        **backends.env(), "GEOPLEX_BROKER_PORT": "0",
-        "GEOPLEX_BROKER_DATA_DIR": str(tmp_path_factory.mktemp("navsim-broker")),
-        "GEOPLEX_BROKER_ETCD_PREFIX": f"/geoplex-test/{uuid.uuid4().hex[:12]}",
-        "GEOPLEX_LOG_LEVEL": "warning"}, "navsim-broker")
-    gothenburg = tuple(s for s in routing_sources if s.name == "gothenburg")
-    routing = server_factory("routing", routing_env(
-        gothenburg, routing_cache, GEOPLEX_ROUTING_MODES="car",
-        GEOPLEX_ROUTING_TRAFFIC_FADE_SECONDS=str(FADE_S),
-        GEOPLEX_ROUTING_TRAFFIC_REFRESH_SECONDS="1"), "navsim-routing")
-    monaco = data.fetch(["monaco"], progress=lambda _m: None)["monaco"]["pbf"]
-    maps = server_factory("maps", {
-        **backends.env(), "GEOPLEX_BROKER_TARGET": broker.address,
-        "GEOPLEX_ROUTING_TARGET": routing.address,
-        "GEOPLEX_MAPS_EXTRACTS": f"Monaco={monaco}", "GEOPLEX_MAPS_PLACES": "none",
-        "GEOPLEX_MAPS_DATABASE": f"navsim_{uuid.uuid4().hex[:8]}",
-        "GEOPLEX_MAPS_LOCATIONS_PARTITIONS": "2",
-        "GEOPLEX_MAPS_TRAFFIC_INTERVAL_SECONDS": str(INTERVAL_S),
-        "GEOPLEX_MAPS_TRAFFIC_WINDOW_SECONDS": str(WINDOW_S),
-        "GEOPLEX_MAPS_TRAFFIC_VALID_SECONDS": str(VALID_S)}, "navsim-maps")
+    _, routing, maps = start_maps_mesh(
+        "navsim", "gothenburg", backends, server_factory, tmp_path_factory, routing_sources,
+        routing_cache,
+        routing_extra={"GEOPLEX_ROUTING_TRAFFIC_FADE_SECONDS": str(FADE_S),
+                       "GEOPLEX_ROUTING_TRAFFIC_REFRESH_SECONDS": "1"},
+        maps_extra={"GEOPLEX_MAPS_TRAFFIC_INTERVAL_SECONDS": str(INTERVAL_S),
+                    "GEOPLEX_MAPS_TRAFFIC_WINDOW_SECONDS": str(WINDOW_S),
+                    "GEOPLEX_MAPS_TRAFFIC_VALID_SECONDS": str(VALID_S)})
     return routing, maps
 
 
