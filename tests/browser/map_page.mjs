@@ -3,7 +3,8 @@
 // Opens the page, searches SEARCH_TEXT in the search box, clicks FROM then TO on the map
 // and waits for the route, then writes OUT_DIR/route.png (a screenshot of the map) and
 // OUT_DIR/report.json: console messages, page errors, failed requests, the first search
-// result, the ETA text, and the route's points in screenshot pixels.
+// result, the ETA text, and the route's points in screenshot pixels; then, with the route
+// removed, the live traffic read again: OUT_DIR/traffic.png and the slowed roads' points.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -70,6 +71,24 @@ try {
   }));
   await page.locator("#map").screenshot({ path: join(outDir, "route.png") });
   await page.screenshot({ path: join(outDir, "page.png") });
+
+  // the live traffic: the route out of the way, the traffic read again for this view
+  await page.evaluate(() => window.geoplex.route.remove());
+  const before = await page.evaluate(() => window.geoplex.traffic);
+  await page.evaluate(() => window.geoplex.refreshTraffic());
+  await page.waitForFunction((n) => window.geoplex.traffic > n, before, { timeout: 20000 });
+  report.trafficInfo = await page.textContent("#traffic-info");
+  report.trafficPixels = await page.evaluate(() => {
+    const out = [];
+    window.geoplex.trafficLayer.eachLayer((line) => {
+      for (const q of line.getLatLngs()) {
+        const pt = window.geoplex.map.latLngToContainerPoint(q);
+        out.push([pt.x, pt.y]);
+      }
+    });
+    return out;
+  });
+  await page.locator("#map").screenshot({ path: join(outDir, "traffic.png") });
 } finally {
   await browser.close();
 }

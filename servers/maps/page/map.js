@@ -22,6 +22,7 @@
     style: (f) => ({ color: TRAFFIC.find(([r]) => f.properties.ratio < r)[1],
                      weight: 5, opacity: 0.85 }),
   }).addTo(map);
+  state.trafficLayer = trafficLayer;
 
   function text(id, value) { document.getElementById(id).textContent = value; }
 
@@ -152,5 +153,6 @@
 
   state.search = search;
   state.routeBetween = (a, b) => route(L.latLng(a), L.latLng(b));
+  state.refreshTraffic = refreshTraffic;
   start();
 })();

@@ -16,15 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
+import polyline
 import pytest
 import redis
 from PIL import Image
 
 from geoplex.clients.maps import MapsClient
+from geoplex.clients.routing import RoutingClient, observation
 from geoplex.infra import data
 from geoplex.infra.local import BackendUrls, free_port
 from geoplex.maps.v1 import maps_pb2 as pb
 from geoplex.maps.v1.vector_tile_pb2 import VectorTile
+from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from routing_servers import routing_env  # tests/routing_servers.py
 
 if TYPE_CHECKING:
@@ -36,12 +39,13 @@ BROWSER_DIR = Path(__file__).resolve().parents[2] / "browser"
 FROM = (43.7305, 7.4176)
 TO = (43.7437, 7.4262)
 ROUTE_RGB = (0x8E, 0x24, 0xAA)   # map.js ROUTE_COLOUR
+JAM_RGB = (0xD5, 0x00, 0x00)     # map.js TRAFFIC: under half of free-flow speed
 CENTRE_Z15 = (15, 17059, 11948)  # Monaco's old town at zoom 15
 
 
 class Mesh:
-    def __init__(self, maps: ServerProcess, http: str, redis_url: str) -> None:
-        self.maps, self.http, self.redis_url = maps, http, redis_url
+    def __init__(self, maps: ServerProcess, routing: str, http: str, redis_url: str) -> None:
+        self.maps, self.routing, self.http, self.redis_url = maps, routing, http, redis_url
 
     def get(self, path: str, headers: dict[str, str] | None = None
             ) -> tuple[int, dict[str, str], bytes]:
@@ -71,7 +75,7 @@ def mesh(backends: BackendUrls, server_factory: Callable[..., ServerProcess],
         "GEOPLEX_MAPS_TILE_SOURCES": f"monaco={fetched['monaco']['pbf']}",
         "GEOPLEX_MAPS_TILE_CACHE_DIR": str(tmp_path_factory.mktemp("tile-cache")),
         "GEOPLEX_MAPS_HTTP_PORT": str(port)}, "page-maps")
-    return Mesh(maps, f"http://127.0.0.1:{port}", backends.redis_url)
+    return Mesh(maps, routing.address, f"http://127.0.0.1:{port}", backends.redis_url)
 
 
 async def test_get_tile_png_and_mvt_with_etag_revalidation(mesh: Mesh) -> None:
@@ -173,10 +177,11 @@ def test_http_json_gateway_geocodes_and_routes(mesh: Mesh) -> None:
     assert status == 200 and json.loads(body)["type"] == "FeatureCollection"
 
 
-def _route_colour_along(image: Image.Image, pixels: list[list[float]]) -> float:
-    """The share of the route's points with the route colour within 3 px."""
+def _colour_along(image: Image.Image, pixels: list[list[float]],
+                  colour: tuple[int, int, int] = ROUTE_RGB) -> float:
+    """The share of a line's points with ``colour`` within 3 px."""
     rgb = np.asarray(image.convert("RGB"), dtype=np.int32)
-    close = np.abs(rgb - np.array(ROUTE_RGB)).sum(axis=2) < 60
+    close = np.abs(rgb - np.array(colour)).sum(axis=2) < 60
     height, width = close.shape
     hits = inside = 0
     for px, py in pixels:
@@ -185,11 +190,24 @@ def _route_colour_along(image: Image.Image, pixels: list[list[float]]) -> float:
             continue
         inside += 1
         hits += bool(close[y - 3:y + 4, x - 3:x + 4].any())
-    assert inside > 10, "the route is not in view"
+    assert inside > 3, "the line is not in view"
     return hits / inside
 
 
-def test_map_page_searches_and_routes_in_chromium(mesh: Mesh, tmp_path: Path) -> None:
+async def _slow_a_road_on_the_route(mesh: Mesh) -> None:
+    """A jam on the road under the route's middle, through routing's UpdateTraffic."""
+    async with RoutingClient(mesh.routing) as rt:
+        route = (await rt.route(FROM, TO)).routes[0]
+        line = polyline.decode(route.polyline, 5)
+        road = (await rt.snap([line[len(line) // 2]])).points[0]
+        done = await rt.update_traffic("monaco", [observation(way_id=road.way_id,
+                                                              speed_factor=0.2)],
+                                       valid_for_s=600, token=mint_token(DEV_SECRET, "admin"))
+        assert done.segments_updated >= 1
+
+
+async def test_map_page_searches_and_routes_in_chromium(mesh: Mesh, tmp_path: Path) -> None:
+    await _slow_a_road_on_the_route(mesh)
     node, chromium = shutil.which("node"), shutil.which("chromium")
     assert node and chromium, "make test installs node and Debian's chromium (browser-deps)"
     assert (BROWSER_DIR / "node_modules" / "playwright-core").is_dir(), \
@@ -208,7 +226,12 @@ def test_map_page_searches_and_routes_in_chromium(mesh: Mesh, tmp_path: Path) ->
     assert "min" in report["eta"] or " s" in report["eta"]
 
     shot = Image.open(tmp_path / "route.png")
-    assert _route_colour_along(shot, report["routePixels"]) > 0.9
+    assert _colour_along(shot, report["routePixels"]) > 0.9
     # and the colour is the route's, not the map's: away from the route it is rare
     rgb = np.asarray(shot.convert("RGB"), dtype=np.int32)
     assert (np.abs(rgb - np.array(ROUTE_RGB)).sum(axis=2) < 60).mean() < 0.05
+
+    # the jam shows as a red road where it is
+    assert report["trafficInfo"].startswith("Live traffic:") and "slowed" in report["trafficInfo"]
+    jam = Image.open(tmp_path / "traffic.png")
+    assert _colour_along(jam, report["trafficPixels"], JAM_RGB) > 0.9
