@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps browser-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing clean
+.PHONY: help setup system-deps browser-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing bench-maps-tiles-ingest clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -18,6 +18,7 @@ system-deps:  ## install redis-server, etcd, nats-server, python3-venv and npm f
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || missing="$$missing nats-server"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || missing="$$missing fonts-dejavu-core"; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -66,7 +67,7 @@ run: setup  ## start backends, load demo data, run every service (Ctrl-C stops)
 test: setup browser-deps lint breaking typecheck  ## every test, with the backends they need
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-bench: bench-runtime bench-proximity bench-presence bench-broker bench-routing  ## run every benchmark (minutes)
+bench: bench-runtime bench-proximity bench-presence bench-broker bench-routing bench-maps-tiles-ingest  ## run every benchmark (minutes)
 
 bench-runtime: setup  ## the runtime's own ceiling
 	$(PY) -m bench.runtime
@@ -88,6 +89,9 @@ bench-broker-chaos: setup  ## the cluster under the nemesis for 100+ leader kill
 
 bench-routing: setup  ## routing engines vs networkx and OSRM (CH, MLD); end-to-end gRPC
 	$(PY) -m bench.routing
+
+bench-maps-tiles-ingest: setup  ## map tiles vs Mapnik, cached tiles over HTTP/gRPC, location ingest end to end
+	$(PY) -m bench.maps_tiles_ingest
 
 clean:  ## remove local state and build output (keeps the venv)
 	rm -rf .geoplex build dist *.egg-info

@@ -13,6 +13,7 @@ dithering) before encoding: a quarter of the RGB PNG's bytes, and faster to comp
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections.abc import Sequence
 from functools import cache, lru_cache
@@ -35,6 +36,8 @@ LABEL_MARGIN = 2        # pixels kept free around a label and from the tile's ed
 Box = tuple[float, float, float, float]
 
 
+logger = logging.getLogger(__name__)
+
 @lru_cache(maxsize=4096)
 def _text_box(name: str) -> tuple[float, float, float, float, float]:
     """The label's advance width and its ink box (left, top, right, bottom)."""
@@ -43,8 +46,21 @@ def _text_box(name: str) -> tuple[float, float, float, float, float]:
     return float(font.getlength(name)), float(left), float(top), float(right), float(bottom)
 
 
+# DejaVu Sans (Debian's fonts-dejavu-core, which the Makefile installs) covers the Latin,
+# Greek and Cyrillic letters of street names ("Töölönlahdenkatu"); Pillow's built-in font
+# draws only ASCII, so it is the last resort
+LABEL_FONTS = ("DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+
+
 @cache
 def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    for name in LABEL_FONTS:
+        try:
+            return ImageFont.truetype(name, LABEL_FONT_SIZE)
+        except OSError:
+            continue
+    logger.warning("no DejaVu Sans font: street labels keep to ASCII letters (install "
+                   "fonts-dejavu-core)")
     return ImageFont.load_default(size=LABEL_FONT_SIZE)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-STYLE_VERSION = 1
+STYLE_VERSION = 2
 
 # layers, in draw order (a layer's code is its index)
 LANDUSE, WATER, BUILDINGS, ROADS, POIS = range(5)

@@ -98,3 +98,12 @@ def test_regions_and_size(helsinki: TileSet) -> None:
     assert name == "Helsinki"
     assert south < MANNERHEIMINTIE[0] < north and west < MANNERHEIMINTIE[1] < east
     assert 0 < helsinki.nbytes() < 5_000_000
+
+
+def test_street_labels_draw_letters_beyond_ascii() -> None:
+    # "ö" must be a glyph, not the empty box of a font without it
+    from PIL import ImageFont
+    from geoplex.servers.maps.tiles import raster
+    font = raster._font()
+    assert isinstance(font, ImageFont.FreeTypeFont)
+    assert font.getmask("ö").getbbox() != font.getmask("\ue000").getbbox()
