@@ -1,0 +1,42 @@
+"""``python -m geoplex.servers.telemetry``: open the store (replaying its WAL) and serve."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from geoplex.servers._runtime.config import RuntimeConfig
+from geoplex.servers._runtime.server import ServiceSpec, run
+
+from .config import TelemetryConfig
+from .selectors import parse_selector
+from .service import SERVICE
+from .servicer import TelemetryServicer, add_to_server
+from .tsdb.db import HOUR_MS, TSDB, TSDBOptions
+from .tsdb.wal import FsyncMode, FsyncPolicy
+
+
+def options_from(config: TelemetryConfig) -> TSDBOptions:
+    return TSDBOptions(block_range_ms=int(config.block_hours * HOUR_MS),
+                       ooo_window_ms=int(config.ooo_window_s * 1000),
+                       fsync=FsyncPolicy(FsyncMode(config.fsync), config.fsync_interval_ms),
+                       max_series=config.max_series)
+
+
+async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
+                config: TelemetryConfig | None = None) -> list[ServiceSpec]:
+    config = config or TelemetryConfig.from_env()
+    # replaying the WAL reads every acknowledged sample since the last block: off the loop
+    store = await asyncio.to_thread(TSDB.open, config.data_dir, options_from(config))
+    stack.callback(store.close)
+    servicer = TelemetryServicer(store, config, parse_selector)
+    return [ServiceSpec(SERVICE.grpc_service_names[0],
+                        lambda server: add_to_server(servicer, server))]
+
+
+def main() -> None:
+    run(SERVICE, build)
+
+
+if __name__ == "__main__":
+    main()

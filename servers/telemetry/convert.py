@@ -1,0 +1,122 @@
+"""The only place that knows both the telemetry pb2 messages and the store's types."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from geoplex.servers._runtime.errors import InvalidArgument
+from geoplex.servers._runtime.paging import decode_cursor, encode_cursor, page_size
+from geoplex.telemetry.v1 import telemetry_pb2 as pb
+
+from .domain import RAW, TIERS
+from .tsdb.api import StoreStats
+from .tsdb.head import SampleInput
+from .tsdb.labels import Labels, Matcher
+
+DEFAULT_RANGE_MS = 3_600_000   # series and labels: the last hour unless asked
+DEFAULT_SERIES_PAGE = 1000
+MAX_SERIES_PAGE = 10_000
+MAX_MATCH = 100
+
+SelectorParser = Callable[[str], list[Matcher]]
+
+
+def write_from_pb(request: pb.WriteRequest, *, max_series: int, max_samples: int,
+                  max_future_ms: int, now_ms: int | None = None) -> list[SampleInput]:
+    """Every sample of the request, in order, with its series' labels; the request's own
+    bounds checked here (the store checks labels, order and the out-of-order window)."""
+    if not request.series:
+        raise InvalidArgument("series", "is required: at least one series",
+                              reason="REQUIRED_FIELD")
+    if len(request.series) > max_series:
+        raise InvalidArgument("series", f"{len(request.series)} series in one request",
+                              allowed=[f"1..{max_series}"])
+    total = sum(len(s.samples) for s in request.series)
+    if total > max_samples:
+        raise InvalidArgument("series", f"{total} samples in one request",
+                              allowed=[f"1..{max_samples}"])
+    horizon = (now_ms if now_ms is not None else int(time.time() * 1000)) + max_future_ms
+    out: list[SampleInput] = []
+    for i, series in enumerate(request.series):
+        if not series.samples:
+            raise InvalidArgument(f"series[{i}].samples", "is required: at least one sample",
+                                  reason="REQUIRED_FIELD")
+        labels = [(label.name, label.value) for label in series.labels]
+        for j, sample in enumerate(series.samples):
+            if sample.timestamp_ms > horizon:
+                raise InvalidArgument(f"series[{i}].samples[{j}].timestamp_ms",
+                                      f"is more than {max_future_ms // 1000} s ahead of the "
+                                      "server's clock", reason="TOO_FAR_IN_FUTURE")
+            out.append((labels, sample.timestamp_ms, sample.value))
+    return out
+
+
+def range_from_pb(start: Timestamp, has_start: bool, end: Timestamp, has_end: bool,
+                  now_ms: int | None = None) -> tuple[int, int]:
+    """(mint, maxt) in ms, both inclusive; by default the last hour up to now."""
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    maxt = end.ToMilliseconds() if has_end else now
+    mint = start.ToMilliseconds() if has_start else maxt - DEFAULT_RANGE_MS
+    if mint > maxt:
+        raise InvalidArgument("start", "must not be after end")
+    return mint, maxt
+
+
+def selectors_from_pb(match: Sequence[str], parse: SelectorParser, *,
+                      required: bool) -> list[list[Matcher]]:
+    """Each ``match[i]`` as its matchers (a PromQL series selector)."""
+    if required and not match:
+        raise InvalidArgument("match", "is required: at least one series selector, e.g. "
+                              "up{job=\"api\"}", reason="REQUIRED_FIELD")
+    if len(match) > MAX_MATCH:
+        raise InvalidArgument("match", f"{len(match)} selectors", allowed=[f"1..{MAX_MATCH}"])
+    out = []
+    for i, text in enumerate(match):
+        try:
+            out.append(parse(text))
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"match[{i}]", exc.message, reason=exc.reason) from None
+    return out
+
+
+def series_page(request: pb.ListSeriesRequest) -> tuple[int, int]:
+    """(page size, offset) of a ListSeries call, the token bound to its selectors and range."""
+    size = page_size(request.page_size, DEFAULT_SERIES_PAGE, MAX_SERIES_PAGE)
+    offset = 0
+    if request.page_token:
+        position, _ = decode_cursor(request.page_token, _series_scope(request))
+        offset = int(position)
+    return size, offset
+
+
+def _series_scope(request: pb.ListSeriesRequest) -> str:
+    return "series|" + "|".join(request.match) + f"|{request.start}|{request.end}"
+
+
+def series_to_pb(request: pb.ListSeriesRequest, found: Sequence[Labels], size: int,
+                 offset: int) -> pb.ListSeriesResponse:
+    out = pb.ListSeriesResponse()
+    for labels in found[offset:offset + size]:
+        out.series.add(labels=[pb.Label(name=n, value=v) for n, v in labels.pairs])
+    if len(found) > offset + size:
+        out.next_page_token = encode_cursor(float(offset + size), "series",
+                                            _series_scope(request))
+    return out
+
+
+def stats_to_pb(stats: StoreStats) -> pb.GetStorageInfoResponse:
+    out = pb.GetStorageInfoResponse(head_series=stats.head_series,
+                                    head_samples=stats.head_samples,
+                                    wal_bytes=stats.wal_bytes)
+    for tier in TIERS:
+        blocks = stats.blocks if tier is RAW else ()   # rollup tiers: not written yet
+        info = out.tiers.add(resolution=tier.resolution, blocks=len(blocks),
+                             samples=sum(b.samples for b in blocks),
+                             bytes=sum(b.bytes for b in blocks),
+                             series=max((b.series for b in blocks), default=0))
+        info.retention.FromSeconds(tier.retention_s)
+    return out
+

@@ -1,0 +1,81 @@
+"""TelemetryService over gRPC: convert, run the store's call off the event loop, convert
+back. The store's calls are synchronous (a write waits for its fsync)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import grpc.aio
+
+from geoplex.telemetry.v1 import telemetry_pb2 as pb
+from geoplex.telemetry.v1 import telemetry_pb2_grpc
+
+from . import convert
+from .config import TelemetryConfig
+from .tsdb.api import Storage
+from .tsdb.labels import Labels
+
+Context = grpc.aio.ServicerContext
+
+
+class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
+    def __init__(self, store: Storage, config: TelemetryConfig,
+                 parse_selector: convert.SelectorParser) -> None:
+        self.store = store
+        self.config = config
+        self.parse_selector = parse_selector
+
+    async def Write(self, request: pb.WriteRequest,
+                    context: Context[pb.WriteRequest, pb.WriteResponse]) -> pb.WriteResponse:
+        samples = convert.write_from_pb(
+            request, max_series=self.config.write_max_series,
+            max_samples=self.config.write_max_samples,
+            max_future_ms=int(self.config.max_future_s * 1000))
+        result = await asyncio.to_thread(self.store.append, samples)
+        return pb.WriteResponse(samples_written=result.appended,
+                                duplicates_dropped=len(result.duplicates))
+
+    async def ListSeries(self, request: pb.ListSeriesRequest,
+                         context: Context[pb.ListSeriesRequest, pb.ListSeriesResponse]
+                         ) -> pb.ListSeriesResponse:
+        selectors = convert.selectors_from_pb(request.match, self.parse_selector,
+                                              required=True)
+        mint, maxt = convert.range_from_pb(request.start, request.HasField("start"),
+                                           request.end, request.HasField("end"))
+        size, offset = convert.series_page(request)
+
+        def find() -> list[Labels]:
+            found: set[Labels] = set()
+            for matchers in selectors:
+                found.update(self.store.series(matchers, mint, maxt))
+            return sorted(found)
+        return convert.series_to_pb(request, await asyncio.to_thread(find), size, offset)
+
+    async def ListLabels(self, request: pb.ListLabelsRequest,
+                         context: Context[pb.ListLabelsRequest, pb.ListLabelsResponse]
+                         ) -> pb.ListLabelsResponse:
+        selectors = convert.selectors_from_pb(request.match, self.parse_selector,
+                                              required=False) or [[]]
+        mint, maxt = convert.range_from_pb(request.start, request.HasField("start"),
+                                           request.end, request.HasField("end"))
+
+        def find() -> list[str]:
+            values: set[str] = set()
+            for matchers in selectors:
+                if request.name:
+                    values.update(self.store.label_values(request.name, matchers, mint, maxt))
+                else:
+                    values.update(self.store.label_names(matchers, mint, maxt))
+            return sorted(values)
+        return pb.ListLabelsResponse(values=await asyncio.to_thread(find))
+
+    async def GetStorageInfo(self, request: pb.GetStorageInfoRequest,
+                             context: Context[pb.GetStorageInfoRequest,
+                                              pb.GetStorageInfoResponse]
+                             ) -> pb.GetStorageInfoResponse:
+        return convert.stats_to_pb(await asyncio.to_thread(self.store.stats))
+
+
+def add_to_server(servicer: TelemetryServicer, server: grpc.aio.Server) -> None:
+    telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server(servicer, server)

@@ -1,0 +1,339 @@
+"""The head block: the most recent samples, in memory, taking appends.
+
+Each series keeps its samples in two growing numpy arrays (timestamps ascending, values
+as float64 bits); the head's index maps ``label=value`` to series ids. An append batch is
+validated whole first (:meth:`Head.prepare`, which changes nothing), then written to the
+WAL by the DB, then applied (:meth:`Head.commit`): so a rejected batch leaves no trace.
+
+Rules, as Prometheus's (with out-of-order ingestion on):
+
+- a sample may be up to ``ooo_window_ms`` behind the head's max time, where the max time
+  counts the batch's own samples too (so the order of samples within a batch does not
+  matter); further behind is TOO_OLD;
+- nothing may fall before ``min_valid_t``, the end of the last range cut into a block
+  (OUT_OF_BOUNDS);
+- a sample at a timestamp the series already has is dropped silently when its value has
+  the same bits, and rejected (DUPLICATE_TIMESTAMP) when it differs.
+
+Samples are kept uncompressed here (16 bytes each); chunks are compressed when a range
+becomes a block.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geoplex.servers._runtime.errors import InvalidArgument
+
+from .chunks import Float64s, Int64s
+from .errors import RejectReason, SampleRejected
+from .index import MemPostings, select_postings
+from .labels import Labels, Matcher, labels_of
+from .wal import BatchRecord, encode_batch
+
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+_BITS = struct.Struct("<d")
+_AS_U64 = struct.Struct("<Q")
+
+LabelsInput = Labels | Mapping[str, str] | Sequence[tuple[str, str]]
+SampleInput = tuple[LabelsInput, int, float]
+
+
+def float_bits(value: float) -> int:
+    return int(_AS_U64.unpack(_BITS.pack(value))[0])
+
+
+class MemSeries:
+    __slots__ = ("id", "labels", "ts", "vs", "n")
+
+    def __init__(self, series_id: int, labels: Labels, capacity: int = 32) -> None:
+        self.id = series_id
+        self.labels = labels
+        self.ts: Int64s = np.empty(capacity, np.int64)
+        self.vs: Float64s = np.empty(capacity, np.float64)
+        self.n = 0
+
+    @property
+    def last_t(self) -> int:
+        return int(self.ts[self.n - 1]) if self.n else INT64_MIN
+
+    @property
+    def first_t(self) -> int:
+        return int(self.ts[0]) if self.n else INT64_MAX
+
+    def bits_at(self, t: int) -> int | None:
+        """The value's bits at timestamp ``t``, None when there is no sample there."""
+        if not self.n or t > self.last_t:
+            return None
+        i = int(np.searchsorted(self.ts[:self.n], t))
+        if i < self.n and int(self.ts[i]) == t:
+            return int(self.vs[i:i + 1].view(np.uint64)[0])
+        return None
+
+    def _grow(self) -> None:
+        capacity = max(2 * len(self.ts), 32)
+        ts = np.empty(capacity, np.int64)
+        vs = np.empty(capacity, np.float64)
+        ts[:self.n] = self.ts[:self.n]
+        vs[:self.n] = self.vs[:self.n]
+        self.ts, self.vs = ts, vs
+
+    def add(self, t: int, bits: int) -> None:
+        """Store a sample (validated: no sample at ``t`` yet)."""
+        if self.n == len(self.ts):
+            self._grow()
+        n = self.n
+        if t > self.last_t:
+            i = n
+        else:  # out of order: shift the later ones up
+            i = int(np.searchsorted(self.ts[:n], t))
+            self.ts[i + 1:n + 1] = self.ts[i:n].copy()
+            self.vs[i + 1:n + 1] = self.vs[i:n].copy()
+        self.ts[i] = t
+        self.vs[i:i + 1].view(np.uint64)[0] = bits
+        self.n = n + 1
+
+    def span(self, mint: int, maxt: int) -> tuple[int, int]:
+        """The positions of the samples in ``[mint, maxt]``."""
+        ts = self.ts[:self.n]
+        return int(np.searchsorted(ts, mint)), int(np.searchsorted(ts, maxt, side="right"))
+
+    def copy(self, mint: int, maxt: int) -> tuple[Int64s, Float64s]:
+        lo, hi = self.span(mint, maxt)
+        return self.ts[lo:hi].copy(), self.vs[lo:hi].copy()
+
+    def drop_before(self, t: int) -> None:
+        ts = self.ts[:self.n]
+        cut = int(np.searchsorted(ts, t))
+        if cut:
+            keep = self.n - cut
+            self.ts[:keep] = self.ts[cut:self.n].copy()
+            self.vs[:keep] = self.vs[cut:self.n].copy()
+            self.n = keep
+
+
+@dataclass
+class Prepared:
+    """A validated batch, not yet applied: what goes to the WAL and then to the head."""
+
+    new_series: list[tuple[int, Labels]]
+    ids: list[int] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    bits: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)  # batch positions dropped
+    max_t: int = INT64_MIN
+
+    def wal_record(self) -> bytes:
+        return encode_batch(self.new_series, np.array(self.ids, np.int64),
+                            np.array(self.timestamps, np.int64),
+                            np.array(self.bits, np.uint64).view(np.float64))
+
+
+class Head:
+    def __init__(self, ooo_window_ms: int, max_series: int | None = None) -> None:
+        if ooo_window_ms < 0:
+            raise InvalidArgument("ooo_window_ms", "must be >= 0")
+        self.ooo_window_ms = ooo_window_ms
+        self.max_series = max_series
+        self.series: dict[Labels, MemSeries] = {}
+        self.by_id: dict[int, MemSeries] = {}
+        self.postings = MemPostings()
+        self.next_id = 1
+        self.max_t = INT64_MIN
+        self.min_valid_t = INT64_MIN
+        self.samples = 0
+
+    @property
+    def min_t(self) -> int:
+        """The earliest sample's timestamp (INT64_MAX when the head is empty)."""
+        return min((s.first_t for s in self.by_id.values() if s.n), default=INT64_MAX)
+
+    # ---- appending ------------------------------------------------------------------
+
+    def prepare(self, batch: Sequence[SampleInput]) -> Prepared:
+        """Validate ``batch`` whole; raises SampleRejected naming the first bad sample."""
+        parsed: list[tuple[Labels, int, int]] = []
+        batch_max = INT64_MIN
+        for index, sample in enumerate(batch):
+            try:
+                raw_labels, raw_t, raw_value = sample
+                raw_v: object = raw_value
+                labels = labels_of(raw_labels)
+            except InvalidArgument as error:
+                raise SampleRejected(RejectReason.INVALID_LABELS, index,
+                                     error.message) from error
+            except (TypeError, ValueError) as error:
+                raise SampleRejected(RejectReason.INVALID_SAMPLE, index,
+                                     "a sample is (labels, timestamp_ms, value)") from error
+            if isinstance(raw_t, bool) or not isinstance(raw_t, (int, np.integer)):
+                raise SampleRejected(RejectReason.INVALID_SAMPLE, index,
+                                     f"timestamp {raw_t!r} is not an integer (ms)")
+            t = int(raw_t)
+            if not INT64_MIN <= t <= INT64_MAX:
+                raise SampleRejected(RejectReason.INVALID_SAMPLE, index,
+                                     f"timestamp {t} is outside int64")
+            if isinstance(raw_v, bool) or not isinstance(raw_v, (float, int, np.floating,
+                                                                 np.integer)):
+                raise SampleRejected(RejectReason.INVALID_SAMPLE, index,
+                                     f"value {raw_v!r} is not a number")
+            bits = (int(np.float64(raw_v).view(np.uint64)) if isinstance(raw_v, np.floating)
+                    else float_bits(float(raw_v)))
+            parsed.append((labels, t, bits))
+            batch_max = max(batch_max, t)
+        reference = max(self.max_t, batch_max)
+        window_floor = reference - self.ooo_window_ms if reference > INT64_MIN else INT64_MIN
+        prepared = Prepared(new_series=[], max_t=batch_max)
+        new: dict[Labels, int] = {}
+        pending: dict[tuple[int, int], int] = {}  # (series id, t) -> bits, within the batch
+        for index, (labels, t, bits) in enumerate(parsed):
+            if t < self.min_valid_t:
+                raise SampleRejected(
+                    RejectReason.OUT_OF_BOUNDS, index,
+                    f"timestamp {t} is before the head's minimum valid time "
+                    f"{self.min_valid_t} (that range is already in a block)")
+            if t < window_floor:
+                raise SampleRejected(
+                    RejectReason.TOO_OLD, index,
+                    f"timestamp {t} is too old: more than the out-of-order window "
+                    f"({self.ooo_window_ms} ms) behind the head's max time {reference} "
+                    f"(the limit is {window_floor})")
+            series = self.series.get(labels)
+            if series is not None:
+                series_id = series.id
+            elif labels in new:
+                series_id = new[labels]
+            else:
+                if (self.max_series is not None
+                        and len(self.series) + len(new) >= self.max_series):
+                    raise SampleRejected(
+                        RejectReason.SERIES_LIMIT, index,
+                        f"the head holds its limit of {self.max_series} active series; "
+                        f"{labels!r} would be a new one")
+                series_id = self.next_id + len(new)
+                new[labels] = series_id
+                prepared.new_series.append((series_id, labels))
+            existing = series.bits_at(t) if series is not None else None
+            if existing is None:
+                existing = pending.get((series_id, t))
+            if existing is not None:
+                if existing == bits:
+                    prepared.duplicates.append(index)
+                    continue
+                raise SampleRejected(
+                    RejectReason.DUPLICATE_TIMESTAMP, index,
+                    f"duplicate sample for timestamp {t} of {labels!r} with a different value")
+            pending[(series_id, t)] = bits
+            prepared.ids.append(series_id)
+            prepared.timestamps.append(t)
+            prepared.bits.append(bits)
+        return prepared
+
+    def commit(self, prepared: Prepared) -> None:
+        """Apply a batch :meth:`prepare` accepted (and nothing changed since)."""
+        for series_id, labels in prepared.new_series:
+            self._create(series_id, labels)
+        for series_id, t, bits in zip(prepared.ids, prepared.timestamps, prepared.bits):
+            self.by_id[series_id].add(t, bits)
+        self.samples += len(prepared.ids)
+        if prepared.ids:
+            self.max_t = max(self.max_t, max(prepared.timestamps))
+
+    def _create(self, series_id: int, labels: Labels) -> MemSeries:
+        series = MemSeries(series_id, labels)
+        self.series[labels] = series
+        self.by_id[series_id] = series
+        self.postings.add(series_id, labels)
+        self.next_id = max(self.next_id, series_id + 1)
+        return series
+
+    def replay(self, record: BatchRecord) -> int:
+        """Apply a WAL record (accepted when it was written); samples before
+        ``min_valid_t`` are in a block already and skipped. Returns the samples added."""
+        for series_id, labels in record.series:
+            if labels not in self.series:
+                self._create(series_id, labels)
+        added = 0
+        bits_of = record.values.view(np.uint64)
+        for series_id, t, bits in zip(record.ids.tolist(), record.timestamps.tolist(),
+                                      bits_of.tolist()):
+            if t < self.min_valid_t:
+                continue
+            series = self.by_id.get(series_id)
+            if series is None:
+                continue  # its series was dropped with an older head range
+            if series.bits_at(t) is not None:
+                continue
+            series.add(t, bits)
+            added += 1
+            if t > self.max_t:
+                self.max_t = t
+        self.samples += added
+        return added
+
+    # ---- reading --------------------------------------------------------------------
+
+    def select_ids(self, matchers: Sequence[Matcher]) -> list[MemSeries]:
+        return [self.by_id[int(i)] for i in select_postings(self.postings, matchers)]
+
+    def select(self, matchers: Sequence[Matcher], mint: int,
+               maxt: int) -> Iterator[tuple[Labels, Int64s, Float64s]]:
+        for series in self.select_ids(matchers):
+            ts, vs = series.copy(mint, maxt)
+            if len(ts):
+                yield series.labels, ts, vs
+
+    def has_data(self, series: MemSeries, mint: int, maxt: int) -> bool:
+        lo, hi = series.span(mint, maxt)
+        return hi > lo
+
+    # ---- cutting into blocks -------------------------------------------------------
+
+    def range_data(self, mint: int, maxt: int) -> list[tuple[Labels, Int64s, Float64s]]:
+        """Every series' samples in ``[mint, maxt)``, sorted by labels (a block's input)."""
+        out = []
+        for labels in sorted(self.series):
+            ts, vs = self.series[labels].copy(mint, maxt - 1)
+            if len(ts):
+                out.append((labels, ts, vs))
+        return out
+
+    def truncate(self, before: int) -> None:
+        """Forget the samples before ``before`` (now in a block) and the series left
+        without samples; nothing before it is accepted any more."""
+        dropped: set[int] = set()
+        for series in self.by_id.values():
+            kept = series.n
+            series.drop_before(before)
+            self.samples -= kept - series.n
+            if not series.n:
+                dropped.add(series.id)
+        gone = [self.by_id.pop(i) for i in dropped]
+        for series in gone:
+            del self.series[series.labels]
+        self.postings.remove(dropped, (s.labels for s in gone))
+        self.min_valid_t = max(self.min_valid_t, before)
+
+    def checkpoint_records(self, per_record: int = 1 << 16) -> Iterable[bytes]:
+        """The head as WAL records: each a group of series, defined, with their samples."""
+        group: list[MemSeries] = []
+        size = 0
+        for series in self.by_id.values():
+            group.append(series)
+            size += series.n + 1
+            if size >= per_record:
+                yield _record_of(group)
+                group, size = [], 0
+        if group:
+            yield _record_of(group)
+
+
+def _record_of(group: list[MemSeries]) -> bytes:
+    ids = np.concatenate([np.full(s.n, s.id, np.int64) for s in group])
+    ts = np.concatenate([s.ts[:s.n] for s in group])
+    vs = np.concatenate([s.vs[:s.n] for s in group])
+    return encode_batch([(s.id, s.labels) for s in group], ids, ts, vs)
