@@ -29,6 +29,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedInput, UnexpectedToken
 from lark.lexer import Lexer, LexerState
 
+from ..re2 import compile_regex
 from .ast import (
     FUNCTIONS,
     METRIC_NAME,
@@ -53,7 +54,6 @@ from .ast import (
     ValueType,
     VectorMatching,
     VectorSelector,
-    compile_regex,
     quote,
 )
 

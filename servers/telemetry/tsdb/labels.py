@@ -24,6 +24,8 @@ from typing import Final, overload
 
 from geoplex.servers._runtime.errors import InvalidArgument
 
+from ..re2 import compile_regex
+
 METRIC_NAME: Final = "__name__"
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
@@ -146,7 +148,7 @@ class Matcher:
         validate_label_name(self.name, internal=True)
         if self.op in (MatchOp.RE, MatchOp.NRE):
             try:
-                regex = re.compile(self.value, re.DOTALL)
+                regex = compile_regex(self.value)
             except re.error as error:
                 raise InvalidArgument("matcher", f"{self.name}{self.op.value}{self.value!r}: "
                                       f"invalid regex: {error}",

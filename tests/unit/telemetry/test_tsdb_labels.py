@@ -136,3 +136,10 @@ def test_index_selection_equals_the_brute_force_filter(raw: list[dict[str, str]]
     got = select_postings(postings, chosen)
     assert got.dtype == np.int64
     assert got.tolist() == expected
+
+
+def test_regex_matchers_take_prometheus_re2_syntax_as_the_parser_does() -> None:
+    # POSIX classes and \z are RE2 (Go), not Python: the store translates them
+    assert Matcher("code", MatchOp.RE, "[[:digit:]]+").matches("503")
+    assert not Matcher("code", MatchOp.RE, "[[:digit:]]+").matches("5x3")
+    assert Matcher("job", MatchOp.RE, "api\\z").matches("api")
