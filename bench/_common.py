@@ -612,3 +612,30 @@ def fmt_num(value: float, digits: int = 0) -> str:
     if value is None or not math.isfinite(value):
         return "-"
     return f"{value:,.{digits}f}"
+
+
+def log(msg: str) -> None:
+    """A progress line, flushed at once (a benchmark's output is read while it runs)."""
+    print(msg, flush=True)
+
+
+class Steps:
+    """Numbered progress lines, each with the time since the start; the seconds each
+    step took, for the results."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.started = self.last = time.perf_counter()
+        self.current = ""
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, n: int, key: str, what: str) -> None:
+        self.done()
+        self.current = key
+        log(f"[{n}/{self.total}] (+{time.perf_counter() - self.started:.0f} s) {what}")
+
+    def done(self) -> None:
+        now = time.perf_counter()
+        if self.current:
+            self.seconds[self.current] = now - self.last
+        self.current, self.last = "", now

@@ -48,7 +48,7 @@ from typing import Any
 
 import uvloop
 
-from ._common import (
+from ._common import (log, 
     BENCHMARKS_MD,
     RESULTS_DIR,
     CpuSample,
@@ -96,8 +96,6 @@ QUICK = {"warmup": 0.2, "duration": 0.5, "rounds": 1, "consume_records": 5000,
 """--quick: the defaults it changes (a flag given beside it still wins)."""
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 # --------------------------------------------------------------------------- measurements

@@ -44,7 +44,7 @@ from typing import Any
 from geoplex.broker.v1 import broker_pb2 as pb
 from geoplex.infra.local import BackendUrls, LocalInfra
 
-from ._common import (
+from ._common import (log, 
     BENCHMARKS_MD,
     RESULTS_DIR,
     ROOT,
@@ -75,8 +75,6 @@ RUNS: dict[str, tuple[str, pb.Acks.ValueType, str]] = {
 }
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 # --------------------------------------------------------------------------- one run

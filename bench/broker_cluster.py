@@ -74,7 +74,7 @@ from geoplex.infra.local import find_binary, redis_ready
 from geoplex.infra.process import READY_LINE, Process, stop_all
 
 from . import broker as single
-from ._common import (
+from ._common import (log, 
     BENCHMARKS_MD,
     RESULTS_DIR,
     ROOT,
@@ -136,7 +136,6 @@ CHANNEL_OPTIONS = [
 POLL_S = 0.02
 """How often cluster state is looked at while a failover or an ISR change is timed."""
 
-log = single.log
 
 
 # --------------------------------------------------------------------------- our cluster

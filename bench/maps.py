@@ -68,7 +68,7 @@ from geoplex.servers.maps.domain import ADDRESS, PLACE, Feature, StreetLine
 from geoplex.servers.maps.geocoding import Geocoder, address_label
 from geoplex.servers.maps.text import normalize, normalize_housenumber
 
-from ._common import (CpuSample, LoadResult, closed_loop, cpu_usage, fmt_num, free_port, latency_summary,
+from ._common import (Steps, log, CpuSample, LoadResult, closed_loop, cpu_usage, fmt_num, free_port, latency_summary,
                       machine_info, machine_line, markdown_table, per_worker, percentile,
                       read_results, start_server_processes, wait_for_quiet,
                       wait_for_quiet_async, write_results, write_section)
@@ -100,30 +100,7 @@ Answer = tuple[str, str, float, float]  # label, kind, lat, lon
 Lookup = Callable[[str], list[Answer]]
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
-
-class Steps:
-    """Numbered progress lines, each with the time since the start; the seconds each
-    step took, for the results."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.started = self.last = time.perf_counter()
-        self.current = ""
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, n: int, key: str, what: str) -> None:
-        self.done()
-        self.current = key
-        log(f"[{n}/{self.total}] (+{time.perf_counter() - self.started:.0f} s) {what}")
-
-    def done(self) -> None:
-        now = time.perf_counter()
-        if self.current:
-            self.seconds[self.current] = now - self.last
-        self.current, self.last = "", now
 
 
 def quiet(label: str) -> float:

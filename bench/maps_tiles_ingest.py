@@ -88,7 +88,7 @@ from geoplex.servers.maps.tiles import MapSource, TileSet, raster, style
 from geoplex.servers.maps.tiles.features import FeatureStore
 from geoplex.servers.maps.tiles.tilemath import tile_bounds_m, tile_of, unproject
 
-from ._common import (CpuSample, LoadResult, ServerProcesses, closed_loop, cpu_usage,
+from ._common import (Steps, log, CpuSample, LoadResult, ServerProcesses, closed_loop, cpu_usage,
                       fmt_num, free_port, latency_summary, local_backends, machine_info,
                       machine_line, markdown_table, per_worker, percentile, read_results,
                       start_server_processes, wait_for_quiet, wait_for_quiet_async,
@@ -128,29 +128,7 @@ TileId = tuple[int, int, int]
 LatLon = tuple[float, float]
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
-
-class Steps:
-    """Numbered progress lines with the time since the start; seconds per step."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.started = self.last = time.perf_counter()
-        self.current = ""
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, n: int, key: str, what: str) -> None:
-        self.done()
-        self.current = key
-        log(f"[{n}/{self.total}] (+{time.perf_counter() - self.started:.0f} s) {what}")
-
-    def done(self) -> None:
-        now = time.perf_counter()
-        if self.current:
-            self.seconds[self.current] = now - self.last
-        self.current, self.last = "", now
 
 
 @dataclass

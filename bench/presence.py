@@ -63,7 +63,7 @@ from geoplex.tools.simulator import (
 )
 from geoplex.servers._runtime.geo import haversine_m, haversine_np
 
-from ._common import (
+from ._common import (log, 
     RESULTS_DIR,
     CpuSample,
     cpu_usage,
@@ -96,8 +96,6 @@ BOOK_ONLINE_NEARBY = 0.10        # the book: 10 % of friends online and nearby
 BOOK_PUSHES_PER_REDIS = 100_000  # the book: pushes/s one Redis pub/sub server handles
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def rss_bytes(pid: int) -> int:

@@ -51,7 +51,7 @@ from geoplex.servers.proximity.loader import from_places, load
 from geoplex.servers.proximity.quadtree import IndexedPoint, QuadtreeIndex
 from geoplex.type.v1.geo_pb2 import LatLng
 
-from ._common import (closed_loop, fmt_num, free_port, latency_summary, local_backends,
+from ._common import (log, closed_loop, fmt_num, free_port, latency_summary, local_backends,
                       machine_info, machine_line, markdown_table, per_worker,
                       start_server_processes, wait_for_quiet_async, write_results,
                       read_results, write_section)
@@ -62,8 +62,6 @@ DATABASE = "geoplex_bench_places"
 PAGE = 20
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 # -- 1. in-process ------------------------------------------------------------------

@@ -86,7 +86,7 @@ from geoplex.servers.routing.regions import Region, load_region, read_network
 from geoplex.servers.routing.snapping import SegmentIndex
 from geoplex.type.v1.geo_pb2 import LatLng
 
-from ._common import (LoadResult, closed_loop, fmt_num, free_port, machine_info,
+from ._common import (log, LoadResult, closed_loop, fmt_num, free_port, machine_info,
                       machine_line, markdown_table, percentile, per_worker, read_results,
                       start_server_processes, wait_for_quiet, wait_for_quiet_async,
                       write_results, write_section)
@@ -115,8 +115,6 @@ ENGINES = (  # key, label, runs on the baseline subset only
 I64s = npt.NDArray[np.int64]
 
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 # =========================================================================== pure helpers
