@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps browser-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing bench-maps-tiles-ingest clean
+.PHONY: help setup system-deps browser-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing bench-maps-tiles-ingest bench-maps-congestion clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -67,7 +67,7 @@ run: setup  ## start backends, load demo data, run every service (Ctrl-C stops)
 test: setup browser-deps lint breaking typecheck  ## every test, with the backends they need
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-bench: bench-runtime bench-proximity bench-presence bench-broker bench-routing bench-maps-tiles-ingest  ## run every benchmark (minutes)
+bench: bench-runtime bench-proximity bench-presence bench-broker bench-routing bench-maps-tiles-ingest bench-maps-congestion  ## run every benchmark (minutes)
 
 bench-runtime: setup  ## the runtime's own ceiling
 	$(PY) -m bench.runtime
@@ -92,6 +92,9 @@ bench-routing: setup  ## routing engines vs networkx and OSRM (CH, MLD); end-to-
 
 bench-maps-tiles-ingest: setup  ## map tiles vs Mapnik, cached tiles over HTTP/gRPC, location ingest end to end
 	$(PY) -m bench.maps_tiles_ingest
+
+bench-maps-congestion: setup  ## congestion: ETA rise, detour and recovery with two traffic settings; MatchTrace fixes/s per core and accuracy
+	$(PY) -m bench.maps_congestion
 
 clean:  ## remove local state and build output (keeps the venv)
 	rm -rf .geoplex build dist *.egg-info
