@@ -93,7 +93,8 @@ class ServerProcess:
 
 # what a test server does unless its test asks: the maps HTTP endpoint on a free port
 # (never 8055, which `geoplex up` may hold) and no tiles (seconds of loading per process)
-TEST_DEFAULTS = {"maps": {"GEOPLEX_MAPS_HTTP_PORT": "0", "GEOPLEX_MAPS_TILE_SOURCES": "off"}}
+TEST_DEFAULTS = {"maps": {"GEOPLEX_MAPS_HTTP_PORT": "0", "GEOPLEX_MAPS_TILE_SOURCES": "off"},
+                 "telemetry": {"GEOPLEX_TELEMETRY_HTTP_PORT": "0"}}
 
 
 @pytest.fixture(scope="session")

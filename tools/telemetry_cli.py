@@ -10,6 +10,7 @@ from functools import partial
 
 from geoplex.clients.channel import ChannelOptions
 from geoplex.clients.telemetry import TelemetryClient, label_dict, series
+from geoplex.telemetry.v1 import telemetry_pb2 as pb
 
 from .commands import Subcommands, call, command_group
 from .output import print_error, print_next_page, print_table
@@ -42,6 +43,29 @@ def cmd_labels(args: argparse.Namespace) -> int:
     values = call(_connect(args), lambda tm: tm.list_labels(
         args.name or "", match=args.match, start_s=now - args.since, end_s=now))
     print_table(("value" if args.name else "label",), [(v,) for v in values])
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    answer = call(_connect(args), lambda tm: tm.query(args.query, at_s=args.time))
+    kind = pb.ValueType.Name(answer.result_type).removeprefix("VALUE_TYPE_").lower()
+    if answer.result_type == pb.VALUE_TYPE_VECTOR:
+        print_table(("series", "value"), [
+            (_selector_text({lb.name: lb.value for lb in s.labels}) or "{}",
+             f"{s.sample.value:g}") for s in answer.vector])
+    elif answer.result_type == pb.VALUE_TYPE_MATRIX:
+        print_table(("series", "samples", "last"), [
+            (_selector_text({lb.name: lb.value for lb in s.labels}) or "{}",
+             f"{len(s.samples):,}", f"{s.samples[-1].value:g}" if s.samples else "-")
+            for s in answer.matrix])
+    elif answer.result_type == pb.VALUE_TYPE_SCALAR:
+        print(f"{answer.scalar.value:g}")
+    else:
+        print(answer.string_value)
+    for warning in answer.warnings:
+        print(f"warning: {warning}")
+    if not (answer.vector or answer.matrix) and kind in ("vector", "matrix"):
+        print(f"(empty {kind})")
     return 0
 
 
@@ -80,9 +104,10 @@ def add_commands(sub: Subcommands) -> None:
         p.add_argument("--since", type=float, default=3600.0, metavar="SECONDS",
                        help="look at the last SECONDS (default: %(default)s)")
 
-    t = command_group(sub, "telemetry", help="the time-series store: series, labels, storage",
-                      description="Call TelemetryService: list the series and labels the "
-                      "store holds, show its storage per tier, or write one sample.")
+    t = command_group(sub, "telemetry", help="the time-series store: PromQL, series, labels",
+                      description="Call TelemetryService: run a PromQL query, list the "
+                      "series and labels the store holds, show its storage per tier, or "
+                      "write one sample.")
     s = t.add_parser("series", help="the series matching selectors",
                      description="List the series matching any SELECTOR (PromQL series "
                      "selectors such as 'up{job=\"api\"}') with samples in the window.")
@@ -102,6 +127,15 @@ def add_commands(sub: Subcommands) -> None:
     window(lb)
     common(lb)
     lb.set_defaults(func=cmd_labels)
+
+    q = t.add_parser("query", help="run a PromQL query at one instant",
+                     description="Evaluate a PromQL QUERY (Prometheus 3 semantics) now or at "
+                     "--time and print the series and their values.")
+    q.add_argument("query", help="e.g. 'sum by (job) (rate(http_requests_total[5m]))'")
+    q.add_argument("--time", type=float, default=None, metavar="UNIX_SECONDS",
+                   help="evaluation time (default: now)")
+    common(q)
+    q.set_defaults(func=cmd_query)
 
     i = t.add_parser("info", help="series, samples and bytes per storage tier",
                      description="What the store holds: the in-memory head, the write-ahead "

@@ -9,6 +9,8 @@ from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.server import ServiceSpec, run
 
 from .config import TelemetryConfig
+from .http import PrometheusApi
+from .promql.engine import Engine
 from .selectors import parse_selector
 from .service import SERVICE
 from .servicer import TelemetryServicer, add_to_server
@@ -29,7 +31,13 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     # replaying the WAL reads every acknowledged sample since the last block: off the loop
     store = await asyncio.to_thread(TSDB.open, config.data_dir, options_from(config))
     stack.callback(store.close)
-    servicer = TelemetryServicer(store, config, parse_selector)
+    engine = Engine(store)
+    servicer = TelemetryServicer(store, engine, config, parse_selector)
+    if config.http_port is not None:
+        http = PrometheusApi(store, engine, parse_selector)
+        address = await http.start(runtime.host, config.http_port)
+        stack.push_async_callback(http.stop)
+        print(f"geoplex-telemetry http on http://{address}/api/v1/", flush=True)
     return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: add_to_server(servicer, server))]
 

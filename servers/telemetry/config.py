@@ -22,6 +22,7 @@ class TelemetryConfig:
     max_series: int | None    # active series in the head (None: no limit)
     write_max_series: int     # series per Write
     write_max_samples: int    # samples per Write
+    http_port: int | None     # the Prometheus HTTP API (None: off)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> TelemetryConfig:
@@ -44,4 +45,6 @@ class TelemetryConfig:
             write_max_series=env.int(PREFIX + "WRITE_MAX_SERIES", 10_000, lo=1, hi=1_000_000),
             write_max_samples=env.int(PREFIX + "WRITE_MAX_SAMPLES", 100_000, lo=1,
                                       hi=10_000_000),
+            http_port=(None if env.str(PREFIX + "HTTP_PORT", "").lower() == "off"
+                       else env.int(PREFIX + "HTTP_PORT", 8056, lo=0, hi=65_535)),
         )

@@ -120,3 +120,23 @@ def stats_to_pb(stats: StoreStats) -> pb.GetStorageInfoResponse:
         info.retention.FromSeconds(tier.retention_s)
     return out
 
+
+
+def instant_from_pb(time_: Timestamp, has_time: bool, now_ms: int | None = None) -> int:
+    if not has_time:
+        return now_ms if now_ms is not None else int(time.time() * 1000)
+    return time_.ToMilliseconds()
+
+
+def query_range_from_pb(request: pb.QueryRangeRequest) -> tuple[int, int, int]:
+    """(start, end, step) in ms, each required; end not before start, step > 0."""
+    for name in ("start", "end", "step"):
+        if not request.HasField(name):
+            raise InvalidArgument(name, "is required", reason="REQUIRED_FIELD")
+    start, end = request.start.ToMilliseconds(), request.end.ToMilliseconds()
+    step = request.step.ToMilliseconds()
+    if end < start:
+        raise InvalidArgument("end", "must not be before start")
+    if step <= 0:
+        raise InvalidArgument("step", "must be a positive duration")
+    return start, end, step

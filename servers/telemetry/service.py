@@ -15,4 +15,5 @@ SERVICE = ServiceDeclaration(
     example=ExampleCall("GetStorageInfo", "{}"),
     client="geoplex.clients.telemetry:TelemetryClient",
     cli="geoplex.tools.telemetry_cli",
+    http=("Prometheus HTTP API", 8056),
 )

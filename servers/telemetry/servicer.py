@@ -11,8 +11,9 @@ import grpc.aio
 from geoplex.telemetry.v1 import telemetry_pb2 as pb
 from geoplex.telemetry.v1 import telemetry_pb2_grpc
 
-from . import convert
+from . import convert, queries
 from .config import TelemetryConfig
+from .promql.engine import Engine
 from .tsdb.api import Storage
 from .tsdb.labels import Labels
 
@@ -20,11 +21,26 @@ Context = grpc.aio.ServicerContext
 
 
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
-    def __init__(self, store: Storage, config: TelemetryConfig,
+    def __init__(self, store: Storage, engine: Engine, config: TelemetryConfig,
                  parse_selector: convert.SelectorParser) -> None:
         self.store = store
+        self.engine = engine
         self.config = config
         self.parse_selector = parse_selector
+
+    async def Query(self, request: pb.QueryRequest,
+                    context: Context[pb.QueryRequest, pb.QueryResponse]) -> pb.QueryResponse:
+        time_ms = convert.instant_from_pb(request.time, request.HasField("time"))
+        result = await asyncio.to_thread(queries.instant, self.engine, request.query, time_ms)
+        return queries.query_to_pb(result)
+
+    async def QueryRange(self, request: pb.QueryRangeRequest,
+                         context: Context[pb.QueryRangeRequest, pb.QueryRangeResponse]
+                         ) -> pb.QueryRangeResponse:
+        start, end, step = convert.query_range_from_pb(request)
+        result = await asyncio.to_thread(queries.range_query, self.engine, request.query,
+                                         start, end, step)
+        return queries.range_to_pb(result)
 
     async def Write(self, request: pb.WriteRequest,
                     context: Context[pb.WriteRequest, pb.WriteResponse]) -> pb.WriteResponse:

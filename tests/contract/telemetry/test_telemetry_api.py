@@ -3,18 +3,24 @@ kill -9, series and labels by PromQL selectors, bad input refused with nothing s
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from geoplex.clients import ChannelOptions
 from geoplex.clients.errors import InvalidArgumentError
 from geoplex.clients.telemetry import TelemetryClient, label_dict, series
+from geoplex.infra.local import free_port
+from geoplex.telemetry.v1 import telemetry_pb2 as pb
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -26,9 +32,26 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(server_factory: Callable[..., ServerProcess], store_dir: Path) -> ServerProcess:
-    return server_factory("telemetry", {"GEOPLEX_TELEMETRY_DATA_DIR": str(store_dir)},
+def http_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(server_factory: Callable[..., ServerProcess], store_dir: Path,
+           http_port: int) -> ServerProcess:
+    return server_factory("telemetry", {"GEOPLEX_TELEMETRY_DATA_DIR": str(store_dir),
+                                        "GEOPLEX_TELEMETRY_HTTP_PORT": str(http_port)},
                           "telemetry")
+
+
+def _get(port: int, path: str, **params: str | list[str]) -> tuple[int, dict[str, Any]]:
+    query = urllib.parse.urlencode(params, doseq=True)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}?{query}",
+                                    timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 @pytest.fixture
@@ -110,3 +133,84 @@ async def test_acknowledged_samples_survive_a_kill_9(server: ServerProcess) -> N
         assert len(found.series) == 50
         info = await tm.storage_info()
         assert info.head_samples >= 50
+
+
+async def _counter(tm: TelemetryClient, name: str, end_ms: int) -> None:
+    """Two counters of ``name`` over 8 minutes of 15 s scrapes (inside the store's 10-minute
+    out-of-order window): +30 and +60 per scrape."""
+    points = range(end_ms - 480_000, end_ms + 1, 15_000)
+    await tm.write([series({"__name__": name, "job": "api", "instance": str(i)},
+                           [(t, float(k * 30 * i)) for k, t in enumerate(points)])
+                    for i in (1, 2)])
+
+
+async def test_promql_over_grpc_and_the_prometheus_http_api_agree(
+        tm: TelemetryClient, http_port: int) -> None:
+    end = (_now_ms() // 15_000) * 15_000 - 15_000
+    await _counter(tm, "api_requests_total", end)
+    query = "sum by (job) (rate(api_requests_total[5m]))"
+    answer = await tm.call(tm.stub.Query, pb.QueryRequest(
+        query=query, time=_ts(end)))
+    assert answer.result_type == pb.VALUE_TYPE_VECTOR
+    [sample] = answer.vector
+    assert {label.name: label.value for label in sample.labels} == {"job": "api"}
+    assert sample.sample.value == pytest.approx(2.0 + 4.0)      # 30/15 + 60/15 per second
+
+    status, body = _get(http_port, "/api/v1/query", query=query, time=str(end / 1000))
+    assert status == 200 and body["status"] == "success"
+    assert body["data"]["resultType"] == "vector"
+    [item] = body["data"]["result"]
+    assert item["metric"] == {"job": "api"} and float(item["value"][1]) == pytest.approx(6.0)
+    assert item["value"][0] == end / 1000
+
+    status, body = _get(http_port, "/api/v1/query_range", query="api_requests_total",
+                        start=str((end - 60_000) / 1000), end=str(end / 1000), step="30s")
+    assert status == 200 and body["data"]["resultType"] == "matrix"
+    assert [len(s["values"]) for s in body["data"]["result"]] == [3, 3]
+    ranged = await tm.call(tm.stub.QueryRange, pb.QueryRangeRequest(
+        query="api_requests_total", start=_ts(end - 60_000), end=_ts(end),
+        step=_duration(30)))
+    assert [len(s.samples) for s in ranged.series] == [3, 3]
+
+
+async def test_the_http_api_lists_series_and_labels_as_prometheus_does(
+        tm: TelemetryClient, http_port: int) -> None:
+    end = _now_ms() - 5_000
+    await _counter(tm, "listed_total", end)
+    status, body = _get(http_port, "/api/v1/series", **{"match[]": ["listed_total"]})
+    assert status == 200
+    assert sorted(s["instance"] for s in body["data"]) == ["1", "2"]
+    status, body = _get(http_port, "/api/v1/labels")
+    assert status == 200 and {"__name__", "instance", "job"} <= set(body["data"])
+    status, body = _get(http_port, "/api/v1/label/instance/values",
+                        **{"match[]": ["listed_total"]})
+    assert body["data"] == ["1", "2"]
+    status, body = _get(http_port, "/api/v1/status/buildinfo")
+    assert status == 200 and body["data"]["version"].startswith("3.")
+
+
+async def test_a_query_that_does_not_parse_names_its_position(
+        tm: TelemetryClient, http_port: int) -> None:
+    status, body = _get(http_port, "/api/v1/query", query="sum(rate(x[5m])")
+    assert status == 400 and body["status"] == "error" and body["errorType"] == "bad_data"
+    assert "parse error" in body["error"]
+    status, body = _get(http_port, "/api/v1/query_range", query="up", start="1", end="2")
+    assert status == 400 and "step" in body["error"]
+    with pytest.raises(InvalidArgumentError) as caught:
+        await tm.call(tm.stub.Query, pb.QueryRequest(query="sum(rate(x[5m])"))
+    assert caught.value.field == "query"
+    assert caught.value.metadata["position"].isdigit()
+
+
+def _ts(ms: int) -> Any:
+    from google.protobuf.timestamp_pb2 import Timestamp
+    out = Timestamp()
+    out.FromMilliseconds(ms)
+    return out
+
+
+def _duration(seconds: int) -> Any:
+    from google.protobuf.duration_pb2 import Duration
+    out = Duration()
+    out.FromSeconds(seconds)
+    return out

@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,27 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ValueType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ValueTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValueType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VALUE_TYPE_UNSPECIFIED: _ValueType.ValueType  # 0
+    VALUE_TYPE_VECTOR: _ValueType.ValueType  # 1
+    VALUE_TYPE_MATRIX: _ValueType.ValueType  # 2
+    VALUE_TYPE_SCALAR: _ValueType.ValueType  # 3
+    VALUE_TYPE_STRING: _ValueType.ValueType  # 4
+
+class ValueType(_ValueType, metaclass=_ValueTypeEnumTypeWrapper): ...
+
+VALUE_TYPE_UNSPECIFIED: ValueType.ValueType  # 0
+VALUE_TYPE_VECTOR: ValueType.ValueType  # 1
+VALUE_TYPE_MATRIX: ValueType.ValueType  # 2
+VALUE_TYPE_SCALAR: ValueType.ValueType  # 3
+VALUE_TYPE_STRING: ValueType.ValueType  # 4
+Global___ValueType: _TypeAlias = ValueType  # noqa: Y015
 
 @_typing.final
 class Label(_message.Message):
@@ -361,3 +383,161 @@ class GetStorageInfoResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStorageInfoResponse: _TypeAlias = GetStorageInfoResponse  # noqa: Y015
+
+@_typing.final
+class QueryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """PromQL, e.g. `sum by (job) (rate(http_requests_total[5m]))`."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When; default now."""
+
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryRequest: _TypeAlias = QueryRequest  # noqa: Y015
+
+@_typing.final
+class VectorSample(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABELS_FIELD_NUMBER: _builtins.int
+    SAMPLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___Label]: ...
+    @_builtins.property
+    def sample(self) -> Global___Sample: ...
+    def __init__(
+        self,
+        *,
+        labels: _abc.Iterable[Global___Label] | None = ...,
+        sample: Global___Sample | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sample", b"sample"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "sample", b"sample"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VectorSample: _TypeAlias = VectorSample  # noqa: Y015
+
+@_typing.final
+class QueryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_TYPE_FIELD_NUMBER: _builtins.int
+    VECTOR_FIELD_NUMBER: _builtins.int
+    MATRIX_FIELD_NUMBER: _builtins.int
+    SCALAR_FIELD_NUMBER: _builtins.int
+    STRING_VALUE_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    result_type: Global___ValueType.ValueType
+    string_value: _builtins.str
+    """VALUE_TYPE_STRING."""
+    @_builtins.property
+    def vector(self) -> _containers.RepeatedCompositeFieldContainer[Global___VectorSample]:
+        """VALUE_TYPE_VECTOR: one sample per series."""
+
+    @_builtins.property
+    def matrix(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeSeries]:
+        """VALUE_TYPE_MATRIX (a range selector such as `x[5m]`): the samples in the range."""
+
+    @_builtins.property
+    def scalar(self) -> Global___Sample:
+        """VALUE_TYPE_SCALAR."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        result_type: Global___ValueType.ValueType = ...,
+        vector: _abc.Iterable[Global___VectorSample] | None = ...,
+        matrix: _abc.Iterable[Global___TimeSeries] | None = ...,
+        scalar: Global___Sample | None = ...,
+        string_value: _builtins.str = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scalar", b"scalar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matrix", b"matrix", "result_type", b"result_type", "scalar", b"scalar", "string_value", b"string_value", "vector", b"vector", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryResponse: _TypeAlias = QueryResponse  # noqa: Y015
+
+@_typing.final
+class QueryRangeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Required."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """Required, not before start."""
+
+    @_builtins.property
+    def step(self) -> _duration_pb2.Duration:
+        """Required, > 0."""
+
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        step: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start", "step", b"step"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "query", b"query", "start", b"start", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryRangeRequest: _TypeAlias = QueryRangeRequest  # noqa: Y015
+
+@_typing.final
+class QueryRangeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIES_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeSeries]:
+        """One series per result series, a sample per step where it has a value."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        series: _abc.Iterable[Global___TimeSeries] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["series", b"series", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryRangeResponse: _TypeAlias = QueryRangeResponse  # noqa: Y015

@@ -59,6 +59,16 @@ class TelemetryServiceStub:
                 request_serializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.ListLabelsRequest.SerializeToString,
                 response_deserializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.ListLabelsResponse.FromString,
                 _registered_method=True)
+        self.Query = channel.unary_unary(
+                '/geoplex.telemetry.v1.TelemetryService/Query',
+                request_serializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryRequest.SerializeToString,
+                response_deserializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryResponse.FromString,
+                _registered_method=True)
+        self.QueryRange = channel.unary_unary(
+                '/geoplex.telemetry.v1.TelemetryService/QueryRange',
+                request_serializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryRangeRequest.SerializeToString,
+                response_deserializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryRangeResponse.FromString,
+                _registered_method=True)
         self.GetStorageInfo = channel.unary_unary(
                 '/geoplex.telemetry.v1.TelemetryService/GetStorageInfo',
                 request_serializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.GetStorageInfoRequest.SerializeToString,
@@ -102,6 +112,22 @@ class TelemetryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Query(self, request, context):
+        """A PromQL query at one instant (Prometheus 3.x semantics: 5-minute lookback,
+        left-open range windows). A query that does not parse is INVALID_ARGUMENT with
+        its position; one that reads too much is RESOURCE_EXHAUSTED naming the limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryRange(self, request, context):
+        """A PromQL query over a range, one point per step (at most 11,000 steps).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStorageInfo(self, request, context):
         """What the store holds: series, samples, blocks and bytes per tier.
         """
@@ -126,6 +152,16 @@ def add_TelemetryServiceServicer_to_server(servicer, server):
                     servicer.ListLabels,
                     request_deserializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.ListLabelsRequest.FromString,
                     response_serializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.ListLabelsResponse.SerializeToString,
+            ),
+            'Query': grpc.unary_unary_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryRequest.FromString,
+                    response_serializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryResponse.SerializeToString,
+            ),
+            'QueryRange': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryRange,
+                    request_deserializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryRangeRequest.FromString,
+                    response_serializer=geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryRangeResponse.SerializeToString,
             ),
             'GetStorageInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStorageInfo,
@@ -224,6 +260,60 @@ class TelemetryService:
             '/geoplex.telemetry.v1.TelemetryService/ListLabels',
             geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.ListLabelsRequest.SerializeToString,
             geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.ListLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geoplex.telemetry.v1.TelemetryService/Query',
+            geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryRequest.SerializeToString,
+            geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryRange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geoplex.telemetry.v1.TelemetryService/QueryRange',
+            geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryRangeRequest.SerializeToString,
+            geoplex_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryRangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

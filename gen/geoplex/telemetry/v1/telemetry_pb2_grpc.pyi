@@ -52,6 +52,13 @@ class TelemetryServiceStub:
     """The label sets of the series that match any of the selectors."""
     ListLabels: _grpc.UnaryUnaryMultiCallable[_telemetry_pb2.ListLabelsRequest, _telemetry_pb2.ListLabelsResponse]
     """The label names, or one label's values, over the matching series."""
+    Query: _grpc.UnaryUnaryMultiCallable[_telemetry_pb2.QueryRequest, _telemetry_pb2.QueryResponse]
+    """A PromQL query at one instant (Prometheus 3.x semantics: 5-minute lookback,
+    left-open range windows). A query that does not parse is INVALID_ARGUMENT with
+    its position; one that reads too much is RESOURCE_EXHAUSTED naming the limit.
+    """
+    QueryRange: _grpc.UnaryUnaryMultiCallable[_telemetry_pb2.QueryRangeRequest, _telemetry_pb2.QueryRangeResponse]
+    """A PromQL query over a range, one point per step (at most 11,000 steps)."""
     GetStorageInfo: _grpc.UnaryUnaryMultiCallable[_telemetry_pb2.GetStorageInfoRequest, _telemetry_pb2.GetStorageInfoResponse]
     """What the store holds: series, samples, blocks and bytes per tier."""
 
@@ -79,6 +86,13 @@ class TelemetryServiceAsyncStub(TelemetryServiceStub):
     """The label sets of the series that match any of the selectors."""
     ListLabels: _aio.UnaryUnaryMultiCallable[_telemetry_pb2.ListLabelsRequest, _telemetry_pb2.ListLabelsResponse]  # type: ignore[assignment]
     """The label names, or one label's values, over the matching series."""
+    Query: _aio.UnaryUnaryMultiCallable[_telemetry_pb2.QueryRequest, _telemetry_pb2.QueryResponse]  # type: ignore[assignment]
+    """A PromQL query at one instant (Prometheus 3.x semantics: 5-minute lookback,
+    left-open range windows). A query that does not parse is INVALID_ARGUMENT with
+    its position; one that reads too much is RESOURCE_EXHAUSTED naming the limit.
+    """
+    QueryRange: _aio.UnaryUnaryMultiCallable[_telemetry_pb2.QueryRangeRequest, _telemetry_pb2.QueryRangeResponse]  # type: ignore[assignment]
+    """A PromQL query over a range, one point per step (at most 11,000 steps)."""
     GetStorageInfo: _aio.UnaryUnaryMultiCallable[_telemetry_pb2.GetStorageInfoRequest, _telemetry_pb2.GetStorageInfoResponse]  # type: ignore[assignment]
     """What the store holds: series, samples, blocks and bytes per tier."""
 
@@ -121,6 +135,25 @@ class TelemetryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_telemetry_pb2.ListLabelsResponse, _abc.Awaitable[_telemetry_pb2.ListLabelsResponse]]:
         """The label names, or one label's values, over the matching series."""
+
+    @_abc_1.abstractmethod
+    def Query(
+        self,
+        request: _telemetry_pb2.QueryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_telemetry_pb2.QueryResponse, _abc.Awaitable[_telemetry_pb2.QueryResponse]]:
+        """A PromQL query at one instant (Prometheus 3.x semantics: 5-minute lookback,
+        left-open range windows). A query that does not parse is INVALID_ARGUMENT with
+        its position; one that reads too much is RESOURCE_EXHAUSTED naming the limit.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryRange(
+        self,
+        request: _telemetry_pb2.QueryRangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_telemetry_pb2.QueryRangeResponse, _abc.Awaitable[_telemetry_pb2.QueryRangeResponse]]:
+        """A PromQL query over a range, one point per step (at most 11,000 steps)."""
 
     @_abc_1.abstractmethod
     def GetStorageInfo(

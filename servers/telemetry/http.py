@@ -1,0 +1,222 @@
+"""The Prometheus HTTP API (aiohttp, in the telemetry process), so Grafana's Prometheus
+data source and other Prometheus tools read from the store:
+
+    GET|POST /api/v1/query?query=...&time=...
+    GET|POST /api/v1/query_range?query=...&start=...&end=...&step=...
+    GET|POST /api/v1/series?match[]=...&start=...&end=...
+    GET|POST /api/v1/labels?match[]=...
+    GET      /api/v1/label/<name>/values?match[]=...
+    GET      /api/v1/metadata          (no metadata is kept yet: an empty object)
+    GET      /api/v1/status/buildinfo
+
+Answers are Prometheus's JSON (``{"status": "success", "data": ...}``); errors are
+``{"status": "error", "errorType": "bad_data" | "execution" | ..., "error": "..."}`` with
+Prometheus's HTTP codes (400 bad input, 422 a query that cannot run, 503 limits). Times
+are Unix seconds (fractions allowed) or RFC 3339; steps a duration (``15s``) or seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDict, MultiMapping
+
+from geoplex import __version__
+from geoplex.servers._runtime.errors import GeoplexError, InvalidArgument
+
+from . import queries
+from .convert import DEFAULT_RANGE_MS, SelectorParser
+from .promql.engine import Engine
+from .promql.parser import parse_duration
+from .tsdb.api import Storage
+from .tsdb.labels import Labels, Matcher, validate_label_name
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ERROR_TYPES = {"INVALID_ARGUMENT": ("bad_data", 400), "RESOURCE_EXHAUSTED": ("execution", 422),
+               "FAILED_PRECONDITION": ("execution", 422), "UNAVAILABLE": ("unavailable", 503),
+               "DEADLINE_EXCEEDED": ("timeout", 503), "NOT_FOUND": ("not_found", 404)}
+MIN_TIME_MS = -(1 << 62) // 1000
+MAX_TIME_MS = (1 << 62) // 1000
+
+
+def _error(error_type: str, message: str, status: int) -> web.Response:
+    return web.json_response({"status": "error", "errorType": error_type, "error": message},
+                             status=status)
+
+
+def success(data: Any, warnings: Sequence[str] = ()) -> web.Response:
+    body: dict[str, Any] = {"status": "success", "data": data}
+    if warnings:
+        body["warnings"] = list(warnings)
+    return web.json_response(body)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GeoplexError as exc:
+        kind, status = ERROR_TYPES.get(exc.code, ("internal", 500))
+        # the query's problem in Prometheus's words, where the engine gave them
+        return _error(kind, exc.message.removeprefix("query: "), status)
+
+
+def parse_time(raw: str, field: str) -> int:
+    """Unix seconds (``1700000000.5``) or RFC 3339 to milliseconds."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            seconds = datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise InvalidArgument(field, f"cannot parse {raw!r} to a valid timestamp"
+                                  ) from None
+    if not math.isfinite(seconds):
+        raise InvalidArgument(field, f"cannot parse {raw!r} to a valid timestamp")
+    return max(MIN_TIME_MS, min(MAX_TIME_MS, round(seconds * 1000)))
+
+
+def parse_step(raw: str) -> int:
+    """A duration (``15s``, ``1m30s``) or seconds (``15``, ``0.5``) to milliseconds."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            return parse_duration(raw)
+        except Exception:  # noqa: BLE001 - any failure is the same bad input
+            raise InvalidArgument("step", f"cannot parse {raw!r} to a valid duration"
+                                  ) from None
+    if not math.isfinite(seconds):
+        raise InvalidArgument("step", f"cannot parse {raw!r} to a valid duration")
+    return round(seconds * 1000)
+
+
+class PrometheusApi:
+    def __init__(self, store: Storage, engine: Engine, parse_selector: SelectorParser) -> None:
+        self.store = store
+        self.engine = engine
+        self.parse_selector = parse_selector
+        self._runner: web.AppRunner | None = None
+
+    def application(self) -> web.Application:
+        app = web.Application(middlewares=[errors])
+        for path, handler in (("/api/v1/query", self.query),
+                              ("/api/v1/query_range", self.query_range),
+                              ("/api/v1/series", self.series),
+                              ("/api/v1/labels", self.labels)):
+            app.router.add_get(path, handler)
+            app.router.add_post(path, handler)
+        app.router.add_get("/api/v1/label/{name}/values", self.label_values)
+        app.router.add_get("/api/v1/metadata", self.metadata)
+        app.router.add_get("/api/v1/status/buildinfo", self.buildinfo)
+        return app
+
+    async def start(self, host: str, port: int) -> str:
+        runner = web.AppRunner(self.application(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        self._runner = runner
+        server = site._server  # aiohttp tells the port it bound for port 0 only here
+        sockets = getattr(server, "sockets", None) or ()
+        return f"{host}:{sockets[0].getsockname()[1] if sockets else port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @staticmethod
+    async def _params(request: web.Request) -> MultiMapping[str]:
+        if request.method == "POST":
+            form = await request.post()
+            return MultiDict((k, v) for k, v in form.items() if isinstance(v, str))
+        return request.query
+
+    def _range(self, params: MultiMapping[str]) -> tuple[int, int]:
+        now = int(time.time() * 1000)
+        end = parse_time(params["end"], "end") if params.get("end") else now
+        start = (parse_time(params["start"], "start") if params.get("start")
+                 else end - DEFAULT_RANGE_MS)
+        if end < start:
+            raise InvalidArgument("end", "end timestamp must not be before start time")
+        return start, end
+
+    def _selectors(self, params: MultiMapping[str], required: bool) -> list[list[Matcher]]:
+        match = params.getall("match[]", [])
+        if required and not match:
+            raise InvalidArgument("match[]", "no match[] parameter provided")
+        return [self.parse_selector(m) for m in match]
+
+    async def query(self, request: web.Request) -> web.StreamResponse:
+        params = await self._params(request)
+        at = (parse_time(params["time"], "time") if params.get("time")
+              else int(time.time() * 1000))
+        result = await asyncio.to_thread(queries.instant, self.engine,
+                                         params.get("query", ""), at)
+        return success(queries.query_json(result), result.warnings)
+
+    async def query_range(self, request: web.Request) -> web.StreamResponse:
+        params = await self._params(request)
+        for name in ("start", "end", "step"):
+            if not params.get(name):
+                raise InvalidArgument(name, f"missing {name} parameter")
+        start, end = parse_time(params["start"], "start"), parse_time(params["end"], "end")
+        step = parse_step(params["step"])
+        if step <= 0:
+            raise InvalidArgument("step", "zero or negative query resolution step widths "
+                                  "are not accepted. Try a positive integer")
+        result = await asyncio.to_thread(queries.range_query, self.engine,
+                                         params.get("query", ""), start, end, step)
+        return success(queries.query_json(result), result.warnings)
+
+    async def series(self, request: web.Request) -> web.StreamResponse:
+        params = await self._params(request)
+        selectors = self._selectors(params, required=True)
+        start, end = self._range(params)
+
+        def find() -> list[Labels]:
+            found: set[Labels] = set()
+            for matchers in selectors:
+                found.update(self.store.series(matchers, start, end))
+            return sorted(found)
+        return success([dict(labels.pairs) for labels in await asyncio.to_thread(find)])
+
+    async def labels(self, request: web.Request) -> web.StreamResponse:
+        params = await self._params(request)
+        selectors = self._selectors(params, required=False) or [[]]
+        start, end = self._range(params)
+
+        def find() -> list[str]:
+            names: set[str] = set()
+            for matchers in selectors:
+                names.update(self.store.label_names(matchers, start, end))
+            return sorted(names)
+        return success(await asyncio.to_thread(find))
+
+    async def label_values(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        validate_label_name(name, internal=True)
+        params = request.query
+        selectors = self._selectors(params, required=False) or [[]]
+        start, end = self._range(params)
+
+        def find() -> list[str]:
+            values: set[str] = set()
+            for matchers in selectors:
+                values.update(self.store.label_values(name, matchers, start, end))
+            return sorted(values)
+        return success(await asyncio.to_thread(find))
+
+    async def metadata(self, _request: web.Request) -> web.StreamResponse:
+        return success({})
+
+    async def buildinfo(self, _request: web.Request) -> web.StreamResponse:
+        # Grafana reads the version to choose its query features: speak as Prometheus 3
+        return success({"version": "3.0.0", "revision": f"geoplex-{__version__}",
+                        "branch": "", "buildUser": "", "buildDate": "", "goVersion": ""})
