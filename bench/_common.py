@@ -639,3 +639,18 @@ class Steps:
         if self.current:
             self.seconds[self.current] = now - self.last
         self.current, self.last = "", now
+
+
+def run_and_report(run: Callable[[], dict[str, Any]], name: str,
+                   report: Callable[[Mapping[str, Any]], str],
+                   write_report: Callable[[Mapping[str, Any]], None], *,
+                   no_write: bool) -> None:
+    """Run a benchmark (Ctrl-C stops it quietly), print its report and, unless
+    ``no_write``, write ``bench/results/<name>.json`` and its BENCHMARKS.md section."""
+    with contextlib.suppress(KeyboardInterrupt):
+        result = run()
+        print("\n" + report(result), flush=True)
+        log(f"run took {result['elapsed_s'] / 60:.1f} min")
+        if not no_write:
+            log(f"wrote {write_results(name, result)}")
+            write_report(result)

@@ -68,7 +68,7 @@ from geoplex.servers.maps.domain import ADDRESS, PLACE, Feature, StreetLine
 from geoplex.servers.maps.geocoding import Geocoder, address_label
 from geoplex.servers.maps.text import normalize, normalize_housenumber
 
-from ._common import (Steps, log, CpuSample, LoadResult, closed_loop, cpu_usage, fmt_num, free_port, latency_summary,
+from ._common import (run_and_report, Steps, log, CpuSample, LoadResult, closed_loop, cpu_usage, fmt_num, free_port, latency_summary,
                       machine_info, machine_line, markdown_table, per_worker, percentile,
                       read_results, start_server_processes, wait_for_quiet,
                       wait_for_quiet_async, write_results, write_section)
@@ -1058,13 +1058,7 @@ def main() -> None:
         args.addresses, args.places, args.reverse_points = 100, 60, 300
         args.trigram_or_queries, args.no_write = 5, True
         args.duration, args.warmup, args.rounds = 1.0, 0.3, 1
-    with contextlib.suppress(KeyboardInterrupt):
-        result = amain(args)
-        print("\n" + report(result), flush=True)
-        log(f"run took {result['elapsed_s'] / 60:.1f} min")
-        if not args.no_write:
-            log(f"wrote {write_results(NAME, result)}")
-            write_report(result)
+    run_and_report(lambda: amain(args), NAME, report, write_report, no_write=args.no_write)
 
 
 if __name__ == "__main__":

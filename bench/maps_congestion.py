@@ -76,7 +76,7 @@ from geoplex.tools.navsim.results import ON_ROUTE_FROM
 from geoplex.tools.navsim.run import on_route
 from geoplex.tools.navsim.scenario import decode, region_box, seconds, step_infos
 
-from ._common import (CpuSample, ServerProcesses, Steps, log, WorkerFactory, WorkerOp, closed_loop,
+from ._common import (run_and_report, CpuSample, ServerProcesses, Steps, log, WorkerFactory, WorkerOp, closed_loop,
                       combine_rounds, cpu_usage, fmt_num, local_backends, machine_info,
                       machine_line, markdown_table, read_results, start_server_processes,
                       write_results, write_section)
@@ -936,13 +936,7 @@ def main() -> None:
         args.defaults_after, args.short_after = 30.0, 60.0
         args.drives, args.rounds, args.duration, args.warmup = 3, 1, 1.5, 0.3
         args.quiet_max = 1.0
-    with contextlib.suppress(KeyboardInterrupt):
-        result = amain(args)
-        print("\n" + report(result), flush=True)
-        log(f"run took {result['elapsed_s'] / 60:.1f} min")
-        if not args.no_write:
-            log(f"wrote {write_results(RESULTS, result)}")
-            write_report(result)
+    run_and_report(lambda: amain(args), RESULTS, report, write_report, no_write=args.no_write)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ from geoplex.servers.maps.tiles import MapSource, TileSet, raster, style
 from geoplex.servers.maps.tiles.features import FeatureStore
 from geoplex.servers.maps.tiles.tilemath import tile_bounds_m, tile_of, unproject
 
-from ._common import (Steps, log, CpuSample, LoadResult, ServerProcesses, closed_loop, cpu_usage,
+from ._common import (run_and_report, Steps, log, CpuSample, LoadResult, ServerProcesses, closed_loop, cpu_usage,
                       fmt_num, free_port, latency_summary, local_backends, machine_info,
                       machine_line, markdown_table, per_worker, percentile, read_results,
                       start_server_processes, wait_for_quiet, wait_for_quiet_async,
@@ -1655,13 +1655,7 @@ def main() -> None:
         args.cold_tiles, args.clients, args.rates = 10, 8, [20, 50]
         args.ingest_duration, args.sentinels, args.traffic_trials = 1.5, 3, 1
         args.routes, args.quiet_max = 10, 1.0
-    with contextlib.suppress(KeyboardInterrupt):
-        result = amain(args)
-        print("\n" + report(result), flush=True)
-        log(f"run took {result['elapsed_s'] / 60:.1f} min")
-        if not args.no_write:
-            log(f"wrote {write_results(RESULTS, result)}")
-            write_report(result)
+    run_and_report(lambda: amain(args), RESULTS, report, write_report, no_write=args.no_write)
 
 
 if __name__ == "__main__":
