@@ -34,7 +34,7 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     engine = Engine(store)
     servicer = TelemetryServicer(store, engine, config, parse_selector)
     if config.http_port is not None:
-        http = PrometheusApi(store, engine, parse_selector)
+        http = PrometheusApi(store, engine, parse_selector, config)
         address = await http.start(runtime.host, config.http_port)
         stack.push_async_callback(http.stop)
         print(f"geoplex-telemetry http on http://{address}/api/v1/", flush=True)

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.servers._runtime.paging import decode_cursor, encode_cursor, page_size
 from geoplex.telemetry.v1 import telemetry_pb2 as pb
+from geoplex.telemetry.v1.remote_write_pb2 import RemoteWriteRequest
 
 from .domain import RAW, TIERS
 from .tsdb.api import StoreStats
@@ -140,3 +141,17 @@ def query_range_from_pb(request: pb.QueryRangeRequest) -> tuple[int, int, int]:
     if step <= 0:
         raise InvalidArgument("step", "must be a positive duration")
     return start, end, step
+
+
+def remote_write_samples(request: RemoteWriteRequest, *, max_series: int, max_samples: int,
+                         max_future_ms: int, now_ms: int | None = None) -> list[SampleInput]:
+    """A Prometheus remote-write request's samples, checked as Write's are."""
+    converted = pb.WriteRequest(series=[
+        pb.TimeSeries(labels=[pb.Label(name=lb.name, value=lb.value) for lb in ts.labels],
+                      samples=[pb.Sample(timestamp_ms=s.timestamp, value=s.value)
+                               for s in ts.samples])
+        for ts in request.timeseries if ts.samples])
+    if not converted.series:
+        return []
+    return write_from_pb(converted, max_series=max_series, max_samples=max_samples,
+                         max_future_ms=max_future_ms, now_ms=now_ms)

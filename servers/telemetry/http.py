@@ -8,6 +8,7 @@ data source and other Prometheus tools read from the store:
     GET      /api/v1/label/<name>/values?match[]=...
     GET      /api/v1/metadata          (no metadata is kept yet: an empty object)
     GET      /api/v1/status/buildinfo
+    POST     /api/v1/write             Prometheus remote write 1.0 (protobuf + snappy)
 
 Answers are Prometheus's JSON (``{"status": "success", "data": ...}``); errors are
 ``{"status": "error", "errorType": "bad_data" | "execution" | ..., "error": "..."}`` with
@@ -25,12 +26,17 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from google.protobuf.message import DecodeError
 from multidict import MultiDict, MultiMapping
 
 from geoplex import __version__
 from geoplex.servers._runtime.errors import GeoplexError, InvalidArgument
 
-from . import queries
+from geoplex.telemetry.v1.remote_write_pb2 import RemoteWriteRequest
+
+from . import convert, queries
+from .adapters import snappy_codec
+from .config import TelemetryConfig
 from .convert import DEFAULT_RANGE_MS, SelectorParser
 from .promql.engine import Engine
 from .promql.parser import parse_duration
@@ -41,6 +47,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ERROR_TYPES = {"INVALID_ARGUMENT": ("bad_data", 400), "RESOURCE_EXHAUSTED": ("execution", 422),
                "FAILED_PRECONDITION": ("execution", 422), "UNAVAILABLE": ("unavailable", 503),
                "DEADLINE_EXCEEDED": ("timeout", 503), "NOT_FOUND": ("not_found", 404)}
+MAX_BODY_BYTES = 32 << 20          # a compressed remote-write body
+MAX_UNCOMPRESSED_BYTES = 256 << 20  # ... and what it may expand to
 MIN_TIME_MS = -(1 << 62) // 1000
 MAX_TIME_MS = (1 << 62) // 1000
 
@@ -98,14 +106,17 @@ def parse_step(raw: str) -> int:
 
 
 class PrometheusApi:
-    def __init__(self, store: Storage, engine: Engine, parse_selector: SelectorParser) -> None:
+    def __init__(self, store: Storage, engine: Engine, parse_selector: SelectorParser,
+                 config: TelemetryConfig) -> None:
         self.store = store
         self.engine = engine
         self.parse_selector = parse_selector
+        self.config = config
         self._runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[errors])
+        app = web.Application(middlewares=[errors], client_max_size=MAX_BODY_BYTES)
+        app.router.add_post("/api/v1/write", self.remote_write)
         for path, handler in (("/api/v1/query", self.query),
                               ("/api/v1/query_range", self.query_range),
                               ("/api/v1/series", self.series),
@@ -212,6 +223,28 @@ class PrometheusApi:
                 values.update(self.store.label_values(name, matchers, start, end))
             return sorted(values)
         return success(await asyncio.to_thread(find))
+
+    async def remote_write(self, request: web.Request) -> web.StreamResponse:
+        """Remote write 1.0: answers 204 once the samples are in the write-ahead log; a
+        body that cannot be stored is 400 (the sender drops it instead of retrying), and
+        nothing of it is stored."""
+        encoding = request.headers.get("Content-Encoding", "")
+        if encoding.lower() != "snappy":
+            raise InvalidArgument("Content-Encoding", f"{encoding or 'none'}: remote write "
+                                  "bodies are snappy-compressed", allowed=["snappy"])
+        raw = snappy_codec.uncompress(await request.read(), MAX_UNCOMPRESSED_BYTES)
+        try:
+            message = RemoteWriteRequest.FromString(raw)
+        except DecodeError:
+            raise InvalidArgument("body", "is not a remote-write WriteRequest protobuf",
+                                  reason="BAD_PROTOBUF") from None
+        samples = convert.remote_write_samples(
+            message, max_series=self.config.write_max_series,
+            max_samples=self.config.write_max_samples,
+            max_future_ms=int(self.config.max_future_s * 1000))
+        if samples:
+            await asyncio.to_thread(self.store.append, samples)
+        return web.Response(status=204)
 
     async def metadata(self, _request: web.Request) -> web.StreamResponse:
         return success({})

@@ -214,3 +214,56 @@ def _duration(seconds: int) -> Any:
     out = Duration()
     out.FromSeconds(seconds)
     return out
+
+
+def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
+                                     headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+REMOTE_WRITE_HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+                        "X-Prometheus-Remote-Write-Version": "0.1.0"}
+
+
+def _remote_write_body(name: str, t_ms: int, value: float, *, bad_label: bool = False) -> bytes:
+    import pysnappy
+
+    from geoplex.telemetry.v1.remote_write_pb2 import RemoteWriteRequest
+    request = RemoteWriteRequest()
+    series = request.timeseries.add()
+    series.labels.add(name="__name__", value=name)
+    series.labels.add(name="bad-label" if bad_label else "job", value="pushed")
+    series.samples.add(value=value, timestamp=t_ms)
+    body: bytes = pysnappy.compress(request.SerializeToString())
+    return body
+
+
+def test_remote_write_stores_samples_a_query_then_reads(http_port: int) -> None:
+    t = _now_ms() - 2_000
+    status, _ = _post(http_port, "/api/v1/write",
+                      _remote_write_body("pushed_gauge", t, 42.5), REMOTE_WRITE_HEADERS)
+    assert status == 204
+    status, body = _get(http_port, "/api/v1/query", query="pushed_gauge",
+                        time=str(t / 1000))
+    [item] = body["data"]["result"]
+    assert item["metric"] == {"__name__": "pushed_gauge", "job": "pushed"}
+    assert item["value"][1] == "42.5"
+
+
+def test_remote_write_refuses_bad_bodies_and_stores_nothing(http_port: int) -> None:
+    t = _now_ms() - 2_000
+    for body, headers in ((b"not snappy at all", REMOTE_WRITE_HEADERS),
+                          (_remote_write_body("refused_rw", t, 1.0),
+                           {**REMOTE_WRITE_HEADERS, "Content-Encoding": "gzip"}),
+                          (_remote_write_body("refused_rw", t, 1.0, bad_label=True),
+                           REMOTE_WRITE_HEADERS)):
+        status, answer = _post(http_port, "/api/v1/write", body, headers)
+        assert status == 400, answer
+        assert json.loads(answer)["errorType"] == "bad_data"
+    status, listed = _get(http_port, "/api/v1/series", **{"match[]": ["refused_rw"]})
+    assert listed["data"] == []

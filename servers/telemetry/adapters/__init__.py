@@ -1,0 +1,1 @@
+"""The telemetry service's adapters onto libraries and engines."""
