@@ -12,12 +12,13 @@ STAMP := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-system-deps:  ## install redis-server, etcd, nats-server, python3-venv and npm from Debian packages if missing
+system-deps:  ## install redis-server, etcd, nats-server, prometheus, python3-venv and npm from Debian packages if missing
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || missing="$$missing nats-server"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing="$$missing prometheus"; \
 	test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || missing="$$missing fonts-dejavu-core"; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
@@ -25,10 +26,14 @@ system-deps:  ## install redis-server, etcd, nats-server, python3-venv and npm f
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  case "$$missing" in *prometheus*) if [ -d /run/systemd/system ]; then \
+	    $$SUDO systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true; \
+	  fi;; esac; \
 	fi
 	@command -v redis-server >/dev/null && command -v etcd >/dev/null && command -v npm >/dev/null && \
+	  command -v prometheus >/dev/null && command -v promtool >/dev/null && \
 	  { command -v nats-server >/dev/null || test -x /usr/sbin/nats-server; } || \
-	  { echo "still missing: install the Debian packages redis-server, etcd-server, nats-server and npm"; exit 1; }
+	  { echo "still missing: install the Debian packages redis-server, etcd-server, nats-server, prometheus and npm"; exit 1; }
 
 browser-deps:  ## Debian's Chromium and the test's browser driver (playwright-core from npm), for the map page test
 	@command -v chromium >/dev/null || { \
