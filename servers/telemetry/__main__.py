@@ -10,6 +10,7 @@ from geoplex.servers._runtime.server import ServiceSpec, run
 
 from .config import TelemetryConfig
 from .http import PrometheusApi
+from .limits import SampleRateLimit
 from .promql.engine import Engine
 from .selectors import parse_selector
 from .service import SERVICE
@@ -32,9 +33,10 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     store = await asyncio.to_thread(TSDB.open, config.data_dir, options_from(config))
     stack.callback(store.close)
     engine = Engine(store)
-    servicer = TelemetryServicer(store, engine, config, parse_selector)
+    limit = SampleRateLimit(config.max_samples_per_s)
+    servicer = TelemetryServicer(store, engine, config, parse_selector, limit)
     if config.http_port is not None:
-        http = PrometheusApi(store, engine, parse_selector, config)
+        http = PrometheusApi(store, engine, parse_selector, config, limit)
         address = await http.start(runtime.host, config.http_port)
         stack.push_async_callback(http.stop)
         print(f"geoplex-telemetry http on http://{address}/api/v1/", flush=True)

@@ -23,6 +23,7 @@ class TelemetryConfig:
     write_max_series: int     # series per Write
     write_max_samples: int    # samples per Write
     http_port: int | None     # the Prometheus HTTP API (None: off)
+    max_samples_per_s: float  # per tenant (0: no limit)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> TelemetryConfig:
@@ -47,4 +48,6 @@ class TelemetryConfig:
                                       hi=10_000_000),
             http_port=(None if env.str(PREFIX + "HTTP_PORT", "").lower() == "off"
                        else env.int(PREFIX + "HTTP_PORT", 8056, lo=0, hi=65_535)),
+            max_samples_per_s=env.float(PREFIX + "MAX_SAMPLES_PER_SECOND", 0.0, lo=0.0,
+                                        hi=1e9),
         )

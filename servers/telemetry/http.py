@@ -38,6 +38,7 @@ from . import convert, queries
 from .adapters import snappy_codec
 from .config import TelemetryConfig
 from .convert import DEFAULT_RANGE_MS, SelectorParser
+from .limits import TENANT_HEADER, SampleRateLimit, tenant_of
 from .promql.engine import Engine
 from .promql.parser import parse_duration
 from .tsdb.api import Storage
@@ -45,6 +46,7 @@ from .tsdb.labels import Labels, Matcher, validate_label_name
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ERROR_TYPES = {"INVALID_ARGUMENT": ("bad_data", 400), "RESOURCE_EXHAUSTED": ("execution", 422),
+               "SAMPLE_RATE_LIMIT": ("too_many_requests", 429),
                "FAILED_PRECONDITION": ("execution", 422), "UNAVAILABLE": ("unavailable", 503),
                "DEADLINE_EXCEEDED": ("timeout", 503), "NOT_FOUND": ("not_found", 404)}
 MAX_BODY_BYTES = 32 << 20          # a compressed remote-write body
@@ -70,7 +72,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except GeoplexError as exc:
-        kind, status = ERROR_TYPES.get(exc.code, ("internal", 500))
+        # a rate limit is 429, which remote-write senders retry with backoff
+        kind, status = ERROR_TYPES.get(exc.reason, ERROR_TYPES.get(exc.code,
+                                                                   ("internal", 500)))
         # the query's problem in Prometheus's words, where the engine gave them
         return _error(kind, exc.message.removeprefix("query: "), status)
 
@@ -107,11 +111,12 @@ def parse_step(raw: str) -> int:
 
 class PrometheusApi:
     def __init__(self, store: Storage, engine: Engine, parse_selector: SelectorParser,
-                 config: TelemetryConfig) -> None:
+                 config: TelemetryConfig, limit: SampleRateLimit) -> None:
         self.store = store
         self.engine = engine
         self.parse_selector = parse_selector
         self.config = config
+        self.limit = limit
         self._runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:
@@ -243,6 +248,7 @@ class PrometheusApi:
             max_samples=self.config.write_max_samples,
             max_future_ms=int(self.config.max_future_s * 1000))
         if samples:
+            self.limit.take(tenant_of(request.headers.get(TENANT_HEADER)), len(samples))
             await asyncio.to_thread(self.store.append, samples)
         return web.Response(status=204)
 

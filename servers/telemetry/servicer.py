@@ -13,6 +13,7 @@ from geoplex.telemetry.v1 import telemetry_pb2_grpc
 
 from . import convert, queries
 from .config import TelemetryConfig
+from .limits import TENANT_HEADER, SampleRateLimit, tenant_of
 from .promql.engine import Engine
 from .tsdb.api import Storage
 from .tsdb.labels import Labels
@@ -22,11 +23,12 @@ Context = grpc.aio.ServicerContext
 
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     def __init__(self, store: Storage, engine: Engine, config: TelemetryConfig,
-                 parse_selector: convert.SelectorParser) -> None:
+                 parse_selector: convert.SelectorParser, limit: SampleRateLimit) -> None:
         self.store = store
         self.engine = engine
         self.config = config
         self.parse_selector = parse_selector
+        self.limit = limit
 
     async def Query(self, request: pb.QueryRequest,
                     context: Context[pb.QueryRequest, pb.QueryResponse]) -> pb.QueryResponse:
@@ -48,6 +50,9 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             request, max_series=self.config.write_max_series,
             max_samples=self.config.write_max_samples,
             max_future_ms=int(self.config.max_future_s * 1000))
+        metadata = dict((k, v) for k, v in (context.invocation_metadata() or ())
+                        if isinstance(v, str))
+        self.limit.take(tenant_of(metadata.get(TENANT_HEADER)), len(samples))
         result = await asyncio.to_thread(self.store.append, samples)
         return pb.WriteResponse(samples_written=result.appended,
                                 duplicates_dropped=len(result.duplicates))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from geoplex.clients import ChannelOptions
-from geoplex.clients.errors import InvalidArgumentError
+from geoplex.clients.errors import InvalidArgumentError, ResourceExhaustedError
 from geoplex.clients.telemetry import TelemetryClient, label_dict, series
 from geoplex.infra.local import free_port
 from geoplex.telemetry.v1 import telemetry_pb2 as pb
@@ -267,3 +267,33 @@ def test_remote_write_refuses_bad_bodies_and_stores_nothing(http_port: int) -> N
         assert json.loads(answer)["errorType"] == "bad_data"
     status, listed = _get(http_port, "/api/v1/series", **{"match[]": ["refused_rw"]})
     assert listed["data"] == []
+
+
+async def test_a_tenant_over_its_samples_per_second_limit_is_refused_whole(
+        server_factory: Callable[..., ServerProcess],
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    port = free_port()
+    limited = server_factory("telemetry", {
+        "GEOPLEX_TELEMETRY_DATA_DIR": str(tmp_path_factory.mktemp("telemetry-limited")),
+        "GEOPLEX_TELEMETRY_HTTP_PORT": str(port),
+        "GEOPLEX_TELEMETRY_MAX_SAMPLES_PER_SECOND": "5"}, "telemetry-limited")
+    t = _now_ms() - 60_000
+    too_many = [series({"__name__": "limited_total", "n": str(i)}, [(t, 1.0)])
+                for i in range(11)]                     # the burst is two seconds: 10
+    async with TelemetryClient(limited.address, ChannelOptions(retry=False)) as tm:
+        with pytest.raises(ResourceExhaustedError) as caught:
+            await tm.write(too_many)
+        assert caught.value.metadata["limit"] == "GEOPLEX_TELEMETRY_MAX_SAMPLES_PER_SECOND"
+        assert (await tm.list_series(["limited_total"])).series == []
+        assert (await tm.write(too_many[:4])).samples_written == 4
+        other = await tm.call(tm.stub.Write, pb.WriteRequest(series=too_many[4:10]),
+                              metadata=(("x-scope-orgid", "team-b"),))
+        assert other.samples_written == 6               # another tenant, its own bucket
+    # remote write counts for the same tenants: one sample at a time, the default
+    # tenant's bucket (refilling 5 a second) runs dry and the sender is told to back off
+    one = _remote_write_body("limited_rw", t, 1.0)
+    for _ in range(200):
+        status, answer = _post(port, "/api/v1/write", one, REMOTE_WRITE_HEADERS)
+        if status != 204:
+            break
+    assert status == 429 and json.loads(answer)["errorType"] == "too_many_requests"
