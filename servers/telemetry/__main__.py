@@ -10,7 +10,9 @@ from geoplex.servers._runtime.server import ServiceSpec, run
 
 from .config import TelemetryConfig
 from .http import PrometheusApi
+from . import otlp_servicer as otlp_servicer_module
 from .limits import SampleRateLimit
+from .otlp_servicer import OtlpMetricsServicer
 from .promql.engine import Engine
 from .selectors import parse_selector
 from .service import SERVICE
@@ -40,8 +42,13 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
         address = await http.start(runtime.host, config.http_port)
         stack.push_async_callback(http.stop)
         print(f"geoplex-telemetry http on http://{address}/api/v1/", flush=True)
+    otlp_servicer = OtlpMetricsServicer(store, config, limit)
     return [ServiceSpec(SERVICE.grpc_service_names[0],
-                        lambda server: add_to_server(servicer, server))]
+                        lambda server: add_to_server(servicer, server)),
+            # OTLP metrics on the same port: OpenTelemetry SDKs and collectors export here
+            ServiceSpec(otlp_servicer_module.SERVICE_NAME,
+                        lambda server: otlp_servicer_module.add_to_server(otlp_servicer,
+                                                                          server))]
 
 
 def main() -> None:

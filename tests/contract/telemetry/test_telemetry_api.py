@@ -297,3 +297,41 @@ async def test_a_tenant_over_its_samples_per_second_limit_is_refused_whole(
         if status != 204:
             break
     assert status == 429 and json.loads(answer)["errorType"] == "too_many_requests"
+
+
+def test_the_opentelemetry_sdk_exports_metrics_over_otlp(server: ServerProcess,
+                                                         http_port: int) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    exporter = OTLPMetricExporter(endpoint=server.address, insecure=True, timeout=10)
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider = MeterProvider(resource=Resource.create({"service.name": "checkout",
+                                                       "service.instance.id": "pod-1"}),
+                             metric_readers=[reader])
+    try:
+        meter = provider.get_meter("contract-test")
+        requests = meter.create_counter("http.server.requests", unit="{request}")
+        latency = meter.create_histogram("http.server.duration", unit="s")
+        for code, n in (("200", 7), ("500", 2)):
+            requests.add(n, {"http.status_code": code})
+        for value in (0.004, 0.02, 0.3):
+            latency.record(value, {"http.route": "/pay"})
+        assert provider.force_flush(timeout_millis=10_000)
+    finally:
+        provider.shutdown()
+
+    status, body = _get(http_port, "/api/v1/query",
+                        query='sum by (http_status_code) (http_server_requests_total'
+                              '{job="checkout", instance="pod-1"})')
+    assert status == 200, body
+    got = {r["metric"]["http_status_code"]: r["value"][1] for r in body["data"]["result"]}
+    assert got == {"200": "7", "500": "2"}
+    status, body = _get(http_port, "/api/v1/query",
+                        query='http_server_duration_seconds_count{http_route="/pay"}')
+    assert [r["value"][1] for r in body["data"]["result"]] == ["3"]
+    status, body = _get(http_port, "/api/v1/series",
+                        **{"match[]": ['http_server_duration_seconds_bucket{le="+Inf"}']})
+    assert len(body["data"]) == 1
