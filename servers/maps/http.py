@@ -31,8 +31,9 @@ from aiohttp import web
 from geoplex.clients.errors import GeoplexRpcError
 from geoplex.clients.routing import RoutingClient, travel_mode
 from geoplex.maps.v1 import maps_pb2 as pb
-from geoplex.servers._runtime.errors import GeoplexError, InvalidArgument
+from geoplex.servers._runtime.errors import FailedPrecondition, GeoplexError, InvalidArgument
 from geoplex.servers._runtime.geo import validate_location
+from geoplex.servers._runtime.http import start_http
 
 from . import convert
 from .app import MapsApp
@@ -136,15 +137,7 @@ class MapsHttp:
         return web_app
 
     async def start(self, host: str, port: int) -> str:
-        runner = web.AppRunner(self.application(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        self._runner = runner
-        server = site._server  # the only way aiohttp tells the port it bound for port 0
-        sockets = getattr(server, "sockets", None) or ()
-        bound = sockets[0].getsockname()[1] if sockets else port
-        self.address = f"{host}:{bound}"
+        self._runner, self.address = await start_http(self.application(), host, port)
         return self.address
 
     async def stop(self) -> None:
@@ -211,7 +204,8 @@ class MapsHttp:
 
     def _routing(self) -> RoutingClient:
         if self.routing is None:
-            raise _RoutingOff()
+            raise FailedPrecondition("routing is not configured on this maps server "
+                                     "(GEOPLEX_ROUTING_TARGET)", reason="ROUTING_OFF")
         return self.routing
 
     async def route(self, request: web.Request) -> web.StreamResponse:
@@ -265,11 +259,3 @@ class MapsHttp:
                                                        [r.high.latitude, r.high.longitude]]})
         return web.json_response({"regions": out, "tiles": self.tiles is not None})
 
-
-class _RoutingOff(GeoplexError):
-    code = "FAILED_PRECONDITION"
-    default_reason = "ROUTING_OFF"
-
-    def __init__(self) -> None:
-        super().__init__("routing is not configured on this maps server "
-                         "(GEOPLEX_ROUTING_TARGET)")

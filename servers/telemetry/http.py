@@ -31,6 +31,7 @@ from multidict import MultiDict, MultiMapping
 
 from geoplex import __version__
 from geoplex.servers._runtime.errors import GeoplexError, InvalidArgument
+from geoplex.servers._runtime.http import start_http
 
 from geoplex.telemetry.v1.remote_write_pb2 import RemoteWriteRequest
 
@@ -42,7 +43,7 @@ from .limits import TENANT_HEADER, SampleRateLimit, tenant_of
 from .promql.engine import Engine
 from .promql.parser import parse_duration
 from .tsdb.api import Storage
-from .tsdb.labels import Labels, Matcher, validate_label_name
+from .tsdb.labels import Matcher, validate_label_name
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ERROR_TYPES = {"INVALID_ARGUMENT": ("bad_data", 400), "RESOURCE_EXHAUSTED": ("execution", 422),
@@ -134,14 +135,8 @@ class PrometheusApi:
         return app
 
     async def start(self, host: str, port: int) -> str:
-        runner = web.AppRunner(self.application(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        self._runner = runner
-        server = site._server  # aiohttp tells the port it bound for port 0 only here
-        sockets = getattr(server, "sockets", None) or ()
-        return f"{host}:{sockets[0].getsockname()[1] if sockets else port}"
+        self._runner, address = await start_http(self.application(), host, port)
+        return address
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -195,39 +190,24 @@ class PrometheusApi:
         params = await self._params(request)
         selectors = self._selectors(params, required=True)
         start, end = self._range(params)
-
-        def find() -> list[Labels]:
-            found: set[Labels] = set()
-            for matchers in selectors:
-                found.update(self.store.series(matchers, start, end))
-            return sorted(found)
-        return success([dict(labels.pairs) for labels in await asyncio.to_thread(find)])
+        found = await asyncio.to_thread(queries.series_matching, self.store, selectors, start,
+                                        end)
+        return success([dict(labels.pairs) for labels in found])
 
     async def labels(self, request: web.Request) -> web.StreamResponse:
         params = await self._params(request)
-        selectors = self._selectors(params, required=False) or [[]]
-        start, end = self._range(params)
-
-        def find() -> list[str]:
-            names: set[str] = set()
-            for matchers in selectors:
-                names.update(self.store.label_names(matchers, start, end))
-            return sorted(names)
-        return success(await asyncio.to_thread(find))
+        return await self._labels(params, "")
 
     async def label_values(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         validate_label_name(name, internal=True)
-        params = request.query
-        selectors = self._selectors(params, required=False) or [[]]
-        start, end = self._range(params)
+        return await self._labels(request.query, name)
 
-        def find() -> list[str]:
-            values: set[str] = set()
-            for matchers in selectors:
-                values.update(self.store.label_values(name, matchers, start, end))
-            return sorted(values)
-        return success(await asyncio.to_thread(find))
+    async def _labels(self, params: MultiMapping[str], name: str) -> web.StreamResponse:
+        selectors = self._selectors(params, required=False)
+        start, end = self._range(params)
+        return success(await asyncio.to_thread(queries.labels_matching, self.store, name,
+                                               selectors, start, end))
 
     async def remote_write(self, request: web.Request) -> web.StreamResponse:
         """Remote write 1.0: answers 204 once the samples are in the write-ahead log; a

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from geoplex.servers._runtime.errors import InvalidArgument, ResourceExhausted
 from geoplex.servers._runtime.validate import is_id
@@ -30,6 +31,13 @@ def tenant_of(value: str | None) -> str:
         raise InvalidArgument(TENANT_HEADER, "must be a tenant id of 1..128 printable "
                               "characters")
     return value
+
+
+def tenant_in(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+    """The tenant of a gRPC call, from its ``x-scope-orgid`` metadata."""
+    value = next((v for k, v in metadata or () if k == TENANT_HEADER and isinstance(v, str)),
+                 None)
+    return tenant_of(value)
 
 
 class SampleRateLimit:

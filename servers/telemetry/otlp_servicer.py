@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as otlp
 from geoplex.servers._runtime.errors import InvalidArgument
 
 from .config import TelemetryConfig
-from .limits import TENANT_HEADER, SampleRateLimit, tenant_of
+from .limits import SampleRateLimit, tenant_in
 from .otlp import samples_from_export
 from .tsdb.api import Storage
 
@@ -41,10 +41,8 @@ class OtlpMetricsServicer:
             raise InvalidArgument("resource_metrics", "a point is more than "
                                   f"{self.config.max_future_s:g} s ahead of the server's clock",
                                   reason="TOO_FAR_IN_FUTURE")
-        metadata = dict((k, v) for k, v in (context.invocation_metadata() or ())
-                        if isinstance(v, str))
         if samples:
-            self.limit.take(tenant_of(metadata.get(TENANT_HEADER)), len(samples))
+            self.limit.take(tenant_in(tuple(context.invocation_metadata() or ())), len(samples))
             await asyncio.to_thread(self.store.append, samples)
         out = otlp.ExportMetricsServiceResponse()
         if converted.rejected_points:

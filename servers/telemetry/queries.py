@@ -14,7 +14,8 @@ from geoplex.telemetry.v1 import telemetry_pb2 as pb
 from .promql import PromQLError
 from .promql.engine import Engine
 from .promql.values import Matrix, Result, Scalar, String, Vector
-from .tsdb.labels import Labels
+from .tsdb.api import Storage
+from .tsdb.labels import Labels, Matcher
 
 VALUE_TYPES = {"vector": pb.VALUE_TYPE_VECTOR, "matrix": pb.VALUE_TYPE_MATRIX,
                "scalar": pb.VALUE_TYPE_SCALAR, "string": pb.VALUE_TYPE_STRING}
@@ -120,3 +121,25 @@ def query_json(result: Result) -> dict[str, Any]:
     else:
         items = [value.t / 1000.0, value.v]
     return {"resultType": str(value.type), "result": items}
+
+
+# ---- series and labels over several selectors (ListSeries / ListLabels, /api/v1/...) --
+
+def series_matching(store: Storage, selectors: list[list[Matcher]], mint: int,
+                    maxt: int) -> list[Labels]:
+    """The series any selector matches, sorted, each once."""
+    found: set[Labels] = set()
+    for matchers in selectors:
+        found.update(store.series(matchers, mint, maxt))
+    return sorted(found)
+
+
+def labels_matching(store: Storage, name: str, selectors: list[list[Matcher]], mint: int,
+                    maxt: int) -> list[str]:
+    """The label names (``name`` empty) or the values of ``name`` over the series the
+    selectors match (no selector: every series), sorted."""
+    values: set[str] = set()
+    for matchers in selectors or [[]]:
+        values.update(store.label_values(name, matchers, mint, maxt) if name
+                      else store.label_names(matchers, mint, maxt))
+    return sorted(values)

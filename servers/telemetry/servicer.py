@@ -13,10 +13,9 @@ from geoplex.telemetry.v1 import telemetry_pb2_grpc
 
 from . import convert, queries
 from .config import TelemetryConfig
-from .limits import TENANT_HEADER, SampleRateLimit, tenant_of
+from .limits import SampleRateLimit, tenant_in
 from .promql.engine import Engine
 from .tsdb.api import Storage
-from .tsdb.labels import Labels
 
 Context = grpc.aio.ServicerContext
 
@@ -50,9 +49,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             request, max_series=self.config.write_max_series,
             max_samples=self.config.write_max_samples,
             max_future_ms=int(self.config.max_future_s * 1000))
-        metadata = dict((k, v) for k, v in (context.invocation_metadata() or ())
-                        if isinstance(v, str))
-        self.limit.take(tenant_of(metadata.get(TENANT_HEADER)), len(samples))
+        self.limit.take(tenant_in(tuple(context.invocation_metadata() or ())), len(samples))
         result = await asyncio.to_thread(self.store.append, samples)
         return pb.WriteResponse(samples_written=result.appended,
                                 duplicates_dropped=len(result.duplicates))
@@ -65,31 +62,20 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
         mint, maxt = convert.range_from_pb(request.start, request.HasField("start"),
                                            request.end, request.HasField("end"))
         size, offset = convert.series_page(request)
-
-        def find() -> list[Labels]:
-            found: set[Labels] = set()
-            for matchers in selectors:
-                found.update(self.store.series(matchers, mint, maxt))
-            return sorted(found)
-        return convert.series_to_pb(request, await asyncio.to_thread(find), size, offset)
+        found = await asyncio.to_thread(queries.series_matching, self.store, selectors, mint,
+                                        maxt)
+        return convert.series_to_pb(request, found, size, offset)
 
     async def ListLabels(self, request: pb.ListLabelsRequest,
                          context: Context[pb.ListLabelsRequest, pb.ListLabelsResponse]
                          ) -> pb.ListLabelsResponse:
         selectors = convert.selectors_from_pb(request.match, self.parse_selector,
-                                              required=False) or [[]]
+                                              required=False)
         mint, maxt = convert.range_from_pb(request.start, request.HasField("start"),
                                            request.end, request.HasField("end"))
-
-        def find() -> list[str]:
-            values: set[str] = set()
-            for matchers in selectors:
-                if request.name:
-                    values.update(self.store.label_values(request.name, matchers, mint, maxt))
-                else:
-                    values.update(self.store.label_names(matchers, mint, maxt))
-            return sorted(values)
-        return pb.ListLabelsResponse(values=await asyncio.to_thread(find))
+        values = await asyncio.to_thread(queries.labels_matching, self.store, request.name,
+                                         selectors, mint, maxt)
+        return pb.ListLabelsResponse(values=values)
 
     async def GetStorageInfo(self, request: pb.GetStorageInfoRequest,
                              context: Context[pb.GetStorageInfoRequest,
