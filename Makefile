@@ -12,13 +12,14 @@ STAMP := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-system-deps:  ## install redis-server, etcd, nats-server, prometheus, python3-venv and npm from Debian packages if missing
+system-deps:  ## install redis-server, etcd, nats-server, prometheus, victoria-metrics, python3-venv and npm from Debian packages if missing
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || missing="$$missing nats-server"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing="$$missing prometheus"; \
+	command -v victoria-metrics >/dev/null || missing="$$missing victoria-metrics"; \
 	test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || missing="$$missing fonts-dejavu-core"; \
 	$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
@@ -28,6 +29,9 @@ system-deps:  ## install redis-server, etcd, nats-server, prometheus, python3-ve
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	  case "$$missing" in *prometheus*) if [ -d /run/systemd/system ]; then \
 	    $$SUDO systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true; \
+	  fi;; esac; \
+	  case "$$missing" in *victoria-metrics*) if [ -d /run/systemd/system ]; then \
+	    $$SUDO systemctl disable --now victoria-metrics >/dev/null 2>&1 || true; \
 	  fi;; esac; \
 	fi
 	@command -v redis-server >/dev/null && command -v etcd >/dev/null && command -v npm >/dev/null && \
