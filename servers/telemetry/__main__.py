@@ -14,6 +14,8 @@ from . import otlp_servicer as otlp_servicer_module
 from .limits import SampleRateLimit
 from .otlp_servicer import OtlpMetricsServicer
 from .promql.engine import Engine
+from .scrape import ScrapeManager
+from .scrape_config import ScrapeConfig
 from .selectors import parse_selector
 from .service import SERVICE
 from .servicer import TelemetryServicer, add_to_server
@@ -31,11 +33,15 @@ def options_from(config: TelemetryConfig) -> TSDBOptions:
 async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
                 config: TelemetryConfig | None = None) -> list[ServiceSpec]:
     config = config or TelemetryConfig.from_env()
+    scrape_config = ScrapeConfig.from_env()  # a bad target list stops start-up first
     # replaying the WAL reads every acknowledged sample since the last block: off the loop
     store = await asyncio.to_thread(TSDB.open, config.data_dir, options_from(config))
     stack.callback(store.close)
     engine = Engine(store)
     limit = SampleRateLimit(config.max_samples_per_s)
+    scrape = ScrapeManager(store, scrape_config, limit)
+    await scrape.start()
+    stack.push_async_callback(scrape.stop)  # before the store closes: stale markers
     servicer = TelemetryServicer(store, engine, config, parse_selector, limit)
     if config.http_port is not None:
         http = PrometheusApi(store, engine, parse_selector, config, limit)

@@ -58,6 +58,10 @@ class RangeVal:
     ends: Int64s
     range_ms: int
     node: Expr
+    # the range the query asked for, when a rollup tier widened it to two of its steps
+    asked_ms: int = 0
+    # a rollup tier's step when the values are its buckets' counter increases
+    rollup_step_ms: int = 0
 
     def bounds(self, raw: Raw) -> tuple[Int64s, Int64s]:
         """Per step, the index range ``[lo, hi)`` of ``raw``'s samples in the window."""

@@ -17,6 +17,18 @@ The rules followed, as in Prometheus 3:
   the end of the query (delayed name removal), and two series left with the same label
   set at the same step are an error;
 * a range query's steps are ``start, start + step, ... <= end``.
+
+Resolution: a query is served from one tier of the store (raw, 1-minute or 1-hour
+rollups, :mod:`..tsdb.tiers`): ``auto`` picks the finest tier that holds the oldest time
+the query reaches back to; the result says which served it. On a rollup tier a selector
+reads the rollup component its function needs — ``min_over_time`` the minimums,
+``max_over_time`` the maximums, ``sum_over_time`` the sums, ``count_over_time`` the sums
+of the counts, ``avg_over_time`` the bucket means, ``rate`` / ``increase`` the sum of the
+increases of the buckets ending in the window (resets already accounted; no
+extrapolation: buckets cover the window), ``irate`` the last bucket's increase over its
+step, anything else each bucket's last value — at each bucket's last millisecond; a range shorter than two of the tier's steps is widened to two (an info
+annotation says so; ``increase`` and ``delta`` are scaled back to the asked range) and
+the lookback of an instant selector grows by one step.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..tsdb.api import Storage
+from ..tsdb.api import RollupSeries, Series, Storage, TieredStorage
 from ..tsdb.chunks import Float64s, Int64s
 from ..tsdb.labels import Labels, Matcher
 from ..tsdb.labels import MatchOp as StoreMatchOp
@@ -46,6 +58,7 @@ from .ast import (
     UnaryOp,
     ValueType,
     VectorSelector,
+    format_duration,
 )
 from .columns import Col, EvalValue, RangeVal, Raw, Sc, Str, is_stale, merge
 from .parser import parse
@@ -97,14 +110,42 @@ class Engine:
             return query, str(query)
         return parse(query), query
 
-    def instant(self, query: str | Expr, time_ms: int) -> Result:
+    def resolution_for(self, expr: Expr, start_ms: int, asked: str = "auto") -> str:
+        """The tier a query is served from: ``asked`` unless it is ``auto``, which takes
+        the finest tier holding the oldest time the query reaches back to (the tier
+        reaching furthest back when none holds it)."""
+        if asked not in RESOLUTIONS:
+            raise PromQLEvalError(f"unknown resolution {asked!r}: expected one of "
+                                  f"{', '.join(RESOLUTIONS)}")
+        storage = self.storage
+        if not isinstance(storage, TieredStorage):
+            if asked not in ("auto", "raw"):
+                raise PromQLEvalError(f"resolution {asked!r}: this store keeps raw samples "
+                                      "only")
+            return "raw"
+        if asked != "auto":
+            return asked
+        earliest = start_ms - reach_ms(expr, self.options.lookback_delta_ms)
+        held = {tier: storage.tier_min_time(tier) for tier in TIERS}
+        for tier in TIERS:
+            oldest = held[tier]
+            if oldest is not None and oldest <= earliest:
+                return tier
+        if held["raw"] is None or all(held[t] is None for t in TIERS[1:]):
+            return "raw"
+        return min((t for t in TIERS if held[t] is not None),
+                   key=lambda t: (held[t], TIERS.index(t)))
+
+    def instant(self, query: str | Expr, time_ms: int, resolution: str = "auto") -> Result:
         expr, text = self._parse(query)
-        ev = Evaluator(self, time_ms, time_ms, 0, text)
+        ev = Evaluator(self, time_ms, time_ms, 0, text,
+                       self.resolution_for(expr, time_ms, resolution))
         ts = np.array([time_ms], dtype=np.int64)
         value = ev.eval(expr, ts)
         return ev.result(_instant_value(value, time_ms))
 
-    def range(self, query: str | Expr, start_ms: int, end_ms: int, step_ms: int) -> Result:
+    def range(self, query: str | Expr, start_ms: int, end_ms: int, step_ms: int,
+              resolution: str = "auto") -> Result:
         expr, text = self._parse(query)
         if step_ms <= 0:
             raise PromQLEvalError("zero or negative query resolution step widths are not "
@@ -119,7 +160,8 @@ class Engine:
         if expr.type not in (ValueType.SCALAR, ValueType.VECTOR):
             raise PromQLEvalError(f"invalid expression type {expr.type.documented!r} for "
                                   "range query, must be Scalar or instant Vector")
-        ev = Evaluator(self, start_ms, end_ms, step_ms, text)
+        ev = Evaluator(self, start_ms, end_ms, step_ms, text,
+                       self.resolution_for(expr, start_ms, resolution))
         ts = start_ms + step_ms * np.arange(points, dtype=np.int64)
         value = ev.eval(expr, ts)
         return ev.result(_range_value(value, ts))
@@ -157,6 +199,38 @@ def _range_value(value: EvalValue, ts: Int64s) -> Matrix:
     return Matrix(out)
 
 
+TIERS = ("raw", "1m", "1h")
+RESOLUTIONS = ("auto", *TIERS)
+TIER_STEP_MS = {"1m": 60_000, "1h": 3_600_000}
+# the rollup component a range selector reads under each function (the rest: "last")
+_COMPONENT = {"min_over_time": "min", "max_over_time": "max", "sum_over_time": "sum",
+              "count_over_time": "count", "avg_over_time": "mean", "rate": "increase",
+              "increase": "increase", "irate": "increase"}
+
+
+def reach_ms(expr: Expr, lookback_ms: int) -> int:
+    """How far before its evaluation time ``expr`` reads samples (offsets, ranges,
+    subqueries and the lookback)."""
+    if isinstance(expr, VectorSelector):
+        return expr.offset_ms + lookback_ms
+    if isinstance(expr, MatrixSelector):
+        return expr.selector.offset_ms + expr.range_ms
+    if isinstance(expr, SubqueryExpr):
+        return expr.offset_ms + expr.range_ms + reach_ms(expr.expr, lookback_ms)
+    return max((reach_ms(child, lookback_ms) for child in expr.children()), default=0)
+
+
+def _component(r: RollupSeries, name: str) -> Float64s:
+    roll = r.rollup
+    if name == "mean":
+        mean: Float64s = roll.sum / np.maximum(roll.count, 1)
+        return mean
+    if name == "count":
+        return roll.count.astype(np.float64)
+    picked: Float64s = getattr(roll, name)
+    return picked
+
+
 def _store_matchers(vs: VectorSelector) -> list[Matcher]:
     return [Matcher(m.name, StoreMatchOp(m.op.value), m.value) for m in vs.matchers]
 
@@ -166,8 +240,10 @@ class Evaluator:
     and the annotations collected."""
 
     def __init__(self, engine: Engine, start_ms: int, end_ms: int, step_ms: int,
-                 text: str) -> None:
+                 text: str, resolution: str = "raw") -> None:
         self.storage = engine.storage
+        self.resolution = resolution
+        self.function: str | None = None  # the innermost function being evaluated
         self.options = engine.options
         self.start_ms = start_ms
         self.end_ms = end_ms
@@ -201,7 +277,12 @@ class Evaluator:
             self.infos.append(text)
 
     def result(self, value: Value) -> Result:
-        return Result(value, list(self.warnings), list(self.infos))
+        return Result(value, list(self.warnings), list(self.infos), self.resolution)
+
+    def _rollups(self, vs: VectorSelector, mint: int, maxt: int) -> list[RollupSeries]:
+        storage = self.storage
+        assert isinstance(storage, TieredStorage)
+        return list(storage.select_rollup(self.resolution, _store_matchers(vs), mint, maxt))
 
     # -- evaluation --------------------------------------------------------------------
 
@@ -258,10 +339,15 @@ class Evaluator:
                        ts: Int64s) -> list[tuple[Col, Int64s]]:
         """Per series, its value at each step and the timestamp of the sample used."""
         times = self.effective_times(vs.at, vs.offset_ms, ts)
-        lookback = self.options.lookback_delta_ms
+        lookback = self.options.lookback_delta_ms + TIER_STEP_MS.get(self.resolution, 0)
         mint, maxt = int(times.min()) - lookback + 1, int(times.max())
         out = []
-        for series in self.storage.select(_store_matchers(vs), mint, maxt):
+        if self.resolution != "raw":
+            found = [Series(r.labels, r.times, r.rollup.last)
+                     for r in self._rollups(vs, mint, maxt)]
+        else:
+            found = list(self.storage.select(_store_matchers(vs), mint, maxt))
+        for series in found:
             self._count(len(series.timestamps))
             if not len(series.timestamps):
                 continue
@@ -278,6 +364,8 @@ class Evaluator:
     def select_range(self, ms: MatrixSelector, ts: Int64s) -> RangeVal:
         vs = ms.selector
         ends = self.effective_times(vs.at, vs.offset_ms, ts)
+        if self.resolution != "raw":
+            return self._select_rollup_range(ms, ends)
         mint, maxt = int(ends.min()) - ms.range_ms + 1, int(ends.max())
         raws = []
         for series in self.storage.select(_store_matchers(vs), mint, maxt):
@@ -286,6 +374,24 @@ class Evaluator:
             if keep.any():
                 raws.append(Raw(series.labels, series.timestamps[keep], series.values[keep]))
         return RangeVal(raws, ends, ms.range_ms, ms)
+
+    def _select_rollup_range(self, ms: MatrixSelector, ends: Int64s) -> RangeVal:
+        step = TIER_STEP_MS[self.resolution]
+        range_ms = ms.range_ms
+        if range_ms < 2 * step:
+            range_ms = 2 * step
+            self.info(f"the range {format_duration(ms.range_ms)} is shorter than two steps "
+                      f"of the {self.resolution} tier serving this query: widened to "
+                      f"{format_duration(range_ms)}", ms)
+        mint, maxt = int(ends.min()) - range_ms + 1, int(ends.max())
+        component = _COMPONENT.get(self.function or "", "last")
+        raws = []
+        for r in self._rollups(ms.selector, mint, maxt):
+            self._count(len(r.rollup))
+            raws.append(Raw(r.labels, r.times, _component(r, component)))
+        return RangeVal(raws, ends, range_ms, ms,
+                        asked_ms=ms.range_ms if range_ms != ms.range_ms else 0,
+                        rollup_step_ms=step if component == "increase" else 0)
 
     def subquery(self, sq: SubqueryExpr, ts: Int64s) -> RangeVal:
         step = sq.step_ms or self.options.default_subquery_step_ms

@@ -44,7 +44,13 @@ def call(ev: Evaluator, e: Call, ts: Int64s) -> EvalValue:
     fn = _FUNCS.get(e.func.name)
     if fn is None:
         raise PromQLUnsupportedError(f"function {e.func.name}()")
-    return fn(ev, e, ts)
+    if ev.resolution != "raw" and e.func.name == "count_over_time":
+        fn = _FUNCS["sum_over_time"]  # a rollup's counts, summed
+    outer, ev.function = ev.function, e.func.name
+    try:
+        return fn(ev, e, ts)
+    finally:
+        ev.function = outer
 
 
 def _register(*names: str) -> Callable[[Fn], Fn]:
@@ -416,7 +422,20 @@ def _rate(ev: Evaluator, e: Call, ts: Int64s) -> EvalValue:
                             f"_total/_sum/_count/_bucket: {_go_quote(name)}", e.args[0])
 
     def compute(raw: Raw, lo: Int64s, hi: Int64s, ends: Int64s) -> tuple[Float64s, Bools]:
-        return extrapolated_rate(raw, lo, hi, ends, rv.range_ms, counter, is_rate)
+        if rv.rollup_step_ms and counter:
+            # a rollup tier's buckets carry their increases: a window's increase is the
+            # sum of those of the buckets ending in it, no extrapolation needed
+            present = hi > lo
+            total, comp = kahan_windows(raw.vs, lo, hi)
+            values: Float64s = total + comp
+            if is_rate:
+                values = values / (rv.range_ms / 1000.0)
+        else:
+            values, present = extrapolated_rate(raw, lo, hi, ends, rv.range_ms, counter,
+                                                is_rate)
+        if rv.asked_ms and not is_rate:  # a rollup tier widened the range
+            values = values * (rv.asked_ms / rv.range_ms)
+        return values, present
     return _over_range(ev, e, ts, rv, compute)
 
 
@@ -466,6 +485,11 @@ def _irate(ev: Evaluator, e: Call, ts: Int64s) -> EvalValue:
     is_rate = e.func.name == "irate"
 
     def compute(raw: Raw, lo: Int64s, hi: Int64s, ends: Int64s) -> tuple[Float64s, Bools]:
+        if rv.rollup_step_ms and is_rate:  # the last bucket's increase over its step
+            present = hi > lo
+            picked: Float64s = raw.vs[np.clip(hi - 1, 0, max(len(raw.vs) - 1, 0))] / (
+                rv.rollup_step_ms / 1000.0) if len(raw.vs) else nan_column(len(lo))
+            return picked, present
         present = (hi - lo) >= 2
         if not present.any():
             return nan_column(len(lo)), present

@@ -96,6 +96,7 @@ class Result:
     value: Value
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
+    resolution: str = "raw"   # the tier that served it: "raw", "1m" or "1h"
 
     @property
     def type(self) -> ValueType:

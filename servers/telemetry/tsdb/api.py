@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .chunks import Float64s, Int64s
 from .head import SampleInput
 from .labels import Labels, Matcher
+from .rollup import Rollup
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,6 +28,22 @@ class Series:
     labels: Labels
     timestamps: Int64s
     values: Float64s
+
+
+@dataclass(frozen=True, eq=False)
+class RollupSeries:
+    """One series' rollup over a queried range (``rollup.start`` ascending), from a
+    downsampled tier (:mod:`.tiers`)."""
+
+    labels: Labels
+    rollup: Rollup
+    resolution_ms: int
+
+    @property
+    def times(self) -> Int64s:
+        """Each bucket's point time: its last millisecond."""
+        stamped: Int64s = self.rollup.start + self.resolution_ms - 1
+        return stamped
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,7 @@ class BlockStats:
     bytes: int
     level: int
     encoding: str
+    resolution: str = "raw"
 
 
 @dataclass(frozen=True)
@@ -57,7 +75,8 @@ class StoreStats:
     head_min_time: int | None
     head_max_time: int | None
     wal_bytes: int
-    blocks: tuple[BlockStats, ...] = field(default_factory=tuple)
+    blocks: tuple[BlockStats, ...] = field(default_factory=tuple)  # the raw tier's
+    tier_blocks: tuple[BlockStats, ...] = field(default_factory=tuple)  # 1m and 1h
 
     @property
     def block_samples(self) -> int:
@@ -93,4 +112,19 @@ class Storage(Protocol):
         ...
 
     def stats(self) -> StoreStats:
+        ...
+
+
+@runtime_checkable
+class TieredStorage(Storage, Protocol):
+    """A store that keeps downsampled tiers ("1m", "1h") besides the raw samples."""
+
+    def tier_min_time(self, tier: str) -> int | None:
+        """The oldest time ``tier`` ("raw", "1m", "1h") holds data for; None when empty."""
+        ...
+
+    def select_rollup(self, resolution: str, matchers: Sequence[Matcher], mint_ms: int,
+                      maxt_ms: int) -> Iterator[RollupSeries]:
+        """The selected series rolled up at ``resolution``, sorted by label set, buckets
+        whose point time is in the range (and up to one step past it)."""
         ...

@@ -3,7 +3,8 @@
 A block ``<db>/<id>/`` holds::
 
     meta.json            id, min_time (inclusive), max_time (exclusive), stats, resolution
-                         ("raw"), chunk encoding, compaction level and source blocks
+                         ("raw", or a rollup tier's "1m" / "1h": :mod:`.tiers`), chunk
+                         encoding, compaction level and source blocks
     symbols.bin          every label name and value once: u32 count, u32 offsets[count+1],
                          the UTF-8 bytes; sorted
     series.npy           per series (sorted by label set) its (name, value) symbol refs,
@@ -123,7 +124,7 @@ def _write_file(path: Path, data: bytes) -> None:
 def write_block(parent: Path, series: Iterable[SeriesData], min_time: int, max_time: int, *,
                 encoding: ChunkEncoding = ChunkEncoding.COLUMNAR, chunk_samples: int = 480,
                 page_bytes: int = 256 << 10, level: int = 1,
-                sources: Sequence[str] = ()) -> BlockMeta | None:
+                sources: Sequence[str] = (), resolution: str = "raw") -> BlockMeta | None:
     """Write the block for ``series`` (sorted by labels, samples ascending, in
     ``[min_time, max_time)``); None when there is no sample at all."""
     block_id = uuid.uuid4().hex
@@ -131,7 +132,7 @@ def write_block(parent: Path, series: Iterable[SeriesData], min_time: int, max_t
     temporary.mkdir(parents=True)
     try:
         meta = _write_into(temporary, block_id, series, min_time, max_time, encoding,
-                           chunk_samples, page_bytes, level, tuple(sources))
+                           chunk_samples, page_bytes, level, tuple(sources), resolution)
         if meta is None:
             shutil.rmtree(temporary)
             return None
@@ -146,7 +147,7 @@ def write_block(parent: Path, series: Iterable[SeriesData], min_time: int, max_t
 
 def _write_into(directory: Path, block_id: str, series: Iterable[SeriesData], min_time: int,
                 max_time: int, encoding: ChunkEncoding, chunk_samples: int, page_bytes: int,
-                level: int, sources: tuple[str, ...]) -> BlockMeta | None:
+                level: int, sources: tuple[str, ...], resolution: str) -> BlockMeta | None:
     symbols: dict[str, int] = {}
     all_labels: list[Labels] = []
     chunk_rows: list[tuple[int, int, int, int, int, int]] = []
@@ -232,7 +233,7 @@ def _write_into(directory: Path, block_id: str, series: Iterable[SeriesData], mi
     meta = BlockMeta(id=block_id, min_time=min_time, max_time=max_time,
                      num_series=len(all_labels), num_samples=samples,
                      num_chunks=len(chunk_rows), encoding=encoding.value, level=level,
-                     sources=sources or (block_id,))
+                     sources=sources or (block_id,), resolution=resolution)
     _write_file(directory / META, meta.to_json().encode())
     return meta
 
@@ -419,4 +420,5 @@ def compact(parent: Path, blocks: Sequence[Block], *,
     return write_block(parent, series(), ordered[0].meta.min_time,
                        max(b.meta.max_time for b in ordered), encoding=encoding,
                        chunk_samples=chunk_samples,
-                       level=max(b.meta.level for b in ordered) + 1, sources=sources)
+                       level=max(b.meta.level for b in ordered) + 1, sources=sources,
+                       resolution=ordered[0].meta.resolution)
