@@ -71,18 +71,22 @@ class TelemetryClient(BaseClient):
         _set_range(request, start_s, end_s)
         return list((await self.call(self.stub.ListLabels, request, timeout=timeout)).values)
 
-    async def query(self, query: str, *, at_s: float | None = None,
+    async def query(self, query: str, *, at_s: float | None = None, resolution: str = "",
                     timeout: float | None = None) -> pb.QueryResponse:
-        """A PromQL query at one instant (``at_s`` seconds since the epoch; default now)."""
-        request = pb.QueryRequest(query=query)
+        """A PromQL query at one instant (``at_s`` seconds since the epoch; default now),
+        served from the tier ``resolution`` ("raw", "1m", "1h"; default the finest that
+        holds the range: the answer's ``resolution`` says which)."""
+        request = pb.QueryRequest(query=query, resolution=resolution)
         if at_s is not None:
             request.time.FromNanoseconds(int(at_s * 1e9))
         return await self.call(self.stub.Query, request, timeout=timeout)
 
     async def query_range(self, query: str, start_s: float, end_s: float, step_s: float, *,
-                          timeout: float | None = None) -> pb.QueryRangeResponse:
-        """A PromQL query from ``start_s`` to ``end_s``, a point every ``step_s`` seconds."""
-        request = pb.QueryRangeRequest(query=query)
+                          resolution: str = "", timeout: float | None = None
+                          ) -> pb.QueryRangeResponse:
+        """A PromQL query from ``start_s`` to ``end_s``, a point every ``step_s`` seconds
+        (``resolution`` as for :meth:`query`)."""
+        request = pb.QueryRangeRequest(query=query, resolution=resolution)
         request.start.FromNanoseconds(int(start_s * 1e9))
         request.end.FromNanoseconds(int(end_s * 1e9))
         request.step.FromNanoseconds(int(step_s * 1e9))

@@ -47,7 +47,8 @@ def cmd_labels(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    answer = call(_connect(args), lambda tm: tm.query(args.query, at_s=args.time))
+    answer = call(_connect(args), lambda tm: tm.query(args.query, at_s=args.time,
+                                                      resolution=args.resolution))
     kind = pb.ValueType.Name(answer.result_type).removeprefix("VALUE_TYPE_").lower()
     if answer.result_type == pb.VALUE_TYPE_VECTOR:
         print_table(("series", "value"), [
@@ -64,6 +65,9 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(answer.string_value)
     for warning in answer.warnings:
         print(f"warning: {warning}")
+    for info in answer.infos:
+        print(f"note: {info}")
+    print(f"(served from the {answer.resolution or 'raw'} tier)")
     if not (answer.vector or answer.matrix) and kind in ("vector", "matrix"):
         print(f"(empty {kind})")
     return 0
@@ -134,6 +138,9 @@ def add_commands(sub: Subcommands) -> None:
     q.add_argument("query", help="e.g. 'sum by (job) (rate(http_requests_total[5m]))'")
     q.add_argument("--time", type=float, default=None, metavar="UNIX_SECONDS",
                    help="evaluation time (default: now)")
+    q.add_argument("--resolution", choices=("auto", "raw", "1m", "1h"), default="auto",
+                   help="the tier to serve it from (default auto: the finest that holds "
+                   "the query's range)")
     common(q)
     q.set_defaults(func=cmd_query)
 

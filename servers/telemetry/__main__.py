@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
-from geoplex.servers._runtime.config import RuntimeConfig
+from geoplex.servers._runtime.config import ConfigError, RuntimeConfig
+from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.servers._runtime.server import ServiceSpec, run
 
-from .config import TelemetryConfig
+from .adapters.victoria import open_victoria
+from .config import PREFIX, TelemetryConfig
 from .http import PrometheusApi
 from . import otlp_servicer as otlp_servicer_module
 from .limits import SampleRateLimit
@@ -19,24 +22,70 @@ from .scrape_config import ScrapeConfig
 from .selectors import parse_selector
 from .service import SERVICE
 from .servicer import TelemetryServicer, add_to_server
-from .tsdb.db import HOUR_MS, TSDB, TSDBOptions
+from .tsdb.api import Storage
+from .tsdb.db import HOUR_MS, TSDB, RetentionRule, TSDBOptions, default_retention
 from .tsdb.wal import FsyncMode, FsyncPolicy
+
+logger = logging.getLogger(__name__)
 
 
 def options_from(config: TelemetryConfig) -> TSDBOptions:
-    return TSDBOptions(block_range_ms=int(config.block_hours * HOUR_MS),
+    """The store's options; a retention rule's selector that does not parse is an error
+    naming the variable."""
+    rules = []
+    for rule in config.retention_rules:
+        try:
+            matchers = tuple(parse_selector(rule.selector))
+        except InvalidArgument as error:
+            raise ConfigError(f"{PREFIX}RETENTION_RULES: {rule.selector!r}: "
+                              f"{error.description}") from error
+        rules.append(RetentionRule(matchers, dict(rule.keep_ms), rule.selector))
+    # blocks are whole minutes (the 1-minute tier rolls whole blocks up)
+    block_ms = max(60_000, round(config.block_hours * HOUR_MS / 60_000) * 60_000)
+    return TSDBOptions(block_range_ms=block_ms,
                        ooo_window_ms=int(config.ooo_window_s * 1000),
                        fsync=FsyncPolicy(FsyncMode(config.fsync), config.fsync_interval_ms),
-                       max_series=config.max_series)
+                       max_series=config.max_series, downsample=config.downsample,
+                       rollup_window_ms=config.rollup_window_hours * HOUR_MS,
+                       retention_ms=dict(config.retention_ms) or default_retention(),
+                       retention_rules=tuple(rules))
+
+
+async def maintain_forever(store: TSDB, interval_s: float) -> None:
+    """The store's background job (compaction, downsampling, retention) every
+    ``interval_s``, off the event loop; a failed pass is logged and retried."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(store.maintain)
+        except Exception:  # noqa: BLE001 - the job must outlive one bad pass
+            logger.exception("telemetry: the maintenance pass failed; retrying in %.0f s",
+                             interval_s)
+
+
+async def open_store(config: TelemetryConfig, stack: contextlib.AsyncExitStack) -> Storage:
+    if config.backend == "victoriametrics":
+        assert config.victoriametrics_url is not None
+        return await asyncio.to_thread(open_victoria, config.victoriametrics_url, 10.0)
+    # replaying the WAL reads every acknowledged sample since the last block: off the loop
+    store = await asyncio.to_thread(TSDB.open, config.data_dir, options_from(config))
+    stack.callback(store.close)
+    task = asyncio.create_task(maintain_forever(store, config.maintenance_interval_s),
+                               name="telemetry-maintenance")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    stack.push_async_callback(stop)
+    return store
 
 
 async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
                 config: TelemetryConfig | None = None) -> list[ServiceSpec]:
     config = config or TelemetryConfig.from_env()
     scrape_config = ScrapeConfig.from_env()  # a bad target list stops start-up first
-    # replaying the WAL reads every acknowledged sample since the last block: off the loop
-    store = await asyncio.to_thread(TSDB.open, config.data_dir, options_from(config))
-    stack.callback(store.close)
+    store = await open_store(config, stack)
     engine = Engine(store)
     limit = SampleRateLimit(config.max_samples_per_s)
     scrape = ScrapeManager(store, scrape_config, limit)

@@ -9,6 +9,53 @@ from geoplex.servers._runtime.config import ConfigError, Env, default_state_dir
 
 PREFIX = "GEOPLEX_TELEMETRY_"
 FSYNC_MODES = ("always", "interval")
+BACKENDS = ("local", "victoriametrics")
+TIERS = ("raw", "1m", "1h")
+DEFAULT_RETENTION = {"raw": "7d", "1m": "30d", "1h": "365d"}
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRuleConfig:
+    """``<selector>:<tier>=<duration>[,<tier>=<duration>...]``, e.g.
+    ``{__name__=~"debug_.*"}:raw=1d,1m=7d``: the series the selector picks are kept that
+    long in those tiers (a per-metric override of the store's retention)."""
+
+    selector: str
+    keep_ms: dict[str, int]
+
+
+def _duration_ms(name: str, text: str) -> int:
+    from .promql.parser import parse_duration  # the PromQL duration syntax: 1d, 12h, 90m
+
+    try:
+        ms = parse_duration(text.strip())
+    except ValueError as error:
+        raise ConfigError(f"{name}: {text!r} is not a duration such as 36h, 7d or 1y"
+                          ) from error
+    if ms <= 0:
+        raise ConfigError(f"{name}: must be > 0")
+    return ms
+
+
+def parse_retention_rules(name: str, text: str) -> tuple[RetentionRuleConfig, ...]:
+    """Rules separated by ``;``; the selector is checked when the store starts."""
+    rules = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        selector, colon, spec = part.rpartition(":")
+        if not colon or not selector.strip() or not spec.strip():
+            raise ConfigError(f"{name}: {part!r}: expected <selector>:<tier>=<duration>"
+                              f"[,...], tiers {', '.join(TIERS)}")
+        keep: dict[str, int] = {}
+        for item in spec.split(","):
+            tier, equals, duration = item.partition("=")
+            if not equals or tier.strip() not in TIERS:
+                raise ConfigError(f"{name}: {item!r}: expected <tier>=<duration> with a tier "
+                                  f"of {', '.join(TIERS)}")
+            keep[tier.strip()] = _duration_ms(name, duration)
+        rules.append(RetentionRuleConfig(selector.strip(), keep))
+    return tuple(rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +71,13 @@ class TelemetryConfig:
     write_max_samples: int    # samples per Write
     http_port: int | None     # the Prometheus HTTP API (None: off)
     max_samples_per_s: float  # per tenant (0: no limit)
+    backend: str = "local"    # local | victoriametrics
+    victoriametrics_url: str | None = None
+    retention_ms: tuple[tuple[str, int], ...] = ()    # per tier
+    retention_rules: tuple[RetentionRuleConfig, ...] = ()
+    downsample: bool = True
+    rollup_window_hours: int = 24
+    maintenance_interval_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> TelemetryConfig:
@@ -32,6 +86,17 @@ class TelemetryConfig:
         if fsync not in FSYNC_MODES:
             raise ConfigError(f"{PREFIX}FSYNC: expected one of {', '.join(FSYNC_MODES)}")
         max_series = env.int(PREFIX + "MAX_SERIES", 0, lo=0, hi=1 << 40)
+        backend = env.str(PREFIX + "BACKEND", "local")
+        if backend not in BACKENDS:
+            raise ConfigError(f"{PREFIX}BACKEND: expected one of {', '.join(BACKENDS)}")
+        vm_url = env.url(PREFIX + "VICTORIAMETRICS_URL", ("http", "https"))
+        if backend == "victoriametrics" and not vm_url:
+            raise ConfigError(f"{PREFIX}VICTORIAMETRICS_URL: required with "
+                              f"{PREFIX}BACKEND=victoriametrics (e.g. http://127.0.0.1:8428)")
+        retention = tuple(
+            (tier, _duration_ms(f"{PREFIX}RETENTION_{tier.upper()}",
+                                env.str(f"{PREFIX}RETENTION_{tier.upper()}", default)))
+            for tier, default in DEFAULT_RETENTION.items())
         return cls(
             data_dir=env.path(PREFIX + "DATA_DIR", default_state_dir(env) / "telemetry"
                               ).resolve(),
@@ -50,4 +115,13 @@ class TelemetryConfig:
                        else env.int(PREFIX + "HTTP_PORT", 8056, lo=0, hi=65_535)),
             max_samples_per_s=env.float(PREFIX + "MAX_SAMPLES_PER_SECOND", 0.0, lo=0.0,
                                         hi=1e9),
+            backend=backend,
+            victoriametrics_url=vm_url,
+            retention_ms=retention,
+            retention_rules=parse_retention_rules(
+                PREFIX + "RETENTION_RULES", env.str(PREFIX + "RETENTION_RULES", "")),
+            downsample=env.bool(PREFIX + "DOWNSAMPLE", True),
+            rollup_window_hours=env.int(PREFIX + "ROLLUP_WINDOW_HOURS", 24, lo=1, hi=24 * 31),
+            maintenance_interval_s=env.float(PREFIX + "MAINTENANCE_INTERVAL_SECONDS", 60.0,
+                                             lo=0.05, hi=86_400.0),
         )

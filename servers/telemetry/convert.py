@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -108,17 +108,23 @@ def series_to_pb(request: pb.ListSeriesRequest, found: Sequence[Labels], size: i
     return out
 
 
-def stats_to_pb(stats: StoreStats) -> pb.GetStorageInfoResponse:
+def stats_to_pb(stats: StoreStats, retention_ms: Mapping[str, int] | None = None
+                ) -> pb.GetStorageInfoResponse:
+    """Per tier its blocks, bytes on disk and stored samples (a rollup tier stores six
+    component series per source series, one sample per bucket each), and how long it
+    keeps data (``retention_ms``, else the design's defaults)."""
     out = pb.GetStorageInfoResponse(head_series=stats.head_series,
                                     head_samples=stats.head_samples,
                                     wal_bytes=stats.wal_bytes)
     for tier in TIERS:
-        blocks = stats.blocks if tier is RAW else ()   # rollup tiers: not written yet
+        blocks = stats.blocks if tier is RAW else tuple(
+            b for b in stats.tier_blocks if b.resolution == tier.resolution)
         info = out.tiers.add(resolution=tier.resolution, blocks=len(blocks),
                              samples=sum(b.samples for b in blocks),
                              bytes=sum(b.bytes for b in blocks),
                              series=max((b.series for b in blocks), default=0))
-        info.retention.FromSeconds(tier.retention_s)
+        keep_ms = (retention_ms or {}).get(tier.resolution)
+        info.retention.FromMilliseconds(keep_ms if keep_ms else tier.retention_s * 1000)
     return out
 
 

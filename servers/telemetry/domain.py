@@ -2,8 +2,8 @@
 numpy, no gRPC, no backends), the query language :mod:`.promql`.
 
 Resolution tiers, the design's: raw samples kept 7 days, 1-minute rollups 30 days,
-1-hour rollups a year. Only the raw tier is written today; the rollup function exists
-(:mod:`.tsdb.rollup`) and the downsampling job that writes the other two is next.
+1-hour rollups a year (the defaults of GEOPLEX_TELEMETRY_RETENTION_*); the store writes
+and serves them (:mod:`.tsdb.tiers`).
 """
 
 from __future__ import annotations

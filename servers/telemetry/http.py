@@ -61,10 +61,17 @@ def _error(error_type: str, message: str, status: int) -> web.Response:
                              status=status)
 
 
-def success(data: Any, warnings: Sequence[str] = ()) -> web.Response:
+def success(data: Any, warnings: Sequence[str] = (), infos: Sequence[str] = (),
+            resolution: str | None = None) -> web.Response:
+    """Prometheus's answer; ``resolution`` (the tier that served a query: "raw", "1m",
+    "1h") is a field of our own beside ``data``, which Prometheus clients ignore."""
     body: dict[str, Any] = {"status": "success", "data": data}
     if warnings:
         body["warnings"] = list(warnings)
+    if infos:
+        body["infos"] = list(infos)
+    if resolution is not None:
+        body["resolution"] = resolution
     return web.json_response(body)
 
 
@@ -169,8 +176,10 @@ class PrometheusApi:
         at = (parse_time(params["time"], "time") if params.get("time")
               else int(time.time() * 1000))
         result = await asyncio.to_thread(queries.instant, self.engine,
-                                         params.get("query", ""), at)
-        return success(queries.query_json(result), result.warnings)
+                                         params.get("query", ""), at,
+                                         params.get("resolution", ""))
+        return success(queries.query_json(result), result.warnings, result.infos,
+                       result.resolution)
 
     async def query_range(self, request: web.Request) -> web.StreamResponse:
         params = await self._params(request)
@@ -183,8 +192,10 @@ class PrometheusApi:
             raise InvalidArgument("step", "zero or negative query resolution step widths "
                                   "are not accepted. Try a positive integer")
         result = await asyncio.to_thread(queries.range_query, self.engine,
-                                         params.get("query", ""), start, end, step)
-        return success(queries.query_json(result), result.warnings)
+                                         params.get("query", ""), start, end, step,
+                                         params.get("resolution", ""))
+        return success(queries.query_json(result), result.warnings, result.infos,
+                       result.resolution)
 
     async def series(self, request: web.Request) -> web.StreamResponse:
         params = await self._params(request)

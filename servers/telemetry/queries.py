@@ -12,7 +12,7 @@ from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.telemetry.v1 import telemetry_pb2 as pb
 
 from .promql import PromQLError
-from .promql.engine import Engine
+from .promql.engine import RESOLUTIONS, Engine
 from .promql.values import Matrix, Result, Scalar, String, Vector
 from .tsdb.api import Storage
 from .tsdb.labels import Labels, Matcher
@@ -31,18 +31,30 @@ def check_query(text: str, field: str = "query") -> str:
     return text
 
 
-def instant(engine: Engine, text: str, time_ms: int) -> Result:
+def check_resolution(text: str) -> str:
+    """A query's resolution ("" is ``auto``: the finest tier holding its range)."""
+    resolution = text.strip() or "auto"
+    if resolution not in RESOLUTIONS:
+        raise InvalidArgument("resolution", f"{text!r} is not a resolution",
+                              allowed=list(RESOLUTIONS))
+    return resolution
+
+
+def instant(engine: Engine, text: str, time_ms: int, resolution: str = "") -> Result:
     """The engine's answer; a query that does not parse is InvalidArgument with its
     position (``metadata["position"]``)."""
+    tier = check_resolution(resolution)
     try:
-        return engine.instant(check_query(text), time_ms)
+        return engine.instant(check_query(text), time_ms, tier)
     except PromQLError as exc:
         raise _parse_error(exc) from None
 
 
-def range_query(engine: Engine, text: str, start_ms: int, end_ms: int, step_ms: int) -> Result:
+def range_query(engine: Engine, text: str, start_ms: int, end_ms: int, step_ms: int,
+                resolution: str = "") -> Result:
+    tier = check_resolution(resolution)
     try:
-        return engine.range(check_query(text), start_ms, end_ms, step_ms)
+        return engine.range(check_query(text), start_ms, end_ms, step_ms, tier)
     except PromQLError as exc:
         raise _parse_error(exc) from None
 
@@ -60,7 +72,8 @@ def _labels_pb(labels: Labels) -> list[pb.Label]:
 def query_to_pb(result: Result) -> pb.QueryResponse:
     value = result.value
     out = pb.QueryResponse(result_type=VALUE_TYPES[str(value.type)],
-                           warnings=list(result.warnings))
+                           warnings=list(result.warnings), resolution=result.resolution,
+                           infos=list(result.infos))
     if isinstance(value, Vector):
         for s in value.samples:
             out.vector.add(labels=_labels_pb(s.labels),
@@ -84,7 +97,8 @@ def _series_pb(matrix: Matrix) -> list[pb.TimeSeries]:
 
 def range_to_pb(result: Result) -> pb.QueryRangeResponse:
     value = result.value
-    out = pb.QueryRangeResponse(warnings=list(result.warnings))
+    out = pb.QueryRangeResponse(warnings=list(result.warnings), resolution=result.resolution,
+                                infos=list(result.infos))
     if isinstance(value, Matrix):
         out.series.extend(_series_pb(value))
     return out

@@ -32,7 +32,8 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     async def Query(self, request: pb.QueryRequest,
                     context: Context[pb.QueryRequest, pb.QueryResponse]) -> pb.QueryResponse:
         time_ms = convert.instant_from_pb(request.time, request.HasField("time"))
-        result = await asyncio.to_thread(queries.instant, self.engine, request.query, time_ms)
+        result = await asyncio.to_thread(queries.instant, self.engine, request.query, time_ms,
+                                         request.resolution)
         return queries.query_to_pb(result)
 
     async def QueryRange(self, request: pb.QueryRangeRequest,
@@ -40,7 +41,7 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                          ) -> pb.QueryRangeResponse:
         start, end, step = convert.query_range_from_pb(request)
         result = await asyncio.to_thread(queries.range_query, self.engine, request.query,
-                                         start, end, step)
+                                         start, end, step, request.resolution)
         return queries.range_to_pb(result)
 
     async def Write(self, request: pb.WriteRequest,
@@ -81,7 +82,8 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
                              context: Context[pb.GetStorageInfoRequest,
                                               pb.GetStorageInfoResponse]
                              ) -> pb.GetStorageInfoResponse:
-        return convert.stats_to_pb(await asyncio.to_thread(self.store.stats))
+        return convert.stats_to_pb(await asyncio.to_thread(self.store.stats),
+                                  dict(self.config.retention_ms))
 
 
 def add_to_server(servicer: TelemetryServicer, server: grpc.aio.Server) -> None:

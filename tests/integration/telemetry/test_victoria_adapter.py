@@ -11,19 +11,25 @@ significant digits, see the adapter's docstring), compared within a relative 1e-
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
 import secrets
 import shutil
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
+from geoplex.clients import ChannelOptions
+from geoplex.clients.errors import InvalidArgumentError
+from geoplex.clients.telemetry import TelemetryClient, label_dict, series
 from geoplex.infra.local import free_port
 from geoplex.infra.process import Process
 from geoplex.servers._runtime.errors import InvalidArgument, Unavailable
@@ -35,6 +41,9 @@ from geoplex.servers.telemetry.tsdb import (STALE_NAN_BITS, TSDB, Labels, Reject
                                             SampleRejected, Series)
 from geoplex.servers.telemetry.tsdb.head import SampleInput
 from geoplex.servers.telemetry.tsdb.labels import Matcher, eq, ne, nre, re_
+
+if TYPE_CHECKING:
+    from conftest import ServerProcess  # tests/conftest.py
 
 SEED = 20261203
 STEP_MS = 15_000
@@ -374,3 +383,37 @@ def test_stats_count_the_series_and_samples_stored(
     assert whole.bytes > 0
     assert 1 <= stats.head_series <= whole.series
     assert stats.head_samples == 0 and stats.wal_bytes == 0  # flushed after each append
+
+
+# ---- the service on it ----------------------------------------------------------------
+
+
+async def test_the_telemetry_service_serves_its_api_on_victoria_metrics(
+        victoria: str, server_factory: Callable[..., ServerProcess]) -> None:
+    """GEOPLEX_TELEMETRY_BACKEND=victoriametrics: the same gRPC and Prometheus HTTP API,
+    the samples kept by VictoriaMetrics, our PromQL engine on top."""
+    http_port = free_port()
+    server = server_factory("telemetry", {
+        "GEOPLEX_TELEMETRY_BACKEND": "victoriametrics",
+        "GEOPLEX_TELEMETRY_VICTORIAMETRICS_URL": victoria,
+        "GEOPLEX_TELEMETRY_HTTP_PORT": str(http_port)}, "telemetry-on-victoria")
+    end = (int(time.time() * 1000) // STEP_MS) * STEP_MS - STEP_MS
+    points = [(t, float(k * 30)) for k, t in enumerate(range(end - 300_000, end + 1, STEP_MS))]
+    async with TelemetryClient(server.address, ChannelOptions(retry=False)) as tm:
+        written = await tm.write([series({"__name__": "svc_requests_total", "job": "api"},
+                                         points)])
+        assert written.samples_written == len(points)
+        answer = await tm.query("rate(svc_requests_total[2m])", at_s=end / 1000)
+        assert [s.sample.value for s in answer.vector] == [pytest.approx(2.0)]
+        assert answer.resolution == "raw"
+        found = await tm.list_series(["svc_requests_total"])
+        assert [label_dict(s) for s in found.series] == [
+            {"__name__": "svc_requests_total", "job": "api"}]
+        with pytest.raises(InvalidArgumentError, match="resolution '1m'"):
+            await tm.query("svc_requests_total", resolution="1m")
+    query = urllib.parse.urlencode({"query": "svc_requests_total", "time": str(end / 1000)})
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/v1/query?{query}",
+                                timeout=30) as response:
+        body = json.loads(response.read())
+    assert [float(r["value"][1]) for r in body["data"]["result"]] == [points[-1][1]]
+    assert body["resolution"] == "raw"

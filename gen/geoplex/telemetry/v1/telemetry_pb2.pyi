@@ -390,8 +390,13 @@ class QueryRequest(_message.Message):
 
     QUERY_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     """PromQL, e.g. `sum by (job) (rate(http_requests_total[5m]))`."""
+    resolution: _builtins.str
+    """The tier to serve it from: "raw", "1m", "1h", or "auto" (the default when empty):
+    the finest tier that holds the oldest time the query reaches back to.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When; default now."""
@@ -401,10 +406,11 @@ class QueryRequest(_message.Message):
         *,
         query: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        resolution: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "resolution", b"resolution", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -444,9 +450,13 @@ class QueryResponse(_message.Message):
     SCALAR_FIELD_NUMBER: _builtins.int
     STRING_VALUE_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    INFOS_FIELD_NUMBER: _builtins.int
     result_type: Global___ValueType.ValueType
     string_value: _builtins.str
     """VALUE_TYPE_STRING."""
+    resolution: _builtins.str
+    """The tier that served the query: "raw", "1m" or "1h"."""
     @_builtins.property
     def vector(self) -> _containers.RepeatedCompositeFieldContainer[Global___VectorSample]:
         """VALUE_TYPE_VECTOR: one sample per series."""
@@ -461,6 +471,10 @@ class QueryResponse(_message.Message):
 
     @_builtins.property
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def infos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Notes that do not make the answer wrong (e.g. a range widened on a rollup tier)."""
+
     def __init__(
         self,
         *,
@@ -470,10 +484,12 @@ class QueryResponse(_message.Message):
         scalar: Global___Sample | None = ...,
         string_value: _builtins.str = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
+        resolution: _builtins.str = ...,
+        infos: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["scalar", b"scalar"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["matrix", b"matrix", "result_type", b"result_type", "scalar", b"scalar", "string_value", b"string_value", "vector", b"vector", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["infos", b"infos", "matrix", b"matrix", "resolution", b"resolution", "result_type", b"result_type", "scalar", b"scalar", "string_value", b"string_value", "vector", b"vector", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -487,7 +503,10 @@ class QueryRangeRequest(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
     STEP_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
     query: _builtins.str
+    resolution: _builtins.str
+    """As QueryRequest.resolution."""
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp:
         """Required."""
@@ -507,10 +526,11 @@ class QueryRangeRequest(_message.Message):
         start: _timestamp_pb2.Timestamp | None = ...,
         end: _timestamp_pb2.Timestamp | None = ...,
         step: _duration_pb2.Duration | None = ...,
+        resolution: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "query", b"query", "start", b"start", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "query", b"query", "resolution", b"resolution", "start", b"start", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -522,21 +542,29 @@ class QueryRangeResponse(_message.Message):
 
     SERIES_FIELD_NUMBER: _builtins.int
     WARNINGS_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    INFOS_FIELD_NUMBER: _builtins.int
+    resolution: _builtins.str
+    """The tier that served the query: "raw", "1m" or "1h"."""
     @_builtins.property
     def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeSeries]:
         """One series per result series, a sample per step where it has a value."""
 
     @_builtins.property
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def infos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         series: _abc.Iterable[Global___TimeSeries] | None = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
+        resolution: _builtins.str = ...,
+        infos: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["series", b"series", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["infos", b"infos", "resolution", b"resolution", "series", b"series", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
