@@ -48,7 +48,7 @@ def options_from(config: TelemetryConfig) -> TSDBOptions:
                        max_series=config.max_series, downsample=config.downsample,
                        rollup_window_ms=config.rollup_window_hours * HOUR_MS,
                        retention_ms=dict(config.retention_ms) or default_retention(),
-                       retention_rules=tuple(rules))
+                       retention_rules=tuple(rules), cut_in_background=True)
 
 
 async def maintain_forever(store: TSDB, interval_s: float) -> None:

@@ -77,7 +77,7 @@ class TelemetryConfig:
     retention_rules: tuple[RetentionRuleConfig, ...] = ()
     downsample: bool = True
     rollup_window_hours: int = 24
-    maintenance_interval_s: float = 60.0
+    maintenance_interval_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> TelemetryConfig:
@@ -122,6 +122,6 @@ class TelemetryConfig:
                 PREFIX + "RETENTION_RULES", env.str(PREFIX + "RETENTION_RULES", "")),
             downsample=env.bool(PREFIX + "DOWNSAMPLE", True),
             rollup_window_hours=env.int(PREFIX + "ROLLUP_WINDOW_HOURS", 24, lo=1, hi=24 * 31),
-            maintenance_interval_s=env.float(PREFIX + "MAINTENANCE_INTERVAL_SECONDS", 60.0,
+            maintenance_interval_s=env.float(PREFIX + "MAINTENANCE_INTERVAL_SECONDS", 10.0,
                                              lo=0.05, hi=86_400.0),
         )

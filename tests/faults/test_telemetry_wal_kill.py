@@ -19,7 +19,8 @@ WRITER = textwrap.dedent("""
     policy = FsyncPolicy.always() if sys.argv[2] == "always" else FsyncPolicy.interval(5)
     # small block ranges so that blocks are cut and the WAL checkpointed while writing
     db = TSDB.open(sys.argv[1], TSDBOptions(block_range_ms=20_000, ooo_window_ms=5_000,
-                                            fsync=policy, wal_segment_bytes=8192))
+                                            downsample=False, fsync=policy,
+                                            wal_segment_bytes=8192))
     print("ready", flush=True)
     batch = 0
     while True:
@@ -54,7 +55,7 @@ def test_every_acked_sample_survives_kill_9(tmp_path: Path, policy: str) -> None
         child.wait()
     assert child.returncode == -signal.SIGKILL
     with TSDB.open(store, TSDBOptions(block_range_ms=20_000, ooo_window_ms=5_000,
-                                      fsync=FsyncPolicy.always())) as db:
+                                      downsample=False, fsync=FsyncPolicy.always())) as db:
         stats = db.stats()
         assert stats.blocks, "blocks were cut while writing"
         found = {(s.labels["s"], int(t)): v for s in db.select(

@@ -239,7 +239,9 @@ def format_number(value: float) -> str:
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
+        # "Inf", not "+Inf": a unary plus binds looser than ^, so "+Inf ^ 1" would read
+        # back as +(Inf ^ 1)
+        return "Inf" if value > 0 else "-Inf"
     if value.is_integer() and abs(value) < 1e16:
         return str(int(value)) if value or math.copysign(1, value) > 0 else "-0"
     return repr(value)

@@ -102,6 +102,9 @@ class TSDBOptions:
     rollup_window_ms: int = DAY_MS
     retention_ms: dict[str, int] = field(default_factory=default_retention)
     retention_rules: tuple[RetentionRule, ...] = ()
+    # cut head ranges into blocks in :meth:`TSDB.maintain` (a server's background job),
+    # not in the append that passed them: a cut's compression never delays a write
+    cut_in_background: bool = False
 
     def __post_init__(self) -> None:
         if self.block_range_ms <= 0:
@@ -213,23 +216,35 @@ class TSDB:
         return AppendResult(len(prepared.ids), tuple(prepared.duplicates))
 
     def _cut_ready(self) -> None:
-        """Write every head range the out-of-order window has passed as a block."""
+        """Write every head range the out-of-order window has passed as a block (the
+        caller holds the lock; ``cut_in_background`` leaves this to :meth:`maintain`)."""
+        if self.options.cut_in_background:
+            return
+        while (ready := self._next_cut()) is not None:
+            self._cut(*ready)
+
+    def _next_cut(self) -> tuple[int, int] | None:
         step = self.options.block_range_ms
-        while True:
-            head_min = self.head.min_t
-            if head_min == INT64_MAX:
-                return
-            start = _floor(head_min, step)
-            end = start + step
-            if self.head.max_t - self.options.ooo_window_ms < end:
-                return
-            self._cut(start, end)
+        head_min = self.head.min_t
+        if head_min == INT64_MAX:
+            return None
+        start = _floor(head_min, step)
+        end = start + step
+        if self.head.max_t - self.options.ooo_window_ms < end:
+            return None
+        return start, end
 
     def _cut(self, start: int, end: int) -> None:
-        meta = write_block(self.path, self.head.range_data(start, end), start, end,
-                           encoding=self.options.encoding,
+        self._install_cut(start, end, self._write_cut(start, end, self.head.range_data(start,
+                                                                                      end)))
+
+    def _write_cut(self, start: int, end: int,
+                   data: list[tuple[Labels, Int64s, Float64s]]) -> BlockMeta | None:
+        return write_block(self.path, data, start, end, encoding=self.options.encoding,
                            chunk_samples=self.options.chunk_samples,
                            page_bytes=self.options.page_bytes)
+
+    def _install_cut(self, start: int, end: int, meta: BlockMeta | None) -> None:
         if meta is not None:
             self.blocks.append(Block(self.path / meta.id))
             self.blocks.sort(key=lambda b: (b.meta.min_time, b.meta.max_time))
@@ -237,6 +252,22 @@ class TSDB:
                         self.path, start, end, meta.id, meta.num_series, meta.num_samples)
         self.head.truncate(end)
         self._wal().checkpoint(self.head.checkpoint_records())
+
+    def cut_ready(self) -> int:
+        """Cut every ready head range, each block written outside the lock (appends go
+        on meanwhile: none can land in a range the window has passed); returns how many
+        ranges were cut."""
+        cut = 0
+        while True:
+            with self._lock:
+                ready = self._next_cut()
+                if ready is None:
+                    return cut
+                data = self.head.range_data(*ready)   # copies: the head may move on
+            meta = self._write_cut(*ready, data)
+            with self._lock:
+                self._install_cut(*ready, meta)
+            cut += 1
 
     def compact(self) -> list[BlockMeta]:
         """Merge the adjacent raw blocks that share an aligned window of
@@ -274,10 +305,11 @@ class TSDB:
     # ---- the downsampled tiers and retention ----------------------------------------
 
     def maintain(self) -> MaintenanceReport:
-        """One pass of the background job: compact raw blocks, roll cut blocks up into the
-        1-minute tier and whole windows into the 1-hour tier, compact the tiers, then
-        apply retention (the store's and the per-metric rules). Readers and writers go on
+        """One pass of the background job: cut ready head ranges, compact raw blocks, roll
+        cut blocks up into the 1-minute tier and whole windows into the 1-hour tier,
+        compact the tiers, then apply retention (the store's and the per-metric rules). Readers and writers go on
         meanwhile: blocks are written outside the store's lock and swapped in under it."""
+        self.cut_ready()
         compacted = [m.id for m in self.compact()]
         downsampled: list[str] = []
         if self.options.downsample:
