@@ -78,6 +78,11 @@ class TelemetryConfig:
     downsample: bool = True
     rollup_window_hours: int = 24
     maintenance_interval_s: float = 10.0
+    # alerting (issue 14): rule files (Prometheus's format), how often groups are
+    # evaluated by default, and the notifier nodes alerts are posted to (each gets all)
+    rule_files: tuple[Path, ...] = ()
+    rule_interval_s: float = 15.0
+    notifiers: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> TelemetryConfig:
@@ -124,4 +129,9 @@ class TelemetryConfig:
             rollup_window_hours=env.int(PREFIX + "ROLLUP_WINDOW_HOURS", 24, lo=1, hi=24 * 31),
             maintenance_interval_s=env.float(PREFIX + "MAINTENANCE_INTERVAL_SECONDS", 10.0,
                                              lo=0.05, hi=86_400.0),
+            rule_files=tuple(Path(p).expanduser() for p in
+                             env.str(PREFIX + "RULE_FILES", "").split(",") if p.strip()),
+            rule_interval_s=env.float(PREFIX + "RULE_INTERVAL_SECONDS", 15.0, lo=0.05,
+                                      hi=86_400.0),
+            notifiers=env.endpoints(PREFIX + "NOTIFIERS") or (),
         )
