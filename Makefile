@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps browser-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing bench-maps-tiles-ingest bench-maps-congestion clean
+.PHONY: help setup system-deps browser-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing bench-maps-tiles-ingest bench-maps-congestion bench-telemetry clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -76,7 +76,7 @@ run: setup  ## start backends, load demo data, run every service (Ctrl-C stops)
 test: setup browser-deps lint breaking typecheck  ## every test, with the backends they need
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-bench: bench-runtime bench-proximity bench-presence bench-broker bench-routing bench-maps-tiles-ingest bench-maps-congestion  ## run every benchmark (minutes)
+bench: bench-runtime bench-proximity bench-presence bench-broker bench-routing bench-maps-tiles-ingest bench-maps-congestion bench-telemetry  ## run every benchmark (minutes)
 
 bench-runtime: setup  ## the runtime's own ceiling
 	$(PY) -m bench.runtime
@@ -104,6 +104,9 @@ bench-maps-tiles-ingest: setup  ## map tiles vs Mapnik, cached tiles over HTTP/g
 
 bench-maps-congestion: setup  ## congestion: ETA rise, detour and recovery with two traffic settings; MatchTrace fixes/s per core and accuracy
 	$(PY) -m bench.maps_congestion
+
+bench-telemetry: setup  ## the time-series store vs Prometheus and VictoriaMetrics: remote-write ingest per core, bytes/sample, RSS/series, query p50/p99
+	$(PY) -m bench.telemetry
 
 clean:  ## remove local state and build output (keeps the venv)
 	rm -rf .geoplex build dist *.egg-info

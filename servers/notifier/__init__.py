@@ -1,1 +1,2 @@
-"""The notifier: Alertmanager's model — routing, grouping, inhibition, silences, deduplication — sending to email, phone and webhook receivers."""
+"""The notifier: Alertmanager's model (routing, grouping, inhibition, silences,
+deduplication) sending to email, phone and webhook receivers."""
