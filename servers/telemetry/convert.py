@@ -5,16 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.servers._runtime.paging import decode_cursor, encode_cursor, page_size
 from geoplex.telemetry.v1 import telemetry_pb2 as pb
-from geoplex.telemetry.v1.remote_write_pb2 import RemoteWriteRequest
 
+from .adapters.remote_write_codec import DecodedRequest
 from .domain import RAW, TIERS
 from .tsdb.api import StoreStats
-from .tsdb.head import SampleInput
+from .tsdb.chunks import Float64s, Int64s
+from .tsdb.head import SeriesInput
 from .tsdb.labels import Labels, Matcher
 
 DEFAULT_RANGE_MS = 3_600_000   # series and labels: the last hour unless asked
@@ -26,32 +28,48 @@ SelectorParser = Callable[[str], list[Matcher]]
 
 
 def write_from_pb(request: pb.WriteRequest, *, max_series: int, max_samples: int,
-                  max_future_ms: int, now_ms: int | None = None) -> list[SampleInput]:
-    """Every sample of the request, in order, with its series' labels; the request's own
-    bounds checked here (the store checks labels, order and the out-of-order window)."""
+                  max_future_ms: int, now_ms: int | None = None) -> list[SeriesInput]:
+    """Every series of the request with its samples as arrays, in order; the request's
+    own bounds checked here (the store checks labels, order and the out-of-order
+    window)."""
     if not request.series:
         raise InvalidArgument("series", "is required: at least one series",
                               reason="REQUIRED_FIELD")
-    if len(request.series) > max_series:
-        raise InvalidArgument("series", f"{len(request.series)} series in one request",
+    return _columns([([(label.name, label.value) for label in series.labels],
+                      [s.timestamp_ms for s in series.samples],
+                      [s.value for s in series.samples]) for series in request.series],
+                    max_series=max_series, max_samples=max_samples,
+                    max_future_ms=max_future_ms, now_ms=now_ms, samples_field="samples",
+                    time_field="timestamp_ms")
+
+
+def _columns(found: Sequence[tuple[list[tuple[str, str]], Sequence[int] | Int64s,
+                                   Sequence[float] | Float64s]], *,
+             max_series: int, max_samples: int, max_future_ms: int, now_ms: int | None,
+             samples_field: str, time_field: str, skip_empty: bool = False
+             ) -> list[SeriesInput]:
+    if len(found) > max_series:
+        raise InvalidArgument("series", f"{len(found)} series in one request",
                               allowed=[f"1..{max_series}"])
-    total = sum(len(s.samples) for s in request.series)
+    total = sum(len(times) for _, times, _ in found)
     if total > max_samples:
         raise InvalidArgument("series", f"{total} samples in one request",
                               allowed=[f"1..{max_samples}"])
     horizon = (now_ms if now_ms is not None else int(time.time() * 1000)) + max_future_ms
-    out: list[SampleInput] = []
-    for i, series in enumerate(request.series):
-        if not series.samples:
-            raise InvalidArgument(f"series[{i}].samples", "is required: at least one sample",
-                                  reason="REQUIRED_FIELD")
-        labels = [(label.name, label.value) for label in series.labels]
-        for j, sample in enumerate(series.samples):
-            if sample.timestamp_ms > horizon:
-                raise InvalidArgument(f"series[{i}].samples[{j}].timestamp_ms",
-                                      f"is more than {max_future_ms // 1000} s ahead of the "
-                                      "server's clock", reason="TOO_FAR_IN_FUTURE")
-            out.append((labels, sample.timestamp_ms, sample.value))
+    out: list[SeriesInput] = []
+    for i, (labels, times, values) in enumerate(found):
+        if not len(times):
+            if skip_empty:
+                continue
+            raise InvalidArgument(f"series[{i}].{samples_field}",
+                                  "is required: at least one sample", reason="REQUIRED_FIELD")
+        ts = np.asarray(times, np.int64)
+        ahead = np.flatnonzero(ts > horizon)
+        if len(ahead):
+            raise InvalidArgument(f"series[{i}].{samples_field}[{int(ahead[0])}].{time_field}",
+                                  f"is more than {max_future_ms // 1000} s ahead of the "
+                                  "server's clock", reason="TOO_FAR_IN_FUTURE")
+        out.append((labels, ts, np.asarray(values, np.float64)))
     return out
 
 
@@ -149,15 +167,24 @@ def query_range_from_pb(request: pb.QueryRangeRequest) -> tuple[int, int, int]:
     return start, end, step
 
 
-def remote_write_samples(request: RemoteWriteRequest, *, max_series: int, max_samples: int,
-                         max_future_ms: int, now_ms: int | None = None) -> list[SampleInput]:
-    """A Prometheus remote-write request's samples, checked as Write's are."""
-    converted = pb.WriteRequest(series=[
-        pb.TimeSeries(labels=[pb.Label(name=lb.name, value=lb.value) for lb in ts.labels],
-                      samples=[pb.Sample(timestamp_ms=s.timestamp, value=s.value)
-                               for s in ts.samples])
-        for ts in request.timeseries if ts.samples])
-    if not converted.series:
-        return []
-    return write_from_pb(converted, max_series=max_series, max_samples=max_samples,
-                         max_future_ms=max_future_ms, now_ms=now_ms)
+def remote_write_series(decoded: DecodedRequest, *, max_series: int, max_samples: int,
+                        max_future_ms: int, now_ms: int | None = None) -> list[SeriesInput]:
+    """A Prometheus remote-write request's series (those with samples; decoded by
+    :func:`~.adapters.remote_write_codec.decode_write_request`), checked as Write's are —
+    over the whole request's arrays at once."""
+    if len(decoded) > max_series:
+        raise InvalidArgument("series", f"{len(decoded)} series in one request",
+                              allowed=[f"1..{max_series}"])
+    if len(decoded.timestamps) > max_samples:
+        raise InvalidArgument("series", f"{len(decoded.timestamps)} samples in one request",
+                              allowed=[f"1..{max_samples}"])
+    horizon = (now_ms if now_ms is not None else int(time.time() * 1000)) + max_future_ms
+    if len(decoded.timestamps) and int(decoded.timestamps.max()) > horizon:
+        at = int(np.argmax(decoded.timestamps > horizon))
+        i = int(np.searchsorted(decoded.offsets, at, side="right")) - 1
+        raise InvalidArgument(f"series[{i}].samples[{at - int(decoded.offsets[i])}].timestamp",
+                              f"is more than {max_future_ms // 1000} s ahead of the "
+                              "server's clock", reason="TOO_FAR_IN_FUTURE")
+    return [(labels, ts, vs) for labels, ts, vs in decoded.series() if len(ts)]
+
+

@@ -26,17 +26,16 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from google.protobuf.message import DecodeError
 from multidict import MultiDict, MultiMapping
 
 from geoplex import __version__
 from geoplex.servers._runtime.errors import GeoplexError, InvalidArgument
 from geoplex.servers._runtime.http import start_http
 
-from geoplex.telemetry.v1.remote_write_pb2 import RemoteWriteRequest
 
 from . import convert, queries
 from .adapters import snappy_codec
+from .adapters.remote_write_codec import MalformedWriteRequest, decode_write_request
 from .config import TelemetryConfig
 from .convert import DEFAULT_RANGE_MS, SelectorParser
 from .limits import TENANT_HEADER, SampleRateLimit, tenant_of
@@ -129,6 +128,11 @@ class PrometheusApi:
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[errors], client_max_size=MAX_BODY_BYTES)
+        # --- dashboard: GET / and /dashboard (the page), /dashboard/..., GET /api/v1/silences
+        # (servers/telemetry/dashboard/__init__.py holds the handlers and their docs)
+        from .dashboard import Dashboard
+        Dashboard(self.config.notifiers).add_routes(app)
+        # --- end dashboard
         app.router.add_post("/api/v1/write", self.remote_write)
         for path, handler in (("/api/v1/query", self.query),
                               ("/api/v1/query_range", self.query_range),
@@ -230,17 +234,18 @@ class PrometheusApi:
                                   "bodies are snappy-compressed", allowed=["snappy"])
         raw = snappy_codec.uncompress(await request.read(), MAX_UNCOMPRESSED_BYTES)
         try:
-            message = RemoteWriteRequest.FromString(raw)
-        except DecodeError:
-            raise InvalidArgument("body", "is not a remote-write WriteRequest protobuf",
-                                  reason="BAD_PROTOBUF") from None
-        samples = convert.remote_write_samples(
-            message, max_series=self.config.write_max_series,
+            decoded = decode_write_request(raw)
+        except MalformedWriteRequest as error:
+            raise InvalidArgument("body", f"is not a remote-write WriteRequest protobuf: "
+                                  f"{error}", reason="BAD_PROTOBUF") from None
+        samples = convert.remote_write_series(
+            decoded, max_series=self.config.write_max_series,
             max_samples=self.config.write_max_samples,
             max_future_ms=int(self.config.max_future_s * 1000))
         if samples:
-            self.limit.take(tenant_of(request.headers.get(TENANT_HEADER)), len(samples))
-            await asyncio.to_thread(self.store.append, samples)
+            self.limit.take(tenant_of(request.headers.get(TENANT_HEADER)),
+                            sum(len(ts) for _, ts, _ in samples))
+            await asyncio.to_thread(self.store.append_series, samples)
         return web.Response(status=204)
 
     async def metadata(self, _request: web.Request) -> web.StreamResponse:

@@ -50,8 +50,9 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
             request, max_series=self.config.write_max_series,
             max_samples=self.config.write_max_samples,
             max_future_ms=int(self.config.max_future_s * 1000))
-        self.limit.take(tenant_in(tuple(context.invocation_metadata() or ())), len(samples))
-        result = await asyncio.to_thread(self.store.append, samples)
+        self.limit.take(tenant_in(tuple(context.invocation_metadata() or ())),
+                        sum(len(ts) for _, ts, _ in samples))
+        result = await asyncio.to_thread(self.store.append_series, samples)
         return pb.WriteResponse(samples_written=result.appended,
                                 duplicates_dropped=len(result.duplicates))
 

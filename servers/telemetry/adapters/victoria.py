@@ -106,7 +106,7 @@ from geoplex.telemetry.v1.remote_write_pb2 import (RemoteLabel, RemoteSample,
 from ..tsdb.api import AppendResult, BlockStats, Series, StoreStats
 from ..tsdb.chunks import STALE_NAN, STALE_NAN_BITS, Float64s, Int64s
 from ..tsdb.errors import RejectReason, SampleRejected
-from ..tsdb.head import INT64_MAX, Head, SampleInput
+from ..tsdb.head import INT64_MAX, Head, SampleInput, SeriesInput
 from ..tsdb.labels import METRIC_NAME, Labels, Matcher, validate_label_name
 
 logger = logging.getLogger(__name__)
@@ -315,6 +315,11 @@ class VictoriaMetricsStorage:
                                      ) from None
 
     # ---- writing --------------------------------------------------------------------
+
+    def append_series(self, batch: Sequence[SeriesInput]) -> AppendResult:
+        """See :meth:`~..tsdb.api.Storage.append_series` (flattened into :meth:`append`)."""
+        return self.append([(labels, t, v) for labels, ts, vs in batch
+                            for t, v in zip(np.asarray(ts).tolist(), np.asarray(vs).tolist())])
 
     def append(self, samples: Sequence[SampleInput]) -> AppendResult:
         """See :meth:`~..tsdb.api.Storage.append`; ``duplicates`` are the exact duplicates

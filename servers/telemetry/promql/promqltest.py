@@ -35,7 +35,7 @@ import numpy as np
 
 from ..tsdb.api import AppendResult, Series, StoreStats
 from ..tsdb.chunks import STALE_NAN
-from ..tsdb.head import SampleInput
+from ..tsdb.head import SampleInput, SeriesInput
 from ..tsdb.labels import Labels, Matcher, matches_all
 from .ast import METRIC_NAME, MatchOp, VectorSelector, walk
 from .engine import Engine
@@ -57,6 +57,10 @@ class MemoryStorage:
             self._data.setdefault(labels, {})[int(t)] = float(v)
             self._arrays.pop(labels, None)
         return AppendResult(len(samples))
+
+    def append_series(self, batch: Sequence[SeriesInput]) -> AppendResult:
+        return self.append([(labels, int(t), float(v)) for labels, ts, vs in batch
+                            for t, v in zip(np.asarray(ts).tolist(), np.asarray(vs).tolist())])
 
     def clear(self) -> None:
         self._data.clear()

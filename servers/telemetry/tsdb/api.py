@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from .chunks import Float64s, Int64s
-from .head import SampleInput
+from .head import SampleInput, SeriesInput
 from .labels import Labels, Matcher
 from .rollup import Rollup
 
@@ -92,6 +92,11 @@ class Storage(Protocol):
         """Store a batch of ``(labels, timestamp_ms, value)``, all or nothing: raises
         :class:`~.errors.SampleRejected` (reason, index) and stores nothing when a sample
         cannot be stored; returns once the batch is durable."""
+        ...
+
+    def append_series(self, batch: Sequence[SeriesInput]) -> AppendResult:
+        """:meth:`append` for a columnar batch: each series with its samples as arrays
+        (timestamps int64 ms, values float64); sample positions count as if flattened."""
         ...
 
     def select(self, matchers: Sequence[Matcher], mint_ms: int,

@@ -34,7 +34,7 @@ from geoplex.servers._runtime.errors import FailedPrecondition, InvalidArgument
 from .api import AppendResult, BlockStats, RollupSeries, Series, StoreStats
 from .blocks import Block, BlockMeta, compact, merge_samples, open_blocks, write_block
 from .chunks import ChunkEncoding, Float64s, Int64s
-from .head import INT64_MAX, INT64_MIN, Head, SampleInput
+from .head import INT64_MAX, INT64_MIN, Head, Prepared, SampleInput, SeriesInput
 from .labels import Labels, Matcher
 from .rollup import Rollup, rollup
 from .tiers import (
@@ -206,14 +206,31 @@ class TSDB:
     def append(self, samples: Sequence[SampleInput]) -> AppendResult:
         with self._lock:
             wal = self._wal()
-            prepared = self.head.prepare(samples)
-            if not prepared.ids and not prepared.new_series:
-                return AppendResult(0, tuple(prepared.duplicates))
-            token = wal.append(prepared.wal_record())
-            self.head.commit(prepared)
-            self._cut_ready()
-        wal.commit(token)
-        return AppendResult(len(prepared.ids), tuple(prepared.duplicates))
+            token, result = self._store(wal, self.head.prepare(samples))
+        if token is not None:
+            wal.commit(token)   # the fsync the policy promises, outside the lock
+        return result
+
+    def append_series(self, batch: Sequence[SeriesInput]) -> AppendResult:
+        """:meth:`append` for a columnar batch: each series once, its samples as arrays
+        (what remote write and ``Write`` carry) — validated with numpy per series."""
+        with self._lock:
+            wal = self._wal()
+            token, result = self._store(wal, self.head.prepare_series(batch))
+        if token is not None:
+            wal.commit(token)
+        return result
+
+    def _store(self, wal: WAL, prepared: Prepared) -> tuple[int | None, AppendResult]:
+        """A validated batch into the WAL and the head (the caller holds the lock); the
+        WAL token to wait on, None when nothing was written."""
+        count = prepared.count
+        if not count and not prepared.new_series:
+            return None, AppendResult(0, tuple(prepared.duplicates))
+        token = wal.append(prepared.wal_record())
+        self.head.commit(prepared)
+        self._cut_ready()
+        return token, AppendResult(count, tuple(prepared.duplicates))
 
     def _cut_ready(self) -> None:
         """Write every head range the out-of-order window has passed as a block (the

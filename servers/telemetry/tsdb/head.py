@@ -42,6 +42,11 @@ _AS_U64 = struct.Struct("<Q")
 
 LabelsInput = Labels | Mapping[str, str] | Sequence[tuple[str, str]]
 SampleInput = tuple[LabelsInput, int, float]
+# one series' samples as arrays: the columnar batch remote write and Write arrive as
+SeriesInput = tuple[LabelsInput, Int64s, Float64s]
+
+
+LABELS_CACHE = 1 << 20   # label sets remembered as validated (cleared when full)
 
 
 def float_bits(value: float) -> int:
@@ -82,6 +87,20 @@ class MemSeries:
         ts[:self.n] = self.ts[:self.n]
         vs[:self.n] = self.vs[:self.n]
         self.ts, self.vs = ts, vs
+
+    def extend(self, ts: Int64s, vs: Float64s) -> None:
+        """Store samples all after the last one (validated, ascending)."""
+        need = self.n + len(ts)
+        if need > len(self.ts):
+            capacity = max(2 * len(self.ts), need, 32)
+            grown_ts = np.empty(capacity, np.int64)
+            grown_vs = np.empty(capacity, np.float64)
+            grown_ts[:self.n] = self.ts[:self.n]
+            grown_vs[:self.n] = self.vs[:self.n]
+            self.ts, self.vs = grown_ts, grown_vs
+        self.ts[self.n:need] = ts
+        self.vs[self.n:need] = vs
+        self.n = need
 
     def add(self, t: int, bits: int) -> None:
         """Store a sample (validated: no sample at ``t`` yet)."""
@@ -127,11 +146,20 @@ class Prepared:
     bits: list[int] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)  # batch positions dropped
     max_t: int = INT64_MIN
+    # whole runs of one series, each after that series' last sample: (id, ts, values)
+    runs: list[tuple[int, Int64s, Float64s]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.ids) + sum(len(ts) for _, ts, _ in self.runs)
 
     def wal_record(self) -> bytes:
-        return encode_batch(self.new_series, np.array(self.ids, np.int64),
-                            np.array(self.timestamps, np.int64),
-                            np.array(self.bits, np.uint64).view(np.float64))
+        ids = [np.array(self.ids, np.int64)] + [np.full(len(ts), i, np.int64)
+                                                for i, ts, _ in self.runs]
+        ts = [np.array(self.timestamps, np.int64)] + [t for _, t, _ in self.runs]
+        vs = [np.array(self.bits, np.uint64).view(np.float64)] + [v for _, _, v in self.runs]
+        return encode_batch(self.new_series, np.concatenate(ids), np.concatenate(ts),
+                            np.concatenate(vs))
 
 
 class Head:
@@ -147,6 +175,9 @@ class Head:
         self.max_t = INT64_MIN
         self.min_valid_t = INT64_MIN
         self.samples = 0
+        # label sets as sent -> validated Labels: a sender repeats the same series in
+        # every request, so each is validated once
+        self._labels_cache: dict[object, Labels] = {}
 
     @property
     def min_t(self) -> int:
@@ -233,15 +264,141 @@ class Head:
             prepared.bits.append(bits)
         return prepared
 
+    def prepare_series(self, batch: Sequence[SeriesInput]) -> Prepared:
+        """:meth:`prepare` for a columnar batch (each series with its samples as arrays):
+        labels validated once per label set (remembered), the batch's bounds, order and
+        window checked with numpy over all its samples at once, and a series whose
+        samples all come after its last one — the usual case — taken whole; anything else
+        (out of order, a series listed twice) goes through the per-sample checks. Sample
+        positions in errors count through the batch as if flattened."""
+        cache = self._labels_cache
+        labels_list: list[Labels] = []
+        ts_parts: list[Int64s] = []
+        vs_parts: list[Float64s] = []
+        offset = 0
+        for raw_labels, raw_ts, raw_vs in batch:
+            key = (raw_labels if isinstance(raw_labels, Labels)
+                   else tuple(raw_labels.items()) if isinstance(raw_labels, Mapping)
+                   else tuple(raw_labels))
+            found = cache.get(key)
+            if found is None:
+                try:
+                    found = labels_of(raw_labels)
+                except InvalidArgument as error:
+                    raise SampleRejected(RejectReason.INVALID_LABELS, offset,
+                                         error.message) from error
+                if len(cache) >= LABELS_CACHE:
+                    cache.clear()
+                cache[key] = found
+            ts = np.asarray(raw_ts, np.int64)
+            vs = np.asarray(raw_vs, np.float64)
+            if ts.ndim != 1 or ts.shape != vs.shape:
+                raise SampleRejected(RejectReason.INVALID_SAMPLE, offset, "a series' "
+                                     "timestamps and values must be arrays of one length")
+            if len(ts):
+                labels_list.append(found)
+                ts_parts.append(ts)
+                vs_parts.append(vs)
+            offset += len(ts)
+        prepared = Prepared(new_series=[])
+        if not labels_list:
+            return prepared
+        all_ts = np.concatenate(ts_parts)
+        counts = np.array([len(t) for t in ts_parts], np.int64)
+        starts = np.zeros(len(counts), np.int64)
+        np.cumsum(counts[:-1], out=starts[1:])
+        batch_max = int(all_ts.max())
+        prepared.max_t = batch_max
+        reference = max(self.max_t, batch_max)
+        window_floor = reference - self.ooo_window_ms if reference > INT64_MIN else INT64_MIN
+        low = int(all_ts.min())
+        if low < self.min_valid_t or low < window_floor:
+            at = int(np.argmax(all_ts < max(self.min_valid_t, window_floor)))
+            t = int(all_ts[at])
+            if t < self.min_valid_t:
+                raise SampleRejected(
+                    RejectReason.OUT_OF_BOUNDS, at,
+                    f"timestamp {t} is before the head's minimum valid time "
+                    f"{self.min_valid_t} (that range is already in a block)")
+            raise SampleRejected(
+                RejectReason.TOO_OLD, at,
+                f"timestamp {t} is too old: more than the out-of-order window "
+                f"({self.ooo_window_ms} ms) behind the head's max time {reference} "
+                f"(the limit is {window_floor})")
+        # per series: is it strictly ascending? (a step down inside it counts; a step
+        # across two series' boundary does not)
+        steps_down = np.zeros(len(all_ts), np.int64)
+        steps_down[1:] = all_ts[1:] <= all_ts[:-1]
+        steps_down[starts] = 0
+        ascending = (np.add.reduceat(steps_down, starts) == 0).tolist()
+        firsts = all_ts[starts].tolist()
+        new: dict[Labels, int] = {}
+        seen: set[Labels] = set()
+        run_of: dict[Labels, int] = {}   # a series' whole run, by its index in runs
+        pending: dict[tuple[int, int], int] = {}
+        for i, labels in enumerate(labels_list):
+            ts, vs = ts_parts[i], vs_parts[i]
+            series = self.series.get(labels)
+            if series is not None:
+                series_id = series.id
+            elif labels in new:
+                series_id = new[labels]
+            else:
+                if (self.max_series is not None
+                        and len(self.series) + len(new) >= self.max_series):
+                    raise SampleRejected(
+                        RejectReason.SERIES_LIMIT, int(starts[i]),
+                        f"the head holds its limit of {self.max_series} active series; "
+                        f"{labels!r} would be a new one")
+                series_id = self.next_id + len(new)
+                new[labels] = series_id
+                prepared.new_series.append((series_id, labels))
+            last = series.last_t if series is not None else INT64_MIN
+            if labels not in seen and ascending[i] and firsts[i] > last:
+                run_of[labels] = len(prepared.runs)
+                prepared.runs.append((series_id, ts, vs))
+                seen.add(labels)
+                continue
+            seen.add(labels)
+            if labels in run_of:  # listed twice: its run becomes per-sample entries
+                index = run_of.pop(labels)
+                _, run_ts, run_vs = prepared.runs[index]
+                prepared.runs[index] = (series_id, run_ts[:0], run_vs[:0])
+                for t, bits in zip(run_ts.tolist(), run_vs.view(np.uint64).tolist()):
+                    pending[(series_id, t)] = bits
+                    prepared.ids.append(series_id)
+                    prepared.timestamps.append(t)
+                    prepared.bits.append(bits)
+            offset = int(starts[i])
+            for j, (t, bits) in enumerate(zip(ts.tolist(), vs.view(np.uint64).tolist())):
+                existing = series.bits_at(t) if series is not None else None
+                if existing is None:
+                    existing = pending.get((series_id, t))
+                if existing is not None:
+                    if existing == bits:
+                        prepared.duplicates.append(offset + j)
+                        continue
+                    raise SampleRejected(
+                        RejectReason.DUPLICATE_TIMESTAMP, offset + j,
+                        f"duplicate sample for timestamp {t} of {labels!r} with a "
+                        "different value")
+                pending[(series_id, t)] = bits
+                prepared.ids.append(series_id)
+                prepared.timestamps.append(t)
+                prepared.bits.append(bits)
+        return prepared
+
     def commit(self, prepared: Prepared) -> None:
         """Apply a batch :meth:`prepare` accepted (and nothing changed since)."""
         for series_id, labels in prepared.new_series:
             self._create(series_id, labels)
+        for series_id, ts, vs in prepared.runs:
+            self.by_id[series_id].extend(ts, vs)
         for series_id, t, bits in zip(prepared.ids, prepared.timestamps, prepared.bits):
             self.by_id[series_id].add(t, bits)
-        self.samples += len(prepared.ids)
-        if prepared.ids:
-            self.max_t = max(self.max_t, max(prepared.timestamps))
+        self.samples += prepared.count
+        if prepared.count:
+            self.max_t = max(self.max_t, prepared.max_t)
 
     def _create(self, series_id: int, labels: Labels) -> MemSeries:
         series = MemSeries(series_id, labels)
