@@ -12,7 +12,7 @@ from geoplex.servers._runtime.errors import InvalidArgument
 from geoplex.servers._runtime.paging import decode_cursor, encode_cursor, page_size
 from geoplex.telemetry.v1 import telemetry_pb2 as pb
 
-from .adapters.remote_write_codec import DecodedRequest
+from .remote_write import DecodedRequest
 from .domain import RAW, TIERS
 from .tsdb.api import StoreStats
 from .tsdb.chunks import Float64s, Int64s
@@ -170,7 +170,7 @@ def query_range_from_pb(request: pb.QueryRangeRequest) -> tuple[int, int, int]:
 def remote_write_series(decoded: DecodedRequest, *, max_series: int, max_samples: int,
                         max_future_ms: int, now_ms: int | None = None) -> list[SeriesInput]:
     """A Prometheus remote-write request's series (those with samples; decoded by
-    :func:`~.adapters.remote_write_codec.decode_write_request`), checked as Write's are —
+    :func:`~.remote_write.decode_write_request`), checked as Write's are —
     over the whole request's arrays at once."""
     if len(decoded) > max_series:
         raise InvalidArgument("series", f"{len(decoded)} series in one request",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..tsdb.chunks import Float64s, Int64s
+from .tsdb.chunks import Float64s, Int64s
 
 Decoded = tuple[tuple[tuple[str, str], ...], Int64s, Float64s]
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geoplex.servers.telemetry.adapters.remote_write_codec import (
+from geoplex.servers.telemetry.remote_write import (
     MalformedWriteRequest,
     decode_write_request,
 )
