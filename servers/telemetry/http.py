@@ -35,7 +35,7 @@ from geoplex.servers._runtime.http import start_http
 
 from . import convert, queries
 from .adapters import snappy_codec
-from .adapters.remote_write_codec import MalformedWriteRequest, decode_write_request
+from .remote_write import MalformedWriteRequest, decode_write_request
 from .config import TelemetryConfig
 from .convert import DEFAULT_RANGE_MS, SelectorParser
 from .limits import TENANT_HEADER, SampleRateLimit, tenant_of
