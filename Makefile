@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps browser-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing bench-maps-tiles-ingest bench-maps-congestion bench-telemetry clean
+.PHONY: help setup system-deps page-deps browser-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing bench-maps-tiles-ingest bench-maps-congestion bench-telemetry clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -39,7 +39,10 @@ system-deps:  ## install redis-server, etcd, nats-server, prometheus, victoria-m
 	  { command -v nats-server >/dev/null || test -x /usr/sbin/nats-server; } || \
 	  { echo "still missing: install the Debian packages redis-server, etcd-server, nats-server, prometheus and npm"; exit 1; }
 
-browser-deps:  ## Debian's Chromium and the test's browser driver (playwright-core from npm), for the map page test
+page-deps:  ## the telemetry dashboard's chart library (uPlot from npm, pinned with its sha512 in servers/telemetry/dashboard/vendor/package-lock.json; not in git)
+	@test -f servers/telemetry/dashboard/vendor/node_modules/uplot/dist/uPlot.iife.min.js || npm ci --prefix servers/telemetry/dashboard/vendor --no-audit --no-fund --loglevel=error
+
+browser-deps: page-deps  ## Debian's Chromium and the tests' browser driver (playwright-core from npm)
 	@command -v chromium >/dev/null || { \
 	  echo "installing Debian package: chromium"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -70,7 +73,7 @@ breaking: $(STAMP)  ## buf breaking against the previous commit, once it has pro
 	  $(BIN)/buf breaking --against '.git#ref=HEAD~1' && echo "buf breaking: no breaking change against HEAD~1"; \
 	else echo "buf breaking: no previous commit with protos, skipped"; fi
 
-run: setup  ## start backends, load demo data, run every service (Ctrl-C stops)
+run: setup page-deps  ## start backends, load demo data, run every service (Ctrl-C stops)
 	$(BIN)/geoplex up
 
 test: setup browser-deps lint breaking typecheck  ## every test, with the backends they need

@@ -14,6 +14,7 @@ from geoplex.telemetry.v1 import telemetry_pb2 as pb
 
 from .commands import Subcommands, call, command_group
 from .output import print_error, print_next_page, print_table
+from .telemetry_chart import add_chart_command
 
 DEFAULT_TARGET = os.environ.get("GEOPLEX_TELEMETRY_TARGET", "127.0.0.1:50056")
 
@@ -110,8 +111,9 @@ def add_commands(sub: Subcommands) -> None:
 
     t = command_group(sub, "telemetry", help="the time-series store: PromQL, series, labels",
                       description="Call TelemetryService: run a PromQL query, list the "
-                      "series and labels the store holds, show its storage per tier, or "
-                      "write one sample.")
+                      "series and labels the store holds, show its storage per tier, "
+                      "write one sample, or draw a chart.")
+    add_chart_command(t)
     s = t.add_parser("series", help="the series matching selectors",
                      description="List the series matching any SELECTOR (PromQL series "
                      "selectors such as 'up{job=\"api\"}') with samples in the window.")
