@@ -76,7 +76,7 @@ class TelemetryConfig:
     retention_ms: tuple[tuple[str, int], ...] = ()    # per tier
     retention_rules: tuple[RetentionRuleConfig, ...] = ()
     downsample: bool = True
-    rollup_window_hours: int = 24
+    rollup_window_hours: int = 6
     maintenance_interval_s: float = 10.0
     # alerting (issue 14): rule files (Prometheus's format), how often groups are
     # evaluated by default, and the notifier nodes alerts are posted to (each gets all)
@@ -126,7 +126,7 @@ class TelemetryConfig:
             retention_rules=parse_retention_rules(
                 PREFIX + "RETENTION_RULES", env.str(PREFIX + "RETENTION_RULES", "")),
             downsample=env.bool(PREFIX + "DOWNSAMPLE", True),
-            rollup_window_hours=env.int(PREFIX + "ROLLUP_WINDOW_HOURS", 24, lo=1, hi=24 * 31),
+            rollup_window_hours=env.int(PREFIX + "ROLLUP_WINDOW_HOURS", 6, lo=1, hi=24 * 31),
             maintenance_interval_s=env.float(PREFIX + "MAINTENANCE_INTERVAL_SECONDS", 10.0,
                                              lo=0.05, hi=86_400.0),
             rule_files=tuple(Path(p).expanduser() for p in

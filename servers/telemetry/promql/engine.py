@@ -279,10 +279,13 @@ class Evaluator:
     def result(self, value: Value) -> Result:
         return Result(value, list(self.warnings), list(self.infos), self.resolution)
 
-    def _rollups(self, vs: VectorSelector, mint: int, maxt: int) -> list[RollupSeries]:
+    def _rollups(self, vs: VectorSelector, mint: int, maxt: int,
+                 component: str) -> list[RollupSeries]:
         storage = self.storage
         assert isinstance(storage, TieredStorage)
-        return list(storage.select_rollup(self.resolution, _store_matchers(vs), mint, maxt))
+        needed = ("sum", "count") if component == "mean" else (component,)
+        return list(storage.select_rollup(self.resolution, _store_matchers(vs), mint, maxt,
+                                          needed))
 
     # -- evaluation --------------------------------------------------------------------
 
@@ -344,7 +347,7 @@ class Evaluator:
         out = []
         if self.resolution != "raw":
             found = [Series(r.labels, r.times, r.rollup.last)
-                     for r in self._rollups(vs, mint, maxt)]
+                     for r in self._rollups(vs, mint, maxt, "last")]
         else:
             found = list(self.storage.select(_store_matchers(vs), mint, maxt))
         for series in found:
@@ -386,7 +389,7 @@ class Evaluator:
         mint, maxt = int(ends.min()) - range_ms + 1, int(ends.max())
         component = _COMPONENT.get(self.function or "", "last")
         raws = []
-        for r in self._rollups(ms.selector, mint, maxt):
+        for r in self._rollups(ms.selector, mint, maxt, component):
             self._count(len(r.rollup))
             raws.append(Raw(r.labels, r.times, _component(r, component)))
         return RangeVal(raws, ends, range_ms, ms,

@@ -129,7 +129,9 @@ class TieredStorage(Storage, Protocol):
         ...
 
     def select_rollup(self, resolution: str, matchers: Sequence[Matcher], mint_ms: int,
-                      maxt_ms: int) -> Iterator[RollupSeries]:
+                      maxt_ms: int, components: Sequence[str] = ...
+                      ) -> Iterator[RollupSeries]:
         """The selected series rolled up at ``resolution``, sorted by label set, buckets
-        whose point time is in the range (and up to one step past it)."""
+        whose point time is in the range (and up to one step past it); only
+        ``components`` need be filled (default all six), the others may be NaN."""
         ...

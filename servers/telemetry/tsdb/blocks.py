@@ -31,6 +31,7 @@ import logging
 import mmap
 import os
 import shutil
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -238,6 +239,40 @@ def _write_into(directory: Path, block_id: str, series: Iterable[SeriesData], mi
     return meta
 
 
+class DecodedChunks:
+    """Decoded chunks shared by every open block, least recently used first out, bounded
+    by samples: dashboards ask the same ranges again and again, and decoding is most of
+    a query over blocks. The arrays are read-only, so callers cannot change a cached
+    chunk. Thread-safe."""
+
+    def __init__(self, max_samples: int) -> None:
+        self.max_samples = max_samples
+        self._items: OrderedDict[tuple[str, int, int], tuple[Int64s, Float64s]] = OrderedDict()
+        self._samples = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int, int]) -> tuple[Int64s, Float64s] | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, int, int], value: tuple[Int64s, Float64s]) -> None:
+        with self._lock:
+            if key in self._items or len(value[0]) > self.max_samples:
+                return
+            self._items[key] = value
+            self._samples += len(value[0])
+            while self._samples > self.max_samples:
+                _, (old, _) = self._items.popitem(last=False)
+                self._samples -= len(old)
+
+
+# ~16 B a sample: 4 M samples is 64 MiB (GEOPLEX_TELEMETRY_CHUNK_CACHE_SAMPLES)
+DECODED = DecodedChunks(int(os.environ.get("GEOPLEX_TELEMETRY_CHUNK_CACHE_SAMPLES", 4_000_000)))
+
+
 class Block:
     """A block opened for reading (thread-safe for readers; the page cache is locked by
     the DB's lock in practice, and a lost race only decompresses a page twice)."""
@@ -260,8 +295,9 @@ class Block:
 
         self._refs = load("series.npy")
         self._series_offsets = load("series_offsets.npy")
-        self._series_chunks = load("series_chunks.npy")
-        self._chunks = load("chunks.npy")
+        # the chunk index is small (40 B a chunk) and read on every query: in memory
+        self._series_chunks = np.array(load("series_chunks.npy"))
+        self._chunks = np.array(load("chunks.npy"))
         self._pages = load("pages.npy")
         self._postings = load("postings.npy")
         keys = np.load(path / "postings_keys.npy", allow_pickle=False)
@@ -339,19 +375,31 @@ class Block:
     def has_data(self, ref: int, mint: int, maxt: int) -> bool:
         return bool(len(self._chunk_span(ref, mint, maxt)))
 
+    def _decoded(self, row: Any) -> tuple[Int64s, Float64s]:
+        """A chunk's samples, from the decoded-chunk cache when a recent query read it."""
+        key = (self.id, int(row["page"]), int(row["offset"]))
+        found = DECODED.get(key)
+        if found is not None:
+            return found
+        page = self._page(int(row["page"]))
+        offset, length = int(row["offset"]), int(row["length"])
+        data = memoryview(page)[offset:offset + length]
+        if self.encoding is ChunkEncoding.COLUMNAR:
+            ts, vs = enc.unpack(data)
+        else:
+            ts, vs = enc.decode_gorilla(bytes(data))
+        if len(ts) != int(row["count"]):
+            raise CorruptChunk(f"block {self.id}: a chunk decodes to {len(ts)} samples, "
+                               f"its index says {int(row['count'])}")
+        ts.flags.writeable = False
+        vs.flags.writeable = False
+        DECODED.put(key, (ts, vs))
+        return ts, vs
+
     def samples(self, ref: int, mint: int, maxt: int) -> tuple[Int64s, Float64s]:
         parts = []
         for row in self._chunk_span(ref, mint, maxt):
-            page = self._page(int(row["page"]))
-            offset, length = int(row["offset"]), int(row["length"])
-            data = memoryview(page)[offset:offset + length]
-            if self.encoding is ChunkEncoding.COLUMNAR:
-                ts, vs = enc.unpack(data)
-            else:
-                ts, vs = enc.decode_gorilla(bytes(data))
-            if len(ts) != int(row["count"]):
-                raise CorruptChunk(f"block {self.id}: a chunk decodes to {len(ts)} samples, "
-                                   f"its index says {int(row['count'])}")
+            ts, vs = self._decoded(row)
             lo = int(np.searchsorted(ts, mint))
             hi = int(np.searchsorted(ts, maxt, side="right"))
             parts.append((ts[lo:hi], vs[lo:hi]))

@@ -40,6 +40,7 @@ from .rollup import Rollup, rollup
 from .tiers import (
     FINER,
     RESOLUTION_MS,
+    COMPONENTS,
     TIER_DIRS,
     block_rollups,
     coarsened,
@@ -99,7 +100,7 @@ class TSDBOptions:
     # the downsampled tiers: 1-minute rollups of every cut block, 1-hour rollups of every
     # window of this many milliseconds (a multiple of an hour) once data passed its end
     downsample: bool = True
-    rollup_window_ms: int = DAY_MS
+    rollup_window_ms: int = 6 * HOUR_MS
     retention_ms: dict[str, int] = field(default_factory=default_retention)
     retention_rules: tuple[RetentionRule, ...] = ()
     # cut head ranges into blocks in :meth:`TSDB.maintain` (a server's background job),
@@ -503,22 +504,23 @@ class TSDB:
             return min(times) if times else None
 
     def select_rollup(self, resolution: str, matchers: Sequence[Matcher], mint_ms: int,
-                      maxt_ms: int) -> Iterator[RollupSeries]:
+                      maxt_ms: int, components: Sequence[str] = COMPONENTS
+                      ) -> Iterator[RollupSeries]:
         """The selected series rolled up at ``resolution`` ("1m", "1h"), buckets whose
         point time (last millisecond) is in ``[mint_ms, maxt_ms]``: the tier's blocks where
         they cover the range, the finer data rolled up on the fly where they do not."""
-        found = self._rollups(resolution, matchers, mint_ms, maxt_ms)
+        found = self._rollups(resolution, matchers, mint_ms, maxt_ms, tuple(components))
         step = RESOLUTION_MS[resolution]
         return iter([RollupSeries(labels, found[labels], step) for labels in sorted(found)
                      if len(found[labels])])
 
     def _rollups(self, resolution: str, matchers: Sequence[Matcher], mint: int,
-                 maxt: int) -> dict[Labels, Rollup]:
+                 maxt: int, components: tuple[str, ...] = COMPONENTS) -> dict[Labels, Rollup]:
         step = RESOLUTION_MS[resolution]
         lo = _floor(mint, step)
         with self._lock:
             blocks = [b for b in self.tiers[resolution] if b.meta.overlaps(lo, maxt)]
-            parts = [block_rollups(b, matchers, lo, maxt + step) for b in blocks]
+            parts = [block_rollups(b, matchers, lo, maxt + step, components) for b in blocks]
         spans = [(b.meta.min_time, b.meta.max_time) for b in blocks]
         for gap_lo, gap_hi in uncovered(lo, maxt + step - 1, spans):
             gap_lo = _floor(gap_lo, step)
@@ -529,8 +531,8 @@ class TSDB:
                                   gap_hi)
                 parts.append(raw_rollups(raw, step, gap_lo))
             else:
-                parts.append(coarsened(self._rollups(finer, matchers, gap_lo, gap_hi),
-                                       step))
+                parts.append(coarsened(self._rollups(finer, matchers, gap_lo, gap_hi,
+                                                     components), step))
         merged = merge_rollups(parts)
         out = {}
         for labels, r in merged.items():

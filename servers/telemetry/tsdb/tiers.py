@@ -54,13 +54,13 @@ def sorted_components(rollups: Iterable[tuple[Labels, Rollup]],
 
 
 def block_rollups(block: Block, matchers: Sequence[Matcher], mint: int,
-                  maxt: int) -> dict[Labels, Rollup]:
+                  maxt: int, components: Sequence[str] = COMPONENTS) -> dict[Labels, Rollup]:
     """The rollups a tier block holds for the selected series, buckets whose point time is
-    in ``[mint, maxt]``."""
+    in ``[mint, maxt]``; only ``components`` are read (the others are NaN)."""
     resolution_ms = RESOLUTION_MS[block.meta.resolution]
     parts: dict[Labels, dict[str, Float64s]] = {}
     times: dict[Labels, Int64s] = {}
-    for name in COMPONENTS:
+    for name in components:
         selector = [*matchers, Matcher(ROLLUP_LABEL, MatchOp.EQ, name)]
         for labels, ts, vs in block.select(selector, mint, maxt):
             base = labels.without(ROLLUP_LABEL)
@@ -68,8 +68,11 @@ def block_rollups(block: Block, matchers: Sequence[Matcher], mint: int,
             times[base] = ts
     out = {}
     for labels, values in parts.items():
-        if len(values) != len(COMPONENTS):
+        if len(values) != len(components):
             continue  # a user matcher on __rollup__ itself: not a whole rollup
+        for name in COMPONENTS:
+            if name not in values:  # not read: zero counts, NaN values
+                values[name] = np.full(len(times[labels]), 0.0 if name == "count" else np.nan)
         out[labels] = Rollup(start=times[labels] - resolution_ms + 1, min=values["min"],
                              max=values["max"], sum=values["sum"],
                              count=values["count"].astype(np.int64), last=values["last"],

@@ -20,7 +20,7 @@ def config(**env: str) -> TelemetryConfig:
 def test_the_design_tiers_by_default() -> None:
     options = options_from(config())
     assert options.retention_ms == {"raw": 7 * DAY, "1m": 30 * DAY, "1h": 365 * DAY}
-    assert options.downsample and options.rollup_window_ms == DAY
+    assert options.downsample and options.rollup_window_ms == DAY // 4
     assert options.retention_rules == ()
 
 
