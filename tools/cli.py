@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default: %(default)s)")
     dev.set_defaults(func=cmd_dev_token)
 
+    from .agent import add_commands as add_agent_commands
+
+    add_agent_commands(sub)  # geoplex agent: the per-host metrics agent (tools/agent/)
+
     mesh_sub = command_group(sub, "mesh", help="ask any Geoplex server about itself",
                              description="Calls MeshService, which every Geoplex server "
                              "serves.")

@@ -72,22 +72,25 @@ def is_stale(values: Float64s) -> npt.NDArray[np.bool_]:
 
 # ---- varints, vectorised ------------------------------------------------------------
 
+_VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], np.uint64)
+_VARINT_SHIFTS = (7 * np.arange(10)).astype(np.uint64)
+_VARINT_COLUMNS = np.arange(10)
+
+
 def uvarint_encode(values: UInt64s) -> Bytes:
-    """Base-128 varints (LEB128, as protobuf and Go's ``binary.PutUvarint``)."""
+    """Base-128 varints (LEB128, as protobuf and Go's ``binary.PutUvarint``): every
+    value's bytes laid out in a row of a (count, widest) matrix, then the rows' used
+    bytes taken in order — a few numpy calls whatever the count."""
     count = len(values)
     if not count:
         return np.empty(0, np.uint8)
-    sizes = np.ones(count, np.int64)
-    for k in range(1, 10):
-        sizes += values >= _U64(1 << (7 * k))
-    ends = np.cumsum(sizes)
-    starts = ends - sizes
-    out = np.empty(int(ends[-1]), np.uint8)
-    for k in range(int(sizes.max())):
-        which = np.flatnonzero(sizes > k)
-        low = ((values[which] >> _U64(7 * k)) & _U64(0x7F)).astype(np.uint8)
-        more = (sizes[which] > k + 1).astype(np.uint8) << np.uint8(7)
-        out[starts[which] + k] = low | more
+    sizes = np.searchsorted(_VARINT_LIMITS, values, side="right") + 1
+    width = int(sizes.max())
+    groups = (values[:, None] >> _VARINT_SHIFTS[:width]) & _U64(0x7F)
+    columns = _VARINT_COLUMNS[:width]
+    more = columns < (sizes[:, None] - 1)
+    matrix = groups.astype(np.uint8) | (more.astype(np.uint8) << np.uint8(7))
+    out: Bytes = matrix[columns < sizes[:, None]]
     return out
 
 
