@@ -27,6 +27,6 @@ setup(
     packages=packages,
     package_dir=package_dir,
     package_data={"geoplex": ["py.typed", "**/*.pyi"], "geoplex.infra": ["*.json"],
-                  "geoplex.servers": ["maps/page/*"],
+                  "geoplex.servers": ["maps/page/*", "telemetry/rules/*.yml"],
                   "geoplex.servers.telemetry.dashboard": ["*.html", "*.js", "*.css"]},
 )

@@ -17,6 +17,7 @@ from . import otlp_servicer as otlp_servicer_module
 from .limits import SampleRateLimit
 from .otlp_servicer import OtlpMetricsServicer
 from .promql.engine import Engine
+from .rules.manager import RuleManager
 from .scrape import ScrapeManager
 from .scrape_config import ScrapeConfig
 from .selectors import parse_selector
@@ -91,9 +92,14 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     scrape = ScrapeManager(store, scrape_config, limit)
     await scrape.start()
     stack.push_async_callback(scrape.stop)  # before the store closes: stale markers
+    # rules over any Storage (the local store or VictoriaMetrics): stopped before the
+    # store closes; stopping writes no stale markers, so alerts restore at the next start
+    rules = RuleManager.from_config(store, engine, config)
+    await rules.start()
+    stack.push_async_callback(rules.stop)
     servicer = TelemetryServicer(store, engine, config, parse_selector, limit)
     if config.http_port is not None:
-        http = PrometheusApi(store, engine, parse_selector, config, limit)
+        http = PrometheusApi(store, engine, parse_selector, config, limit, rules=rules)
         address = await http.start(runtime.host, config.http_port)
         stack.push_async_callback(http.stop)
         print(f"geoplex-telemetry http on http://{address}/api/v1/", flush=True)

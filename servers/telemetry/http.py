@@ -8,6 +8,8 @@ data source and other Prometheus tools read from the store:
     GET      /api/v1/label/<name>/values?match[]=...
     GET      /api/v1/metadata          (no metadata is kept yet: an empty object)
     GET      /api/v1/status/buildinfo
+    GET      /api/v1/rules             rule groups, their rules' health and alerts
+    GET      /api/v1/alerts            pending and firing alerts
     POST     /api/v1/write             Prometheus remote write 1.0 (protobuf + snappy)
 
 Answers are Prometheus's JSON (``{"status": "success", "data": ...}``); errors are
@@ -41,6 +43,8 @@ from .convert import DEFAULT_RANGE_MS, SelectorParser
 from .limits import TENANT_HEADER, SampleRateLimit, tenant_of
 from .promql.engine import Engine
 from .promql.parser import parse_duration
+from .rules import api as rules_api
+from .rules.manager import RuleManager
 from .tsdb.api import Storage
 from .tsdb.labels import Matcher, validate_label_name
 
@@ -118,12 +122,14 @@ def parse_step(raw: str) -> int:
 
 class PrometheusApi:
     def __init__(self, store: Storage, engine: Engine, parse_selector: SelectorParser,
-                 config: TelemetryConfig, limit: SampleRateLimit) -> None:
+                 config: TelemetryConfig, limit: SampleRateLimit,
+                 rules: RuleManager | None = None) -> None:
         self.store = store
         self.engine = engine
         self.parse_selector = parse_selector
         self.config = config
         self.limit = limit
+        self.rules = rules
         self._runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:
@@ -143,6 +149,8 @@ class PrometheusApi:
         app.router.add_get("/api/v1/label/{name}/values", self.label_values)
         app.router.add_get("/api/v1/metadata", self.metadata)
         app.router.add_get("/api/v1/status/buildinfo", self.buildinfo)
+        app.router.add_get("/api/v1/rules", self.rule_groups)
+        app.router.add_get("/api/v1/alerts", self.alerts)
         return app
 
     async def start(self, host: str, port: int) -> str:
@@ -255,3 +263,10 @@ class PrometheusApi:
         # Grafana reads the version to choose its query features: speak as Prometheus 3
         return success({"version": "3.0.0", "revision": f"geoplex-{__version__}",
                         "branch": "", "buildUser": "", "buildDate": "", "goVersion": ""})
+
+    async def rule_groups(self, request: web.Request) -> web.StreamResponse:
+        data, warnings = rules_api.rules_data(self.rules, request.query, self.parse_selector)
+        return success(data, warnings)
+
+    async def alerts(self, _request: web.Request) -> web.StreamResponse:
+        return success(rules_api.alerts_data(self.rules))
