@@ -14,6 +14,7 @@ from geoplex.telemetry.v1 import telemetry_pb2 as pb
 
 from .commands import Subcommands, call, command_group
 from .output import print_error, print_next_page, print_table
+from .notifier_cli import add_silence_commands
 from .telemetry_chart import add_chart_command
 
 DEFAULT_TARGET = os.environ.get("GEOPLEX_TELEMETRY_TARGET", "127.0.0.1:50056")
@@ -112,8 +113,10 @@ def add_commands(sub: Subcommands) -> None:
     t = command_group(sub, "telemetry", help="the time-series store: PromQL, series, labels",
                       description="Call TelemetryService: run a PromQL query, list the "
                       "series and labels the store holds, show its storage per tier, "
-                      "write one sample, or draw a chart.")
+                      "write one sample, draw a chart, or manage silences and read the notification "
+                      "log (through the notifier).")
     add_chart_command(t)
+    add_silence_commands(t, target_flag="--notifier")
     s = t.add_parser("series", help="the series matching selectors",
                      description="List the series matching any SELECTOR (PromQL series "
                      "selectors such as 'up{job=\"api\"}') with samples in the window.")

@@ -9,6 +9,7 @@ from pathlib import Path
 from geoplex.infra.local import InfraError, LocalInfra, free_port
 from geoplex.servers._runtime.config import ConfigError, Env
 from geoplex.tools.backends import configured_backends
+from geoplex.tools.mail_sink import MailSink
 from geoplex.tools.output import print_error
 from geoplex.tools.supervisor import ProcessSpec, Supervisor, SupervisorError, python_module
 from geoplex.servers._runtime.declaration import ServiceDeclaration
@@ -57,6 +58,7 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
     infra = LocalInfra(state_dir, configured=configured,
                        progress=lambda m: print(f"[infra] {m}", flush=True))
     supervisor: Supervisor | None = None
+    sink: MailSink | None = None
     try:
         urls = infra.start()
         # services that keep files (the broker's partition logs) keep them under it too
@@ -80,7 +82,23 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
         # the CLI read (GEOPLEX_BROKER_TARGET=host:port,...): maps produces to the broker
         env.update({f"{e.env_prefix}TARGET": ",".join(f"127.0.0.1:{p}" for p in ports[e.name])
                     for e in entries})
+        names = {e.name for e in entries}
         specs = []
+        if "telemetry" in names:
+            telemetry = f"127.0.0.1:{ports['telemetry'][0]}"
+            # every service reports its own metrics to telemetry over OTLP, and the host
+            # agent pushes the machine's; the rule evaluator posts alerts to the notifiers
+            env.update({"GEOPLEX_METRICS": "otlp", "GEOPLEX_METRICS_ENDPOINT": telemetry})
+            specs.append(ProcessSpec("agent", [*python_module("geoplex.tools.agent"),
+                                               "--target", telemetry], env))
+            if "notifier" in names:
+                env["GEOPLEX_TELEMETRY_NOTIFIERS"] = env["GEOPLEX_NOTIFIER_TARGET"]
+        if "notifier" in names and not env.get("GEOPLEX_NOTIFIER_CONFIG"):
+            # alert emails go to a local sink that prints each one as it arrives
+            sink = MailSink(state_dir / "mail",
+                            announce=lambda line: print(line, flush=True)).start()
+            env.update({"GEOPLEX_NOTIFIER_SMTP_URL": sink.url,
+                        "GEOPLEX_NOTIFIER_EMAIL_TO": "oncall@localhost"})
         for entry in entries:
             port = ports[entry.name][0]
             prefix = entry.env_prefix
@@ -115,6 +133,13 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
                 if entry.needs_token else ""
             print(f"    grpcurl -plaintext{auth} -d '{body}' {target} {entry.grpc_service_names[0]}/{method}")
         print("Backends:", ", ".join(f"{k}={v}" for k, v in urls.env().items()))
+        http_of = {e.name: e.http for e in entries if e.http}
+        if "telemetry" in http_of:
+            print(f"Dashboard: http://127.0.0.1:{http_of['telemetry'][1]}/ (the mesh at a "
+                  "glance, a query box, firing alerts and silences)")
+        if sink is not None:
+            print(f"Alert emails: {sink.url} -> {sink.directory} (each printed here as "
+                  "[mail]; `geoplex telemetry notifications` lists what was sent)")
         print("Ctrl-C stops everything.", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -128,4 +153,6 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
     finally:
         if supervisor is not None:
             await supervisor.stop()
+        if sink is not None:
+            sink.stop()
         infra.stop()

@@ -200,9 +200,60 @@ class KeepaliveConfig:
         )
 
 
+METRICS_MODES = ("off", "otlp")
+# The telemetry service's declared port (servers/telemetry/service.py) on loopback: the
+# runtime cannot import a service, so it is written here too and a unit test
+# (tests/unit/runtime_metrics) checks that the two agree.
+DEFAULT_METRICS_ENDPOINT = "127.0.0.1:50056"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The process's own metrics, pushed over OTLP/gRPC to telemetry (``metrics.py``).
+
+    ``endpoint`` is ``host:port`` (or ``http://host:port``) for plaintext, as the mesh
+    runs on loopback, or ``https://host:port`` for TLS with the system's roots.
+    """
+
+    mode: str = "off"  # GEOPLEX_METRICS: off | otlp
+    endpoint: str = DEFAULT_METRICS_ENDPOINT  # GEOPLEX_METRICS_ENDPOINT
+    interval_s: float = 10.0  # GEOPLEX_METRICS_INTERVAL_SECONDS: how often they are pushed
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    @property
+    def secure(self) -> bool:
+        return self.endpoint.startswith("https://")
+
+    @property
+    def target(self) -> str:
+        """``host:port`` without the scheme."""
+        return self.endpoint.removeprefix("https://").removeprefix("http://")
+
+    @classmethod
+    def from_env(cls, env: Env) -> MetricsConfig:
+        default = cls()
+        name = "GEOPLEX_METRICS_ENDPOINT"
+        endpoint = env.str(name, default.endpoint)
+        host, sep, port = cls(endpoint=endpoint).target.rpartition(":")
+        if (not sep or not host or "/" in host or not port.isdigit()
+                or not 0 < int(port) < 65536):
+            raise ConfigError(f"{name}={endpoint!r}: expected host:port (or http://host:port, "
+                              "https://host:port) of the telemetry service")
+        return cls(
+            mode=env.choice("GEOPLEX_METRICS", default.mode, METRICS_MODES),
+            endpoint=endpoint,
+            interval_s=env.float("GEOPLEX_METRICS_INTERVAL_SECONDS", default.interval_s,
+                                 lo=0.1, hi=3600),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RuntimeConfig:
-    """What every server shares: where to listen, TLS, tracing, shutdown, keepalive."""
+    """What every server shares: where to listen, TLS, tracing, metrics, shutdown,
+    keepalive."""
 
     name: str
     host: str
@@ -215,6 +266,7 @@ class RuntimeConfig:
     max_concurrent_rpcs: int | None
     event_loop: str = "uvloop"  # uvloop | asyncio
     keepalive: KeepaliveConfig = KeepaliveConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @classmethod
     def from_env(cls, name: str, default_port: int, env: Env | None = None) -> RuntimeConfig:
@@ -243,4 +295,5 @@ class RuntimeConfig:
             max_concurrent_rpcs=max_rpcs or None,
             event_loop=env.choice("GEOPLEX_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
             keepalive=KeepaliveConfig.from_env(env),
+            metrics=MetricsConfig.from_env(env),
         )

@@ -1,4 +1,4 @@
-"""One server interceptor for request ids, the per-RPC log line and error mapping.
+"""One server interceptor for request ids, the per-RPC log line, error mapping and metrics.
 
 Every handler of every service runs inside it:
 - the request id comes from the ``x-request-id`` metadata or is made here, is
@@ -13,7 +13,10 @@ Every handler of every service runs inside it:
   write the transport refused because the client had gone is filtered out
   (:class:`ClientGoneFilter`). Responses are still yielded to grpc.aio, whose send path is
   the fast one: writing each with ``context.write`` cost the presence benchmark ~25 %
-  more server CPU per fan-out message.
+  more server CPU per fan-out message;
+- with metrics on (``metrics.py``), each RPC's duration by method and status code and the
+  streams open by method, into :class:`RpcMetrics` (~3 us a call); with metrics off
+  there is nothing to record into and nothing is done.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import grpc.aio
 
 from .context import REQUEST_ID_HEADER, request_id
 from .errors import GeoplexError
+from .metrics import RpcMetrics
 from .status import INTERNAL_STATUS, to_status
 
 log = logging.getLogger("geoplex.rpc")
@@ -80,17 +84,22 @@ def _incoming_request_id(details: grpc.HandlerCallDetails) -> str:
 class _Call:
     """Bookkeeping for one RPC: its id, start time, and how it ended."""
 
-    __slots__ = ("method", "rid", "started", "code")
+    __slots__ = ("method", "rid", "started", "code", "metrics", "streaming")
 
-    def __init__(self, method: str, rid: str) -> None:
+    def __init__(self, method: str, rid: str, metrics: RpcMetrics | None = None,
+                 streaming: bool = False) -> None:
         self.method = method
         self.rid = rid
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
+        self.metrics = metrics
+        self.streaming = streaming
 
     def begin(self, context: _Context) -> None:
         request_id.set(self.rid)
         context.set_trailing_metadata(((REQUEST_ID_HEADER, self.rid),))
+        if self.streaming and self.metrics is not None:
+            self.metrics.stream_opened(self.method)
 
     async def fail(self, exc: BaseException, context: _Context) -> NoReturn:
         """Turn an exception into a status; always raises."""
@@ -120,10 +129,16 @@ class _Call:
     def end(self, context: _Context) -> None:
         if self.code is grpc.StatusCode.OK:
             self.code = _context_code(context, grpc.StatusCode.OK)
+        elapsed = time.perf_counter() - self.started
+        metrics = self.metrics
+        if metrics is not None:
+            if self.streaming:
+                metrics.stream_closed(self.method)
+            metrics.record(self.method, self.code, elapsed)
         level = rpc_log_level(self.method, self.code)
         if log.isEnabledFor(level):
             log.log(level, "rpc %s code=%s ms=%.2f rid=%s", self.method, self.code.name,
-                    (time.perf_counter() - self.started) * 1000.0, self.rid)
+                    elapsed * 1000.0, self.rid)
 
 
 def rpc_log_level(method: str, code: grpc.StatusCode) -> int:
@@ -147,9 +162,10 @@ def _context_code(context: _Context, default: grpc.StatusCode) -> grpc.StatusCod
 
 
 def _wrap_unary(behavior: _UnaryBehavior[_In, _Out], method: str,
-                details: grpc.HandlerCallDetails) -> _UnaryBehavior[_In, _Out]:
+                details: grpc.HandlerCallDetails, metrics: RpcMetrics | None,
+                streaming: bool = False) -> _UnaryBehavior[_In, _Out]:
     async def handler(request_or_iterator: _In, context: _Context) -> _Out:
-        call = _Call(method, _incoming_request_id(details))
+        call = _Call(method, _incoming_request_id(details), metrics, streaming)
         call.begin(context)
         try:
             return await behavior(request_or_iterator, context)
@@ -187,10 +203,11 @@ logging.getLogger("opentelemetry.context").addFilter(ClosedElsewhereFilter())
 
 
 def _wrap_stream(behavior: _StreamBehavior[_In, _Out], method: str,
-                 details: grpc.HandlerCallDetails) -> _StreamBehavior[_In, _Out]:
+                 details: grpc.HandlerCallDetails,
+                 metrics: RpcMetrics | None) -> _StreamBehavior[_In, _Out]:
     if inspect.isasyncgenfunction(behavior):
         async def generator(request_or_iterator: _In, context: _Context) -> AsyncIterator[_Out]:
-            call = _Call(method, _incoming_request_id(details))
+            call = _Call(method, _incoming_request_id(details), metrics, streaming=True)
             call.begin(context)
             try:
                 async with contextlib.aclosing(
@@ -204,10 +221,14 @@ def _wrap_stream(behavior: _StreamBehavior[_In, _Out], method: str,
 
         return generator
     # not an async generator function: the coroutine function of a stream written by hand
-    return _wrap_unary(cast("_UnaryBehavior[_In, None]", behavior), method, details)
+    return _wrap_unary(cast("_UnaryBehavior[_In, None]", behavior), method, details, metrics,
+                       streaming=True)
 
 
 class GeoplexServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: RpcMetrics | None = None) -> None:
+        self.metrics = metrics  # None: metrics are off
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails],
@@ -222,17 +243,18 @@ class GeoplexServerInterceptor(grpc.aio.ServerInterceptor):
             return found
         # the stub types the behaviours as synchronous; see _AioMethodHandler
         handler = cast("_AioMethodHandler[_TRequest, _TResponse]", found)
+        details, metrics = handler_call_details, self.metrics
         if handler.unary_unary:
             return handler._replace(
-                unary_unary=_wrap_unary(handler.unary_unary, method, handler_call_details))
+                unary_unary=_wrap_unary(handler.unary_unary, method, details, metrics))
         if handler.stream_unary:
-            return handler._replace(
-                stream_unary=_wrap_unary(handler.stream_unary, method, handler_call_details))
+            return handler._replace(stream_unary=_wrap_unary(
+                handler.stream_unary, method, details, metrics, streaming=True))
         if handler.unary_stream:
             return handler._replace(
-                unary_stream=_wrap_stream(handler.unary_stream, method, handler_call_details))
+                unary_stream=_wrap_stream(handler.unary_stream, method, details, metrics))
         # grpc's handler constructors set exactly one behaviour, so this is the one
         stream_stream = cast("_StreamBehavior[AsyncIterator[_TRequest], _TResponse]",
                              handler.stream_stream)
         return handler._replace(
-            stream_stream=_wrap_stream(stream_stream, method, handler_call_details))
+            stream_stream=_wrap_stream(stream_stream, method, details, metrics))

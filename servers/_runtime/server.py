@@ -4,8 +4,8 @@ Every service calls :func:`run` from its ``__main__`` with a ``setup``
 coroutine that builds its adapters (registering their closers on the exit
 stack, so they close in reverse order) and returns the services to serve.
 The runtime adds health (per-service status), reflection, MeshService, the
-request-id/logging/error interceptor, optional tracing and TLS, and graceful
-shutdown on SIGINT/SIGTERM.
+request-id/logging/error/metrics interceptor, optional tracing, metrics (pushed to
+telemetry over OTLP, ``metrics.py``) and TLS, and graceful shutdown on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 
+from . import metrics as metrics_module
 from . import tracing
 from .config import ConfigError, KeepaliveConfig, RuntimeConfig
 from .declaration import ServiceDeclaration
 from .interceptors import GeoplexServerInterceptor
 from .mesh import MeshServicer
+from .metrics import RuntimeMetrics, ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,10 @@ class ServiceSpec:
     # Called once the server listens, with its port, before the ready line: a service
     # that tells others where it is (the broker registers in etcd) does it here.
     on_serving: Callable[[int], Awaitable[None]] | None = None
+    # Called once, as the server is built, with the service's meter (a no-op one while
+    # metrics are off): register observable instruments reading state the service keeps
+    # (docs/adding-a-service.md, "Metrics").
+    instruments: Callable[[ServiceMetrics], None] | None = None
 
 
 @dataclass
@@ -64,6 +70,7 @@ class GeoplexServer:
     services: Sequence[ServiceSpec]
     tracer_provider: TracerProvider | None = None
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    metrics: RuntimeMetrics | None = None  # None: metrics off
     server: grpc.aio.Server = field(init=False)
     health: health.aio.HealthServicer = field(init=False)
     port: int = field(init=False, default=0)
@@ -74,15 +81,19 @@ class GeoplexServer:
             ("grpc.max_receive_message_length", 8 * 1024 * 1024),
             *keepalive_options(self.config.keepalive),
         ]
+        metrics = self.metrics or RuntimeMetrics(self.config.name)
         interceptors = [*tracing.server_interceptors(self.tracer_provider),
-                        GeoplexServerInterceptor(), *self.extra_interceptors]
+                        GeoplexServerInterceptor(metrics.rpc), *self.extra_interceptors]
         self.server = grpc.aio.server(interceptors=interceptors, options=options,
                                       maximum_concurrent_rpcs=self.config.max_concurrent_rpcs)
         start = Timestamp()
         start.GetCurrentTime()
         names = [s.name for s in self.services]
+        service_metrics = metrics.for_service()
         for spec in self.services:
             spec.register(self.server)
+            if spec.instruments is not None:
+                spec.instruments(service_metrics)
         mesh_pb2_grpc.add_MeshServiceServicer_to_server(
             MeshServicer(self.config.name, [*names, MESH_SERVICE], start), self.server)
         self.health = health.aio.HealthServicer()
@@ -134,6 +145,9 @@ class GeoplexServer:
         await self.server.stop(self.config.shutdown_grace if grace is None else grace)
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
+        if self.metrics is not None:
+            # the last export, bounded (metrics.SHUTDOWN_TIMEOUT_S), off the event loop
+            await asyncio.to_thread(self.metrics.shutdown)
 
 
 def keepalive_options(keepalive: KeepaliveConfig) -> list[tuple[str, int]]:
@@ -190,8 +204,17 @@ async def serve(config: RuntimeConfig, setup: Setup,
     async with contextlib.AsyncExitStack() as stack:
         services = await setup(config, stack)
         provider = tracing.make_tracer_provider(config.tracing, config.name)
-        server = GeoplexServer(config, services, provider)
-        await server.start()
+        metrics = metrics_module.make_metrics(config.metrics, config.name)
+        server = GeoplexServer(config, services, provider, metrics=metrics)
+        try:
+            await server.start()
+        except BaseException:
+            await asyncio.to_thread(metrics.shutdown, 0.5)
+            raise
+        if metrics.enabled:
+            log.info("geoplex-%s metrics: OTLP to %s every %gs as job=%s instance=%s",
+                     config.name, config.metrics.endpoint, config.metrics.interval_s,
+                     config.name, metrics.instance)
         for spec in services:
             if spec.on_serving is not None:
                 await spec.on_serving(server.port)

@@ -24,6 +24,7 @@ from .app import BrokerApp
 from .config import BrokerConfig
 from .controller import Controller
 from .domain import BrokerInfo, MetadataUnavailable
+from .instruments import OffsetInstruments
 from .replication import ReplicaManager
 from .log import DiskLogStore, FsyncPolicy
 from .service import SERVICE
@@ -113,7 +114,8 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
         add_replica_service(servicer, server)
 
     return [ServiceSpec(SERVICE.grpc_service_names[0], register,
-                        on_shutdown=app.begin_shutdown, on_serving=serving)]
+                        on_shutdown=app.begin_shutdown, on_serving=serving,
+                        instruments=OffsetInstruments(app).register)]
 
 
 async def _register(cluster: EtcdCluster, me: BrokerInfo, lease_s: float) -> None:

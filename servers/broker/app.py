@@ -25,7 +25,8 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping, Sequence
+from typing import Any
 
 from geoplex.servers._runtime.errors import Unavailable
 
@@ -38,6 +39,7 @@ from .domain import (
     NackQuery,
     NotLeader,
     OffsetOutOfRange,
+    OffsetsView,
     PartitionBatch,
     PartitionLag,
     PartitionState,
@@ -134,11 +136,15 @@ class BrokerApp:
         if self.replicas is not None:
             await self.replicas.start(self._topics.get)
         self._closing_wait = asyncio.create_task(self._closing.wait())
-        self._tasks = [
+        self._tasks.extend([
             asyncio.create_task(self._follow_topics(listed), name="broker topic watch"),
             asyncio.create_task(self._expire_members(), name="broker group expiry"),
             asyncio.create_task(self._retention(), name="broker retention"),
-        ]
+        ])
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in the background until the broker stops (stop() cancels it)."""
+        self._tasks.append(asyncio.create_task(work, name=name))
 
     async def begin_shutdown(self) -> None:
         """Health is NOT_SERVING: long polls answer, Subscribe streams end (UNAVAILABLE)."""
@@ -540,6 +546,45 @@ class BrokerApp:
         beats = {m.member_id: wall - round((clock - m.last_heartbeat) * 1000)
                  for m in info.members}
         return GroupView(info, beats, lag, dead_letter_topic(group))
+
+    async def committed_offsets(self) -> dict[str, dict[tuple[str, int], int]]:
+        """Every consumer group's committed offsets (etcd: MetadataUnavailable)."""
+        return {group: dict(await self.offsets.committed(group))
+                for group in await self.offsets.groups()}
+
+    def offsets_view(self, committed: Mapping[str, Mapping[tuple[str, int], int]]
+                     ) -> OffsetsView:
+        """The end offset of each partition this broker leads, and, for each of them, the
+        committed offset and lag of each group that committed one (``committed``) or that
+        this broker coordinates and is subscribed to its topic (lag from the log start).
+        Lag is counted where the partition is led, so in a cluster each is counted once."""
+        ends: list[tuple[str, int, int]] = []
+        led: dict[tuple[str, int], PartitionLog] = {}
+        for topic, spec in sorted(self._topics.items()):
+            for p in range(spec.partitions):
+                if self._leads(topic, p):
+                    plog = self.logs.partition(topic, p)
+                    led[(topic, p)] = plog
+                    ends.append((topic, p, plog.high_watermark))
+        groups: list[tuple[str, PartitionLag]] = []
+        seen: set[tuple[str, str, int]] = set()
+        for group, offsets in sorted(committed.items()):
+            for (topic, p), done in sorted(offsets.items()):
+                found = led.get((topic, p))
+                if found is not None:
+                    end = found.high_watermark
+                    groups.append((group, PartitionLag(topic, p, done, end,
+                                                       max(0, end - done), "")))
+                    seen.add((group, topic, p))
+        for group in self.coordinator.groups():
+            topics = {t for m in self.coordinator.describe(group).members for t in m.topics}
+            for (topic, p), plog in led.items():
+                if topic in topics and (group, topic, p) not in seen:
+                    end = plog.high_watermark
+                    groups.append((group, PartitionLag(topic, p, -1, end,
+                                                       max(0, end - plog.log_start_offset),
+                                                       "")))
+        return OffsetsView(tuple(ends), tuple(groups))
 
     async def list_groups(self) -> list[str]:
         names = set(self.coordinator.groups())

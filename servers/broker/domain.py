@@ -220,6 +220,15 @@ class PartitionLag:
     member_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class OffsetsView:
+    """What the broker's metrics show: the end offset (high watermark) of each partition
+    this broker leads, and each consumer group's position on those partitions."""
+
+    ends: tuple[tuple[str, int, int], ...] = ()  # (topic, partition, end offset)
+    groups: tuple[tuple[str, PartitionLag], ...] = ()  # (group, where it is on a partition)
+
+
 # ---- the cluster (etcd keys in adapters/etcd_cluster.py) ---------------------------
 
 NO_LEADER = -1

@@ -89,7 +89,8 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
         print(f"geoplex-maps http on http://{address}/", flush=True)
     return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: add_to_server(servicer, server),
-                        on_shutdown=navigator.shutdown if navigator is not None else None)]
+                        on_shutdown=navigator.shutdown if navigator is not None else None,
+                        instruments=ingest.instruments if ingest is not None else None)]
 
 
 async def start_tiles(config: MapsConfig, stack: contextlib.AsyncExitStack

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pymongo.errors import PyMongoError
 
@@ -28,6 +29,9 @@ from . import convert
 from .adapters.mongo_trips import MongoTripHistory
 from .consuming import STOP_GRACE_S, consume_batches, stop_tasks
 from .locations import Fix, LastFixes, Rejected, check
+
+if TYPE_CHECKING:
+    from geoplex.servers._runtime.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +53,18 @@ class LocationIngest:
         self._producer: Producer | None = None
         self._task: asyncio.Task[None] | None = None
         self._observers: list[FixObserver] = []
+        # fixes of the batches reported here: acknowledged by the broker, and refused
+        self.accepted_fixes = 0
+        self.rejected_fixes = 0
+
+    def instruments(self, metrics: ServiceMetrics) -> None:
+        """The ingest's metrics (ServiceSpec.instruments): fixes taken (rate() of it is the
+        ingest rate) and refused."""
+        metrics.counter("geoplex.maps.ingest.fixes",
+                        lambda: [(self.accepted_fixes, {"outcome": "accepted"}),
+                                 (self.rejected_fixes, {"outcome": "rejected"})],
+                        unit="{fix}", description="Navigation fixes reported: accepted "
+                                                  "(acknowledged by the broker) or rejected")
 
     def observe(self, observer: FixObserver) -> None:
         """Call ``observer(user, fixes)`` with each batch's accepted fixes (time order) once
@@ -79,6 +95,7 @@ class LocationIngest:
         # checking and encoding up to 1,000 fixes is milliseconds: off the event loop
         accepted, rejected, value = await asyncio.to_thread(
             self._prepare, user, batch_id, fixes, self.last.get(user))
+        self.rejected_fixes += len(rejected)
         if not accepted:
             return 0, rejected
         producer = self._producer  # made once the topic exists
@@ -92,6 +109,7 @@ class LocationIngest:
             raise Unavailable(f"the broker did not take the batch ({type(exc).__name__}); "
                               "retry with the same batch_id", reason="BROKER_UNAVAILABLE"
                               ) from exc
+        self.accepted_fixes += len(accepted)
         self.last.put(user, accepted[-1][1])
         if self._observers:
             self._tell(user, [f for _, f in accepted])

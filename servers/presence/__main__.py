@@ -34,7 +34,7 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: presence_pb2_grpc.add_PresenceServiceServicer_to_server(
                             servicer, server),
-                        on_shutdown=hub.shutdown)]
+                        on_shutdown=hub.shutdown, instruments=hub.instruments)]
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .catchup import CatchUp
 from .domain import Event, Fix, HubConfig, Rejection, Seen, Session
@@ -23,6 +23,9 @@ from .operations import Operations
 from .ports import LocationBus, PresenceStore
 from .sessions import LocalSessions
 from .streams import Streams
+
+if TYPE_CHECKING:
+    from geoplex.servers._runtime.metrics import ServiceMetrics
 
 T = TypeVar("T")
 
@@ -39,6 +42,18 @@ class PresenceHub:
                                 clock)
         self.operations = Operations(store, bus, config, clock)
         self._tasks: list[asyncio.Task[None]] = []
+
+    def instruments(self, metrics: ServiceMetrics) -> None:
+        """The service's metrics (ServiceSpec.instruments): fan-out messages and the
+        streams open here, read from the state the hub keeps."""
+        local, fanout = self.local, self.fanout
+        metrics.counter("geoplex.presence.fanout.messages", lambda: fanout.delivered,
+                        unit="{message}",
+                        description="Friends' location and gone events handed to the streams "
+                                    "open here (one per event and following stream)")
+        metrics.up_down_counter("geoplex.presence.streams",
+                                lambda: sum(map(len, list(local.by_user.values()))),
+                                unit="{stream}", description="Connect streams open here")
 
     # -- lifecycle ------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ class Fanout:
     config: HubConfig
     clock: Callable[[], float]
     feed: Feed = field(init=False)  # this process's one subscription, to every channel
+    # friends' events handed to the sessions here, one per event and session (metrics)
+    delivered: int = field(default=0, init=False)
     _applying: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
@@ -63,11 +65,15 @@ class Fanout:
     def dispatch(self, event: FeedEvent) -> None:
         """Hand one event heard on the feed to the sessions it concerns."""
         if isinstance(event, Located):
-            for session in self.local.watchers.get(event.user_id, ()):
+            watching = self.local.watchers.get(event.user_id, ())
+            for session in watching:
                 session.friend_moved(event.user_id, event.fix)
+            self.delivered += len(watching)
         elif isinstance(event, Withdrawn):
-            for session in self.local.watchers.get(event.user_id, ()):
+            watching = self.local.watchers.get(event.user_id, ())
+            for session in watching:
                 session.friend_gone(event.user_id, event.reason)
+            self.delivered += len(watching)
         else:
             user = event.user_id
             self.local.heard[user] = self.local.heard_from(user) + 1

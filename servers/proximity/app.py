@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from geoplex.servers._runtime import paging
 from geoplex.servers._runtime.errors import InvalidArgument, NotFound, PermissionDenied
@@ -26,6 +27,9 @@ from .details import BusinessDetails
 from .domain import Business, Hit, SearchPage, SearchQuery
 from .indexes import build_index
 from .ports import BusinessCache, BusinessStore, Change, ChangeStream
+
+if TYPE_CHECKING:
+    from geoplex.servers._runtime.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,27 @@ class ProximityApp:
         self.index = build_index(index, store, cache, self.details)
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
+
+    def instruments(self, metrics: ServiceMetrics) -> None:
+        """The service's metrics (ServiceSpec.instruments): the index size and the detail
+        cache's hits and misses per tier, read from counters kept anyway."""
+        def indexed() -> list[tuple[float, dict[str, str]]]:
+            size = self.index.size()
+            return [] if size is None else [(size, {"index": self.index_kind})]
+
+        details = self.details
+        metrics.gauge("geoplex.proximity.index.businesses", indexed, unit="{business}",
+                      description="Businesses in this process's in-memory search index")
+        metrics.counter("geoplex.proximity.detail_cache.hits",
+                        lambda: [(details.local_hits, {"tier": "memory"}),
+                                 (details.redis_hits, {"tier": "redis"})],
+                        unit="{lookup}", description="Business details found in a cache tier")
+        metrics.counter("geoplex.proximity.detail_cache.misses",
+                        lambda: [(details.local_misses, {"tier": "memory"}),
+                                 (details.redis_misses, {"tier": "redis"})],
+                        unit="{lookup}",
+                        description="Business details not in a cache tier (memory: asked of "
+                                    "Redis next; redis: read from MongoDB)")
 
     # -- lifecycle ---------------------------------------------------------------
 

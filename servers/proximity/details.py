@@ -43,6 +43,11 @@ class BusinessDetails:
         self.store = store
         self.cache = cache
         self.local = DetailCache(capacity)
+        # ids looked up, by where they were found (the metrics read these)
+        self.local_hits = 0
+        self.local_misses = 0  # looked up in Redis next
+        self.redis_hits = 0
+        self.redis_misses = 0  # read from MongoDB
 
     async def warm(self) -> None:
         """Fill L1 with as many businesses as it holds, straight from the system of record."""
@@ -58,9 +63,13 @@ class BusinessDetails:
                 missing.append(bid)
             else:
                 found[bid] = b
+        self.local_hits += len(found)
+        self.local_misses += len(missing)
         if missing:
             from_cache = await self.cache.get_businesses(missing)
             still = [bid for bid in missing if bid not in from_cache]
+            self.redis_hits += len(missing) - len(still)
+            self.redis_misses += len(still)
             from_store = await self.store.get_many(still) if still else {}
             if from_store:
                 await self.cache.put_businesses(from_store)

@@ -44,6 +44,9 @@ class QuadtreeSearch:
         if self.tree.needs_rebuild() and self._rebuild is None:
             self._rebuild = asyncio.create_task(self._rebuild_tree(), name="quadtree-rebuild")
 
+    def size(self) -> int:
+        return len(self.tree)
+
     async def stop(self) -> None:
         if self._rebuild is not None:
             self._rebuild.cancel()

@@ -96,6 +96,11 @@ class SearchIndex(Protocol):
         """Cancel any background work."""
         ...
 
+    def size(self) -> int | None:
+        """How many businesses it holds in this process now (None: it holds none); read
+        by the metrics export thread, so a plain read."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class OnSharedBackends:
@@ -105,3 +110,6 @@ class OnSharedBackends:
     store: BusinessStore
     cache: BusinessCache
     details: BusinessLookup
+
+    def size(self) -> int | None:
+        return None

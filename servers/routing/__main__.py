@@ -32,7 +32,8 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     stack.push_async_callback(app.stop)
     servicer = RoutingServicer(app, TokenVerifier(config.auth_secret), config.admins)
     return [ServiceSpec(SERVICE.grpc_service_names[0],
-                        lambda server: add_to_server(servicer, server))]
+                        lambda server: add_to_server(servicer, server),
+                        instruments=app.instruments)]
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from .ports import UNREACHABLE
 from .regions import ModeGraph, Region
 from .snapping import Snap
 
+if TYPE_CHECKING:
+    from geoplex.servers._runtime.metrics import Readings, ServiceMetrics
+
 T = TypeVar("T")
 DEGREES_PER_M = 1 / 111_000.0
 
@@ -50,6 +53,22 @@ class RoutingApp:
         self._refresher: asyncio.Task[None] | None = None
         # how far outside a region's box a point may still snap into it
         self._margin_deg = config.max_snap_m * DEGREES_PER_M * 2
+
+    def instruments(self, metrics: ServiceMetrics) -> None:
+        """The service's metrics (ServiceSpec.instruments): customizations per region and
+        mode (queries are the runtime's per-RPC histogram)."""
+        def customizations() -> Readings:
+            return [(count, {"region": region.name, "mode": graph.mode, "kind": kind})
+                    for region in self.regions.values()
+                    for graph in region.modes.values()
+                    for kind, count in (("traffic", graph.traffic_customizations),
+                                        ("derived", graph.derived_customizations))]
+
+        metrics.counter("geoplex.routing.customizations", customizations,
+                        unit="{customization}",
+                        description="Metrics customized since start: live traffic (an update "
+                                    "or its fading) and derived (avoided road classes, plain "
+                                    "durations)")
 
     async def start(self) -> None:
         self._refresher = asyncio.create_task(self._refresh_forever(), name="traffic-refresh")

@@ -67,6 +67,10 @@ class ModeGraph:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _traffic_lock: threading.Lock = field(default_factory=threading.Lock)
     _by_way: dict[int, npt.NDArray[np.int64]] | None = None
+    # metrics customized since start: live traffic ones, and ones leaving road classes out
+    # or of plain durations (counted under the locks that guard each kind)
+    traffic_customizations: int = 0
+    derived_customizations: int = 0
 
     def weighting(self, traffic: bool, avoid: int = 0, *, fastest: bool = False) -> Weighting:
         """The metric for a query: free flow or live, with some road classes left out, or
@@ -98,6 +102,7 @@ class ModeGraph:
         with self._lock:
             self._derived = {k: v for k, v in self._derived.items() if k[2] == base.version}
             self._derived[key] = made
+            self.derived_customizations += 1
         return made
 
     def apply_traffic(self, segments: npt.NDArray[np.int64], factors: npt.NDArray[np.float64],
@@ -125,6 +130,7 @@ class ModeGraph:
         self.current = Weighting(self.engine.customize(weights), seg_ms,
                                  self.graph.seg_weight(seg_ms), weights, self.traffic.version)
         self.metric_time = now
+        self.traffic_customizations += 1
 
     def segments_of_way(self, way_id: int) -> npt.NDArray[np.int64] | None:
         """This mode's segments (both directions) of one OSM way, or None."""

@@ -1,0 +1,136 @@
+"""Real servers push their own metrics to a real telemetry server over OTLP (GEOPLEX_METRICS
+=otlp): each RPC by method and status code, the broker's consumer lag, the proximity
+index size, all found by the PromQL a dashboard or an alert rule would use."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import grpc.aio
+import pytest
+from polling import eventually
+
+from geoplex.broker.v1 import broker_pb2 as bpb
+from geoplex.broker.v1 import broker_pb2_grpc
+from geoplex.clients import ChannelOptions
+from geoplex.clients.errors import InvalidArgumentError
+from geoplex.clients.proximity import ProximityClient
+from geoplex.clients.telemetry import TelemetryClient
+from geoplex.infra.local import BackendUrls
+
+if TYPE_CHECKING:
+    from conftest import ServerProcess  # tests/conftest.py
+
+BY_METHOD_AND_CODE = ('sum by (rpc_method, rpc_grpc_status_code) '
+                      '(rpc_server_call_duration_seconds_count{{job="{job}"}})')
+
+
+def metrics_env(telemetry: ServerProcess) -> dict[str, str]:
+    return {"GEOPLEX_METRICS": "otlp", "GEOPLEX_METRICS_ENDPOINT": telemetry.address,
+            "GEOPLEX_METRICS_INTERVAL_SECONDS": "0.5", "GEOPLEX_LOG_LEVEL": "warning"}
+
+
+@pytest.fixture(scope="module")
+def telemetry(server_factory: Callable[..., ServerProcess],
+              tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
+    return server_factory("telemetry", {
+        "GEOPLEX_TELEMETRY_DATA_DIR": str(tmp_path_factory.mktemp("metrics-store")),
+        "GEOPLEX_METRICS": "off"}, "metrics-telemetry")
+
+
+@pytest.fixture(scope="module")
+def broker(backends: BackendUrls, server_factory: Callable[..., ServerProcess],
+           tmp_path_factory: pytest.TempPathFactory, telemetry: ServerProcess) -> ServerProcess:
+    data: Path = tmp_path_factory.mktemp("metrics-broker")
+    return server_factory("broker", {
+        **backends.env(), "GEOPLEX_BROKER_DATA_DIR": str(data),
+        "GEOPLEX_BROKER_ETCD_PREFIX": f"/geoplex-test/{uuid.uuid4().hex[:12]}",
+        **metrics_env(telemetry)}, "metrics-broker")
+
+
+@pytest.fixture(scope="module")
+def proximity(backends: BackendUrls, server_factory: Callable[..., ServerProcess],
+              telemetry: ServerProcess) -> ServerProcess:
+    return server_factory("proximity", {
+        **backends.env(), "GEOPLEX_PROXIMITY_DATABASE": f"metrics_{uuid.uuid4().hex[:8]}",
+        **metrics_env(telemetry)}, "metrics-proximity")
+
+
+@pytest.fixture
+async def tm(telemetry: ServerProcess) -> AsyncIterator[TelemetryClient]:
+    async with TelemetryClient(telemetry.address, ChannelOptions(retry=False)) as client:
+        yield client
+
+
+Vector = dict[tuple[tuple[str, str], ...], float]  # sorted labels -> value
+
+
+async def _vector(tm: TelemetryClient, query: str) -> Vector:
+    answer = await tm.query(query, timeout=10)
+    return {tuple(sorted((label.name, label.value) for label in s.labels)): s.sample.value
+            for s in answer.vector}
+
+
+async def test_broker_rpcs_by_method_and_code_and_a_groups_lag_reach_telemetry(
+        broker: ServerProcess, tm: TelemetryClient) -> None:
+    topic, group = f"metrics-{uuid.uuid4().hex[:8]}", f"billing-{uuid.uuid4().hex[:8]}"
+    async with grpc.aio.insecure_channel(broker.address) as channel:
+        stub = broker_pb2_grpc.BrokerServiceStub(channel)
+        await stub.CreateTopic(bpb.CreateTopicRequest(topic=bpb.Topic(name=topic, partitions=1)),
+                               timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.CreateTopic(bpb.CreateTopicRequest(
+                topic=bpb.Topic(name=f"{topic}-none", partitions=0)), timeout=10)
+        # the group has read nothing: its offset at the start, then 5 records it never reads
+        await stub.ResetOffsets(bpb.ResetOffsetsRequest(group=group, topic=topic,
+                                                        to=bpb.RESET_TO_EARLIEST), timeout=10)
+        await stub.Produce(bpb.ProduceRequest(
+            topic=topic, partition=0, acks=bpb.ACKS_ALL,
+            records=[bpb.Record(value=b"%d" % i) for i in range(5)]), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+    async def rpcs_seen() -> Vector:
+        found = await _vector(tm, BY_METHOD_AND_CODE.format(job="broker"))
+        wanted = [(("rpc_grpc_status_code", "0"), ("rpc_method", "CreateTopic")),
+                  (("rpc_grpc_status_code", "3"), ("rpc_method", "CreateTopic")),
+                  (("rpc_grpc_status_code", "0"), ("rpc_method", "Produce"))]
+        return found if all(key in found for key in wanted) else {}
+
+    by_method = await eventually(rpcs_seen, 30, what="the broker's RPCs in telemetry")
+    assert by_method[(("rpc_grpc_status_code", "3"), ("rpc_method", "CreateTopic"))] == 1
+    assert by_method[(("rpc_grpc_status_code", "0"), ("rpc_method", "Produce"))] == 1
+
+    lag_query = f'geoplex_broker_consumer_lag{{job="broker", group="{group}", topic="{topic}"}}'
+
+    async def lag() -> Vector:
+        found = await _vector(tm, lag_query)
+        return found if list(found.values()) == [5.0] else {}
+
+    ((labels, _),) = (await eventually(lag, 30, what="the group's lag of 5")).items()
+    assert {k for k, _ in labels} >= {"__name__", "job", "instance", "topic", "partition",
+                                      "group"}
+    assert dict(labels)["partition"] == "0"
+    end = await _vector(tm, f'geoplex_broker_partition_end_offset{{topic="{topic}"}}')
+    assert list(end.values()) == [5.0]
+
+
+async def test_proximity_calls_and_its_index_size_reach_telemetry(
+        proximity: ServerProcess, tm: TelemetryClient) -> None:
+    async with ProximityClient(proximity.address, ChannelOptions(retry=False)) as px:
+        await px.search(60.1704, 24.9522, 1000, timeout=10)
+        with pytest.raises(InvalidArgumentError):
+            await px.search(60.1704, 24.9522, 7, timeout=10)
+
+    async def both_codes() -> Vector:
+        found = await _vector(tm, BY_METHOD_AND_CODE.format(job="proximity"))
+        keys = [(("rpc_grpc_status_code", code), ("rpc_method", "SearchNearbyBusinesses"))
+                for code in ("0", "3")]
+        return found if all(found.get(key) == 1 for key in keys) else {}
+
+    await eventually(both_codes, 30, what="the proximity RPCs in telemetry")
+    size = await _vector(tm, 'geoplex_proximity_index_businesses{job="proximity"}')
+    assert list(size.values()) == [0.0]  # a fresh, empty database
