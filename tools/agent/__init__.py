@@ -103,8 +103,9 @@ async def _forever(config: AgentConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     groups = f", processes {', '.join(config.processes)}" if config.processes else ""
-    print(f"geoplex agent: {config.instance} (job {config.job}{groups}) to telemetry at "
-          f"{config.target} every {config.interval_s:g} s", flush=True)
+    # "ready on <target>": the line a supervisor (geoplex up) waits for, as a server's
+    print(f"geoplex agent: {config.instance} (job {config.job}{groups}) ready on "
+          f"{config.target}: pushing every {config.interval_s:g} s", flush=True)
     agent = Agent(config)
     await agent.run(stop)
     if agent.backlog.samples:

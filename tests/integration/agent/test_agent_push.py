@@ -255,8 +255,8 @@ async def test_sigterm_flushes_and_exits_0_and_the_agent_is_quiet_meanwhile(
         assert time.monotonic() - started < 5
     said = (tmp_path / "agent.log").read_text().splitlines()
     assert len(said) == 1, said
-    assert said[0].startswith(f"geoplex agent: {instance} (job node) to telemetry at "
-                              f"{telemetry.address} every 0.2 s")
+    assert said[0].startswith(f"geoplex agent: {instance} (job node) ready on "
+                              f"{telemetry.address}: pushing every 0.2 s")
 
 
 async def test_sigterm_while_telemetry_is_unreachable_exits_0_within_the_flush_time(
