@@ -233,21 +233,7 @@ class Head:
                     f"timestamp {t} is too old: more than the out-of-order window "
                     f"({self.ooo_window_ms} ms) behind the head's max time {reference} "
                     f"(the limit is {window_floor})")
-            series = self.series.get(labels)
-            if series is not None:
-                series_id = series.id
-            elif labels in new:
-                series_id = new[labels]
-            else:
-                if (self.max_series is not None
-                        and len(self.series) + len(new) >= self.max_series):
-                    raise SampleRejected(
-                        RejectReason.SERIES_LIMIT, index,
-                        f"the head holds its limit of {self.max_series} active series; "
-                        f"{labels!r} would be a new one")
-                series_id = self.next_id + len(new)
-                new[labels] = series_id
-                prepared.new_series.append((series_id, labels))
+            series, series_id = self._series_for(labels, new, prepared, index)
             existing = series.bits_at(t) if series is not None else None
             if existing is None:
                 existing = pending.get((series_id, t))
@@ -263,6 +249,25 @@ class Head:
             prepared.timestamps.append(t)
             prepared.bits.append(bits)
         return prepared
+
+    def _series_for(self, labels: Labels, new: dict[Labels, int], prepared: Prepared,
+                    index: int) -> tuple[MemSeries | None, int]:
+        """The head's series for ``labels`` and its id, or a new id (recorded in
+        ``prepared``) within the active-series limit."""
+        series = self.series.get(labels)
+        if series is not None:
+            return series, series.id
+        if labels in new:
+            return None, new[labels]
+        if self.max_series is not None and len(self.series) + len(new) >= self.max_series:
+            raise SampleRejected(
+                RejectReason.SERIES_LIMIT, index,
+                f"the head holds its limit of {self.max_series} active series; "
+                f"{labels!r} would be a new one")
+        series_id = self.next_id + len(new)
+        new[labels] = series_id
+        prepared.new_series.append((series_id, labels))
+        return None, series_id
 
     def prepare_series(self, batch: Sequence[SeriesInput]) -> Prepared:
         """:meth:`prepare` for a columnar batch (each series with its samples as arrays):
@@ -338,21 +343,7 @@ class Head:
         pending: dict[tuple[int, int], int] = {}
         for i, labels in enumerate(labels_list):
             ts, vs = ts_parts[i], vs_parts[i]
-            series = self.series.get(labels)
-            if series is not None:
-                series_id = series.id
-            elif labels in new:
-                series_id = new[labels]
-            else:
-                if (self.max_series is not None
-                        and len(self.series) + len(new) >= self.max_series):
-                    raise SampleRejected(
-                        RejectReason.SERIES_LIMIT, int(starts[i]),
-                        f"the head holds its limit of {self.max_series} active series; "
-                        f"{labels!r} would be a new one")
-                series_id = self.next_id + len(new)
-                new[labels] = series_id
-                prepared.new_series.append((series_id, labels))
+            series, series_id = self._series_for(labels, new, prepared, int(starts[i]))
             last = series.last_t if series is not None else INT64_MIN
             if labels not in seen and ascending[i] and firsts[i] > last:
                 run_of[labels] = len(prepared.runs)
