@@ -14,6 +14,7 @@ from geoplex.servers._runtime.server import ServiceSpec, run
 
 from .adapters.etcd_state import EtcdState
 from .config import NotifierConfig
+from . import instruments
 from .dispatcher import FIRST_SILENCES_S, Dispatcher
 from .ports import Channel, ChannelFactory
 from .service import SERVICE
@@ -86,7 +87,8 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     def register(server: grpc.aio.Server) -> None:
         add_to_server(servicer, server)
 
-    return [ServiceSpec(SERVICE.grpc_service_names[0], register)]
+    return [ServiceSpec(SERVICE.grpc_service_names[0], register,
+                        instruments=instruments.register(dispatcher))]
 
 
 def main() -> None:

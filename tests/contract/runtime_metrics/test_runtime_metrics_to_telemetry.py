@@ -134,3 +134,21 @@ async def test_proximity_calls_and_its_index_size_reach_telemetry(
     await eventually(both_codes, 30, what="the proximity RPCs in telemetry")
     size = await _vector(tm, 'geoplex_proximity_index_businesses{job="proximity"}')
     assert list(size.values()) == [0.0]  # a fresh, empty database
+
+
+async def test_the_notifiers_counts_reach_telemetry_for_its_failure_alert(
+        backends: BackendUrls, server_factory: Callable[..., ServerProcess],
+        telemetry: ServerProcess, tm: TelemetryClient) -> None:
+    """The notifier's instruments: what it holds and what it sent or failed to send — the
+    series the default NotificationsFailing rule reads."""
+    server_factory("notifier", {
+        **backends.env(), "GEOPLEX_NOTIFIER_ETCD_PREFIX": f"/geoplex-test/{uuid.uuid4().hex[:12]}",
+        "GEOPLEX_NOTIFIER_ID": "1", **metrics_env(telemetry)}, "metrics-notifier")
+
+    async def silences_reported() -> Vector:
+        return await _vector(tm, 'sum by (state) (geoplex_notifier_silences{job="notifier"})')
+
+    found = await eventually(silences_reported, 60, what="the notifier's silence gauges")
+    assert {dict(k)["state"] for k in found} >= {"active", "expired"}
+    groups = await _vector(tm, 'geoplex_notifier_aggregation_groups{job="notifier"}')
+    assert list(groups.values()) == [0.0]
