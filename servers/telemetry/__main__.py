@@ -12,7 +12,7 @@ from geoplex.servers._runtime.server import ServiceSpec, run
 
 from .adapters.victoria import open_victoria
 from .config import PREFIX, TelemetryConfig
-from .http import PrometheusApi
+from .http import PrometheusApi, load_api_rules
 from . import otlp_servicer as otlp_servicer_module
 from .limits import SampleRateLimit
 from .otlp_servicer import OtlpMetricsServicer
@@ -96,6 +96,7 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     # store closes; stopping writes no stale markers, so alerts restore at the next start
     rules = RuleManager.from_config(store, engine, config)
     await rules.start()
+    await load_api_rules(rules, config.data_dir)
     stack.push_async_callback(rules.stop)
     servicer = TelemetryServicer(store, engine, config, parse_selector, limit)
     if config.http_port is not None:

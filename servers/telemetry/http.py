@@ -10,6 +10,10 @@ data source and other Prometheus tools read from the store:
     GET      /api/v1/status/buildinfo
     GET      /api/v1/rules             rule groups, their rules' health and alerts
     GET      /api/v1/alerts            pending and firing alerts
+    POST     /api/v1/rules/<namespace> a rule file's text (YAML) replaces that namespace's
+                                       groups, validated as files are (400 naming each
+                                       problem, nothing changed); Mimir's ruler API shape
+    DELETE   /api/v1/rules/<namespace> removes them
     POST     /api/v1/write             Prometheus remote write 1.0 (protobuf + snappy)
 
 Answers are Prometheus's JSON (``{"status": "success", "data": ...}``); errors are
@@ -21,18 +25,22 @@ are Unix seconds (fractions allowed) or RFC 3339; steps a duration (``15s``) or 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDict, MultiMapping
 
 from geoplex import __version__
-from geoplex.servers._runtime.errors import GeoplexError, InvalidArgument
+from geoplex.servers._runtime.errors import FailedPrecondition, GeoplexError, InvalidArgument
 from geoplex.servers._runtime.http import start_http
+from geoplex.servers._runtime.validate import is_id
 
 
 from . import convert, queries
@@ -62,6 +70,46 @@ MAX_TIME_MS = (1 << 62) // 1000
 def _error(error_type: str, message: str, status: int) -> web.Response:
     return web.json_response({"status": "error", "errorType": error_type, "error": message},
                              status=status)
+
+
+logger = logging.getLogger(__name__)
+API_RULES_DIR = "rules-api"   # under the data directory: groups set through the API
+
+
+def _namespace(text: str) -> str:
+    if not is_id(text) or "/" in text or text.startswith("."):
+        raise InvalidArgument("namespace", "must be 1..128 printable characters, no '/' "
+                              "and not starting with '.'")
+    return f"api:{text}"
+
+
+def save_api_rules(data_dir: Path, name: str, text: str | None) -> None:
+    """Keep (or with None, forget) a namespace's rule text, so a restart loads it again."""
+    directory = data_dir / API_RULES_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.yml"
+    if text is None:
+        path.unlink(missing_ok=True)
+        return
+    temporary = directory / f".{name}.yml.tmp"
+    with temporary.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+async def load_api_rules(rules: RuleManager, data_dir: Path) -> None:
+    """The namespaces set through the API before a restart."""
+    directory = data_dir / API_RULES_DIR
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.glob("*.yml")):
+        try:
+            await rules.set_group(f"api:{path.stem}", path.read_text(encoding="utf-8"))
+        except InvalidArgument as error:
+            logger.warning("rule namespace %s from the API no longer loads: %s", path.stem,
+                           error)
 
 
 def success(data: Any, warnings: Sequence[str] = (), infos: Sequence[str] = (),
@@ -151,6 +199,8 @@ class PrometheusApi:
         app.router.add_get("/api/v1/status/buildinfo", self.buildinfo)
         app.router.add_get("/api/v1/rules", self.rule_groups)
         app.router.add_get("/api/v1/alerts", self.alerts)
+        app.router.add_post("/api/v1/rules/{namespace}", self.set_rules)
+        app.router.add_delete("/api/v1/rules/{namespace}", self.delete_rules)
         return app
 
     async def start(self, host: str, port: int) -> str:
@@ -267,6 +317,27 @@ class PrometheusApi:
     async def rule_groups(self, request: web.Request) -> web.StreamResponse:
         data, warnings = rules_api.rules_data(self.rules, request.query, self.parse_selector)
         return success(data, warnings)
+
+    def _rule_manager(self) -> RuleManager:
+        if self.rules is None:
+            raise FailedPrecondition("rule evaluation is off on this server")
+        return self.rules
+
+    async def set_rules(self, request: web.Request) -> web.StreamResponse:
+        """A namespace's groups from a rule file's text, as if a file of that name."""
+        name = request.match_info["namespace"]
+        namespace = _namespace(name)
+        text = await request.text()
+        groups = await self._rule_manager().set_group(namespace, text)
+        await asyncio.to_thread(save_api_rules, self.config.data_dir, name, text)
+        return success({"namespace": namespace, "groups": groups})
+
+    async def delete_rules(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["namespace"]
+        namespace = _namespace(name)
+        await self._rule_manager().remove_file(namespace)
+        await asyncio.to_thread(save_api_rules, self.config.data_dir, name, None)
+        return success({"namespace": namespace, "groups": []})
 
     async def alerts(self, _request: web.Request) -> web.StreamResponse:
         return success(rules_api.alerts_data(self.rules))

@@ -207,3 +207,39 @@ async def _state(http: aiohttp.ClientSession, port: int, state: str) -> dict[str
 
 def _ms(rfc3339: str) -> int:
     return round(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+async def test_rules_set_through_the_api_are_validated_kept_and_removable(
+        server_factory: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    """POST /api/v1/rules/<namespace> (Mimir's ruler API shape): a bad file is refused
+    whole naming its problem; a good one runs and survives a restart; DELETE removes it."""
+    http_port = free_port()
+    env = {"GEOPLEX_TELEMETRY_DATA_DIR": str(tmp_path / "store"),
+           "GEOPLEX_TELEMETRY_HTTP_PORT": str(http_port),
+           "GEOPLEX_TELEMETRY_RULE_FILES": str(tmp_path / "none.yml")}
+    (tmp_path / "none.yml").write_text("groups: []\n")
+    server = server_factory("telemetry", env, "telemetry-rules-api")
+    base = f"http://127.0.0.1:{http_port}/api/v1/rules"
+
+    async def names(http: aiohttp.ClientSession) -> list[tuple[str, str]]:
+        groups = (await get(http, http_port, "/api/v1/rules"))["data"]["groups"]
+        return [(g["file"], g["name"]) for g in groups]
+
+    async with aiohttp.ClientSession() as http:
+        bad = "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: up ==\n"
+        async with http.post(f"{base}/team-a", data=bad) as response:
+            body = await response.json()
+            assert response.status == 400 and body["errorType"] == "bad_data", body
+            assert 'group "g"' in body["error"] and "parse error" in body["error"]
+        assert await names(http) == []
+        good = RULES.replace("name: queues", "name: api-queues")
+        async with http.post(f"{base}/team-a", data=good) as response:
+            assert response.status == 200, await response.text()
+        assert await names(http) == [("api:team-a", "api-queues")]
+    server.stop()
+    server = server_factory("telemetry", env, "telemetry-rules-api-again")
+    async with aiohttp.ClientSession() as http:
+        assert await names(http) == [("api:team-a", "api-queues")]
+        async with http.delete(f"{base}/team-a") as response:
+            assert response.status == 200
+        assert await names(http) == []
