@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps page-deps browser-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing bench-maps-tiles-ingest bench-maps-congestion bench-telemetry clean
+.PHONY: help setup system-deps page-deps browser-deps run test lint typecheck breaking gen gen-check bench bench-runtime bench-proximity bench-presence bench-broker bench-broker-cluster bench-broker-chaos bench-routing bench-maps-tiles-ingest bench-maps-congestion bench-telemetry bench-telemetry-alerting clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -77,9 +77,9 @@ run: setup page-deps  ## start backends, load demo data, run every service (Ctrl
 	$(BIN)/geoplex up
 
 test: setup browser-deps lint breaking typecheck  ## every test, with the backends they need
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
-bench: bench-runtime bench-proximity bench-presence bench-broker bench-routing bench-maps-tiles-ingest bench-maps-congestion bench-telemetry  ## run every benchmark (minutes)
+bench: bench-runtime bench-proximity bench-presence bench-broker bench-routing bench-maps-tiles-ingest bench-maps-congestion bench-telemetry bench-telemetry-alerting  ## run every benchmark (minutes)
 
 bench-runtime: setup  ## the runtime's own ceiling
 	$(PY) -m bench.runtime
@@ -110,6 +110,9 @@ bench-maps-congestion: setup  ## congestion: ETA rise, detour and recovery with 
 
 bench-telemetry: setup  ## the time-series store vs Prometheus and VictoriaMetrics: remote-write ingest per core, bytes/sample, RSS/series, query p50/p99
 	$(PY) -m bench.telemetry
+
+bench-telemetry-alerting: setup  ## rule evaluation (1,000 rules, 10,000 series) vs Prometheus; alert-to-email latency; the agent's cost
+	$(PY) -m bench.telemetry_alerting
 
 clean:  ## remove local state and build output (keeps the venv)
 	rm -rf .geoplex build dist *.egg-info
