@@ -173,6 +173,7 @@ class Head:
         self.postings = MemPostings()
         self.next_id = 1
         self.max_t = INT64_MIN
+        self._min_t: int | None = INT64_MAX   # None: to be recomputed
         self.min_valid_t = INT64_MIN
         self.samples = 0
         # label sets as sent -> validated Labels: a sender repeats the same series in
@@ -181,8 +182,13 @@ class Head:
 
     @property
     def min_t(self) -> int:
-        """The earliest sample's timestamp (INT64_MAX when the head is empty)."""
-        return min((s.first_t for s in self.by_id.values() if s.n), default=INT64_MAX)
+        """The earliest sample's timestamp (INT64_MAX when the head is empty); kept as
+        samples arrive, recomputed over the series only after a truncation (every query
+        choosing its tier reads it)."""
+        if self._min_t is None:
+            self._min_t = min((s.first_t for s in self.by_id.values() if s.n),
+                              default=INT64_MAX)
+        return self._min_t
 
     # ---- appending ------------------------------------------------------------------
 
@@ -390,6 +396,11 @@ class Head:
         self.samples += prepared.count
         if prepared.count:
             self.max_t = max(self.max_t, prepared.max_t)
+            if self._min_t is not None:
+                lowest = min([int(ts[0]) for _, ts, _ in prepared.runs if len(ts)]
+                             + ([min(prepared.timestamps)] if prepared.timestamps else []),
+                             default=INT64_MAX)
+                self._min_t = min(self._min_t, lowest)
 
     def _create(self, series_id: int, labels: Labels) -> MemSeries:
         series = MemSeries(series_id, labels)
@@ -420,6 +431,8 @@ class Head:
             added += 1
             if t > self.max_t:
                 self.max_t = t
+            if self._min_t is not None and t < self._min_t:
+                self._min_t = t
         self.samples += added
         return added
 
@@ -465,6 +478,7 @@ class Head:
             del self.series[series.labels]
         self.postings.remove(dropped, (s.labels for s in gone))
         self.min_valid_t = max(self.min_valid_t, before)
+        self._min_t = None
 
     def checkpoint_records(self, per_record: int = 1 << 16) -> Iterable[bytes]:
         """The head as WAL records: each a group of series, defined, with their samples."""
