@@ -401,7 +401,12 @@ def geoplex_server(work: Path) -> Iterator[Server]:
     once an fsync covers it, concurrent batches sharing one; ``interval`` waits for the
     next timed fsync, which only adds latency to a sender with few batches in flight)."""
     data, port = work / "geoplex", free_port()
+    # no rules, as the Prometheus beside it has none: the default rules write ALERTS at
+    # the wall clock, and the head's out-of-order window then refuses the day-old backfill
+    no_rules = work / "no-rules.yml"
+    no_rules.write_text("groups: []\n")
     env = {"GEOPLEX_TELEMETRY_PORT": "0", "GEOPLEX_TELEMETRY_DATA_DIR": str(data),
+           "GEOPLEX_TELEMETRY_RULE_FILES": str(no_rules),
            "GEOPLEX_TELEMETRY_HTTP_PORT": str(port), "GEOPLEX_TELEMETRY_FSYNC": "always",
            "GEOPLEX_STATE_DIR": str(work / "geoplex-state"), **LOG_ENV}
     with start_server_processes([sys.executable, "-m", "geoplex.servers.telemetry"], 1, env,

@@ -131,8 +131,14 @@ class MemSeries:
         cut = int(np.searchsorted(ts, t))
         if cut:
             keep = self.n - cut
-            self.ts[:keep] = self.ts[cut:self.n].copy()
-            self.vs[:keep] = self.vs[cut:self.n].copy()
+            if keep < len(self.ts) // 4:  # give back what a burst grew (a backfill)
+                capacity = max(32, 2 * keep)
+                self.ts, self.vs = (self.ts[cut:self.n].copy(), self.vs[cut:self.n].copy())
+                self.ts.resize(capacity, refcheck=False)
+                self.vs.resize(capacity, refcheck=False)
+            else:
+                self.ts[:keep] = self.ts[cut:self.n].copy()
+                self.vs[:keep] = self.vs[cut:self.n].copy()
             self.n = keep
 
 
