@@ -10,6 +10,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -220,3 +221,40 @@ async def test_the_log_keeps_the_newest_records(shared: EtcdState) -> None:
     kept = await shared.records()
     assert [r.created_at for r in kept] == [base + i for i in range(14, 4, -1)]
     assert await shared.trim(10) == 0
+
+
+async def test_email_while_the_smtp_server_is_down_is_retried_then_delivered(
+        shared: EtcdState, tmp_path: Path) -> None:
+    """The real email channel to a port nothing listens on yet: attempts fail and are
+    retried with backoff; once a real SMTP server (aiosmtpd, geoplex up's sink) listens
+    there, the email arrives and the log says it took more than one attempt."""
+    from geoplex.infra.local import free_port
+    from geoplex.servers.notifier.channels import build_channels
+    from geoplex.tools.mail_sink import MailSink
+
+    port = free_port()
+    channels = build_channels({"name": "rec", "email_configs": [{
+        "to": "oncall@localhost", "from": "notifier@localhost",
+        "smarthost": f"127.0.0.1:{port}", "require_tls": False}]})
+    config = NotifierConfig(node_id=1, etcd_endpoints=(), etcd_prefix=shared.prefix,
+                            alerting=ALERTING, retry_attempts=200, retry_base_s=0.05,
+                            retry_max_s=0.2, send_timeout_s=2.0)
+    d = Dispatcher(config, {"rec": list(channels)}, shared, rng=random.Random(1))
+    await d.start()
+    received: list[str] = []
+    sink: MailSink | None = None
+    try:
+        d.post_alerts([firing("SmtpWasDown")])
+
+        async def failed_once() -> bool:
+            return d.counters.get("geoplex_notifier_notification_requests_failed_total",
+                                  integration="email", receiver="rec") >= 1
+        await eventually(failed_once, 15, what="a failed attempt while SMTP is down")
+        sink = MailSink(tmp_path / "mail", announce=received.append, port=port).start()
+        (record,) = await final_records(d)
+        assert record.state is DeliveryState.DELIVERED and record.attempts > 1
+        assert len(received) == 1 and "SmtpWasDown" in received[0]
+    finally:
+        await d.stop()
+        if sink is not None:
+            sink.stop()
