@@ -258,3 +258,33 @@ async def test_email_while_the_smtp_server_is_down_is_retried_then_delivered(
         await d.stop()
         if sink is not None:
             sink.stop()
+
+
+async def test_a_restarted_notifier_does_not_page_again_for_a_firing_alert(
+        shared: EtcdState) -> None:
+    """The alert is re-posted by the evaluator after the notifier restarts (same start,
+    as the evaluator restores it); the claim in etcd says it was sent: no second page."""
+    alert = firing("StillFiring")
+    first = RecordingChannel()
+    config = NotifierConfig(node_id=1, etcd_endpoints=(), etcd_prefix=shared.prefix,
+                            alerting=ALERTING)
+    d = Dispatcher(config, {"rec": [first]}, shared, rng=random.Random(1))
+    await d.start()
+    d.post_alerts([alert])
+    await final_records(d)
+    await d.stop()
+    assert len(first.delivered) == 1
+
+    again = RecordingChannel()
+    d = Dispatcher(config, {"rec": [again]}, shared, rng=random.Random(2))
+    await d.start()
+    try:
+        d.post_alerts([alert])
+
+        async def flushed() -> bool:
+            return d.counters.get("geoplex_notifier_notifications_claimed_elsewhere_total",
+                                  receiver="rec") >= 1 or bool(again.delivered)
+        await eventually(flushed, 15, what="the restarted node's first flush")
+        assert again.delivered == []
+    finally:
+        await d.stop()
