@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from ..re2 import compile_regex
 from ..tsdb.chunks import Float64s, Int64s
@@ -421,6 +422,14 @@ def _rate(ev: Evaluator, e: Call, ts: Int64s) -> EvalValue:
                     ev.info("metric might not be a counter, name does not end in "
                             f"_total/_sum/_count/_bucket: {_go_quote(name)}", e.args[0])
 
+    if not rv.rollup_step_ms and len(rv.series) >= BATCH_MIN_SERIES:
+        batched = extrapolated_rate_many(rv.series, rv.ends, rv.range_ms, counter, is_rate)
+        if batched is not None:
+            values_2d, present_2d = batched
+            cols = [Col(raw.labels, values_2d[i], present_2d[i], True)
+                    for i, raw in enumerate(rv.series) if present_2d[i].any()]
+            return merge(cols)
+
     def compute(raw: Raw, lo: Int64s, hi: Int64s, ends: Int64s) -> tuple[Float64s, Bools]:
         if rv.rollup_step_ms and counter:
             # a rollup tier's buckets carry their increases: a window's increase is the
@@ -476,6 +485,72 @@ def extrapolated_rate(raw: Raw, lo: Int64s, hi: Int64s, ends: Int64s, range_ms: 
     if is_rate:
         factor = factor / (range_ms / 1000.0)
     values: Float64s = result * factor
+    return values, present
+
+
+BATCH_MIN_SERIES = 8   # from this many series, the rate family runs on all at once
+
+
+def extrapolated_rate_many(raws: list[Raw], ends: Int64s, range_ms: int, counter: bool,
+                           is_rate: bool) -> tuple[npt.NDArray[np.float64],
+                                                   npt.NDArray[np.bool_]] | None:
+    """:func:`extrapolated_rate` for every series and step at once (rows: series,
+    columns: steps): one sorted key over all the series' samples finds every window with
+    one ``searchsorted``; the arithmetic is the same, element for element. None when the
+    key would not fit in int64 (then per series)."""
+    lengths = np.array([len(r.ts) for r in raws], np.int64)
+    if not lengths.all():
+        return None
+    ts_all = np.concatenate([r.ts for r in raws])
+    vs_all = np.concatenate([r.vs for r in raws])
+    base = min(int(ts_all.min()), int(ends.min()) - range_ms) - 1
+    span = max(int(ts_all.max()), int(ends.max())) - base + 2
+    count_s = len(raws)
+    if span * count_s >= 1 << 62:
+        return None
+    offsets = np.zeros(count_s, np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    series_of = np.repeat(np.arange(count_s, dtype=np.int64), lengths)
+    key = series_of * span + (ts_all - base)
+    row = (np.arange(count_s, dtype=np.int64) * span)[:, None]
+    lo = np.searchsorted(key, row + (ends - range_ms - base)[None, :], side="right")
+    hi = np.searchsorted(key, row + (ends - base)[None, :], side="right")
+    count = hi - lo
+    present = count >= 2
+    if not present.any():
+        return np.full(count.shape, np.nan), present
+    first_of, last_of = offsets[:, None], (offsets + lengths - 1)[:, None]
+    first_i = np.clip(lo, first_of, last_of)
+    last_i = np.clip(hi - 1, first_of, last_of)
+    first_v, last_v = vs_all[first_i], vs_all[last_i]
+    first_t, last_t = ts_all[first_i], ts_all[last_i]
+    with np.errstate(all="ignore"):
+        result = last_v - first_v
+        if counter:
+            drops = np.zeros(len(vs_all))
+            drops[1:] = np.where(vs_all[1:] < vs_all[:-1], vs_all[:-1], 0.0)
+            drops[offsets] = 0.0           # no step across two series
+            cumulative = np.cumsum(drops)
+            correction = cumulative[last_i] - cumulative[first_i]
+            for s, t in zip(*np.nonzero(present & (correction != 0))):
+                correction[s, t] = float(np.sum(drops[int(lo[s, t]) + 1:int(hi[s, t])]))
+            result = result + correction
+        range_start = (ends - range_ms)[None, :]
+        to_start = (first_t - range_start) / 1000.0
+        to_end = (ends[None, :] - last_t) / 1000.0
+        sampled = (last_t - first_t) / 1000.0
+        average = sampled / np.maximum(count - 1, 1)
+        threshold = average * 1.1
+        to_start = np.where(to_start >= threshold, average / 2, to_start)
+        if counter:
+            to_zero = np.where((result > 0) & (first_v >= 0), sampled * (first_v / result),
+                               to_start)
+            to_start = np.where(to_zero < to_start, to_zero, to_start)
+        to_end = np.where(to_end >= threshold, average / 2, to_end)
+        factor = (sampled + to_start + to_end) / sampled
+        if is_rate:
+            factor = factor / (range_ms / 1000.0)
+        values: npt.NDArray[np.float64] = np.where(present, result * factor, np.nan)
     return values, present
 
 
