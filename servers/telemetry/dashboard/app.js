@@ -28,7 +28,7 @@
       query: "sum by (job) (rate(rpc_server_call_duration_seconds_count" +
              "{rpc_grpc_status_code!=\"0\"}[5m]))" },
     { id: "lag", title: "Broker consumer lag (messages)", unit: "",
-      query: "sum by (group, topic) (broker_consumer_group_lag)" },
+      query: "sum by (group, topic) (geoplex_broker_consumer_lag)" },
     { id: "cpu", title: "Host CPU busy", unit: "%",
       query: "1 - avg by (instance) (rate(node_cpu_seconds_total{mode=\"idle\"}[5m]))" },
     { id: "memory", title: "Host memory used", unit: "%",
