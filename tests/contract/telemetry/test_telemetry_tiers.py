@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
 
 MIN = 60_000
+HOUR = 60 * MIN
 SCRAPE = 15_000
 SPAN = 30 * MIN
 
@@ -40,13 +41,18 @@ def http_port() -> int:
 def server(server_factory: Callable[..., ServerProcess],
            tmp_path_factory: pytest.TempPathFactory, http_port: int) -> ServerProcess:
     store: Path = tmp_path_factory.mktemp("telemetry-tiers")
+    rules = store / "no-rules.yml"
+    rules.write_text("groups: []\n")
     return server_factory("telemetry", {
         "GEOPLEX_TELEMETRY_DATA_DIR": str(store),
         "GEOPLEX_TELEMETRY_HTTP_PORT": str(http_port),
         "GEOPLEX_TELEMETRY_BLOCK_HOURS": str(1 / 60),       # one-minute blocks
         "GEOPLEX_TELEMETRY_OOO_WINDOW_SECONDS": "60",
         "GEOPLEX_TELEMETRY_MAINTENANCE_INTERVAL_SECONDS": "0.2",
-        "GEOPLEX_TELEMETRY_RETENTION_RAW": "2d"}, "telemetry-tiers")
+        "GEOPLEX_TELEMETRY_RETENTION_RAW": "2d",
+        # no rules: the default ones write ALERTS at the wall clock, and the 60 s
+        # out-of-order window would then refuse this test's older samples
+        "GEOPLEX_TELEMETRY_RULE_FILES": str(rules)}, "telemetry-tiers")
 
 
 @pytest.fixture
@@ -71,7 +77,14 @@ async def _tiers(tm: TelemetryClient) -> dict[str, pb.TierInfo]:
 
 @pytest.fixture(scope="module")
 def end_ms() -> int:
-    return (int(time.time() * 1000) // MIN - 1) * MIN
+    """A minute-aligned end at most an hour ago whose half hour of data crosses an hour
+    boundary at least 10 minutes before it, so the 1-hour tier has a whole bucket ending
+    inside the 10-minute window the test asks about, whatever the wall clock says."""
+    now = int(time.time() * 1000) // MIN * MIN - MIN
+    into_hour = now % HOUR
+    if into_hour >= 11 * MIN:
+        return now - into_hour + min(into_hour, 29 * MIN)
+    return now - into_hour - HOUR + 29 * MIN
 
 
 @pytest.fixture
