@@ -464,9 +464,9 @@ def extrapolated_rate(raw: Raw, lo: Int64s, hi: Int64s, ends: Int64s, range_ms: 
     if counter and len(raw.vs) > 1:
         drops = np.zeros(len(raw.vs))
         drops[1:] = np.where(raw.vs[1:] < raw.vs[:-1], raw.vs[:-1], 0.0)
-        cumulative = np.cumsum(drops)
-        correction = cumulative[last_i] - cumulative[first_i]
-        for i in np.flatnonzero(present & (correction != 0)):
+        resets = np.cumsum(drops > 0)   # exact: which windows hold a reset
+        correction = np.zeros(len(lo))
+        for i in np.flatnonzero(present & (resets[last_i] != resets[first_i])):
             correction[i] = float(np.sum(drops[int(lo[i]) + 1:int(hi[i])]))
         result = result + correction
     range_start = ends - range_ms
@@ -530,9 +530,12 @@ def extrapolated_rate_many(raws: list[Raw], ends: Int64s, range_ms: int, counter
             drops = np.zeros(len(vs_all))
             drops[1:] = np.where(vs_all[1:] < vs_all[:-1], vs_all[:-1], 0.0)
             drops[offsets] = 0.0           # no step across two series
-            cumulative = np.cumsum(drops)
-            correction = cumulative[last_i] - cumulative[first_i]
-            for s, t in zip(*np.nonzero(present & (correction != 0))):
+            # which windows hold a reset, counted exactly (a float running sum over all
+            # the series would lose a small drop next to a large one); those windows'
+            # corrections summed in order, as one series at a time does
+            resets = np.cumsum(drops > 0)
+            correction = np.zeros(count.shape)
+            for s, t in zip(*np.nonzero(present & (resets[last_i] != resets[first_i]))):
                 correction[s, t] = float(np.sum(drops[int(lo[s, t]) + 1:int(hi[s, t])]))
             result = result + correction
         range_start = (ends - range_ms)[None, :]
