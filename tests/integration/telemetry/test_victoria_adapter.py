@@ -389,11 +389,14 @@ def test_stats_count_the_series_and_samples_stored(
 
 
 async def test_the_telemetry_service_serves_its_api_on_victoria_metrics(
-        victoria: str, server_factory: Callable[..., ServerProcess]) -> None:
+        victoria: str, server_factory: Callable[..., ServerProcess], tmp_path: Path) -> None:
     """GEOPLEX_TELEMETRY_BACKEND=victoriametrics: the same gRPC and Prometheus HTTP API,
     the samples kept by VictoriaMetrics, our PromQL engine on top."""
     http_port = free_port()
+    rules = tmp_path / "no-rules.yml"   # no rules writing into the module's VictoriaMetrics
+    rules.write_text("groups: []\n")
     server = server_factory("telemetry", {
+        "GEOPLEX_TELEMETRY_RULE_FILES": str(rules),
         "GEOPLEX_TELEMETRY_BACKEND": "victoriametrics",
         "GEOPLEX_TELEMETRY_VICTORIAMETRICS_URL": victoria,
         "GEOPLEX_TELEMETRY_HTTP_PORT": str(http_port)}, "telemetry-on-victoria")
@@ -417,3 +420,4 @@ async def test_the_telemetry_service_serves_its_api_on_victoria_metrics(
         body = json.loads(response.read())
     assert [float(r["value"][1]) for r in body["data"]["result"]] == [points[-1][1]]
     assert body["resolution"] == "raw"
+    server.stop()
