@@ -23,6 +23,7 @@ from .scrape_config import ScrapeConfig
 from .selectors import parse_selector
 from .service import SERVICE
 from .servicer import TelemetryServicer, add_to_server
+from .tsdb import blocks
 from .tsdb.api import Storage
 from .tsdb.db import HOUR_MS, TSDB, RetentionRule, TSDBOptions, default_retention
 from .tsdb.wal import FsyncMode, FsyncPolicy
@@ -68,6 +69,7 @@ async def open_store(config: TelemetryConfig, stack: contextlib.AsyncExitStack) 
     if config.backend == "victoriametrics":
         assert config.victoriametrics_url is not None
         return await asyncio.to_thread(open_victoria, config.victoriametrics_url, 10.0)
+    blocks.DECODED.max_samples = config.chunk_cache_samples
     # replaying the WAL reads every acknowledged sample since the last block: off the loop
     store = await asyncio.to_thread(TSDB.open, config.data_dir, options_from(config))
     stack.callback(store.close)

@@ -80,6 +80,7 @@ class TelemetryConfig:
     maintenance_interval_s: float = 10.0
     # alerting (issue 14): rule files (Prometheus's format), how often groups are
     # evaluated by default, and the notifier nodes alerts are posted to (each gets all)
+    chunk_cache_samples: int = 4_000_000   # decoded chunks kept for queries (~16 B each)
     rule_files: tuple[Path, ...] = ()
     rule_interval_s: float = 15.0
     notifiers: tuple[str, ...] = ()
@@ -129,6 +130,8 @@ class TelemetryConfig:
             rollup_window_hours=env.int(PREFIX + "ROLLUP_WINDOW_HOURS", 6, lo=1, hi=24 * 31),
             maintenance_interval_s=env.float(PREFIX + "MAINTENANCE_INTERVAL_SECONDS", 10.0,
                                              lo=0.05, hi=86_400.0),
+            chunk_cache_samples=env.int(PREFIX + "CHUNK_CACHE_SAMPLES", 4_000_000, lo=0,
+                                        hi=1 << 34),
             rule_files=tuple(Path(p).expanduser() for p in
                              env.str(PREFIX + "RULE_FILES", "").split(",") if p.strip()),
             rule_interval_s=env.float(PREFIX + "RULE_INTERVAL_SECONDS", 15.0, lo=0.05,

@@ -269,8 +269,9 @@ class DecodedChunks:
                 self._samples -= len(old)
 
 
-# ~16 B a sample: 4 M samples is 64 MiB (GEOPLEX_TELEMETRY_CHUNK_CACHE_SAMPLES)
-DECODED = DecodedChunks(int(os.environ.get("GEOPLEX_TELEMETRY_CHUNK_CACHE_SAMPLES", 4_000_000)))
+# ~16 B a sample: 4 M samples is 64 MiB; a server sizes it from its configuration
+# (GEOPLEX_TELEMETRY_CHUNK_CACHE_SAMPLES) with DECODED.max_samples
+DECODED = DecodedChunks(4_000_000)
 
 
 class Block:
