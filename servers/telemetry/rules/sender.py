@@ -21,11 +21,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import grpc
-
-from geoplex.clients.channel import ChannelOptions, open_channel
+from geoplex.clients.channel import ChannelOptions
+from geoplex.clients.errors import GeoplexError
+from geoplex.clients.notifier import NotifierClient
 from geoplex.notifier.v1 import notifier_pb2 as pb
-from geoplex.notifier.v1 import notifier_pb2_grpc
 
 from .evaluator import OutgoingAlert
 
@@ -57,8 +56,7 @@ class NodeStats:
 class _Node:
     def __init__(self, address: str, options: ChannelOptions) -> None:
         self.address = address
-        self.channel = open_channel(address, options)
-        self.stub = notifier_pb2_grpc.NotifierServiceStub(self.channel)
+        self.client = NotifierClient(address, options)   # the SDK: deadlines, typed errors
         self.stats = NodeStats()
 
 
@@ -126,10 +124,10 @@ class AlertSender:
     async def _post(self, node: _Node, request: pb.PostAlertsRequest, count: int) -> None:
         started = time.perf_counter()
         try:
-            await node.stub.PostAlerts(request, timeout=self.timeout_s)
-        except grpc.aio.AioRpcError as error:
+            await node.client.post_alerts(request.alerts, timeout=self.timeout_s)
+        except GeoplexError as error:
             node.stats.errors += count
-            node.stats.last_error = f"{error.code().name}: {error.details()}"
+            node.stats.last_error = str(error)
             if not node.stats.failing:
                 logger.warning("telemetry: notifier %s: posting %d alerts failed: %s",
                                node.address, count, node.stats.last_error)
@@ -162,5 +160,5 @@ class AlertSender:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for node in self._nodes:
-            await node.channel.close()
+            await node.client.aclose()
         self._nodes = []
