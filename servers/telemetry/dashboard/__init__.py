@@ -25,19 +25,15 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import grpc
-import grpc.aio
 from aiohttp import web
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from geoplex.clients.channel import ChannelOptions, open_channel
+from geoplex.clients.channel import ChannelOptions
+from geoplex.clients.errors import GeoplexRpcError
+from geoplex.clients.notifier import NotifierClient
 from geoplex.notifier.v1 import notifier_pb2 as npb
-from geoplex.notifier.v1.notifier_pb2_grpc import NotifierServiceStub
-
-if TYPE_CHECKING:
-    from geoplex.notifier.v1.notifier_pb2_grpc import NotifierServiceAsyncStub
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +80,12 @@ def silence_json(silence: npb.Silence) -> dict[str, Any]:
 
 
 class Dashboard:
-    """The page's routes; one channel per notifier node, opened on first use and closed
-    with the application."""
+    """The page's routes; one SDK client per notifier node, opened on first use and
+    closed with the application."""
 
     def __init__(self, notifiers: Sequence[str]) -> None:
         self.notifiers = tuple(notifiers)
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._clients: dict[str, NotifierClient] = {}
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.page)
@@ -101,9 +97,9 @@ class Dashboard:
         app.on_cleanup.append(self._close)
 
     async def _close(self, _app: web.Application) -> None:
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
-            await channel.close()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
     # the page ----------------------------------------------------------------------------
 
@@ -137,20 +133,20 @@ class Dashboard:
 
     # silences ----------------------------------------------------------------------------
 
-    def _stub(self, address: str) -> NotifierServiceAsyncStub:
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = self._channels[address] = open_channel(
-                address, ChannelOptions(timeout=NOTIFIER_TIMEOUT_S))
-        return NotifierServiceStub(channel)
+    def _client(self, address: str) -> NotifierClient:
+        client = self._clients.get(address)
+        if client is None:   # no retries: a node down is a warning on the page, at once
+            client = self._clients[address] = NotifierClient(
+                address, ChannelOptions(timeout=NOTIFIER_TIMEOUT_S, retry=False))
+        return client
 
     async def _list(self, address: str, include_expired: bool) -> list[npb.Silence]:
-        stub, token = self._stub(address), ""
+        client, token = self._client(address), ""
         found: list[npb.Silence] = []
         for _ in range(MAX_SILENCE_PAGES):
-            answer = await stub.ListSilences(
-                npb.ListSilencesRequest(include_expired=include_expired, page_size=1000,
-                                        page_token=token), timeout=NOTIFIER_TIMEOUT_S)
+            answer = await client.list_silences(include_expired=include_expired,
+                                                page_size=1000, page_token=token,
+                                                timeout=NOTIFIER_TIMEOUT_S)
             found.extend(answer.silences)
             token = answer.next_page_token
             if not token:
@@ -167,9 +163,8 @@ class Dashboard:
         by_id: dict[str, npb.Silence] = {}
         warnings = []
         for address, answer in zip(self.notifiers, answers):
-            if isinstance(answer, grpc.aio.AioRpcError):
-                warnings.append(f"notifier {address}: {answer.code().name}: "
-                                f"{answer.details() or ''}".rstrip(": "))
+            if isinstance(answer, GeoplexRpcError):
+                warnings.append(f"notifier {address}: {answer}".rstrip(": "))
                 continue
             if isinstance(answer, BaseException):
                 raise answer
