@@ -5,7 +5,9 @@ the chart command."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import TYPE_CHECKING
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from dashboard_mesh import FakeNotifier, Notifier, Telemetry, mesh_series
+from dashboard_mesh import RULES, FakeNotifier, Notifier, Telemetry, mesh_series
 from geoplex.clients.telemetry import TelemetryClient
 from geoplex.infra.local import free_port
 
@@ -39,8 +41,12 @@ def fake_notifier() -> Iterator[Notifier]:
 def telemetry(server_factory: Callable[..., ServerProcess], fake_notifier: Notifier,
               tmp_path_factory: pytest.TempPathFactory) -> Telemetry:
     port = free_port()
+    rules = tmp_path_factory.mktemp("dashboard-rules") / "rules.yml"
+    rules.write_text(RULES)
     server = server_factory("telemetry", {
         "GEOPLEX_TELEMETRY_DATA_DIR": str(tmp_path_factory.mktemp("dashboard-store")),
+        "GEOPLEX_TELEMETRY_RULE_FILES": str(rules),
+        "GEOPLEX_TELEMETRY_RULE_INTERVAL_SECONDS": "0.5",
         "GEOPLEX_TELEMETRY_HTTP_PORT": str(port),
         "GEOPLEX_TELEMETRY_FSYNC": "interval",
         "GEOPLEX_TELEMETRY_OOO_WINDOW_SECONDS": "86400",
@@ -53,4 +59,14 @@ def telemetry(server_factory: Callable[..., ServerProcess], fake_notifier: Notif
             assert answer.samples_written > 5_000
 
     asyncio.run(write())
-    return Telemetry(server, f"http://127.0.0.1:{port}", now_ms)
+    http = f"http://127.0.0.1:{port}"
+    # the page is opened once the rules have been evaluated: one alert firing, one pending
+    deadline = time.monotonic() + 30
+    states: list[str] = []
+    while sorted(states) != ["firing", "pending"]:
+        assert time.monotonic() < deadline, f"the rules never evaluated: {states}"
+        with urllib.request.urlopen(http + "/api/v1/alerts", timeout=10) as response:
+            states = [a["state"] for a in json.loads(response.read())["data"]["alerts"]]
+        if sorted(states) != ["firing", "pending"]:
+            time.sleep(0.1)
+    return Telemetry(server, http, now_ms)

@@ -24,6 +24,21 @@ HOSTS = {"host-a:9100": (0.35, 16 << 30), "host-b:9100": (0.6, 8 << 30)}  # busy
 SERVICE = npb.DESCRIPTOR.services_by_name["NotifierService"].full_name
 # a silence whose text is HTML: the page must show it as text
 HTML_COMMENT = '<img src="x" id="injected"> deploy <b>window</b>'
+# the alerts the page lists: one firing from the first evaluation, one pending for an hour
+RULES = """
+groups:
+  - name: dashboard
+    rules:
+      - alert: MeshBusy
+        expr: sum(rate(rpc_server_call_duration_seconds_count[2h])) > 0
+        labels:
+          severity: info
+        annotations:
+          summary: "<b>busy</b> mesh"
+      - alert: MeshQuiet
+        expr: vector(1)
+        for: 1h
+"""
 
 
 def _cumulative(steps: list[float]) -> list[float]:

@@ -3,8 +3,8 @@
 // Opens the page, waits until its first refresh is done, and writes OUT_DIR/page.png (the
 // whole page), OUT_DIR/panel.png (the requests/s panel's chart) and, after typing QUERY in
 // the query box, OUT_DIR/query.png (its chart); then opens the page again with the chart
-// library reported missing. OUT_DIR/report.json: console messages, page errors, failed
-// and 4xx/5xx requests, the page state (window.geoplexDashboard), texts and the charts'
+// library reported missing and alerting off. OUT_DIR/report.json: console messages, page
+// errors, failed and 4xx/5xx requests, the page state (window.geoplexDashboard), texts and the charts'
 // canvas boxes in screenshot pixels.
 import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -46,6 +46,10 @@ try {
     [...document.querySelectorAll(".panel")].map((el) => [el.id,
       el.querySelector(".status").textContent])));
   report.alertsStatus = await page.textContent("#alerts-status");
+  report.alertCells = await page.evaluate(() => [...document.querySelectorAll("#alerts td")]
+    .map((td) => td.textContent));
+  report.alertElements = await page.evaluate(
+    () => document.querySelectorAll("#alerts tbody *:not(tr):not(td)").length);
   report.silencesStatus = await page.textContent("#silences-status");
   report.silenceCells = await page.evaluate(() => [...document.querySelectorAll("#silences td")]
     .map((td) => td.textContent));
@@ -75,11 +79,15 @@ try {
   watch(bare, report.bare);
   await bare.route("**/dashboard/config.json", (route) => route.fulfill({
     json: { chartLibrary: false, install: "make browser-deps", notifiers: 0 } }));
+  // and a server without rules: its /api/v1/alerts answers 404
+  await bare.route("**/api/v1/alerts", (route) => route.fulfill({
+    status: 404, json: { status: "error", errorType: "not_found", error: "no rules" } }));
   await bare.goto(url, { waitUntil: "load" });
   await ready(bare);
   report.bare.notice = await bare.textContent("#library");
   report.bare.noticeVisible = await bare.isVisible("#library");
   report.bare.state = await bare.evaluate(() => JSON.parse(JSON.stringify(window.geoplexDashboard)));
+  report.bare.alertsStatus = await bare.textContent("#alerts-status");
   report.bare.canvases = await bare.evaluate(() => document.querySelectorAll("canvas").length);
 } finally {
   await browser.close();
