@@ -4,8 +4,8 @@
 // whole page), OUT_DIR/panel.png (the requests/s panel's chart) and, after typing QUERY in
 // the query box, OUT_DIR/query.png (its chart); then opens the page again with the chart
 // library reported missing and alerting off. OUT_DIR/report.json: console messages, page
-// errors, failed and 4xx/5xx requests, the page state (window.geoplexDashboard), texts and the charts'
-// canvas boxes in screenshot pixels.
+// errors, failed and 4xx/5xx requests, the page state (window.geoplexDashboard), texts and
+// the charts' canvas boxes in screenshot pixels.
 import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
