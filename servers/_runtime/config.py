@@ -208,6 +208,38 @@ DEFAULT_METRICS_ENDPOINT = "127.0.0.1:50056"
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    """The mesh's registry in etcd (``registry.py``): where this process registers.
+
+    On whenever etcd's endpoints are known (``GEOPLEX_REGISTRY_ENDPOINTS``, else
+    ``GEOPLEX_ETCD_ENDPOINTS``, which `geoplex up` gives every service) unless
+    ``GEOPLEX_REGISTRY=off``.
+    """
+
+    endpoints: tuple[str, ...] = ()
+    prefix: str = "/geoplex/registry"   # GEOPLEX_REGISTRY_PREFIX
+    ttl_s: int = 10                     # GEOPLEX_REGISTRY_TTL_SECONDS: a dead process's
+    #                                     entry lasts at most this long
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.endpoints)
+
+    @classmethod
+    def from_env(cls, env: Env) -> RegistryConfig:
+        default = cls()
+        mode = env.choice("GEOPLEX_REGISTRY", "auto", ("auto", "off"))
+        endpoints = (env.endpoints("GEOPLEX_REGISTRY_ENDPOINTS")
+                     or env.endpoints("GEOPLEX_ETCD_ENDPOINTS") or ())
+        prefix = env.str("GEOPLEX_REGISTRY_PREFIX", default.prefix).rstrip("/")
+        if not prefix.startswith("/"):
+            raise ConfigError(f"GEOPLEX_REGISTRY_PREFIX={prefix!r}: expected a key prefix "
+                              "starting with /, e.g. /geoplex/registry")
+        return cls(endpoints=() if mode == "off" else endpoints, prefix=prefix,
+                   ttl_s=env.int("GEOPLEX_REGISTRY_TTL_SECONDS", default.ttl_s, lo=2, hi=300))
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """The process's own metrics, pushed over OTLP/gRPC to telemetry (``metrics.py``).
 
@@ -267,6 +299,7 @@ class RuntimeConfig:
     event_loop: str = "uvloop"  # uvloop | asyncio
     keepalive: KeepaliveConfig = KeepaliveConfig()
     metrics: MetricsConfig = MetricsConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     @classmethod
     def from_env(cls, name: str, default_port: int, env: Env | None = None) -> RuntimeConfig:
@@ -296,4 +329,5 @@ class RuntimeConfig:
             event_loop=env.choice("GEOPLEX_EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
             keepalive=KeepaliveConfig.from_env(env),
             metrics=MetricsConfig.from_env(env),
+            registry=RegistryConfig.from_env(env),
         )

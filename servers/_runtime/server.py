@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
+import geoplex
+from geoplex.clients.registry import HEALTH_STOPPING, Registration
 from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 
 from . import metrics as metrics_module
@@ -35,7 +39,8 @@ from .config import ConfigError, KeepaliveConfig, RuntimeConfig
 from .declaration import ServiceDeclaration
 from .interceptors import GeoplexServerInterceptor
 from .mesh import MeshServicer
-from .metrics import RuntimeMetrics, ServiceMetrics
+from .metrics import RuntimeMetrics, ServiceMetrics, instance_id
+from .registry import Registrar
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,9 @@ class ServiceSpec:
     # metrics are off): register observable instruments reading state the service keeps
     # (docs/adding-a-service.md, "Metrics").
     instruments: Callable[[ServiceMetrics], None] | None = None
+    # Other endpoints the process serves, for its registry entry once it listens (e.g.
+    # {"http": "127.0.0.1:8055"}: the maps page, telemetry's Prometheus API).
+    endpoints: Callable[[], Mapping[str, str]] | None = None
 
 
 @dataclass
@@ -218,6 +226,12 @@ async def serve(config: RuntimeConfig, setup: Setup,
         for spec in services:
             if spec.on_serving is not None:
                 await spec.on_serving(server.port)
+        registrar = None
+        if config.registry.enabled:  # the mesh's directory (registry.py), in the background
+            registrar = Registrar(config.registry, registration(config, server, services,
+                                                                metrics.instance))
+            await registrar.start()
+            stack.push_async_callback(registrar.stop)  # after server.stop() below
         log.info("geoplex-%s serving %s on %s", config.name,
                  ", ".join(s.name for s in services) or "MeshService", server.address)
         # The one line supervisors and tests wait for.
@@ -226,8 +240,28 @@ async def serve(config: RuntimeConfig, setup: Setup,
             ready(server)
         await stop.wait()
         log.info("geoplex-%s shutting down (grace %.1fs)", config.name, config.shutdown_grace)
+        if registrar is not None:
+            await registrar.set_health(HEALTH_STOPPING)
         await server.stop()
     log.info("geoplex-%s stopped", config.name)
+
+
+def registration(config: RuntimeConfig, server: GeoplexServer,
+                 services: Sequence[ServiceSpec], instance: str = "") -> Registration:
+    """What this process puts in the registry: where it serves, what it runs, since when."""
+    host = socket.gethostname()
+    address = server.address
+    if config.host in ("0.0.0.0", "::", ""):  # listening everywhere: name the machine
+        address = f"{host}:{server.port}"
+    endpoints: dict[str, str] = {}
+    for spec in services:
+        if spec.endpoints is not None:
+            endpoints.update(spec.endpoints())
+    return Registration(service=config.name, instance=instance or instance_id(),
+                        address=address, pid=os.getpid(), host=host,
+                        version=geoplex.__version__, started=time.time(),
+                        node=os.environ.get(f"GEOPLEX_{config.name.upper()}_ID", ""),
+                        endpoints=endpoints)
 
 
 def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:

@@ -79,6 +79,7 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     tiles = await start_tiles(config, stack)
     servicer = MapsServicer(app, TokenVerifier(config.auth_secret), ingest, tiles,
                             navigator)
+    endpoints: dict[str, str] = {}
     if config.http_port is not None:
         vendor = {name: config.web_vendor_dir / name for name in ("leaflet.js", "leaflet.css")}
         http = MapsHttp(app, tiles, routing, vendor)
@@ -87,8 +88,10 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
         if not all(p.is_file() for p in vendor.values()):
             logger.warning("the map page needs Leaflet: run `geoplex data fetch leaflet`")
         print(f"geoplex-maps http on http://{address}/", flush=True)
+        endpoints["http"] = address
     return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: add_to_server(servicer, server),
+                        endpoints=lambda: endpoints,  # the map page, in its registry entry
                         on_shutdown=navigator.shutdown if navigator is not None else None,
                         instruments=ingest.instruments if ingest is not None else None)]
 

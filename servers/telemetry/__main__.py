@@ -101,14 +101,17 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     await load_api_rules(rules, config.data_dir)
     stack.push_async_callback(rules.stop)
     servicer = TelemetryServicer(store, engine, config, parse_selector, limit)
+    endpoints: dict[str, str] = {}
     if config.http_port is not None:
         http = PrometheusApi(store, engine, parse_selector, config, limit, rules=rules)
         address = await http.start(runtime.host, config.http_port)
         stack.push_async_callback(http.stop)
         print(f"geoplex-telemetry http on http://{address}/api/v1/", flush=True)
+        endpoints["http"] = address
     otlp_servicer = OtlpMetricsServicer(store, config, limit)
     return [ServiceSpec(SERVICE.grpc_service_names[0],
-                        lambda server: add_to_server(servicer, server)),
+                        lambda server: add_to_server(servicer, server),
+                        endpoints=lambda: endpoints),  # in its registry entry
             # OTLP metrics on the same port: OpenTelemetry SDKs and collectors export here
             ServiceSpec(otlp_servicer_module.SERVICE_NAME,
                         lambda server: otlp_servicer_module.add_to_server(otlp_servicer,
