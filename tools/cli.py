@@ -180,13 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_agent_commands(sub)  # geoplex agent: the per-host metrics agent (tools/agent/)
 
-    mesh_sub = command_group(sub, "mesh", help="ask any Geoplex server about itself",
-                             description="Calls MeshService, which every Geoplex server "
-                             "serves.")
+    mesh_sub = command_group(sub, "mesh", help="the mesh's processes, and any server "
+                             "about itself",
+                             description="status: every registered process of the mesh; "
+                             "info: MeshService, which every Geoplex server serves.")
     info = mesh_sub.add_parser("info", help="version, pid and services of a server",
                                description="Show which services a server process serves.")
     info.add_argument("--target", default="127.0.0.1:50051", help="host:port (default: %(default)s)")
     info.set_defaults(func=cmd_mesh_info)
+    from .mesh_status import add_status_command
+
+    add_status_command(mesh_sub)  # geoplex mesh status: the registry, health, figures
 
     import importlib
 

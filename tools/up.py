@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 
@@ -115,6 +116,11 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
                     f"{entry.name}-{n + 1}", python_module(entry.module),
                     {**env, **http, prefix + "PORT": str(port),
                      prefix + "REUSE_PORT": "true" if entry.processes > 1 else "false"}))
+        # where `geoplex mesh status` (and any other command) finds this mesh's etcd
+        (state_dir / "mesh.json").write_text(json.dumps(
+            {"etcd": env.get("GEOPLEX_ETCD_ENDPOINTS", ""),
+             "targets": {e.name: env[f"{e.env_prefix}TARGET"] for e in entries}},
+            indent=2) + "\n")
         supervisor = Supervisor(specs, log_dir=state_dir / "logs")
         await supervisor.start()
         print("\nGeoplex is up. Endpoints (plaintext, reflection on):", flush=True)
@@ -140,6 +146,7 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
         if sink is not None:
             print(f"Alert emails: {sink.url} -> {sink.directory} (each printed here as "
                   "[mail]; `geoplex telemetry notifications` lists what was sent)")
+        print("Every process: geoplex mesh status", flush=True)
         print("Ctrl-C stops everything.", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
