@@ -4,12 +4,39 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol, cast
 
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from geoplex.mesh.v1 import mesh_pb2, mesh_pb2_grpc
 
 from .channel import BaseClient, ChannelOptions
+
+
+UNREACHABLE = "UNREACHABLE"
+
+
+class _HealthStub(Protocol):
+    """``grpc_health``'s HealthStub over an aio channel, as it is at run time."""
+
+    Check: grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest,
+                                            health_pb2.HealthCheckResponse]
+
+
+async def health_of(address: str, service: str = "", *, timeout: float = 1.0) -> str:
+    """What a server's standard health service answers for ``service`` ("" = the whole
+    server): SERVING, NOT_SERVING, SERVICE_UNKNOWN..., or UNREACHABLE when no answer came
+    within ``timeout`` seconds (refused, frozen, gone)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        # cast: types-grpcio-health-checking declares HealthStub without Check
+        stub = cast(_HealthStub, health_pb2_grpc.HealthStub(channel))
+        try:
+            answer = await stub.Check(health_pb2.HealthCheckRequest(service=service),
+                                      timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return "NOT_FOUND" if exc.code() == grpc.StatusCode.NOT_FOUND else UNREACHABLE
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
 
 
 class MeshClient(BaseClient):

@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import grpc
 import grpc.aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from geoplex.clients.mesh import health_of
 from geoplex.clients.registry import DEFAULT_PREFIX, MeshRegistry, Registration, \
     RegistryUnavailable
 from geoplex.clients.telemetry import TelemetryClient
@@ -78,16 +77,6 @@ def etcd_endpoints(explicit: str | None, state_dir: Path) -> tuple[str, ...]:
     return tuple(p.strip().removeprefix("http://") for p in value.split(",") if p.strip())
 
 
-async def _health(address: str, timeout: float) -> str:
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            answer = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        except grpc.aio.AioRpcError:
-            return "UNREACHABLE"
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
-
-
 async def _figures(target: str, timeout: float) -> dict[str, dict[str, float]]:
     """{figure: {instance: value}} from telemetry at ``target``."""
     out: dict[str, dict[str, float]] = {}
@@ -109,7 +98,8 @@ async def mesh_status(endpoints: Sequence[str], prefix: str = DEFAULT_PREFIX,
     """The registered processes, each asked for its health, with telemetry's figures."""
     async with MeshRegistry(endpoints, prefix) as registry:
         entries: list[Registration] = await registry.processes()
-    healths = await asyncio.gather(*(_health(e.address, timeout) for e in entries))
+    healths = await asyncio.gather(*(health_of(e.address, timeout=timeout)
+                                       for e in entries))
     now = time.time()
     rows = [ProcessStatus(e.service, e.node, e.address, e.pid, e.instance, e.version,
                           e.uptime_s(now), e.health, h, dict(e.endpoints))
