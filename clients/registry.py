@@ -51,6 +51,8 @@ class Registration:
     started: float          # unix seconds
     health: str = HEALTH_SERVING   # serving | stopping (a graceful shutdown began)
     node: str = ""          # a cluster member's id (the broker's, a notifier's), else ""
+    slot: str = ""          # the supervisor's name for it (proximity-1), the same across
+    #                         restarts; else ""
     endpoints: dict[str, str] = field(default_factory=dict)  # e.g. {"http": "host:port"}
 
     @property
@@ -71,7 +73,7 @@ class Registration:
                        host=str(data["host"]), version=str(data["version"]),
                        started=float(data["started"]),
                        health=str(data.get("health", HEALTH_SERVING)),
-                       node=str(data.get("node", "")),
+                       node=str(data.get("node", "")), slot=str(data.get("slot", "")),
                        endpoints={str(k): str(v) for k, v in
                                   dict(data.get("endpoints") or {}).items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -60,7 +60,9 @@ class Supervisor:
         self.output = output
         self._output_lock = threading.Lock()  # lines come from each process's reader thread
         self.children = [_Child(Process(
-            spec.name, list(spec.argv), log_dir / f"{spec.name}.log", env=spec.env,
+            # GEOPLEX_PROCESS_NAME: the process's slot in the registry, kept across restarts
+            spec.name, list(spec.argv), log_dir / f"{spec.name}.log",
+            env={**spec.env, "GEOPLEX_PROCESS_NAME": spec.name},
             ready_line=READY_LINE, ready_timeout=ready_timeout,
             on_line=self._forward_as(spec.name))) for spec in specs]
         self.max_backoff = max_backoff

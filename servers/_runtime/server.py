@@ -261,6 +261,7 @@ def registration(config: RuntimeConfig, server: GeoplexServer,
                         address=address, pid=os.getpid(), host=host,
                         version=geoplex.__version__, started=time.time(),
                         node=os.environ.get(f"GEOPLEX_{config.name.upper()}_ID", ""),
+                        slot=os.environ.get("GEOPLEX_PROCESS_NAME", ""),
                         endpoints=endpoints)
 
 

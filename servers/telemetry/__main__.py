@@ -12,6 +12,7 @@ from geoplex.servers._runtime.server import ServiceSpec, run
 
 from .adapters.victoria import open_victoria
 from .config import PREFIX, TelemetryConfig
+from .discovery import MeshWatch
 from .http import PrometheusApi, load_api_rules
 from . import otlp_servicer as otlp_servicer_module
 from .limits import SampleRateLimit
@@ -94,6 +95,11 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     scrape = ScrapeManager(store, scrape_config, limit)
     await scrape.start()
     stack.push_async_callback(scrape.stop)  # before the store closes: stale markers
+    if runtime.registry.enabled and config.mesh_probe_interval_s > 0:
+        # every process of the mesh, found in the registry and health-checked (up{slot})
+        watch = MeshWatch(store, runtime.registry, interval_s=config.mesh_probe_interval_s)
+        await watch.start()
+        stack.push_async_callback(watch.stop)
     # rules over any Storage (the local store or VictoriaMetrics): stopped before the
     # store closes; stopping writes no stale markers, so alerts restore at the next start
     rules = RuleManager.from_config(store, engine, config)

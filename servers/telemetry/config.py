@@ -84,6 +84,9 @@ class TelemetryConfig:
     rule_files: tuple[Path, ...] = ()
     rule_interval_s: float = 15.0
     notifiers: tuple[str, ...] = ()
+    # the mesh watched through the registry (discovery.py): health-check every registered
+    # process this often (0: not at all); on whenever the registry is
+    mesh_probe_interval_s: float = 15.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> TelemetryConfig:
@@ -137,4 +140,6 @@ class TelemetryConfig:
             rule_interval_s=env.float(PREFIX + "RULE_INTERVAL_SECONDS", 15.0, lo=0.05,
                                       hi=86_400.0),
             notifiers=env.endpoints(PREFIX + "NOTIFIERS") or (),
+            mesh_probe_interval_s=env.float(PREFIX + "MESH_PROBE_SECONDS", 15.0, lo=0.0,
+                                            hi=3600.0),
         )
