@@ -20,7 +20,7 @@ from .domain import Event, Fix, HubConfig, Rejection, Seen, Session
 from .fanout import Fanout
 from .history import HistoryWriter
 from .operations import Operations
-from .ports import LocationBus, PresenceStore
+from .ports import HistoryStore, LocationBus, PresenceStore
 from .sessions import LocalSessions
 from .streams import Streams
 
@@ -32,10 +32,13 @@ T = TypeVar("T")
 
 class PresenceHub:
     def __init__(self, store: PresenceStore, bus: LocationBus, config: HubConfig,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 history: HistoryStore | None = None) -> None:
+        """``history``: where shared locations go (default ``store``; in a mesh with a
+        broker, its history topic)."""
         self.config = config
         self.local = LocalSessions()
-        self.history = HistoryWriter(store, config)
+        self.history = HistoryWriter(history or store, config)
         self.fanout = Fanout(self.local, bus, self.history, config, clock)
         self.streams = Streams(self.local, store, bus, self.fanout, config, clock)
         self.catch_up = CatchUp(self.local, store, bus, self.fanout, self.streams, config,
@@ -51,6 +54,17 @@ class PresenceHub:
                         unit="{message}",
                         description="Friends' location and gone events handed to the streams "
                                     "open here (one per event and following stream)")
+        history = self.history
+        metrics.counter("geoplex.presence.history.rows",
+                        lambda: [(history.written, {"outcome": "written"}),
+                                 (history.dropped, {"outcome": "dropped"})],
+                        unit="{row}", description="Shared locations the history writer "
+                                                  "handed on (to MongoDB or the broker) or "
+                                                  "dropped because its buffer was full")
+        metrics.up_down_counter("geoplex.presence.history.buffered",
+                                lambda: history.buffered, unit="{row}",
+                                description="Shared locations waiting for the history "
+                                            "(the store or the broker is slow or away)")
         metrics.up_down_counter("geoplex.presence.streams",
                                 lambda: sum(map(len, list(local.by_user.values()))),
                                 unit="{stream}", description="Connect streams open here")

@@ -18,6 +18,13 @@ class PresenceConfig:
     namespace: str
     hub: HubConfig
     auth_secret: str
+    # where the history goes: "mongo" (written here) or "broker" (produced to `topic`,
+    # stored by the presence-history consumer group); GEOPLEX_PRESENCE_HISTORY, by
+    # default broker when GEOPLEX_BROKER_TARGET is set
+    history: str = "mongo"
+    broker: tuple[str, ...] = ()
+    history_topic: str = "presence-locations"
+    history_partitions: int = 6
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> PresenceConfig:
@@ -40,7 +47,15 @@ class PresenceConfig:
             future_tolerance_s=env.float(p + "FUTURE_TOLERANCE_SECONDS", 60.0, lo=0.0),
             history_batch=env.int(p + "HISTORY_BATCH", 1000, lo=1),
             history_flush_s=env.float(p + "HISTORY_FLUSH_SECONDS", 1.0, lo=0.01))
+        broker = tuple(a.strip() for a in env.str("GEOPLEX_BROKER_TARGET", "").split(",")
+                       if a.strip())
+        history = env.choice(p + "HISTORY", "broker" if broker else "mongo",
+                             ("mongo", "broker"))
+        if history == "broker" and not broker:
+            raise ConfigError(f"{p}HISTORY=broker needs GEOPLEX_BROKER_TARGET (host:port,...)")
         return cls(redis_url=redis_url, mongo_uri=mongo_uri,
                    database=env.str(p + "DATABASE", "geoplex"),
                    namespace=env.str(p + "NAMESPACE", "pr:"), hub=hub,
-                   auth_secret=auth_secret(env))
+                   auth_secret=auth_secret(env), history=history, broker=broker,
+                   history_topic=env.str(p + "HISTORY_TOPIC", "presence-locations"),
+                   history_partitions=env.int(p + "HISTORY_PARTITIONS", 6, lo=1, hi=1024))

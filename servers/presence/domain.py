@@ -14,7 +14,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from geoplex.servers._runtime.errors import InvalidArgument, Unavailable
 from geoplex.servers._runtime.geo import haversine_m, validate_location
@@ -67,6 +67,14 @@ class Fix:
     lat: float
     lon: float
     t: float
+
+
+class HistoryRow(NamedTuple):
+    """One accepted location update on its way to the history."""
+
+    id: str      # unique per update (writer.py): stored once however often it is sent
+    user: str
+    fix: Fix
 
 
 @dataclass(frozen=True, slots=True)

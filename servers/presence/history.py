@@ -1,5 +1,10 @@
-"""The location history, written behind: shared locations are buffered and inserted in
-batches (every ``history_flush_s``, or sooner once a batch is full).
+"""The location history, written behind: shared locations are buffered and written in
+batches (every ``history_flush_s``, or sooner once a batch is full), to MongoDB or, in a
+mesh with a broker, to the broker's history topic (adapters/broker_history.py).
+
+Each row gets an id when it is accepted (this process's random prefix and a counter),
+so the history stores it once however often it is sent: a batch retried after an answer
+was lost, a record a consumer group replays.
 
 The buffer is bounded by ``history_buffer_max``: while the store cannot keep up (or is
 down), the oldest rows not yet written give way to new ones. Those are counted and
@@ -10,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import deque
 
-from .domain import Fix, HubConfig
+from .domain import Fix, HistoryRow, HubConfig
 from .ports import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -24,14 +30,23 @@ class HistoryWriter:
         self.config = config
         self.dropped = 0  # rows given up because the buffer was full
         self._dropped_reported = 0
-        self._rows: deque[tuple[str, Fix]] = deque(maxlen=config.history_buffer_max)
-        self._batch: list[tuple[str, Fix]] = []  # taken from the buffer, not written yet
+        self.written = 0  # rows the store took
+        self._rows: deque[HistoryRow] = deque(maxlen=config.history_buffer_max)
+        self._batch: list[HistoryRow] = []  # taken from the buffer, not written yet
         self._kick = asyncio.Event()
+        self._origin = uuid.uuid4().hex[:12] + "-"
+        self._serial = 0
+
+    @property
+    def buffered(self) -> int:
+        """Rows accepted and not written yet."""
+        return len(self._rows) + len(self._batch)
 
     def append(self, user: str, fix: Fix) -> None:
         if len(self._rows) == self._rows.maxlen:
             self.dropped += 1  # the oldest row goes
-        self._rows.append((user, fix))
+        self._serial += 1
+        self._rows.append(HistoryRow(f"{self._origin}{self._serial:x}", user, fix))
         if len(self._rows) >= self.config.history_batch:
             self._kick.set()
 
@@ -57,6 +72,7 @@ class HistoryWriter:
             except Exception as exc:  # noqa: BLE001 - keep the rows, retry next tick
                 log.warning("history write failed (%s); will retry", type(exc).__name__)
                 return
+            self.written += len(self._batch)
             self._batch = []
 
     def _report_dropped(self) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from .domain import Change, FeedEvent, Fix, Gone, Settings
+from .domain import Change, FeedEvent, Fix, Gone, HistoryRow, Settings
 
 
 class HistoryStore(Protocol):
-    async def append_history(self, rows: Sequence[tuple[str, Fix]]) -> None:
-        """(user, fix) rows, oldest first."""
+    async def append_history(self, rows: Sequence[HistoryRow]) -> None:
+        """Rows, oldest first; a row whose id is already stored is not stored again (the
+        same rows may come twice: a retry after a lost answer, a replayed record)."""
 
 
 class PresenceStore(HistoryStore, Protocol):

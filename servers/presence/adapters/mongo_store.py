@@ -13,11 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient, UpdateOne
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from geoplex.servers._runtime.backends import ensure_indexes
 
-from ..domain import Fix, Settings
+from ..domain import Fix, HistoryRow, Settings
+
+DUPLICATE_KEY = 11000
 
 Document = dict[str, Any]
 
@@ -87,9 +89,18 @@ class MongoPresenceStore:
             {"$or": [{"user": a, "friend": b}, {"user": b, "friend": a}]})
         return int(result.deleted_count)
 
-    async def append_history(self, rows: Sequence[tuple[str, Fix]]) -> None:
-        if rows:
+    async def append_history(self, rows: Sequence[HistoryRow]) -> None:
+        """Inserted by the rows' ids: a row stored already is a duplicate key error, which
+        is the answer wanted (stored once), and the rest of the batch goes in regardless."""
+        if not rows:
+            return
+        try:
             await self.history.insert_many(
-                [{"user": user, "lat": fix.lat, "lon": fix.lon,
-                  "t": datetime.fromtimestamp(fix.t, UTC)} for user, fix in rows],
+                [{"_id": row.id, "user": row.user, "lat": row.fix.lat, "lon": row.fix.lon,
+                  "t": datetime.fromtimestamp(row.fix.t, UTC)} for row in rows],
                 ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors) \
+                    or exc.details.get("writeConcernErrors"):
+                raise

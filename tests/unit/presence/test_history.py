@@ -7,16 +7,16 @@ from collections.abc import Sequence
 
 import pytest
 
-from geoplex.servers.presence.domain import Fix, HubConfig
+from geoplex.servers.presence.domain import Fix, HistoryRow, HubConfig
 from geoplex.servers.presence.history import HistoryWriter
 
 
 class FakeStore:
     def __init__(self) -> None:
-        self.batches: list[list[tuple[str, Fix]]] = []
+        self.batches: list[list[HistoryRow]] = []
         self.fail = False
 
-    async def append_history(self, rows: Sequence[tuple[str, Fix]]) -> None:
+    async def append_history(self, rows: Sequence[HistoryRow]) -> None:
         if self.fail:
             raise ConnectionError("store down")
         self.batches.append(list(rows))
@@ -37,7 +37,7 @@ async def test_rows_are_written_in_batches_oldest_first() -> None:
     for n in range(5):
         history.append("alice", fix(n))
     await history.flush()
-    assert [[f.t for _, f in batch] for batch in store.batches] == [
+    assert [[r.fix.t for r in batch] for batch in store.batches] == [
         [1000.0, 1001.0], [1002.0, 1003.0], [1004.0]]
 
 
@@ -50,7 +50,7 @@ async def test_a_full_buffer_drops_the_oldest_rows_and_counts_them(
     assert history.dropped == 2
     with caplog.at_level(logging.WARNING):
         await history.flush()
-    assert [f.t for _, f in store.batches[0]] == [1002.0, 1003.0, 1004.0]
+    assert [r.fix.t for r in store.batches[0]] == [1002.0, 1003.0, 1004.0]
     logged = caplog.text
     assert "2 oldest rows dropped" in logged
     assert "alice" not in logged and "12.0" not in logged  # never whose or where
@@ -67,5 +67,25 @@ async def test_a_batch_that_failed_is_written_first_next_time() -> None:
     history.append("alice", fix(3))
     store.fail = False
     await history.flush()
-    assert [[f.t for _, f in batch] for batch in store.batches] == [
+    assert [[r.fix.t for r in batch] for batch in store.batches] == [
         [1000.0, 1001.0], [1002.0, 1003.0]]
+
+
+async def test_every_row_has_its_own_id_and_a_retried_batch_keeps_its_ids() -> None:
+    store = FakeStore()
+    history = writer(store, batch=2, buffer_max=10)
+    elsewhere = FakeStore()
+    other = writer(elsewhere)
+    for n in range(3):
+        history.append("alice", fix(n))
+        other.append("alice", fix(n))
+    store.fail = True
+    await history.flush()                      # the first batch fails: kept, ids and all
+    assert history.buffered == 3 and history.written == 0
+    store.fail = False
+    await history.flush()
+    ids = [r.id for batch in store.batches for r in batch]
+    assert len(set(ids)) == 3 and history.written == 3 and history.buffered == 0
+    await other.flush()
+    theirs = {r.id for batch in elsewhere.batches for r in batch}
+    assert len(theirs) == 3 and not set(ids) & theirs   # another process: other ids
