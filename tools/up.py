@@ -33,6 +33,19 @@ def _port_for(entry: ServiceDeclaration) -> int:
             return free_port()
 
 
+def _http_port_for(entry: ServiceDeclaration) -> int | None:
+    """The configured HTTP port (GEOPLEX_<NAME>_HTTP_PORT; None when "off"), else the
+    default if free, else a free one."""
+    assert entry.http is not None
+    env = Env()
+    var = f"{entry.env_prefix}HTTP_PORT"
+    raw = env.raw(var)
+    if raw is not None:
+        return None if raw.strip().lower() == "off" else env.int(var, entry.http[1], lo=1,
+                                                                  hi=65535)
+    return _node_port(entry.http[1])
+
+
 def _node_port(port: int) -> int:
     """A cluster node's default port, or a free one if it is taken."""
     import socket
@@ -75,10 +88,14 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
 
             await load_demo_data(env, progress=lambda m: print(f"[data] {m}", flush=True))
         ports: dict[str, list[int]] = {}
+        http_ports: dict[str, int] = {}  # the HTTP endpoints: the default, else a free one
         for entry in entries:
             port = _port_for(entry)
             ports[entry.name] = [port] + [_node_port(port + 100 * i)
                                           for i in range(1, entry.nodes)]
+            http_port = _http_port_for(entry) if entry.http else None
+            if http_port is not None:
+                http_ports[entry.name] = http_port
         # every service learns where the others listen, under the variables the SDK and
         # the CLI read (GEOPLEX_BROKER_TARGET=host:port,...): maps produces to the broker
         env.update({f"{e.env_prefix}TARGET": ",".join(f"127.0.0.1:{p}" for p in ports[e.name])
@@ -110,7 +127,8 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
                         {**env, prefix + "PORT": str(node_port), prefix + "ID": str(i),
                          prefix + "DATA_DIR": str(state_dir / f"{entry.name}-{i}")}))
                 continue
-            http = {prefix + "HTTP_PORT": str(entry.http[1])} if entry.http else {}
+            http = ({prefix + "HTTP_PORT": str(http_ports[entry.name])}
+                    if entry.name in http_ports else {})
             for n in range(entry.processes):
                 specs.append(ProcessSpec(
                     f"{entry.name}-{n + 1}", python_module(entry.module),
@@ -133,15 +151,14 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
             else:
                 print(f"  {entry.name:<10} {target}  ({entry.processes} processes)")
             print(f"    grpcurl -plaintext {target} list")
-            if entry.http:
-                print(f"    {entry.http[0]}: http://127.0.0.1:{entry.http[1]}/")
+            if entry.http and entry.name in http_ports:
+                print(f"    {entry.http[0]}: http://127.0.0.1:{http_ports[entry.name]}/")
             auth = ' -H "authorization: Bearer $(geoplex auth dev-token alice)"' \
                 if entry.needs_token else ""
             print(f"    grpcurl -plaintext{auth} -d '{body}' {target} {entry.grpc_service_names[0]}/{method}")
         print("Backends:", ", ".join(f"{k}={v}" for k, v in urls.env().items()))
-        http_of = {e.name: e.http for e in entries if e.http}
-        if "telemetry" in http_of:
-            print(f"Dashboard: http://127.0.0.1:{http_of['telemetry'][1]}/ (the mesh at a "
+        if "telemetry" in http_ports:
+            print(f"Dashboard: http://127.0.0.1:{http_ports['telemetry']}/ (the mesh at a "
                   "glance, a query box, firing alerts and silences)")
         if sink is not None:
             print(f"Alert emails: {sink.url} -> {sink.directory} (each printed here as "

@@ -137,7 +137,8 @@ class MapsHttp:
         return web_app
 
     async def start(self, host: str, port: int) -> str:
-        self._runner, self.address = await start_http(self.application(), host, port)
+        self._runner, self.address = await start_http(self.application(), host, port,
+                                                      "GEOPLEX_MAPS_HTTP_PORT")
         return self.address
 
     async def stop(self) -> None:

@@ -204,7 +204,8 @@ class PrometheusApi:
         return app
 
     async def start(self, host: str, port: int) -> str:
-        self._runner, address = await start_http(self.application(), host, port)
+        self._runner, address = await start_http(self.application(), host, port,
+                                                 "GEOPLEX_TELEMETRY_HTTP_PORT")
         return address
 
     async def stop(self) -> None:
