@@ -70,6 +70,56 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    """Follow the business-events topic as a consumer group, a line per event (each id
+    once: a relay's resend after a crash is shown once)."""
+    import asyncio
+    import json
+
+    from geoplex.clients.broker import BrokerClient
+    from geoplex.clients.errors import GeoplexError
+
+    seen: set[str] = set()
+    shown = 0
+
+    async def run() -> None:
+        nonlocal shown
+        async with BrokerClient([a for a in args.broker.split(",") if a]) as broker:
+            async with broker.consumer(args.group, [args.topic],
+                                       auto_offset_reset=args.start) as consumer:
+                print(f"{'at':<24}  {'event':<8}  {'business':<22}  name", flush=True)
+                while args.limit <= 0 or shown < args.limit:
+                    try:
+                        record = await asyncio.wait_for(consumer.__anext__(),
+                                                        args.idle if args.idle > 0 else None)
+                    except (TimeoutError, StopAsyncIteration):
+                        return
+                    try:
+                        event = json.loads(record.value)
+                        event_id = str(event["id"])
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    if event_id in seen:
+                        continue
+                    seen.add(event_id)
+                    shown += 1
+                    name = (event.get("business") or {}).get("name", "")
+                    print(f"{printable(event.get('at', '')):<24}  "
+                          f"{printable(event.get('kind', '')):<8}  "
+                          f"{printable(event.get('business_id', '')):<22}  {printable(name)}",
+                          flush=True)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except GeoplexError as exc:
+        from .output import print_error
+        return print_error(exc)
+    print(f"{shown} event(s)")
+    return 0
+
+
 def add_commands(sub: Subcommands) -> None:
     px_sub = command_group(
         sub, "proximity", help="search nearby businesses and manage your own",
@@ -121,3 +171,25 @@ def add_commands(sub: Subcommands) -> None:
     ls.add_argument("--limit", type=int, default=20)
     common(ls, token=True)
     ls.set_defaults(func=cmd_list)
+
+    ev = px_sub.add_parser(
+        "events", help="follow business edits as they are published (created, updated, "
+                       "deleted)",
+        description="Read the business-events topic from the broker as a consumer group "
+                    "(the proximity service publishes one event per committed edit) and "
+                    "print each event once, until Ctrl-C, --limit or --idle.")
+    ev.add_argument("--broker", default=os.environ.get("GEOPLEX_BROKER_TARGET",
+                                                       "127.0.0.1:50053"),
+                    help="broker host:port[,...] (default: %(default)s, or "
+                         "$GEOPLEX_BROKER_TARGET)")
+    ev.add_argument("--topic", default="business-events", help="default: %(default)s")
+    ev.add_argument("--group", default="geoplex-cli-events",
+                    help="consumer group: it remembers what it has shown (default: "
+                         "%(default)s)")
+    ev.add_argument("--from", dest="start", choices=("earliest", "latest"),
+                    default="earliest", help="where a new group starts (default: "
+                                             "%(default)s)")
+    ev.add_argument("--limit", type=int, default=0, help="stop after this many (0: never)")
+    ev.add_argument("--idle", type=float, default=0.0,
+                    help="stop after this many seconds without an event (0: never)")
+    ev.set_defaults(func=cmd_events)

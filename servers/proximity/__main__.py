@@ -9,7 +9,10 @@ from geoplex.servers._runtime.server import ServiceSpec, run
 from geoplex.servers._runtime.auth import TokenVerifier
 from geoplex.servers._runtime.backends import open_mongo, open_redis
 
+from geoplex.clients.broker import BrokerClient
+
 from .adapters import mongo_store, redis_cache
+from .outbox import OutboxRelay
 from .app import ProximityApp
 from .config import ProximityConfig
 from .service import SERVICE
@@ -22,8 +25,14 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     config = config or ProximityConfig.from_env()
     mongo = await open_mongo(config.mongo_uri, stack)
     redis = await open_redis(config.redis_url, stack)
-    store = mongo_store.MongoBusinessStore(mongo, config.database)
+    store = mongo_store.MongoBusinessStore(mongo, config.database, outbox=config.events)
     await store.ensure_indexes()
+    if config.events:  # every committed edit, from the outbox to the broker (outbox.py)
+        broker = BrokerClient(list(config.broker))
+        stack.push_async_callback(broker.aclose)
+        relay = OutboxRelay(store, broker, config.events_topic, config.events_partitions)
+        await relay.start()
+        stack.push_async_callback(relay.stop)
     cache = redis_cache.RedisBusinessCache(redis, config.database, config.cache_ttl)
     app = ProximityApp(store, cache, index=config.index,
                        detail_capacity=config.detail_cache_size)

@@ -4,6 +4,12 @@
 by ``_id``, i.e. business id). ``geohash_index`` holds one document per
 (geohash, business_id) under a unique compound index: moving a business
 deletes one small document and inserts another, no array is rewritten.
+
+With events on (``outbox=True``), every edit's transaction also inserts its event into
+``outbox`` (a transactional outbox: an edit is never stored without its event, nor an
+event without its edit); ``outbox.py`` relays the events to the broker and marks them
+published. A TTL index drops an event 14 days after its edit (the broker keeps it as
+long).
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pymongo
-from pymongo import AsyncMongoClient
+from bson import ObjectId
+from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.change_stream import AsyncCollectionChangeStream
 
 from geoplex.servers._runtime.backends import ensure_indexes
@@ -51,12 +60,52 @@ def _utc(value: object) -> datetime:
     return datetime.fromtimestamp(0, UTC)
 
 
+OUTBOX_KEEP_S = 14 * 86_400   # an event is dropped this long after its edit, published or not
+EVENT_KINDS = ("created", "updated", "deleted")
+
+
 class MongoBusinessStore:
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str, *,
+                 outbox: bool = False) -> None:
         self.client = client
         self.db = client[database]
         self.businesses = self.db["businesses"]
         self.cells = self.db["geohash_index"]
+        self.outbox = self.db["outbox"]
+        self.leases = self.db["leases"]
+        self.with_outbox = outbox
+
+    async def _event(self, kind: str, business: Business, session: AsyncClientSession) -> None:
+        """The edit's event, in the edit's transaction (when events are on)."""
+        if not self.with_outbox:
+            return
+        await self.outbox.insert_one({
+            "_id": ObjectId(), "kind": kind, "business_id": business.id,
+            "owner": business.owner, "at": datetime.now(UTC), "published": False,
+            "business": None if kind == "deleted" else to_doc(business)}, session=session)
+
+    async def pending_events(self, limit: int) -> list[dict[str, Any]]:
+        """Events not published yet, oldest first (ObjectIds grow with time)."""
+        cursor = self.outbox.find({"published": False}).sort("_id", 1).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def mark_published(self, ids: Sequence[ObjectId]) -> None:
+        await self.outbox.update_many({"_id": {"$in": list(ids)}},
+                                      {"$set": {"published": True,
+                                                "published_at": datetime.now(UTC)}})
+
+    async def hold_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Take or renew lease ``name`` for ``seconds`` if free, expired or ours."""
+        now = datetime.now(UTC)
+        until = datetime.fromtimestamp(now.timestamp() + seconds, UTC)
+        try:
+            found = await self.leases.find_one_and_update(
+                {"_id": name, "$or": [{"until": {"$lt": now}}, {"holder": holder}]},
+                {"$set": {"holder": holder, "until": until}}, upsert=True,
+                return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:
+            return False   # another holds it (the upsert found the key taken)
+        return found is not None and found.get("holder") == holder
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes([
@@ -64,6 +113,8 @@ class MongoBusinessStore:
             (self.businesses, [("owner", 1), ("_id", 1)], {}),
             (self.cells, [("geohash", 1), ("business_id", 1)], {"unique": True}),
             (self.cells, [("business_id", 1)], {}),
+            (self.outbox, [("published", 1), ("_id", 1)], {}),
+            (self.outbox, [("at", 1)], {"expireAfterSeconds": OUTBOX_KEEP_S}),
         ])
 
     async def get_many(self, ids: Sequence[str]) -> dict[str, Business]:
@@ -78,6 +129,7 @@ class MongoBusinessStore:
                 await self.businesses.insert_one(to_doc(business), session=session)
                 await self.cells.insert_one({"geohash": business.geohash,
                                              "business_id": business.id}, session=session)
+                await self._event("created", business, session)
         return business
 
     async def replace(self, business: Business, previous_geohash: str) -> Business:
@@ -90,6 +142,7 @@ class MongoBusinessStore:
                                                  "business_id": business.id}, session=session)
                     await self.cells.insert_one({"geohash": business.geohash,
                                                  "business_id": business.id}, session=session)
+                await self._event("updated", business, session)
         return business
 
     async def delete(self, business: Business) -> None:
@@ -97,6 +150,7 @@ class MongoBusinessStore:
             async with await session.start_transaction():
                 await self.businesses.delete_one({"_id": business.id}, session=session)
                 await self.cells.delete_many({"business_id": business.id}, session=session)
+                await self._event("deleted", business, session)
 
     async def list_by_owner(self, owner: str, limit: int, after_id: str) -> list[Business]:
         query: dict[str, Any] = {"owner": owner}
