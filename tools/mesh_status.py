@@ -45,6 +45,7 @@ FIGURES = {
 class ProcessStatus:
     service: str
     node: str
+    slot: str                # the supervisor's name for it (presence-2), else ""
     address: str
     pid: int
     instance: str
@@ -101,7 +102,7 @@ async def mesh_status(endpoints: Sequence[str], prefix: str = DEFAULT_PREFIX,
     healths = await asyncio.gather(*(health_of(e.address, timeout=timeout)
                                        for e in entries))
     now = time.time()
-    rows = [ProcessStatus(e.service, e.node, e.address, e.pid, e.instance, e.version,
+    rows = [ProcessStatus(e.service, e.node, e.slot, e.address, e.pid, e.instance, e.version,
                           e.uptime_s(now), e.health, h, dict(e.endpoints))
             for e, h in zip(entries, healths)]
     target = telemetry or next((r.address for r in rows if r.service == "telemetry"
@@ -158,9 +159,9 @@ def cmd_mesh_status(args: argparse.Namespace) -> int:
         print(f"no process is registered under {args.prefix} in etcd at "
               f"{', '.join(endpoints)} (is the mesh running? `geoplex up`)")
         return 0
-    print_table(("service", "node", "address", "pid", "health", "uptime", "version",
+    print_table(("service", "process", "address", "pid", "health", "uptime", "version",
                  "req/s", "err/s", "streams", "lag"),
-                [(p.service, p.node or "-", p.address, p.pid,
+                [(p.service, p.slot or (f"node {p.node}" if p.node else "-"), p.address, p.pid,
                   p.health if p.registered == "serving" else f"{p.health} (stopping)",
                   _uptime(p.uptime_s), p.version, _num(p.requests_s), _num(p.errors_s),
                   _num(p.streams, 0), _num(p.lag, 0)) for p in status.processes])

@@ -12,6 +12,10 @@ Each round writes, at one timestamp:
 - ``geoplex_mesh_processes{job=<service>}``: how many processes of the service are
   registered.
 - ``geoplex_mesh_probe_duration_seconds{job, slot}``: how long the health check took.
+- ``geoplex_mesh_unclean_exits_total{job, slot}``: processes of the slot that left the
+  registry without a graceful stop (their lease expired), counted from 0 since telemetry
+  started; a death is seen even when the supervisor's restart is back before any probe
+  (the default rule ``InstanceCrashed``).
 
 A slot whose process vanished without a graceful stop (kill -9, a crash: its entry
 expired while it still said ``serving``, or it stopped answering) stays, with ``up`` 0,
@@ -41,7 +45,9 @@ from .tsdb.labels import Labels, labels_of
 
 logger = logging.getLogger(__name__)
 
-UP, PROCESSES, PROBE_DURATION = "up", "geoplex_mesh_processes", "geoplex_mesh_probe_duration_seconds"
+UP, PROCESSES = "up", "geoplex_mesh_processes"
+PROBE_DURATION, UNCLEAN_EXITS = ("geoplex_mesh_probe_duration_seconds",
+                                 "geoplex_mesh_unclean_exits_total")
 
 
 def slot_of(entry: Registration) -> str:
@@ -53,6 +59,7 @@ class _Slot:
     job: str
     slot: str
     lost_at: float = 0.0     # when its process vanished uncleanly (0: it has one)
+    unclean_exits: int = 0   # processes of the slot that left without stopping
 
 
 class MeshWatch:
@@ -95,25 +102,31 @@ class MeshWatch:
 
     def _seen(self, entries: Sequence[Registration], now: float) -> list[_Slot]:
         """Take the registry's new set; the slots that left gracefully (to mark stale)."""
-        before = {(e.service, slot_of(e)): e for e in self.entries}
+        kept = {e.instance for e in entries}
         after = {(e.service, slot_of(e)) for e in entries}
         gone: list[_Slot] = []
-        for key, entry in before.items():
-            if key in after:
+        for entry in self.entries:
+            if entry.instance in kept:
                 continue
+            key = (entry.service, slot_of(entry))
             slot = self.slots.get(key)
             if slot is None:
                 continue
             if entry.health == HEALTH_STOPPING:
-                gone.append(self.slots.pop(key))
-            elif not slot.lost_at:
+                if key not in after:
+                    gone.append(self.slots.pop(key))
+                continue
+            # its lease expired while it said serving: killed, crashed, or cut off
+            slot.unclean_exits += 1
+            logger.warning("mesh: %s %s (pid %d) left the registry without stopping "
+                           "(killed, or crashed)", entry.service, key[1], entry.pid)
+            if key not in after and not slot.lost_at:
                 slot.lost_at = now
-                logger.warning("mesh: %s %s left the registry without stopping (killed, or "
-                               "crashed)", entry.service, key[1])
         for entry in entries:
             key = (entry.service, slot_of(entry))
             slot = self.slots.setdefault(key, _Slot(*key))
-            slot.lost_at = 0.0
+            if entry.health != HEALTH_STOPPING:
+                slot.lost_at = 0.0
         self.entries = list(entries)
         self._pending_stale += gone
         return gone
@@ -161,6 +174,7 @@ class MeshWatch:
                 continue
             up, seconds = best.get(key, (0.0, math.nan))
             batch.append((self._labels(UP, slot), t_ms, up))
+            batch.append((self._labels(UNCLEAN_EXITS, slot), t_ms, float(slot.unclean_exits)))
             if not math.isnan(seconds):
                 batch.append((self._labels(PROBE_DURATION, slot), t_ms, seconds))
         self.jobs |= set(counts)
@@ -170,7 +184,7 @@ class MeshWatch:
         stale, self._pending_stale = self._pending_stale, []
         for slot in stale:
             batch += [(self._labels(name, slot), t_ms, STALE_NAN)
-                      for name in (UP, PROBE_DURATION)]
+                      for name in (UP, PROBE_DURATION, UNCLEAN_EXITS)]
         if batch:
             await asyncio.to_thread(self.store.append, batch)
         self.rounds += 1

@@ -75,7 +75,7 @@ async def test_status_lists_every_process_with_health_and_figures_from_telemetry
     table = status(backends, prefix)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split()[:5] == ["service", "node", "address", "pid", "health"]
+    assert lines[0].split()[:5] == ["service", "process", "address", "pid", "health"]
     assert any(telemetry.address in line and "SERVING" in line for line in lines)
     assert "2 processes of 1 services, 2 serving" in table.stdout
 

@@ -37,10 +37,15 @@ def up_of(http: str, slot: str) -> list[float]:
     return [float(r["value"][1]) for r in answer["result"]]
 
 
-def alert_states(http: str, slot: str) -> list[str]:
+def alert_states(http: str, slot: str, name: str = "InstanceDown") -> list[str]:
     return [a["state"] for a in get(http, "/api/v1/alerts")["alerts"]
-            if a["labels"].get("alertname") == "InstanceDown"
-            and a["labels"].get("slot") == slot]
+            if a["labels"].get("alertname") == name and a["labels"].get("slot") == slot]
+
+
+def unclean_exits(http: str, slot: str) -> list[float]:
+    answer = get(http, "/api/v1/query",
+                 query=f'geoplex_mesh_unclean_exits_total{{slot="{slot}"}}')
+    return [float(r["value"][1]) for r in answer["result"]]
 
 
 async def test_a_killed_process_pages_until_its_slot_serves_again_and_a_stop_pages_no_one(
@@ -73,6 +78,7 @@ async def test_a_killed_process_pages_until_its_slot_serves_again_and_a_stop_pag
 
     first = worker("watch-first")
     await eventually(lambda: up_of(http, slot) == [1.0], 20, what="the worker watched")
+    assert unclean_exits(http, slot) == [0.0]
     processes = get(http, "/api/v1/query", query="geoplex_mesh_processes")["result"]
     assert {r["metric"]["job"]: r["value"][1] for r in processes} == {"telemetry": "2"}
 
@@ -88,10 +94,16 @@ async def test_a_killed_process_pages_until_its_slot_serves_again_and_a_stop_pag
                      and get(http, "/api/v1/query", query="geoplex_mesh_processes")
                      ["result"][0]["value"][1] == "1", 20, what="the entry expired")
     assert up_of(http, slot) == [0.0] and alert_states(http, slot) == ["firing"]
+    # ...and counted as a death, which InstanceCrashed reports for 15 minutes
+    await eventually(lambda: unclean_exits(http, slot) == [1.0], 20, what="the death counted")
+    await eventually(lambda: alert_states(http, slot, "InstanceCrashed") == ["firing"], 20,
+                     what="InstanceCrashed firing")
 
     second = worker("watch-second")   # the supervisor's restart, in the same slot
     await eventually(lambda: up_of(http, slot) == [1.0], 20, what="the slot back up")
     await eventually(lambda: alert_states(http, slot) == [], 20, what="InstanceDown resolved")
+    assert alert_states(http, slot, "InstanceCrashed") == ["firing"]   # it did die
+    assert unclean_exits(http, slot) == [1.0]
 
     assert second.stop() == 0        # graceful: the slot's series end, and nothing fires
     await eventually(lambda: up_of(http, slot) == [], 20, what="the slot's series stale")
