@@ -161,6 +161,7 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
     classes_of: list[U8] = []
     factor_of: list[F32] = []
     round_of: list[Bools] = []
+    along_of: list[Bools] = []  # drawn in the way's own direction (for directional delays)
     way_ids: list[int] = []
     way_names: list[str] = []
     way_refs: list[str] = []
@@ -175,8 +176,9 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
         a, b = way.nodes[:-1], way.nodes[1:]
         keep = a != b
         a, b = a[keep], b[keep]
-        for on, src, dst, kmh in ((rule.forward_kmh > 0, a, b, rule.forward_kmh),
-                                  (rule.backward_kmh > 0, b[::-1], a[::-1], rule.backward_kmh)):
+        for on, src, dst, kmh, along in ((rule.forward_kmh > 0, a, b, rule.forward_kmh, True),
+                                         (rule.backward_kmh > 0, b[::-1], a[::-1],
+                                          rule.backward_kmh, False)):
             if not on or src.size == 0:
                 continue
             tails.append(src)
@@ -186,6 +188,7 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
             classes_of.append(np.full(src.size, rule.classes, dtype=np.uint8))
             factor_of.append(np.full(src.size, rule.weight_factor, dtype=np.float32))
             round_of.append(np.full(src.size, rule.roundabout))
+            along_of.append(np.full(src.size, along))
     if not tails:
         raise ValueError(f"no road in this network is usable by {profile.name}")
     tail = np.concatenate(tails).astype(np.int32)
@@ -195,6 +198,7 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
     seg_classes = np.concatenate(classes_of)
     seg_factor = np.concatenate(factor_of)
     seg_round = np.concatenate(round_of)
+    seg_along = np.concatenate(along_of)
     lat, lon = network.lat, network.lon
     length = haversine_pairs(lat[tail], lon[tail], lat[head], lon[head])
     # rounded up: an arc never costs less than its length at the speed, which keeps A*
@@ -209,8 +213,9 @@ def build_graph(network: RawNetwork, profile: Profile) -> RoadGraph:
     degree = np.bincount((pairs // n_nodes).astype(np.int64), minlength=n_nodes)
     intersection = degree >= 3
 
-    arc_tail, arc_head, arc_turn = _turns(network, profile, tail, head, seg_way,
-                                          np.asarray(way_ids, dtype=np.int64), degree)
+    arc_tail, arc_head, arc_turn = _turns(network, profile, tail, head, seg_way, seg_along,
+                                          seg_round, np.asarray(way_ids, dtype=np.int64),
+                                          degree)
 
     # the largest strongly connected component of the turn graph
     n_seg = tail.size
@@ -267,9 +272,11 @@ def _labels(names: list[str], refs: list[str]) -> I32:
 
 
 def _turns(network: RawNetwork, profile: Profile, tail: I32, head: I32, seg_way: I32,
-           way_ids: npt.NDArray[np.int64],
+           seg_along: Bools, seg_round: Bools, way_ids: npt.NDArray[np.int64],
            degree: npt.NDArray[np.int64]) -> tuple[I32, I32, U32]:
-    """Every allowed turn (segment -> next segment) and its cost in milliseconds."""
+    """Every allowed turn (segment -> next segment) and its cost in milliseconds; a node's
+    delay (signals, gates) is paid by the turns through it that arrive in a direction it
+    holds up (``Profile.delay_direction``, judged by the arriving segment's own way)."""
     n_nodes = network.node_count
     out_order = np.argsort(tail, kind="stable")
     out_count = np.bincount(tail, minlength=n_nodes)
@@ -299,12 +306,16 @@ def _turns(network: RawNetwork, profile: Profile, tail: I32, head: I32, seg_way:
     allowed &= _restrictions_allow(network, profile, e, f, via, tail, head, seg_way, way_ids)
 
     junction = degree[via] >= 3
-    turn_s = np.where(junction, profile.turn_seconds(angle), 0.0)
+    turn_s = np.where(junction, profile.turn_seconds(angle, seg_round[e] | seg_round[f]), 0.0)
     turn_s = np.where(u_turn, profile.u_turn_seconds, turn_s)
     delay = np.zeros(n_nodes)
+    holds = np.zeros(n_nodes, dtype=np.int8)  # +1 / -1: only arrivals along / against
     for node, tags in network.node_tags.items():
         delay[node] = profile.node_delay_seconds(tags)
-    turn_s = turn_s + delay[via]
+        holds[node] = profile.delay_direction(tags)
+    side = holds[via]
+    held = (side == 0) | (seg_along[e] == (side > 0))
+    turn_s = turn_s + np.where(held, delay[via], 0.0)
     turn_ms = np.rint(turn_s * 1000.0).astype(np.uint32)
     return (e[allowed].astype(np.int32), f[allowed].astype(np.int32), turn_ms[allowed])
 

@@ -38,7 +38,7 @@ from .traffic import TrafficState
 
 logger = logging.getLogger(__name__)
 
-CODE_VERSION = 6
+CODE_VERSION = 7
 AVOID_CLASSES = ((AVOID_TOLLS, CLASS_TOLL), (AVOID_MOTORWAYS, CLASS_MOTORWAY),
                  (AVOID_FERRIES, CLASS_FERRY))
 

@@ -13,6 +13,7 @@ from geoplex.servers.routing.graph import build_graph
 from geoplex.servers.routing.profiles import (
     CLASS_FERRY,
     CLASS_MOTORWAY,
+    CLASS_NO_START,
     CLASS_TOLL,
     BicycleProfile,
     CarProfile,
@@ -59,6 +60,7 @@ def test_maxspeed_without_zones_ignores_zone_codes_and_none() -> None:
 @pytest.mark.parametrize(("highway", "kmh"), [
     ("motorway", 90.0), ("trunk", 85.0), ("primary", 65.0), ("secondary", 55.0),
     ("tertiary", 40.0), ("residential", 25.0), ("living_street", 10.0), ("service", 15.0),
+    ("winter_road", 20.0), ("ice_road", 15.0),
 ])
 def test_car_drives_each_road_class_at_its_osrm_speed(highway: str, kmh: float) -> None:
     assert speeds(CAR, highway=highway)[0] == kmh
@@ -115,6 +117,47 @@ def test_foot_walks_at_5_kmh() -> None:
 def test_no_mode_uses_a_road_under_construction() -> None:
     for profile in (CAR, BIKE, FOOT):
         assert profile.way({"highway": "construction"}, "") is None
+
+
+@pytest.mark.parametrize(("tags", "expected"), [
+    ({"maxheight": "1.8"}, (0.0, 0.0)),
+    ({"maxheight": "6'6\""}, (0.0, 0.0)),           # 1.98 m
+    ({"maxheight": "2.0"}, (25.0, 25.0)),
+    ({"maxheight": "default"}, (25.0, 25.0)),
+    ({"maxheight:physical": "1.9", "maxheight": "3"}, (0.0, 0.0)),
+    ({"maxwidth": "1.9"}, (0.0, 0.0)),
+    ({"width": "1,5"}, (0.0, 0.0)),
+    ({"maxwidth:backward": "1.8"}, (25.0, 0.0)),
+    ({"maxlength": "4"}, (0.0, 0.0)),
+    ({"maxweight": "1.5"}, (0.0, 0.0)),
+    ({"maxweight": "1500 kg"}, (0.0, 0.0)),
+    ({"maxweight": "3.5"}, (25.0, 25.0)),
+], ids=lambda v: str(v))
+def test_car_does_not_drive_where_it_does_not_fit(tags: dict[str, str],
+                                                  expected: tuple[float, float]) -> None:
+    assert speeds(CAR, highway="residential", **tags) == expected
+
+
+def test_car_reads_a_zone_limit_from_source_maxspeed_when_maxspeed_is_absent() -> None:
+    assert speeds(CAR, highway="residential", **{"source:maxspeed": "FI:urban"}) == (40.0, 40.0)
+    assert speeds(CAR, highway="residential", **{"maxspeed:type": "DE:rural"}) == (80.0, 80.0)
+    assert speeds(CAR, highway="residential", maxspeed="30",
+                  **{"source:maxspeed": "FI:urban"}) == (24.0, 24.0)
+    assert speeds(CAR, highway="residential", **{"source:maxspeed": "sign"}) == (25.0, 25.0)
+
+
+@pytest.mark.parametrize(("tags", "no_start"), [
+    ({"highway": "service", "access": "private"}, True),
+    ({"highway": "service", "motorcar": "private", "access": "yes"}, True),
+    ({"highway": "service", "access": "destination"}, False),
+    ({"highway": "residential", "access": "private"}, False),
+    ({"highway": "service"}, False),
+], ids=lambda v: str(v))
+def test_a_private_service_road_is_no_place_to_start_a_car_route(tags: dict[str, str],
+                                                                no_start: bool) -> None:
+    rule = CAR.way(tags, "")
+    assert rule is not None
+    assert bool(rule.classes & CLASS_NO_START) is no_start
 
 
 # -- access ---------------------------------------------------------------------------------
@@ -337,6 +380,66 @@ def test_a_gate_costs_the_car_60_seconds() -> None:
     assert int(graph.arc_turn_ms[turn]) == 60_000
 
 
+@pytest.mark.parametrize("access", [{"motorcar": "yes"}, {"access": "permissive"},
+                                    {"access": "private"}], ids=lambda t: str(t))
+def test_a_gate_with_access_tags_open_to_the_car_costs_nothing(access: dict[str, str]) -> None:
+    # OSRM reads a node's access tags first: a gate they let the car through is no obstacle
+    b, a, x, z, _ = _through_node(barrier="gate", **access)
+    graph = build_graph(b.build(), CAR)
+    turn = arc(graph, segment(graph, a, x), segment(graph, x, z))
+    assert turn >= 0
+    assert int(graph.arc_turn_ms[turn]) == 0
+
+
+def test_a_gate_closed_to_cars_is_a_place_to_turn_back_without_the_gate_delay() -> None:
+    b, a, x, z, _ = _through_node(barrier="gate", access="no")
+    graph = build_graph(b.build(), CAR)
+    assert not turn_allowed(graph, a, x, z)
+    back = arc(graph, segment(graph, a, x), segment(graph, x, a))
+    assert back >= 0
+    assert int(graph.arc_turn_ms[back]) == round(CAR.u_turn_seconds * 1000)
+
+
+@pytest.mark.parametrize(("tags", "along_ms", "against_ms"), [
+    ({"traffic_signals:direction": "forward"}, 2_000, 0),
+    ({"traffic_signals:direction": "backward"}, 0, 2_000),
+    ({"direction": "forward"}, 2_000, 0),
+    ({"traffic_signals:direction": "backward", "direction": "forward"}, 0, 2_000),
+    ({"direction": "154"}, 2_000, 2_000),
+], ids=lambda v: str(v))
+def test_a_signal_for_one_direction_holds_up_only_that_direction(
+        tags: dict[str, str], along_ms: int, against_ms: int) -> None:
+    # Through Street is drawn a -> x -> z: forward is the way a to z
+    b, a, x, z, _ = _through_node(highway="traffic_signals", **tags)
+    graph = build_graph(b.build(), CAR)
+    along = arc(graph, segment(graph, a, x), segment(graph, x, z))
+    against = arc(graph, segment(graph, z, x), segment(graph, x, a))
+    assert int(graph.arc_turn_ms[along]) == along_ms
+    assert int(graph.arc_turn_ms[against]) == against_ms
+
+
+def test_a_one_direction_signal_at_a_way_end_is_judged_by_the_arriving_way() -> None:
+    # x ends West Street (drawn a -> x) and starts East Street (drawn x -> z): "forward"
+    # holds up traffic from a (along West Street), not from z (against East Street)
+    b = NetworkBuilder()
+    a, x, z = b.node(0, 0), b.node(0, 100, highway="traffic_signals",
+                                   **{"traffic_signals:direction": "forward"}), b.node(0, 200)
+    b.way([a, x], name="West Street")
+    b.way([x, z], name="East Street")
+    b.way([a, b.node(150, 100), z], name="Detour")
+    graph = build_graph(b.build(), CAR)
+    assert int(graph.arc_turn_ms[arc(graph, segment(graph, a, x), segment(graph, x, z))]) == 2_000
+    assert int(graph.arc_turn_ms[arc(graph, segment(graph, z, x), segment(graph, x, a))]) == 0
+
+
+def test_a_give_way_sign_for_one_direction_holds_up_only_that_direction() -> None:
+    b, a, x, z, _ = _through_node(highway="give_way", direction="backward")
+    graph = build_graph(b.build(), CAR)
+    assert int(graph.arc_turn_ms[arc(graph, segment(graph, a, x), segment(graph, x, z))]) == 0
+    assert int(graph.arc_turn_ms[arc(graph, segment(graph, z, x),
+                                     segment(graph, x, a))]) == 1_000
+
+
 @pytest.mark.parametrize("profile", [CAR, BIKE, FOOT], ids=lambda p: p.name)
 def test_traffic_signals_cost_2_seconds(profile: Profile) -> None:
     b, a, x, z, _ = _through_node(highway="traffic_signals")
@@ -453,6 +556,33 @@ def test_car_turn_costs_at_a_junction_follow_the_side_of_the_turn() -> None:
     assert cost(x.west) == pytest.approx(7_320, abs=30)   # left, across traffic
 
 
+def _ring(**ring_tags: str) -> tuple[int, NetworkBuilder, int, int, int]:
+    """A ring driven anticlockwise north -> west -> south -> east -> north, with a two-way
+    spur out of its north and south points (so those are junctions)."""
+    b = NetworkBuilder()
+    north, west, south, east = b.node(50, 0), b.node(0, -50), b.node(-50, 0), b.node(0, 50)
+    b.way([north, west, south, east, north], {"highway": "residential", "oneway": "yes",
+                                               **ring_tags})
+    b.way([north, b.node(150, 0)])
+    b.way([south, b.node(-150, 0)])
+    return north, b, east, west, south
+
+
+def test_going_round_a_roundabout_pays_no_oncoming_traffic_term() -> None:
+    # at the north point the ring bends 90 degrees left: across oncoming traffic on a
+    # street, not on a roundabout (OSRM: neither leg may be a roundabout for that term)
+    costs = {}
+    for tags in ({"junction": "roundabout"}, {}):
+        north, b, east, west, _ = _ring(**tags)
+        graph = build_graph(b.build(), CAR)
+        turn = arc(graph, segment(graph, east, north), segment(graph, north, west))
+        costs[bool(tags)] = int(graph.arc_turn_ms[turn])
+    left = float(osrm_turn_seconds(np.array([-90.0]), 7.5, 1.075,
+                                   np.array([True]))[0])
+    assert costs[True] == pytest.approx(left * 1000, abs=1)
+    assert costs[False] - costs[True] == pytest.approx(1_925, abs=30)
+
+
 def test_bicycle_turns_cost_more_to_the_left_than_to_the_right() -> None:
     right, left = BIKE.turn_seconds(np.array([90.0, -90.0]))
     assert 0 < float(right) < float(left)
@@ -462,7 +592,7 @@ def test_pedestrian_turns_are_free() -> None:
     assert np.all(FOOT.turn_seconds(np.array([0.0, 90.0, -135.0])) == 0)
 
 
-@pytest.mark.parametrize(("profile", "ms"), [(CAR, 20_000), (BIKE, 20_000), (FOOT, 2_000)],
+@pytest.mark.parametrize(("profile", "ms"), [(CAR, 27_455), (BIKE, 20_000), (FOOT, 2_000)],
                          ids=["car", "bicycle", "foot"])
 def test_a_u_turn_at_a_dead_end_costs_the_profile_u_turn_time(profile: Profile,
                                                               ms: int) -> None:
@@ -471,6 +601,12 @@ def test_a_u_turn_at_a_dead_end_costs_the_profile_u_turn_time(profile: Profile,
     turn = arc(graph, segment(graph, x.centre, x.east), segment(graph, x.east, x.centre))
     assert turn >= 0
     assert int(graph.arc_turn_ms[turn]) == ms
+
+
+def test_a_car_u_turn_costs_osrm_u_turn_penalty_on_top_of_its_hairpin_turn_cost() -> None:
+    hairpin = float(osrm_turn_seconds(np.array([180.0]), 7.5, 1.075)[0])
+    assert CAR.u_turn_seconds == pytest.approx(20.0 + hairpin)
+    assert CAR.u_turn_seconds == pytest.approx(27.45, abs=0.01)
 
 
 @pytest.mark.parametrize(("tags", "two_way", "factor"), [
@@ -483,6 +619,8 @@ def test_a_u_turn_at_a_dead_end_costs_the_profile_u_turn_time(profile: Profile,
     ({"highway": "residential", "lanes": "1"}, True, 0.5),
     ({"highway": "residential", "lanes": "1"}, False, 1.0),
     ({"highway": "residential", "lane_markings": "no"}, True, 0.75),
+    ({"highway": "residential", "lane_markings": "no", "width": "7"}, True, 0.75),
+    ({"highway": "residential", "width": "3,5"}, True, 0.6),
     ({"highway": "residential", "side_road": "yes"}, True, 0.8),
     ({"highway": "residential", "oneway": "alternating"}, True, 0.4),
     ({"highway": "primary"}, True, 1.0),
