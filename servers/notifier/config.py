@@ -10,7 +10,9 @@ Variables:
   port 465, else STARTTLS required) with ``GEOPLEX_NOTIFIER_EMAIL_TO`` (comma-separated
   addresses) and ``GEOPLEX_NOTIFIER_EMAIL_FROM`` (default ``geoplex-notifier@localhost``),
   and ``GEOPLEX_NOTIFIER_WEBHOOK_URL`` (``http(s)://...``, Alertmanager's payload). Those
-  three may not be set together with a file (the file names its receivers).
+  three may not be set together with a file (the file names its receivers). The default
+  route's timers: ``GEOPLEX_NOTIFIER_GROUP_WAIT`` (30s), ``..._GROUP_INTERVAL`` (5m),
+  ``..._REPEAT_INTERVAL`` (4h); its email says when an alert resolves too.
 - ``GEOPLEX_NOTIFIER_ID``: this node's id, 1..2^31-1 (``geoplex up`` gives node i the id
   i); it names the node (``notifier-<id>``) in the notification log.
 - ``GEOPLEX_NOTIFIER_RESOLVE_TIMEOUT``: an alert posted without ``ends_at`` resolves this
@@ -375,14 +377,19 @@ def default_alerting(env: Env) -> Alerting:
         raise ConfigError(f"{PREFIX}SMTP_URL and {PREFIX}EMAIL_TO: set both (where to send "
                           "alert email, and to whom) or neither")
     if smtp is not None:
-        receiver["email_configs"] = [email_config(smtp, to, env.str(PREFIX + "EMAIL_FROM",
-                                                                    DEFAULT_EMAIL_FROM))]
+        # resolved notices too (Alertmanager's email default is not to): a person told an
+        # alert fired is told when it is over
+        receiver["email_configs"] = [{**email_config(smtp, to, env.str(
+            PREFIX + "EMAIL_FROM", DEFAULT_EMAIL_FROM)), "send_resolved": True}]
     webhook = env.url(PREFIX + "WEBHOOK_URL", ("http", "https"))
     if webhook is not None:
         receiver["webhook_configs"] = [{"url": webhook, "send_resolved": True}]
-    route = Route("default", group_by=("alertname",), group_wait=DEFAULTS["group_wait"],
-                  group_interval=DEFAULTS["group_interval"],
-                  repeat_interval=DEFAULTS["repeat_interval"])
+    def timer(name: str) -> float:
+        return _env_duration(env, f"{PREFIX}{name.upper()}", DEFAULTS[name])
+
+    route = Route("default", group_by=("alertname",), group_wait=timer("group_wait"),
+                  group_interval=timer("group_interval"),
+                  repeat_interval=timer("repeat_interval"))
     return Alerting(route, (Receiver("default", receiver),), (), None, DEFAULT_SOURCE)
 
 

@@ -97,11 +97,24 @@ def test_the_default_configuration_takes_its_channels_from_the_environment() -> 
     assert receiver["email_configs"] == [{
         "to": "ops@example.com, dev@example.com", "from": "geoplex-notifier@localhost",
         "smarthost": "mail.local:2525", "require_tls": False, "auth_username": "me",
-        "auth_password": "s@cret"}]
+        "auth_password": "s@cret", "send_resolved": True}]
     assert receiver["webhook_configs"] == [{"url": "https://hooks.example.com/x",
                                             "send_resolved": True}]
     assert config.alerting.route.group_by == ("alertname",)
     assert (config.node, config.resolve_timeout_s) == ("notifier-1", 300.0)
+    route = config.alerting.route
+    assert (route.group_wait, route.group_interval, route.repeat_interval) == (
+        30.0, 300.0, 4 * 3600.0)
+
+
+def test_the_default_route_takes_its_timers_from_the_environment() -> None:
+    config = NotifierConfig.from_env(Env({
+        **ETCD, "GEOPLEX_NOTIFIER_GROUP_WAIT": "1s", "GEOPLEX_NOTIFIER_GROUP_INTERVAL": "2s",
+        "GEOPLEX_NOTIFIER_REPEAT_INTERVAL": "1h"}))
+    route = config.alerting.route
+    assert (route.group_wait, route.group_interval, route.repeat_interval) == (1.0, 2.0, 3600.0)
+    with pytest.raises(ConfigError, match="GEOPLEX_NOTIFIER_GROUP_WAIT"):
+        NotifierConfig.from_env(Env({**ETCD, "GEOPLEX_NOTIFIER_GROUP_WAIT": "soon"}))
 
 
 @pytest.mark.parametrize(("env", "message"), [
