@@ -137,7 +137,9 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
         # where `geoplex mesh status` (and any other command) finds this mesh's etcd
         (state_dir / "mesh.json").write_text(json.dumps(
             {"etcd": env.get("GEOPLEX_ETCD_ENDPOINTS", ""),
-             "targets": {e.name: env[f"{e.env_prefix}TARGET"] for e in entries}},
+             "targets": {e.name: env[f"{e.env_prefix}TARGET"] for e in entries},
+             "http": {name: f"127.0.0.1:{port}" for name, port in http_ports.items()},
+             "backends": urls.env()},
             indent=2) + "\n")
         supervisor = Supervisor(specs, log_dir=state_dir / "logs")
         await supervisor.start()
