@@ -134,7 +134,7 @@ async def scenario(mesh: Mesh) -> dict[str, Any]:
 
     sent: list[int] = []
     created: list[str] = []
-    refused = 0
+    refused = answered = 0
     stop = asyncio.Event()
     async with client_as(alice) as pa, client_as(bob) as pb_, ProximityClient(
             mesh.targets["proximity"], ChannelOptions(token=mint_token(DEV_SECRET, owner))
@@ -184,7 +184,6 @@ async def scenario(mesh: Mesh) -> dict[str, Any]:
                             pass
                     await asyncio.sleep(0.3)
 
-        answered = 0
         tasks = [asyncio.create_task(walk()), asyncio.create_task(edit()),
                  asyncio.create_task(route_and_geocode())]
         await asyncio.sleep(5)
