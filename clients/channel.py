@@ -18,7 +18,6 @@ import functools
 import importlib
 import json
 import pkgutil
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from google.protobuf.descriptor_pb2 import MethodOptions
 
 import geoplex
 
+from .context import outgoing
 from .errors import from_rpc_error
 
 T = TypeVar("T")
@@ -158,8 +158,9 @@ class BaseClient:
 
     def metadata(self, extra: Sequence[tuple[str, str]] = (),
                  token: str | None = None) -> list[tuple[str, str]]:
-        self.last_request_id = uuid.uuid4().hex
-        md = [("x-request-id", self.last_request_id), *extra]
+        # the current call's request id and trace context when made inside a handler
+        self.last_request_id, carried = outgoing()
+        md = [*carried, *extra]
         bearer = token if token is not None else self.options.token
         if bearer:
             md.append(("authorization", f"Bearer {bearer}"))

@@ -1,9 +1,8 @@
-"""Per-RPC context shared by interceptors and handlers (request id)."""
+"""Per-RPC context shared by interceptors and handlers (request id): the SDK's
+(``geoplex.clients.context``), so a client called inside a handler sends the same id on."""
 
 from __future__ import annotations
 
-import contextvars
+from geoplex.clients.context import REQUEST_ID_HEADER, request_id
 
-REQUEST_ID_HEADER = "x-request-id"
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("geoplex_request_id",
-                                                                 default="-")
+__all__ = ["REQUEST_ID_HEADER", "request_id"]

@@ -137,10 +137,21 @@ def test_convert_and_config_do_not_import_the_app(service: str, layer: str) -> N
     assert [m for m in loaded if within(m, app)] == []
 
 
+# the SDK modules that are contracts both ends share, which the runtime may import: what a
+# call carries to the next service (request id, trace context) and the registry's entries
+SHARED_CONTRACTS = ("geoplex.clients.context", "geoplex.clients.registry")
+
+
 def test_runtime_imports_no_service_nor_infra_nor_tools() -> None:
     forbidden = [f"geoplex.servers.{s}" for s in SERVICES] + [
         "geoplex.servers.catalog", "geoplex.infra", "geoplex.tools", "geoplex.clients"]
-    assert violations(sources(ROOT / "servers" / "_runtime"), forbidden) == []
+    found = violations(sources(ROOT / "servers" / "_runtime"), forbidden)
+    assert [v for v in found if not within(v.split(" imports ")[1], SHARED_CONTRACTS)] == []
+
+
+def test_the_shared_contracts_import_nothing_else_of_the_sdk() -> None:
+    paths = [ROOT / "clients" / f"{name.rsplit('.', 1)[1]}.py" for name in SHARED_CONTRACTS]
+    assert violations(paths, ["geoplex.clients", "geoplex.servers"]) == []
 
 
 @pytest.mark.parametrize("service", SERVICES)
