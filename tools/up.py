@@ -58,6 +58,24 @@ def _node_port(port: int) -> int:
             return free_port()
 
 
+async def watch_backends(infra: LocalInfra, every_s: float = 1.0) -> None:
+    """Restart a backend that exited (on its port, with its data: Redis's append-only file,
+    etcd's and MongoDB's data directories), as the supervisor restarts the services."""
+    while True:
+        await asyncio.sleep(every_s)
+        for name, proc in list(infra.procs.items()):
+            code = proc.returncode
+            if proc.proc is None or code is None:
+                continue
+            print(f"[infra] {proc.name} exited with code {code}; restarting it", flush=True)
+            try:
+                await asyncio.to_thread(infra.restart, name)
+            except InfraError as exc:
+                print(f"[infra] {proc.name} did not come back: {exc}", flush=True)
+            else:
+                print(f"[infra] {proc.name}: restarted", flush=True)
+
+
 async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = None) -> int:
     state_dir = state_dir.resolve()
     declared = services()
@@ -73,6 +91,7 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
                        progress=lambda m: print(f"[infra] {m}", flush=True))
     supervisor: Supervisor | None = None
     sink: MailSink | None = None
+    watcher: asyncio.Task[None] | None = None
     try:
         urls = infra.start()
         # services that keep files (the broker's partition logs) keep them under it too
@@ -167,6 +186,7 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
                   "[mail]; `geoplex telemetry notifications` lists what was sent)")
         print("Every process: geoplex mesh status", flush=True)
         print("Ctrl-C stops everything.", flush=True)
+        watcher = asyncio.create_task(watch_backends(infra), name="backend-watch")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -177,6 +197,9 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
     except (ConfigError, InfraError, SupervisorError) as exc:
         return print_error(exc)
     finally:
+        if watcher is not None:  # no backend restarts while everything stops
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         if supervisor is not None:
             await supervisor.stop()
         if sink is not None:

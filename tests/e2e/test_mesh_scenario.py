@@ -1,6 +1,7 @@
 """The whole mesh as one system, under faults: `geoplex up` runs every service; presence
 users move and owners edit businesses while one process of each service but telemetry
-(and one broker) is killed with SIGKILL and restarted by the supervisor. Then: each
+(and one broker) is killed with SIGKILL and restarted by the supervisor, and Redis is killed
+and restarted by `geoplex up`. Then: each
 location update is in the history at most once and every one sent after the faults is
 there; every acknowledged edit was published (one event id each); the kills were alerted
 by email and InstanceDown resolved; telemetry has data for every service; no location is in
@@ -64,6 +65,7 @@ class Mesh:
         self.brokers: str = info["targets"]["broker"]
         self.http: dict[str, str] = info["http"]
         self.mongo: str = info["backends"]["GEOPLEX_MONGO_URI"]
+        self.redis: str = info["backends"]["GEOPLEX_REDIS_URL"]
 
     async def processes(self) -> list[Registration]:
         async with MeshRegistry(self.etcd) as registry:
@@ -113,6 +115,17 @@ def start_up(tmp_path: Path, routing_cache: Path) -> tuple[subprocess.Popen[byte
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
     return proc, Mesh(tmp_path / "state", log)
+
+
+def redis_pid(mesh: Mesh) -> int | None:
+    """The redis-server geoplex up runs for this mesh (its title names its port)."""
+    port = urllib.parse.urlsplit(mesh.redis).port
+    out = subprocess.run(["ps", "-e", "-o", "pid=,args="], capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if args.split(" ")[0].endswith("redis-server") and f":{port}" in args:
+            return int(pid)
+    return None
 
 
 async def all_serving(mesh: Mesh, killed: dict[str, int]) -> bool:
@@ -192,6 +205,11 @@ async def scenario(mesh: Mesh) -> dict[str, Any]:
         for slot, pid in killed.items():            # one process of each service, a broker
             os.kill(pid, signal.SIGKILL)
             await asyncio.sleep(1.0)
+        redis = redis_pid(mesh)                     # and Redis: geoplex up restarts it
+        assert redis is not None, "no redis-server of this mesh"
+        os.kill(redis, signal.SIGKILL)
+        await eventually(lambda: redis_pid(mesh) not in (None, redis), 60,
+                         what="Redis restarted by geoplex up", every=0.5)
         await eventually(lambda: all_serving(mesh, killed), 180, ignore=(OSError,),
                          what="every killed slot serving again", every=1.0)
         settled = len(sent)
