@@ -49,13 +49,18 @@ class Fanout:
 
     async def publish(self, session: Session, fix: Fix) -> bool:
         """Cache the stream's location in Redis with a TTL and, if the user shares, publish
-        it to their friends' servers and keep it in the history. False, with nothing done,
-        if the user already has a newer location (sent by another of their streams)."""
+        it to their friends' servers and keep it in the history (kept there even while Redis
+        is away). False, with nothing done, if the user already has a newer location (sent
+        by another of their streams)."""
         try:
             if not await self.bus.record(session.user_id, fix, session.sharing):
                 return False
         except LocationsUnavailable:
-            return True  # lost, not refused: a few lost updates are acceptable
+            # not shared live (Redis is away: friends see the next one), but kept in the
+            # history, which does not go through Redis
+            if session.sharing:
+                self.history.append(session.user_id, fix)
+            return True
         if session.sharing:
             self.history.append(session.user_id, fix)
         return True
