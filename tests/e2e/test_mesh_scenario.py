@@ -31,7 +31,6 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from geoplex.clients import ChannelOptions
-from geoplex.clients.broker import BrokerClient
 from geoplex.clients.maps import MapsClient
 from geoplex.clients.routing import RoutingClient
 from geoplex.clients.proximity import ProximityClient
@@ -42,6 +41,7 @@ from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.servers.telemetry.rules.files import DEFAULT_RULES
 from geoplex.type.v1.geo_pb2 import LatLng
+from mesh_flows import descendants, read_topic
 from polling import eventually
 
 pytestmark = pytest.mark.timeout(600)
@@ -229,30 +229,8 @@ async def history_positions(mesh: Mesh, user: str) -> list[dict[str, Any]]:
 
 
 async def business_events(mesh: Mesh) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    async with BrokerClient(mesh.brokers.split(",")) as client:
-        async with client.consumer(f"e2e-{uuid.uuid4().hex[:8]}", ["business-events"],
-                                   auto_offset_reset="earliest") as consumer:
-            while True:
-                try:
-                    record = await asyncio.wait_for(consumer.__anext__(), 5.0)
-                except TimeoutError:
-                    return out
-                out.append(json.loads(record.value))
-
-
-def descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True)
-    children: dict[int, list[int]] = {}
-    for line in out.stdout.splitlines():
-        child, parent = map(int, line.split())
-        children.setdefault(parent, []).append(child)
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
+    return [json.loads(v) for v in await read_topic(mesh.brokers.split(","), "business-events",
+                                                     idle_s=5.0)]
 
 
 def test_the_mesh_loses_nothing_acknowledged_under_kills_and_says_so(

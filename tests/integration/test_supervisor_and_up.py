@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from geoplex.tools.supervisor import ProcessSpec, Supervisor
+from mesh_flows import descendants
 
 CHILD = ("import os, signal, time, sys\n"
          "print(f'child ready on {os.getpid()}', flush=True)\n"
@@ -99,7 +100,7 @@ def test_geoplex_up_serves_helsinki_and_stops_cleanly_on_ctrl_c(tmp_path: Path,
              "geoplex.routing.v1.RoutingService/ComputeRoute"],
             capture_output=True, text=True, timeout=30)
         assert '"distance_meters"' in routed.stdout and "TYPE_ARRIVE" in routed.stdout
-        children = _descendants(proc.pid)
+        children = descendants(proc.pid)
         assert len(children) >= 5  # redis, mongo, etcd, two proximity processes
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert proc.wait(60) == 0
@@ -118,20 +119,6 @@ def _free_port() -> int:
     from geoplex.infra.local import free_port
 
     return free_port()
-
-
-def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True)
-    children: dict[int, list[int]] = {}
-    for line in out.stdout.splitlines():
-        child, parent = map(int, line.split())
-        children.setdefault(parent, []).append(child)
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
 
 
 def _alive(pid: int) -> bool:

@@ -15,11 +15,11 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from geoplex.clients import ChannelOptions
-from geoplex.clients.broker import BrokerClient
 from geoplex.clients.presence import LiveSession, PresenceClient
-from geoplex.infra.local import BackendUrls, free_port
+from geoplex.infra.local import BackendUrls
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.servers.presence.adapters.broker_history import decode_rows
+from mesh_flows import read_topic, start_broker
 from polling import eventually
 
 if TYPE_CHECKING:
@@ -51,17 +51,9 @@ async def history_of(backends: BackendUrls, database: str, user: str) -> list[di
 
 
 async def topic_ids(broker: ServerProcess, user: str) -> list[str]:
-    """The ids of ``user``'s rows in the topic, read from the start by a group of its own."""
-    ids: list[str] = []
-    async with BrokerClient(broker.address) as client:
-        async with client.consumer(f"check-{uuid.uuid4().hex[:8]}", [TOPIC],
-                                   auto_offset_reset="earliest") as consumer:
-            while True:
-                try:
-                    record = await asyncio.wait_for(consumer.__anext__(), 3.0)
-                except TimeoutError:
-                    return ids
-                ids += [r.id for r in decode_rows(record.value) if r.user == user]
+    """The ids of ``user``'s rows in the topic."""
+    return [r.id for value in await read_topic([broker.address], TOPIC)
+            for r in decode_rows(value) if r.user == user]
 
 
 def moved_to(live: LiveSession, user: str, metres: float) -> bool:
@@ -73,10 +65,7 @@ async def test_history_goes_through_the_broker_once_each_and_waits_out_a_broker_
         backends: BackendUrls, server_factory: Callable[..., ServerProcess],
         tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
-    broker = server_factory("broker", {
-        **backends.env(), "GEOPLEX_BROKER_PORT": str(free_port()),
-        "GEOPLEX_BROKER_DATA_DIR": str(tmp_path / "broker"),
-        "GEOPLEX_BROKER_ETCD_PREFIX": f"/geoplex-test/{tag}"}, "history-broker")
+    broker = start_broker(server_factory, backends, tmp_path / "broker", "history-broker")
     database = f"presence_hist_{tag}"
     presence = server_factory("presence", {
         **backends.env(), "GEOPLEX_BROKER_TARGET": broker.address,

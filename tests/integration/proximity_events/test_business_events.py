@@ -19,13 +19,13 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from geoplex.clients import ChannelOptions
-from geoplex.clients.broker import BrokerClient
 from geoplex.clients.errors import InvalidArgumentError
 from geoplex.clients.proximity import ProximityClient
-from geoplex.infra.local import BackendUrls, free_port
+from geoplex.infra.local import BackendUrls
 from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.type.v1.geo_pb2 import LatLng
+from mesh_flows import read_topic, start_broker
 from polling import eventually
 
 if TYPE_CHECKING:
@@ -36,17 +36,8 @@ TOPIC = "business-events"
 
 
 async def events_in(broker: ServerProcess) -> list[dict[str, Any]]:
-    """Every event on the topic, read from the start by a group of its own."""
-    out: list[dict[str, Any]] = []
-    async with BrokerClient(broker.address) as client:
-        async with client.consumer(f"check-{uuid.uuid4().hex[:8]}", [TOPIC],
-                                   auto_offset_reset="earliest") as consumer:
-            while True:
-                try:
-                    record = await asyncio.wait_for(consumer.__anext__(), 3.0)
-                except TimeoutError:
-                    return out
-                out.append(json.loads(record.value))
+    """Every event on the topic."""
+    return [json.loads(value) for value in await read_topic([broker.address], TOPIC)]
 
 
 async def pending(backends: BackendUrls, database: str) -> int:
@@ -66,10 +57,7 @@ async def test_every_committed_edit_is_published_once_in_order_and_survives_a_br
         backends: BackendUrls, server_factory: Callable[..., ServerProcess],
         tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
-    broker = server_factory("broker", {
-        **backends.env(), "GEOPLEX_BROKER_PORT": str(free_port()),
-        "GEOPLEX_BROKER_DATA_DIR": str(tmp_path / "broker"),
-        "GEOPLEX_BROKER_ETCD_PREFIX": f"/geoplex-test/{tag}"}, "events-broker")
+    broker = start_broker(server_factory, backends, tmp_path / "broker", "events-broker")
     database = f"px_events_{tag}"
     proximity = server_factory("proximity", {
         **backends.env(), "GEOPLEX_BROKER_TARGET": broker.address,
