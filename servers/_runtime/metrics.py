@@ -398,6 +398,12 @@ def _otlp_exporter(config: MetricsConfig, timeout_s: float) -> MetricExporter:
                           "package: pip install opentelemetry-exporter-otlp-proto-grpc"
                           ) from None
     endpoint = config.endpoint if config.secure else config.target
+    # a restarted telemetry is found again within seconds: gRPC's reconnect back-off
+    # otherwise grows to two minutes, and the pushes fail all that while
+    # (typed as Any: the exporter declares string values, gRPC takes these as ints)
+    options: Any = (("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
+               ("grpc.max_reconnect_backoff_ms", max(1000, int(config.interval_s * 1000))))
     return OTLPMetricExporter(endpoint=endpoint, insecure=not config.secure, timeout=timeout_s,
                               preferred_temporality=dict(_CUMULATIVE),
-                              preferred_aggregation=dict(_EXPLICIT))
+                              preferred_aggregation=dict(_EXPLICIT),
+                              channel_options=options)

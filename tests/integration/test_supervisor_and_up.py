@@ -46,7 +46,9 @@ async def test_supervisor_restarts_a_crashed_process_and_stops_all():
 
 @pytest.mark.timeout(300)
 def test_geoplex_up_serves_helsinki_and_stops_cleanly_on_ctrl_c(tmp_path: Path,
-                                                               routing_cache: Path):
+                                                               routing_cache: Path,
+                                                               routing_regions: object):
+    # routing_regions: the session's graphs built into routing_cache first (a warm cache)
     bindir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items()
            if k not in ("GEOPLEX_REDIS_URL", "GEOPLEX_MONGO_URI", "GEOPLEX_ETCD_ENDPOINTS")}
