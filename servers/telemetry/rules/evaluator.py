@@ -33,7 +33,10 @@ firing before a restart is firing with the same start after it: the restoration 
 within the first evaluation (Prometheus does it after it, so for one interval the alert
 is pending again), and it applies to rules whose ``for`` is under the grace period too
 when their alert was firing (Prometheus skips those rules, and they fire with a new
-start). Active-since times are kept to the millisecond (Prometheus: whole seconds).
+start). And an alert that was firing when the evaluator stopped but is gone from the
+vector at its first evaluation is resolved and sent as resolved at once (Prometheus
+forgets it, so the notifier keeps it firing until its ``ends_at``, up to 4 minutes).
+Active-since times are kept to the millisecond (Prometheus: whole seconds).
 
 Sending (Prometheus's ``sendAlerts``): a firing alert is sent when it fires and again
 when the resend delay (1 min) has passed since it was last sent, with ``ends_at`` =
@@ -280,6 +283,7 @@ class AlertingRule(Rule):
             created.append(alert)
         if not self.restored:
             restore_for_state(self, created, storage, ts_ms, group.options)
+            restore_gone(self, set(found), storage, ts_ms, group.options)
             self.restored = True
         out: list[tuple[Labels, float]] = []
         for key, alert in list(self.active.items()):
@@ -383,6 +387,45 @@ def restore_for_state(rule: AlertingRule, alerts: Sequence[Alert], storage: Stor
             alert.active_at_ms = active_at + (ts_ms - down_at)
         logger.info("telemetry: rule %r: restored %s, active since %s", rule.name,
                     alert.labels, go_time(alert.active_at_ms))
+
+
+def restore_gone(rule: AlertingRule, present: set[Labels], storage: Storage, ts_ms: int,
+                 options: EvalOptions) -> None:
+    """Alerts that were firing when the evaluator stopped and have left the vector since,
+    back as firing (with their start), so that this evaluation resolves them (or keeps
+    them for ``keep_firing_for``) and the notifier is sent the resolution at once.
+
+    Prometheus forgets them: the notifier resolves them only when their ``ends_at``
+    passes, up to 4 resend delays later (4 min), and a page stays open that long after
+    the thing it was about has recovered."""
+    mint = ts_ms - options.outage_tolerance_ms
+    try:
+        states = storage.select([eq(METRIC_NAME, ALERTS_FOR_STATE), eq(ALERT_NAME, rule.name)],
+                                mint, ts_ms)
+    except Exception:  # noqa: BLE001 - then they resolve when their ends_at passes
+        logger.warning("telemetry: rule %r: cannot read ALERTS_FOR_STATE to resolve the "
+                       "alerts gone while it was down", rule.name, exc_info=True)
+        return
+    for series in states:
+        labels = series.labels.without(METRIC_NAME)
+        if labels in present or labels in rule.active or len(series.timestamps) == 0:
+            continue
+        down_at = int(series.timestamps[-1])
+        value = float(series.values[-1])
+        if _is_stale(value) or not math.isfinite(value):
+            continue  # resolved (or removed) before the evaluator stopped
+        active_at = round(value * 1000)
+        if rule.spec.for_ms - (down_at - active_at) > 0:
+            continue  # pending when it stopped: nothing was sent for it
+        fired_at = _firing_since(storage, labels, max(active_at, mint), ts_ms)
+        data = TemplateData({k: v for k, v in labels.items() if k != ALERT_NAME}, math.nan,
+                            options.external_labels, options.external_url)
+        annotations = {name: template.expand_or_error(data)
+                       for name, template in rule.spec.annotation_templates}
+        rule.active[labels] = Alert(labels, annotations, AlertState.FIRING, math.nan,
+                                    active_at, fired_at if fired_at is not None else active_at)
+        logger.info("telemetry: rule %r: %s was firing when the evaluator stopped and is "
+                    "gone: resolving it", rule.name, labels)
 
 
 def _firing_since(storage: Storage, labels: Labels, mint: int, maxt: int) -> int | None:

@@ -318,10 +318,11 @@ async def test_replacing_a_group_keeps_its_alerts_and_marks_removed_rules_stale(
 
 
 async def restart_evaluation(tmp_path: Path, text: str, times: list[int],
-                             restart_at: int, *, hot_until: int
+                             restart_at: int, *, hot_until: int, hot_after: bool = True
                              ) -> tuple[list[list[OutgoingAlert]], RuleManager, TSDB, Clock]:
     """Evaluate at ``times`` (hot samples up to ``hot_until``, cool ones after), close
-    the store, reopen it and evaluate once at ``restart_at`` (hot) with a new manager."""
+    the store, reopen it and evaluate once at ``restart_at`` (hot unless ``hot_after`` is
+    false) with a new manager."""
     sent: list[list[OutgoingAlert]] = []
     with TSDB.open(tmp_path / "db", TSDBOptions()) as store:
         clock = Clock(times[0])
@@ -331,7 +332,7 @@ async def restart_evaluation(tmp_path: Path, text: str, times: list[int],
             sent.append(await at(manager, clock, ms))
         await manager.stop()
     store = TSDB.open(tmp_path / "db", TSDBOptions())
-    write(store, "temperature", restart_at - 1, 70.0, room="a")
+    write(store, "temperature", restart_at - 1, 70.0 if hot_after else 20.0, room="a")
     clock = Clock(restart_at)
     manager = await manager_with(store, clock, text)
     sent.append(await at(manager, clock, restart_at))
@@ -360,6 +361,28 @@ async def test_a_firing_alert_is_firing_after_a_restart_with_its_start_unchanged
         data = rules_api.alerts_data(manager)
         assert [(a["state"], a["activeAt"]) for a in data["alerts"]] == [
             ("firing", go_time(first))]
+
+
+async def test_an_alert_gone_while_the_evaluator_was_down_is_resolved_at_its_restart(
+        tmp_path: Path) -> None:
+    """Firing when the evaluator stopped, cool when it starts: the resolution is sent at
+    its first evaluation, as the same alert (Prometheus forgets it, and the notifier
+    resolves it only when its ends_at passes, minutes later)."""
+    text = HOT.replace("            keep_firing_for: 30s\n", "")
+    with TSDB.open(tmp_path / "probe", TSDBOptions()) as probe:
+        first = (await manager_with(probe, Clock(T0), text)).groups()[0].eval_timestamp(T0)
+    times = slots(first, 6)                                    # fires at first + 60 s
+    restart = first + 6 * 15 * S + 45 * S                      # a slot: the cool sample is in
+    sent, manager, store, _clock = await restart_evaluation(
+        tmp_path, text, times, restart, hot_until=times[-1], hot_after=False)
+    with store:
+        assert [a.starts_at_ms for a in sent[4]] == [first + 60 * S]
+        [resolved] = sent[-1]
+        slot = manager.groups()[0].eval_timestamp(restart)
+        assert (resolved.starts_at_ms, resolved.ends_at_ms) == (first + 60 * S, slot)
+        assert resolved.labels["room_upper"] == "A"
+        assert only_rule(manager).alerts() == []               # nothing pending or firing
+        assert await at(manager, _clock, slot + 15 * S) == []  # sent once
 
 
 async def test_a_pending_alert_keeps_its_wait_across_a_restart(tmp_path: Path) -> None:
