@@ -126,6 +126,9 @@ def add_commands(sub: Subcommands) -> None:
                    help="length of the whole run (default: %(default)s)")
     s.add_argument("--stop-after-recovery", type=float, default=None, metavar="SECONDS",
                    help="end early once back to normal for this long")
+    s.add_argument("--stop-after-rise", type=float, default=None, metavar="SECONDS",
+                   help="end early once the probe's ETA has risen for this long (a smoke "
+                        "check that live traffic reaches the router)")
     s.add_argument("--seed", type=int, default=1,
                    help="seed of the scenario, the trips and the noise (default: %(default)s)")
     s.add_argument("--out", type=Path, default=None, help="write the results as JSON here")

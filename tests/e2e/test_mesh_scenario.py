@@ -1,9 +1,12 @@
 """The whole mesh as one system, under faults: `geoplex up` runs every service; presence
 users move and owners edit businesses while one process of each service (and one broker)
 is killed with SIGKILL and restarted by the supervisor, telemetry last, and Redis is killed
-and restarted by `geoplex up`. Then: each
+and restarted by `geoplex up`; meanwhile navigation drivers (`geoplex maps simulate`) report
+their fixes to maps, and an arterial of Gothenburg is slowed. Then: each
 location update is in the history at most once and every one sent after the faults is
-there; every acknowledged edit was published (one event id each); the kills were alerted
+there; every acknowledged edit was published (one event id each); the router's ETA through
+the slowed road rose (fixes -> maps -> broker -> traffic -> routing, through the kills of
+all three); the kills were alerted
 by email and InstanceDown resolved; telemetry has data for every service; no location is in
 any log; Ctrl-C stops every process.
 
@@ -36,9 +39,12 @@ from geoplex.clients.routing import RoutingClient
 from geoplex.clients.proximity import ProximityClient
 from geoplex.clients.presence import PresenceClient
 from geoplex.clients.registry import MeshRegistry, Registration
+from geoplex.infra import data
 from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.servers.telemetry.rules.files import DEFAULT_RULES
+from geoplex.tools.navsim import NavConfig, road_classes, simulate
+from geoplex.tools.navsim.run import NavResult
 from geoplex.type.v1.geo_pb2 import LatLng
 from broker_cluster import stable_port
 from mesh_flows import descendants, read_topic
@@ -105,7 +111,10 @@ def start_up(tmp_path: Path, routing_cache: Path) -> tuple[subprocess.Popen[byte
         "GEOPLEX_METRICS_INTERVAL_SECONDS": "2",
         "GEOPLEX_REGISTRY_TTL_SECONDS": "3",
         "GEOPLEX_NOTIFIER_GROUP_WAIT": "1s", "GEOPLEX_NOTIFIER_GROUP_INTERVAL": "2s",
-        "GEOPLEX_PRESENCE_HISTORY_FLUSH_SECONDS": "0.2"})
+        "GEOPLEX_PRESENCE_HISTORY_FLUSH_SECONDS": "0.2",
+        # live traffic at test speed (as in tests/integration/maps/test_congestion_scenario)
+        "GEOPLEX_MAPS_TRAFFIC_INTERVAL_SECONDS": "1", "GEOPLEX_MAPS_TRAFFIC_WINDOW_SECONDS": "20",
+        "GEOPLEX_MAPS_TRAFFIC_VALID_SECONDS": "15", "GEOPLEX_ROUTING_TRAFFIC_REFRESH_SECONDS": "1"})
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "geoplex"), "up",
@@ -139,7 +148,17 @@ async def all_serving(mesh: Mesh, killed: dict[str, int]) -> bool:
             and bool(ups) and all(v == "1" for v in ups.values()))
 
 
-async def scenario(mesh: Mesh) -> dict[str, Any]:
+def navigation(mesh: Mesh, classes: dict[int, str]) -> NavConfig:
+    """A dozen drivers in Gothenburg, half of them through an arterial slowed to a
+    quarter of its speed from 15 s on; the run ends once the probe's ETA has risen (or
+    after ~3 minutes, when the assertion below fails)."""
+    return NavConfig(maps=mesh.targets["maps"], routing=mesh.targets["routing"],
+                     auth_secret=DEV_SECRET, drivers=12, congestion_start_s=15.0,
+                     congestion_s=160.0, duration_s=180.0, fraction=0.25, seed=1,
+                     stop_after_rise_s=2.0, accuracy_drivers=0)
+
+
+async def scenario(mesh: Mesh, classes: dict[int, str]) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
     alice, bob, owner = f"alice-{tag}", f"bob-{tag}", f"owner-{tag}"
     presence = mesh.targets["presence"]
@@ -199,6 +218,10 @@ async def scenario(mesh: Mesh) -> dict[str, Any]:
                             pass
                     await asyncio.sleep(0.3)
 
+        driving = asyncio.Event()
+        drive = asyncio.create_task(simulate(navigation(mesh, classes), classes=classes,
+                                             progress=lambda _tick: driving.set()))
+        await eventually(driving.is_set, 120, what="the drivers on the road", every=0.2)
         tasks = [asyncio.create_task(walk()), asyncio.create_task(edit()),
                  asyncio.create_task(route_and_geocode())]
         await asyncio.sleep(5)
@@ -223,8 +246,10 @@ async def scenario(mesh: Mesh) -> dict[str, Any]:
         await asyncio.sleep(8)                      # after the faults: all of these count
         stop.set()
         await asyncio.gather(*tasks)
+        nav: NavResult = await drive
     return {"tag": tag, "alice": alice, "sent": sent, "settled": settled,
-            "created": created, "refused": refused, "killed": killed, "answered": answered}
+            "created": created, "refused": refused, "killed": killed, "answered": answered,
+            "nav": nav}
 
 
 async def history_positions(mesh: Mesh, user: str) -> list[dict[str, Any]]:
@@ -244,12 +269,20 @@ def test_the_mesh_loses_nothing_acknowledged_under_kills_and_says_so(
         tmp_path: Path, routing_cache: Path, routing_regions: dict[str, Any]) -> None:
     """(``routing_regions``: the session's graphs built into ``routing_cache`` first, so
     routing loads them in seconds, as on a warm cache.)"""
+    classes = road_classes(data.fetch(["gothenburg"], progress=lambda _m: None)
+                           ["gothenburg"]["network"])
     started = time.monotonic()
     proc, mesh = start_up(tmp_path, routing_cache)
     up_s = time.monotonic() - started
     try:
-        result = asyncio.run(scenario(mesh))
+        result = asyncio.run(scenario(mesh, classes))
         sent, settled = result["sent"], result["settled"]
+
+        # live traffic: the drivers' fixes reached the router through maps, the broker and
+        # the traffic group, kills and all, and the ETA through the slowed road rose
+        nav: NavResult = result["nav"]
+        assert nav.counters.batches > 0
+        assert nav.summary.eta_rise_s is not None, [k.probe_ratio for k in nav.ticks]
 
         # presence history: at most once each, every update after the faults stored
         def stored() -> list[dict[str, Any]]:
@@ -311,7 +344,11 @@ def test_the_mesh_loses_nothing_acknowledged_under_kills_and_says_so(
               f"stored {len(rows)} (after the faults: {len(sent) - settled} sent, all stored, "
               f"none twice); edits acknowledged {len(result['created'])}, published "
               f"{len(by_business)} (events read {len(events)}), refused during faults "
-              f"{result['refused']}; routes and geocodes answered {result['answered']}; killed {', '.join(result['killed'])}; mails "
+              f"{result['refused']}; routes and geocodes answered {result['answered']}; "
+              f"navigation: {nav.counters.fixes} fixes in {nav.counters.batches} batches "
+              f"({nav.counters.failed} failed), ETA +{nav.summary.peak_ratio - 1:.0%} "
+              f"{nav.summary.eta_rise_s:.0f} s after the slow-down; "
+              f"killed {', '.join(result['killed'])}; mails "
               f"{len(subjects())}: {sorted(set(subjects()))}")
     finally:
         children = descendants(proc.pid)

@@ -65,7 +65,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             drivers=args.drivers, congestion_start_s=args.congestion_start,
             congestion_s=args.congestion_seconds, fraction=args.fraction,
             duration_s=args.duration, seed=args.seed,
-            stop_after_recovery_s=args.stop_after_recovery)
+            stop_after_recovery_s=args.stop_after_recovery,
+            stop_after_rise_s=args.stop_after_rise)
         config.check()
     except (ConfigError, ValueError) as exc:
         return print_error(exc)

@@ -2,7 +2,8 @@
 
 :func:`simulate` chooses the scenario (:func:`~.scenario.choose_scenario`), plans every
 driver's first trip, then runs three loops in one event loop until the run's duration
-(or, with ``stop_after_recovery_s``, until the roads have been back to normal that long):
+(or, with ``stop_after_recovery_s``, until the roads have been back to normal that long;
+with ``stop_after_rise_s``, until the probe's ETA has been risen that long):
 
 - **movement**, every ``fix_s``: each driver drives on (on the arterial at ``fraction``
   of its speed while congested), takes a fix, and when its batch is due sends what it
@@ -72,6 +73,7 @@ class NavConfig:
     rise: float = 0.2
     normal: float = 0.05
     stop_after_recovery_s: float | None = None
+    stop_after_rise_s: float | None = None
     accuracy_drivers: int = 5
     prefix: str = field(default_factory=lambda: f"nav-{uuid.uuid4().hex[:6]}-")
 
@@ -313,14 +315,18 @@ class NavSim:
                     metric_version=trip.metric_version)
 
     def _settled(self) -> bool:
-        hold = self.config.stop_after_recovery_s
-        if hold is None or not self.ticks:
+        hold, rise_hold = self.config.stop_after_recovery_s, self.config.stop_after_rise_s
+        if (hold is None and rise_hold is None) or not self.ticks:
             return False
         summary = summarize(self.ticks, self.timeline, rise=self.config.rise,
                             normal=self.config.normal)
+        last = self.ticks[-1].t
+        if rise_hold is not None and summary.eta_rise_s is not None and \
+                last - self.timeline.congestion_start_s - summary.eta_rise_s >= rise_hold:
+            return True
         end = self.timeline.congestion_end_s
-        return summary.recovery_s is not None and \
-            self.ticks[-1].t - end - summary.recovery_s >= hold
+        return hold is not None and summary.recovery_s is not None and \
+            last - end - summary.recovery_s >= hold
 
     # -- the run -----------------------------------------------------------------------
 
