@@ -148,10 +148,16 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
                 continue
             http = ({prefix + "HTTP_PORT": str(http_ports[entry.name])}
                     if entry.name in http_ports else {})
+            # with a broker, the services' metrics go through it (telemetry consumes the
+            # topic: servers/_runtime/metrics_broker.py); the broker's and telemetry's
+            # own go straight to telemetry, so they arrive when the broker is failing
+            through = ({"GEOPLEX_METRICS": "broker"}
+                       if {"telemetry", "broker"} <= names
+                       and entry.name not in ("telemetry", "broker") else {})
             for n in range(entry.processes):
                 specs.append(ProcessSpec(
                     f"{entry.name}-{n + 1}", python_module(entry.module),
-                    {**env, **http, prefix + "PORT": str(port),
+                    {**env, **http, **through, prefix + "PORT": str(port),
                      prefix + "REUSE_PORT": "true" if entry.processes > 1 else "false"}))
         # where `geoplex mesh status` (and any other command) finds this mesh's etcd
         (state_dir / "mesh.json").write_text(json.dumps(

@@ -200,7 +200,8 @@ class KeepaliveConfig:
         )
 
 
-METRICS_MODES = ("off", "otlp")
+METRICS_MODES = ("off", "otlp", "broker")
+DEFAULT_METRICS_TOPIC = "telemetry-metrics"
 # The telemetry service's declared port (servers/telemetry/service.py) on loopback: the
 # runtime cannot import a service, so it is written here too and a unit test
 # (tests/unit/runtime_metrics) checks that the two agree.
@@ -241,15 +242,28 @@ class RegistryConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    """The process's own metrics, pushed over OTLP/gRPC to telemetry (``metrics.py``).
+    """The process's own metrics (``metrics.py``): pushed over OTLP/gRPC to telemetry
+    (``otlp``), or produced as OTLP requests to a broker topic that telemetry consumes
+    (``broker``, ``metrics_broker.py``).
 
     ``endpoint`` is ``host:port`` (or ``http://host:port``) for plaintext, as the mesh
     runs on loopback, or ``https://host:port`` for TLS with the system's roots.
+    ``brokers`` are the broker's bootstrap addresses (``GEOPLEX_METRICS_BROKERS``, else
+    ``GEOPLEX_BROKER_TARGET``).
     """
 
-    mode: str = "off"  # GEOPLEX_METRICS: off | otlp
+    mode: str = "off"  # GEOPLEX_METRICS: off | otlp | broker
     endpoint: str = DEFAULT_METRICS_ENDPOINT  # GEOPLEX_METRICS_ENDPOINT
     interval_s: float = 10.0  # GEOPLEX_METRICS_INTERVAL_SECONDS: how often they are pushed
+    brokers: tuple[str, ...] = ()
+    topic: str = DEFAULT_METRICS_TOPIC  # GEOPLEX_METRICS_TOPIC
+
+    @property
+    def destination(self) -> str:
+        """Where the exports go, for a log line."""
+        if self.mode == "broker":
+            return f"broker topic {self.topic} ({','.join(self.brokers)})"
+        return f"OTLP {self.endpoint}"
 
     @property
     def enabled(self) -> bool:
@@ -274,11 +288,24 @@ class MetricsConfig:
                 or not 0 < int(port) < 65536):
             raise ConfigError(f"{name}={endpoint!r}: expected host:port (or http://host:port, "
                               "https://host:port) of the telemetry service")
+        mode = env.choice("GEOPLEX_METRICS", default.mode, METRICS_MODES)
+        brokers = (env.endpoints("GEOPLEX_METRICS_BROKERS")
+                   or env.endpoints("GEOPLEX_BROKER_TARGET") or ())
+        if mode == "broker" and not brokers:
+            raise ConfigError(f"GEOPLEX_METRICS={mode!r}: needs the broker's addresses: "
+                              "GEOPLEX_METRICS_BROKERS (or GEOPLEX_BROKER_TARGET) = "
+                              "host:port[,host:port...]")
+        topic = env.str("GEOPLEX_METRICS_TOPIC", default.topic)
+        if not topic or not all(c.isalnum() or c in "._-" for c in topic):
+            raise ConfigError(f"GEOPLEX_METRICS_TOPIC={topic!r}: expected a topic name "
+                              "(letters, digits, '.', '_', '-')")
         return cls(
-            mode=env.choice("GEOPLEX_METRICS", default.mode, METRICS_MODES),
+            mode=mode,
             endpoint=endpoint,
             interval_s=env.float("GEOPLEX_METRICS_INTERVAL_SECONDS", default.interval_s,
                                  lo=0.1, hi=3600),
+            brokers=brokers,
+            topic=topic,
         )
 
 

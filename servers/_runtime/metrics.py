@@ -1,4 +1,5 @@
-"""Each server's own metrics, pushed to telemetry over OTLP; off unless GEOPLEX_METRICS=otlp.
+"""Each server's own metrics, pushed to telemetry over OTLP (GEOPLEX_METRICS=otlp) or through
+the broker (GEOPLEX_METRICS=broker, ``metrics_broker.py``); off unless one is asked for.
 
 Why a push over OTLP and not a ``/metrics`` endpoint that telemetry scrapes: a service
 runs as several processes on one port (``SO_REUSEPORT``, ``processes`` in its
@@ -366,12 +367,20 @@ def make_metrics(config: MetricsConfig, service: str, exporter: MetricExporter |
         return RuntimeMetrics(service, interval_s=config.interval_s)
     # an export waits at most this long (then the next one sends the totals again)
     timeout_s = min(max(config.interval_s, 1.0), 10.0)
-    inner = exporter if exporter is not None else _otlp_exporter(config, timeout_s)
     instance = instance or instance_id()
+    if exporter is not None:
+        inner = exporter
+    elif config.mode == "broker":
+        from .metrics_broker import BrokerMetricExporter  # the broker's SDK only if asked
+        inner = BrokerMetricExporter(config.brokers, config.topic, f"{service}/{instance}",
+                                     timeout_s, preferred_temporality=dict(_CUMULATIVE),
+                                     preferred_aggregation=dict(_EXPLICIT))
+    else:
+        inner = _otlp_exporter(config, timeout_s)
     resource = Resource.create({"service.name": service, "service.instance.id": instance})
     rpc = RpcMetrics()
     reader = PeriodicExportingMetricReader(
-        _Exporter(inner, rpc, resource, config.endpoint),
+        _Exporter(inner, rpc, resource, config.destination),
         export_interval_millis=config.interval_s * 1000,
         export_timeout_millis=timeout_s * 1000)
     provider = MeterProvider([reader], resource=resource,

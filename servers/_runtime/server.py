@@ -220,8 +220,8 @@ async def serve(config: RuntimeConfig, setup: Setup,
             await asyncio.to_thread(metrics.shutdown, 0.5)
             raise
         if metrics.enabled:
-            log.info("geoplex-%s metrics: OTLP to %s every %gs as job=%s instance=%s",
-                     config.name, config.metrics.endpoint, config.metrics.interval_s,
+            log.info("geoplex-%s metrics: to %s every %gs as job=%s instance=%s",
+                     config.name, config.metrics.destination, config.metrics.interval_s,
                      config.name, metrics.instance)
         for spec in services:
             if spec.on_serving is not None:

@@ -16,6 +16,7 @@ from .discovery import MeshWatch
 from .http import PrometheusApi, load_api_rules
 from . import otlp_servicer as otlp_servicer_module
 from .limits import SampleRateLimit
+from .metrics_consumer import MetricsConsumer
 from .otlp_servicer import OtlpMetricsServicer
 from .promql.engine import Engine
 from .rules.manager import RuleManager
@@ -106,6 +107,12 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     await rules.start()
     await load_api_rules(rules, config.data_dir)
     stack.push_async_callback(rules.stop)
+    if config.metrics_brokers:  # the mesh's metrics through the broker, stopped before
+        #                         the store closes
+        consumer = MetricsConsumer(config.metrics_brokers, store, config.metrics_topic,
+                                   config.max_future_s)
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
     servicer = TelemetryServicer(store, engine, config, parse_selector, limit)
     endpoints: dict[str, str] = {}
     if config.http_port is not None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoplex.servers._runtime.config import ConfigError, Env, default_state_dir
+from geoplex.servers._runtime.config import (DEFAULT_METRICS_TOPIC, ConfigError, Env,
+                                             MetricsConfig, default_state_dir)
 
 PREFIX = "GEOPLEX_TELEMETRY_"
 FSYNC_MODES = ("always", "interval")
@@ -87,6 +88,11 @@ class TelemetryConfig:
     # the mesh watched through the registry (discovery.py): health-check every registered
     # process this often (0: not at all); on whenever the registry is
     mesh_probe_interval_s: float = 15.0
+    # the mesh's metrics through the broker (metrics_consumer.py): consumed from this topic
+    # whenever the broker's addresses are known (GEOPLEX_TELEMETRY_METRICS_BROKERS, else
+    # GEOPLEX_BROKER_TARGET); the topic is the one the services produce to
+    metrics_brokers: tuple[str, ...] = ()
+    metrics_topic: str = DEFAULT_METRICS_TOPIC
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> TelemetryConfig:
@@ -142,4 +148,8 @@ class TelemetryConfig:
             notifiers=env.endpoints(PREFIX + "NOTIFIERS") or (),
             mesh_probe_interval_s=env.float(PREFIX + "MESH_PROBE_SECONDS", 15.0, lo=0.0,
                                             hi=3600.0),
+            metrics_brokers=(env.endpoints(PREFIX + "METRICS_BROKERS")
+                             or env.endpoints("GEOPLEX_BROKER_TARGET") or ()),
+            # (the same variable and check as the services' side: _runtime/config.py)
+            metrics_topic=MetricsConfig.from_env(env).topic,
         )

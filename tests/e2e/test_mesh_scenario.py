@@ -34,6 +34,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from geoplex.clients import ChannelOptions
+from geoplex.clients.broker import BrokerClient
 from geoplex.clients.maps import MapsClient
 from geoplex.clients.routing import RoutingClient
 from geoplex.clients.proximity import ProximityClient
@@ -260,6 +261,11 @@ async def history_positions(mesh: Mesh, user: str) -> list[dict[str, Any]]:
         await client.close()
 
 
+async def topic_size(mesh: Mesh, topic: str) -> int:
+    async with BrokerClient(mesh.brokers.split(",")) as client:
+        return sum((await client.list_offsets(topic, timeout=10)).values())
+
+
 async def business_events(mesh: Mesh) -> list[dict[str, Any]]:
     return [json.loads(v) for v in await read_topic(mesh.brokers.split(","), "business-events",
                                                      idle_s=5.0)]
@@ -332,6 +338,9 @@ def test_the_mesh_loses_nothing_acknowledged_under_kills_and_says_so(
             assert time.monotonic() < deadline, jobs()
             time.sleep(1.0)
         assert {r["metric"]["job"] for r in mesh.query("up")} == set(SERVICES)
+        # ...the services' own through the broker (the broker's and telemetry's direct)
+        metric_records = asyncio.run(topic_size(mesh, "telemetry-metrics"))
+        assert metric_records > 0
 
         # no location in any log
         logs = "".join(p.read_text(errors="replace")
@@ -348,6 +357,7 @@ def test_the_mesh_loses_nothing_acknowledged_under_kills_and_says_so(
               f"navigation: {nav.counters.fixes} fixes in {nav.counters.batches} batches "
               f"({nav.counters.failed} failed), ETA +{nav.summary.peak_ratio - 1:.0%} "
               f"{nav.summary.eta_rise_s:.0f} s after the slow-down; "
+              f"metric exports through the broker {metric_records}; "
               f"killed {', '.join(result['killed'])}; mails "
               f"{len(subjects())}: {sorted(set(subjects()))}")
     finally:

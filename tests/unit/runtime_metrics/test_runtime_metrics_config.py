@@ -41,6 +41,17 @@ def test_otlp_endpoint_and_interval_are_read() -> None:
     assert config.enabled and not config.secure
 
 
+def test_broker_mode_takes_the_brokers_from_their_own_variable_or_the_mesh_target() -> None:
+    own = _metrics(GEOPLEX_METRICS="broker", GEOPLEX_METRICS_BROKERS="10.0.0.1:50057",
+                   GEOPLEX_BROKER_TARGET="10.0.0.2:50057")
+    mesh = _metrics(GEOPLEX_METRICS="broker",
+                    GEOPLEX_BROKER_TARGET="10.0.0.2:50057,10.0.0.3:50057")
+
+    assert (own.brokers, own.topic) == (("10.0.0.1:50057",), "telemetry-metrics")
+    assert mesh.brokers == ("10.0.0.2:50057", "10.0.0.3:50057")
+    assert mesh.enabled and "broker topic telemetry-metrics" in mesh.destination
+
+
 @pytest.mark.parametrize(("endpoint", "secure"), [("http://telemetry:50056", False),
                                                   ("https://telemetry:50056", True)])
 def test_a_scheme_says_plaintext_or_tls(endpoint: str, secure: bool) -> None:
@@ -50,7 +61,9 @@ def test_a_scheme_says_plaintext_or_tls(endpoint: str, secure: bool) -> None:
 
 
 @pytest.mark.parametrize(("name", "value", "expected"), [
-    ("GEOPLEX_METRICS", "prometheus", "off, otlp"),
+    ("GEOPLEX_METRICS", "prometheus", "off, otlp, broker"),
+    ("GEOPLEX_METRICS", "broker", "GEOPLEX_METRICS_BROKERS"),
+    ("GEOPLEX_METRICS_TOPIC", "a topic", "a topic name"),
     ("GEOPLEX_METRICS_ENDPOINT", "telemetry", "host:port"),
     ("GEOPLEX_METRICS_ENDPOINT", "127.0.0.1:0", "host:port"),
     ("GEOPLEX_METRICS_ENDPOINT", "http://127.0.0.1:50056/v1", "host:port"),
