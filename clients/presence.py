@@ -19,6 +19,12 @@ replies wait in a queue of at most ``max_rejections`` (more are dropped).
 ``live.stats`` counts what was coalesced and dropped; ``live.nearby`` is the
 newest view of every friend without reading at all.
 
+``await live.update(lat, lon, acknowledged=True)`` returns only once the server says the
+update is kept (UpdateAccepted: durable in the location history when the user shares),
+raises InvalidArgumentError if it was refused, and UnavailableError if the stream ended
+first or no answer came within ``ack_timeout`` — then it may or may not have been kept,
+and sending it again is safe (a newer location replaces it; an older one is refused).
+
 When the server ends the stream with UNAVAILABLE (shutdown) or the
 connection drops, the live session reconnects with exponential backoff and
 sends its latest location again as the Hello; the new snapshot follows.
@@ -46,7 +52,7 @@ from geoplex.presence.v1 import presence_pb2_grpc
 from geoplex.type.v1.geo_pb2 import LatLng
 
 from .channel import BaseClient, ChannelOptions
-from .errors import SessionClosedError, from_rpc_error
+from .errors import InvalidArgumentError, SessionClosedError, UnavailableError, from_rpc_error
 
 RECONNECT_CODES = {grpc.StatusCode.UNAVAILABLE}
 DEFAULT_MAX_REJECTIONS = 64
@@ -442,6 +448,9 @@ class LiveSession:
         self._state = SessionState.IDLE
         self._failure: Exception | None = None
         self.connected = asyncio.Event()
+        self._sequence = 0
+        # sequence -> the update() waiting for its answer, on the stream it was sent on
+        self._acks: dict[int, asyncio.Future[None]] = {}
 
     @property
     def state(self) -> SessionState:
@@ -473,6 +482,7 @@ class LiveSession:
             return
         self._state = SessionState.CLOSED
         self.connected.clear()
+        self._unanswered("the live session closed")
         self.events.close()
         while not self._outgoing.empty():  # unblocks update()s waiting for room
             self._outgoing.get_nowait()
@@ -492,13 +502,72 @@ class LiveSession:
             raise SessionClosedError(f"the live stream ended: {self._failure or 'by the server'}"
                                      ) from self._failure
 
-    async def update(self, latitude: float, longitude: float, t: float | None = None) -> None:
-        """Send a new location (remembered for the Hello of the next reconnect)."""
+    async def update(self, latitude: float, longitude: float, t: float | None = None, *,
+                     acknowledged: bool = False, ack_timeout: float = 10.0) -> None:
+        """Send a new location (remembered for the Hello of the next reconnect); with
+        ``acknowledged``, wait until the server has kept it (see the module's text)."""
         self._check_sendable()
+        sequence = 0
+        answered: asyncio.Future[None] | None = None
+        if acknowledged:
+            # sent on a stream that is up: one queued while (re)connecting would be
+            # superseded by the Hello, which carries no sequence
+            try:
+                await asyncio.wait_for(self.connected.wait(), ack_timeout)
+            except TimeoutError:
+                raise UnavailableError(grpc.StatusCode.UNAVAILABLE,
+                                       f"the live stream is not connected after {ack_timeout:g} "
+                                       "s; the location update was not sent",
+                                       reason="NOT_CONNECTED") from None
+            self._check_sendable()
         self.location = (latitude, longitude, time.time() if t is None else t)
-        await self._outgoing.put((pb.ConnectRequest(location_update=pb.LocationUpdate(
+        if acknowledged:
+            self._sequence += 1
+            sequence = self._sequence
+            answered = self._acks[sequence] = asyncio.get_running_loop().create_future()
+        request = pb.ConnectRequest(location_update=pb.LocationUpdate(
             location=LatLng(latitude=latitude, longitude=longitude),
-            time=_now_ts(self.location[2]))), True))
+            time=_now_ts(self.location[2]), sequence=sequence))
+        if answered is None:
+            await self._outgoing.put((request, True))
+            return
+        try:
+            await self._outgoing.put((request, True))
+            await asyncio.wait_for(asyncio.shield(answered), ack_timeout)
+        except TimeoutError:
+            raise UnavailableError(grpc.StatusCode.UNAVAILABLE,
+                                   f"no answer to the location update within {ack_timeout:g} s"
+                                   "; it may or may not have been kept",
+                                   reason="NOT_ACKNOWLEDGED") from None
+        finally:
+            self._acks.pop(sequence, None)
+
+    def _answered(self, response: pb.ConnectResponse) -> bool:
+        """Settle the update()s an UpdateAccepted or a numbered UpdateRejected answers;
+        True if the response was only that (an acceptance)."""
+        kind = response.WhichOneof("event")
+        if kind == "update_accepted":
+            for sequence in response.update_accepted.sequences:
+                waiting = self._acks.get(sequence)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(None)
+            return True
+        if kind == "update_rejected" and response.update_rejected.sequence:
+            r = response.update_rejected
+            waiting = self._acks.get(r.sequence)
+            if waiting is not None and not waiting.done():
+                waiting.set_exception(InvalidArgumentError(
+                    grpc.StatusCode.INVALID_ARGUMENT, r.message, reason=r.reason,
+                    field=r.field))
+        return False
+
+    def _unanswered(self, why: str) -> None:
+        """The stream ended: the updates sent on it that were not answered never will be."""
+        for waiting in self._acks.values():
+            if not waiting.done():
+                waiting.set_exception(UnavailableError(
+                    grpc.StatusCode.UNAVAILABLE, f"{why} before the location update was "
+                    "answered; it may or may not have been kept", reason="NOT_ACKNOWLEDGED"))
 
     async def send(self, request: pb.ConnectRequest) -> None:
         """Send a raw message (tests use it to send invalid updates)."""
@@ -564,6 +633,13 @@ class LiveSession:
             item = self._outgoing.get_nowait()
             if not item[1]:
                 kept.append(item)
+                continue
+            waiting = self._acks.get(item[0].location_update.sequence)
+            if waiting is not None and not waiting.done():  # never sent: never answered
+                waiting.set_exception(UnavailableError(
+                    grpc.StatusCode.UNAVAILABLE, "the stream reconnected before the location "
+                    "update was sent; the Hello carries the latest location",
+                    reason="NOT_ACKNOWLEDGED"))
         for item in kept:
             self._outgoing.put_nowait(item)
 
@@ -593,8 +669,13 @@ class LiveSession:
                 if response.WhichOneof("event") == "snapshot":
                     self._state = SessionState.CONNECTED
                     self.connected.set()
+                if self._acks and self._answered(response):
+                    continue
+                if response.WhichOneof("event") == "update_accepted":
+                    continue  # answers to update()s no longer waiting
                 self.events.put(response)
         finally:
+            self._unanswered("the stream ended")
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer

@@ -106,8 +106,9 @@ class PresenceHub:
                 ) -> AsyncIterator[tuple[list[Rejection], list[Event]]]:
         return self.streams.outputs(session, reader)
 
-    async def update(self, session: Session, fix: Fix, field: str) -> None:
-        await self.streams.update(session, fix, field)
+    async def update(self, session: Session, fix: Fix, field: str, sequence: int = 0
+                     ) -> None:
+        await self.streams.update(session, fix, field, sequence)
 
     def release(self, session: Session) -> asyncio.Task[None]:
         return self.streams.release(session)

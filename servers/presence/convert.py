@@ -84,4 +84,9 @@ def batch(events: list[Event]) -> pb.ConnectResponse:
 
 def rejection(r: Rejection) -> pb.ConnectResponse:
     return pb.ConnectResponse(update_rejected=pb.UpdateRejected(field=r.field, reason=r.reason,
-                                                                message=r.message))
+                                                                message=r.message,
+                                                                sequence=r.sequence))
+
+
+def accepted(sequences: list[int]) -> pb.ConnectResponse:
+    return pb.ConnectResponse(update_accepted=pb.UpdateAccepted(sequences=sequences))

@@ -101,11 +101,12 @@ class Rejection:
     field: str
     reason: str
     message: str
+    sequence: int = 0  # the refused update's LocationUpdate.sequence
 
     @classmethod
-    def of(cls, error: InvalidArgument) -> Rejection:
+    def of(cls, error: InvalidArgument, sequence: int = 0) -> Rejection:
         """What the client is told about an update refused with ``error``."""
-        return cls(error.field, error.reason, error.message)
+        return cls(error.field, error.reason, error.message, sequence)
 
 
 # -- what the server processes tell each other (LocationBus.feed hears it) ---------------
@@ -214,6 +215,7 @@ class Session:
         self.pending: OrderedDict[str, Seen | Gone] = OrderedDict()
         self.rejections: list[Rejection] = []
         self.max_rejections = max_rejections
+        self.accepted: list[int] = []       # sequences of updates kept, not sent yet
         self.coalesced = 0                  # changes replaced before the client read them
         self.wakeup: Wakeup | None = None   # set by the hub
         self.release: asyncio.Task[None] | None = None  # set by the hub: the task letting go
@@ -258,6 +260,15 @@ class Session:
         stale = [f for f, fix in self.friend_fixes.items() if fix.t < now - inactive_after_s]
         for friend in stale:
             self.friend_gone(friend, Gone.INACTIVE)
+
+    def accept(self, sequence: int) -> None:
+        """The update numbered ``sequence`` is kept: tell the client."""
+        self.accepted.append(sequence)
+        self._wake()
+
+    def take_accepted(self) -> list[int]:
+        accepted, self.accepted = self.accepted, []
+        return accepted
 
     def reject(self, rejection: Rejection) -> None:
         if len(self.rejections) >= self.max_rejections:
@@ -319,4 +330,4 @@ class Session:
 
     @property
     def has_output(self) -> bool:
-        return bool(self.pending or self.rejections)
+        return bool(self.pending or self.rejections or self.accepted)

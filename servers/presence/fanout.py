@@ -47,11 +47,14 @@ class Fanout:
 
     # -- out ---------------------------------------------------------------------------
 
-    async def publish(self, session: Session, fix: Fix) -> bool:
+    async def publish(self, session: Session, fix: Fix,
+                      on_kept: Callable[[], None] | None = None) -> bool:
         """Cache the stream's location in Redis with a TTL and, if the user shares, publish
         it to their friends' servers and keep it in the history (kept there even while Redis
         is away). False, with nothing done, if the user already has a newer location (sent
-        by another of their streams)."""
+        by another of their streams). ``on_kept`` is called once the update is durable: in
+        the history when the user shares (when the writer's store took it), else once
+        recorded in Redis; never if neither happens."""
         try:
             if not await self.bus.record(session.user_id, fix, session.sharing):
                 return False
@@ -59,10 +62,12 @@ class Fanout:
             # not shared live (Redis is away: friends see the next one), but kept in the
             # history, which does not go through Redis
             if session.sharing:
-                self.history.append(session.user_id, fix)
+                self.history.append(session.user_id, fix, on_kept)
             return True
         if session.sharing:
-            self.history.append(session.user_id, fix)
+            self.history.append(session.user_id, fix, on_kept)
+        elif on_kept is not None:
+            on_kept()
         return True
 
     # -- in ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
+from collections.abc import Callable
 
 from .domain import Fix, HistoryRow, HubConfig
 from .ports import HistoryStore
@@ -36,17 +37,25 @@ class HistoryWriter:
         self._kick = asyncio.Event()
         self._origin = uuid.uuid4().hex[:12] + "-"
         self._serial = 0
+        self._waiters: dict[str, Callable[[], None]] = {}  # row id -> on_written
 
     @property
     def buffered(self) -> int:
         """Rows accepted and not written yet."""
         return len(self._rows) + len(self._batch)
 
-    def append(self, user: str, fix: Fix) -> None:
+    def append(self, user: str, fix: Fix, on_written: Callable[[], None] | None = None
+               ) -> None:
+        """Buffer a row; ``on_written`` is called once the store has taken it (never,
+        if the row is dropped or the process stops first)."""
         if len(self._rows) == self._rows.maxlen:
-            self.dropped += 1  # the oldest row goes
+            self.dropped += 1  # the oldest row goes, unacknowledged
+            self._waiters.pop(self._rows[0].id, None)
         self._serial += 1
-        self._rows.append(HistoryRow(f"{self._origin}{self._serial:x}", user, fix))
+        row = HistoryRow(f"{self._origin}{self._serial:x}", user, fix)
+        self._rows.append(row)
+        if on_written is not None:
+            self._waiters[row.id] = on_written
         if len(self._rows) >= self.config.history_batch:
             self._kick.set()
 
@@ -73,7 +82,12 @@ class HistoryWriter:
                 log.warning("history write failed (%s); will retry", type(exc).__name__)
                 return
             self.written += len(self._batch)
-            self._batch = []
+            batch, self._batch = self._batch, []
+            if self._waiters:
+                for row in batch:
+                    waiter = self._waiters.pop(row.id, None)
+                    if waiter is not None:
+                        waiter()
 
     def _report_dropped(self) -> None:
         new = self.dropped - self._dropped_reported

@@ -70,6 +70,9 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
                     yield convert.rejection(r)
                 if events:  # one message per drain: gRPC's cost is per message
                     yield convert.batch(events)
+                accepted = session.take_accepted()
+                if accepted:
+                    yield convert.accepted(accepted)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -82,14 +85,15 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
             which = request.WhichOneof("message")
             message = request.location_update if which == "location_update" else request.hello
             field = which or "message"
+            sequence = request.location_update.sequence if which == "location_update" else 0
             try:
                 if which is None:
                     raise InvalidArgument("message", "must be a hello or a location_update",
                                           reason="EMPTY_MESSAGE")
                 await self.hub.update(session, convert.fix_from(self.hub, message, field),
-                                      field)
+                                      field, sequence)
             except InvalidArgument as exc:  # refused, nothing changed; the stream goes on
-                session.reject(Rejection.of(exc))
+                session.reject(Rejection.of(exc, sequence))
 
     async def AddFriend(self, request: pb.AddFriendRequest,
                         context: Context[pb.AddFriendRequest, pb.AddFriendResponse]

@@ -121,21 +121,25 @@ class Streams:
                 return  # the client closed its side
             await wakeup.wait()
 
-    async def update(self, session: Session, fix: Fix, field: str) -> None:
+    async def update(self, session: Session, fix: Fix, field: str, sequence: int = 0
+                     ) -> None:
         """Record the stream's new location and move its session there; InvalidArgument
         (``field``.time), with nothing changed, for an update that is too old or older
-        than the user's latest (see _record)."""
-        await self._record(session, fix, field)
+        than the user's latest (see _record). With a ``sequence``, the session tells the
+        client once the update is kept (UpdateAccepted)."""
+        await self._record(session, fix, field, sequence)
         session.moved(fix)
 
-    async def _record(self, session: Session, fix: Fix, field: str) -> None:
+    async def _record(self, session: Session, fix: Fix, field: str, sequence: int = 0
+                      ) -> None:
         """Record the user's location: cached, and published if they share. Refused with
         InvalidArgument, nothing recorded, when older than the inactivity limit
         (TIME_TOO_OLD: friends would treat it as gone) or than the user's latest location,
         known on this stream or recorded by another (OUT_OF_ORDER)."""
         domain.check_recent(fix.t, field, self.clock(), self.config.inactive_after_s,
                             session.fix.t)
-        if not await self.fanout.publish(session, fix):
+        kept = (lambda: session.accept(sequence)) if sequence else None
+        if not await self.fanout.publish(session, fix, kept):
             raise domain.out_of_order(field)
 
     def release(self, session: Session) -> asyncio.Task[None]:

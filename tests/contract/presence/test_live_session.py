@@ -7,12 +7,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from geoplex.clients import ChannelOptions, GeoplexError, SessionClosedError
-from geoplex.clients.errors import UnauthenticatedError
+from geoplex.clients.errors import InvalidArgumentError, UnauthenticatedError, UnavailableError
+from geoplex.infra.local import BackendUrls
 from geoplex.clients.presence import LiveSession, PresenceClient, SessionState
 from geoplex.presence.v1 import presence_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
@@ -133,3 +135,56 @@ async def test_sending_after_the_stream_failed_raises_session_closed_with_the_ca
         with pytest.raises(SessionClosedError) as err:
             await live.update(*at(5))
         assert isinstance(err.value.__cause__, UnauthenticatedError)
+
+
+async def history_of(server: ServerProcess, backends: BackendUrls, user: str) -> list[float]:
+    """``user``'s history as metres north of HOME, oldest first."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(backends.mongo_uri)
+    try:
+        rows = client[server.env["GEOPLEX_PRESENCE_DATABASE"]]["location_history"]
+        return [round((r["lat"] - HOME[0]) / METRE)
+                async for r in rows.find({"user": user}).sort("t", 1)]
+    finally:
+        await client.close()
+
+
+async def test_an_acknowledged_update_returns_once_it_is_in_the_history(
+        presence_pair, backends: BackendUrls):
+    tag = uuid.uuid4().hex[:6]
+    alice, bob = f"alice-{tag}", f"bob-{tag}"
+    server = presence_pair["a"]
+    async with presence_as(server, alice) as pa, presence_as(server, bob) as pbob:
+        await pa.set_sharing(True)
+        async with pa.live(*at(0)) as live:
+            for n in range(1, 6):
+                await live.update(*at(n), acknowledged=True)
+            # read at once: each was in the history before its update() returned
+            assert (await history_of(server, backends, alice))[-5:] == [1, 2, 3, 4, 5]
+            # refused: raised, with the field and the reason, and nothing stored
+            with pytest.raises(InvalidArgumentError) as refused:
+                await live.update(*at(9), t=time.time() - 365 * 86_400, acknowledged=True)
+            assert (refused.value.field, refused.value.reason) == ("location_update.time",
+                                                                   "TIME_TOO_OLD")
+            await live.update(*at(6), acknowledged=True)
+            assert (await history_of(server, backends, alice))[-2:] == [5, 6]
+        # not sharing: acknowledged once recorded (friends would see it), no history
+        async with pbob.live(*at(0)) as live:
+            await live.update(*at(1), acknowledged=True)
+        assert await history_of(server, backends, bob) == []
+
+
+async def test_an_acknowledged_update_on_a_stream_the_server_ended_raises_and_never_hangs(
+        presence_pair):
+    """The server stops: the update raises (UNAVAILABLE, or the session has ended) at once."""
+    alice = f"alice-{uuid.uuid4().hex[:6]}"
+    server = presence_pair["b"]
+    async with presence_as(server, alice) as pa:
+        await pa.set_sharing(True)
+        async with pa.live(*at(0), reconnect=False) as live:
+            await live.update(*at(1), acknowledged=True)
+            server.stop()
+            try:
+                with pytest.raises((UnavailableError, SessionClosedError)):
+                    await live.update(*at(2), acknowledged=True, ack_timeout=30)
+            finally:
+                server.start()

@@ -104,6 +104,14 @@ class LocationUpdate(_message.Message):
 
     LOCATION_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Set (> 0, chosen by the client, e.g. counting up on the stream) to be told when
+    the update is kept: an UpdateAccepted naming it once it is durable (in the location
+    history when the user shares, else recorded), or an UpdateRejected naming it. An
+    update the server could not keep (it stopped first) is never accepted: send it
+    again. 0: no answer unless rejected.
+    """
     @_builtins.property
     def location(self) -> _geo_pb2.LatLng: ...
     @_builtins.property
@@ -115,10 +123,11 @@ class LocationUpdate(_message.Message):
         *,
         location: _geo_pb2.LatLng | None = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "sequence", b"sequence", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -134,6 +143,7 @@ class ConnectResponse(_message.Message):
     FRIEND_GONE_FIELD_NUMBER: _builtins.int
     UPDATE_REJECTED_FIELD_NUMBER: _builtins.int
     FRIEND_UPDATES_FIELD_NUMBER: _builtins.int
+    UPDATE_ACCEPTED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def snapshot(self) -> Global___Snapshot: ...
     @_builtins.property
@@ -150,6 +160,8 @@ class ConnectResponse(_message.Message):
         piled up for a slow reader); the typed client unpacks them.
         """
 
+    @_builtins.property
+    def update_accepted(self) -> Global___UpdateAccepted: ...
     def __init__(
         self,
         *,
@@ -159,16 +171,43 @@ class ConnectResponse(_message.Message):
         friend_gone: Global___FriendGone | None = ...,
         update_rejected: Global___UpdateRejected | None = ...,
         friend_updates: Global___FriendUpdates | None = ...,
+        update_accepted: Global___UpdateAccepted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "friend_gone", b"friend_gone", "friend_moved", b"friend_moved", "friend_nearby", b"friend_nearby", "friend_updates", b"friend_updates", "snapshot", b"snapshot", "update_rejected", b"update_rejected"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "friend_gone", b"friend_gone", "friend_moved", b"friend_moved", "friend_nearby", b"friend_nearby", "friend_updates", b"friend_updates", "snapshot", b"snapshot", "update_accepted", b"update_accepted", "update_rejected", b"update_rejected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "friend_gone", b"friend_gone", "friend_moved", b"friend_moved", "friend_nearby", b"friend_nearby", "friend_updates", b"friend_updates", "snapshot", b"snapshot", "update_rejected", b"update_rejected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "friend_gone", b"friend_gone", "friend_moved", b"friend_moved", "friend_nearby", b"friend_nearby", "friend_updates", b"friend_updates", "snapshot", b"snapshot", "update_accepted", b"update_accepted", "update_rejected", b"update_rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["snapshot", "friend_nearby", "friend_moved", "friend_gone", "update_rejected", "friend_updates"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["snapshot", "friend_nearby", "friend_moved", "friend_gone", "update_rejected", "friend_updates", "update_accepted"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___ConnectResponse: _TypeAlias = ConnectResponse  # noqa: Y015
+
+@_typing.final
+class UpdateAccepted(_message.Message):
+    """Location updates that are kept: durable in the history (the user shares) or recorded
+    (they do not). Several at once when they were kept together.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sequences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The LocationUpdate.sequence of each, in the order they were kept."""
+
+    def __init__(
+        self,
+        *,
+        sequences: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequences", b"sequences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAccepted: _TypeAlias = UpdateAccepted  # noqa: Y015
 
 @_typing.final
 class FriendUpdates(_message.Message):
@@ -335,21 +374,25 @@ class UpdateRejected(_message.Message):
     FIELD_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     field: _builtins.str
     """The offending field, e.g. "location_update.location.latitude"."""
     reason: _builtins.str
     """Machine-readable, e.g. "INVALID_LOCATION", "TIME_IN_FUTURE"."""
     message: _builtins.str
+    sequence: _builtins.int
+    """The LocationUpdate.sequence of the refused update (0 if it had none)."""
     def __init__(
         self,
         *,
         field: _builtins.str = ...,
         reason: _builtins.str = ...,
         message: _builtins.str = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "message", b"message", "reason", b"reason", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
