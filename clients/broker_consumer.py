@@ -722,3 +722,22 @@ class Consumer:
 # what no retry will mend: the consumer stops and its iteration raises the error
 _FATAL = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
                     grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNIMPLEMENTED})
+
+
+STOP_GRACE_S = 3.0
+
+
+async def stop_consumer_tasks(tasks: Sequence[asyncio.Task[None]],
+                              grace: float = STOP_GRACE_S) -> None:
+    """Cancel tasks that run consumers and wait at most ``grace`` seconds: a consumer
+    leaving its group calls the broker, which may be gone already when a service stops;
+    one still leaving then is cancelled again and given a second more."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:  # cancelled again inside its close: give up on a clean leave
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=1.0)

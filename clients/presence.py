@@ -669,10 +669,8 @@ class LiveSession:
                 if response.WhichOneof("event") == "snapshot":
                     self._state = SessionState.CONNECTED
                     self.connected.set()
-                if self._acks and self._answered(response):
-                    continue
-                if response.WhichOneof("event") == "update_accepted":
-                    continue  # answers to update()s no longer waiting
+                if self._answered(response):
+                    continue  # an acceptance is for update(), not for the events
                 self.events.put(response)
         finally:
             self._unanswered("the stream ended")

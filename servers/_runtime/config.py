@@ -208,6 +208,16 @@ DEFAULT_METRICS_TOPIC = "telemetry-metrics"
 DEFAULT_METRICS_ENDPOINT = "127.0.0.1:50056"
 
 
+def metrics_topic(env: Env) -> str:
+    """``GEOPLEX_METRICS_TOPIC``: the topic the services' metrics go to with
+    GEOPLEX_METRICS=broker, and the one telemetry consumes."""
+    topic = env.str("GEOPLEX_METRICS_TOPIC", DEFAULT_METRICS_TOPIC)
+    if not topic or not all(c.isalnum() or c in "._-" for c in topic):
+        raise ConfigError(f"GEOPLEX_METRICS_TOPIC={topic!r}: expected a topic name "
+                          "(letters, digits, '.', '_', '-')")
+    return topic
+
+
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
     """The mesh's registry in etcd (``registry.py``): where this process registers.
@@ -295,10 +305,7 @@ class MetricsConfig:
             raise ConfigError(f"GEOPLEX_METRICS={mode!r}: needs the broker's addresses: "
                               "GEOPLEX_METRICS_BROKERS (or GEOPLEX_BROKER_TARGET) = "
                               "host:port[,host:port...]")
-        topic = env.str("GEOPLEX_METRICS_TOPIC", default.topic)
-        if not topic or not all(c.isalnum() or c in "._-" for c in topic):
-            raise ConfigError(f"GEOPLEX_METRICS_TOPIC={topic!r}: expected a topic name "
-                              "(letters, digits, '.', '_', '-')")
+        topic = metrics_topic(env)
         return cls(
             mode=mode,
             endpoint=endpoint,

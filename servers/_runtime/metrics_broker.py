@@ -50,6 +50,14 @@ TOPIC_RETENTION_S = 6 * 3600.0      # the backlog telemetry can catch up on
 TOPIC_MAX_MESSAGE_BYTES = 4 << 20   # one export of a busy process fits
 
 
+async def ensure_metrics_topic(client: BrokerClient, topic: str, timeout: float) -> None:
+    """The metrics topic, made if missing: by whichever side comes first, the services
+    producing or telemetry consuming (servers/telemetry/metrics_consumer.py)."""
+    with contextlib.suppress(AlreadyExistsError):
+        await client.create_topic(topic, TOPIC_PARTITIONS, retention=TOPIC_RETENTION_S,
+                                  max_message_bytes=TOPIC_MAX_MESSAGE_BYTES, timeout=timeout)
+
+
 class BrokerMetricExporter(MetricExporter):
     """A MetricExporter that produces each export to a broker topic."""
 
@@ -62,7 +70,6 @@ class BrokerMetricExporter(MetricExporter):
         self.topic = topic
         self.key = key.encode()
         self.timeout_s = timeout_s
-        self.records_sent = 0
         self._client: BrokerClient | None = None
         self._producer: Producer | None = None
         self._loop = asyncio.new_event_loop()
@@ -83,17 +90,12 @@ class BrokerMetricExporter(MetricExporter):
         except Exception:  # noqa: BLE001 - the caller (metrics._Exporter) logs and goes on
             future.cancel()
             return MetricExportResult.FAILURE
-        self.records_sent += 1
         return MetricExportResult.SUCCESS
 
     async def _ready(self) -> Producer:
         if self._producer is None:
             client = self._client = self._client or BrokerClient(list(self.brokers))
-            with contextlib.suppress(AlreadyExistsError):
-                await client.create_topic(self.topic, TOPIC_PARTITIONS,
-                                          retention=TOPIC_RETENTION_S,
-                                          max_message_bytes=TOPIC_MAX_MESSAGE_BYTES,
-                                          timeout=self.timeout_s)
+            await ensure_metrics_topic(client, self.topic, self.timeout_s)
             # a record not delivered within a few intervals is stale: let it go
             self._producer = client.producer(acks=Acks.ALL, linger_ms=0.0,
                                              delivery_timeout=max(30.0, 3 * self.timeout_s))

@@ -46,17 +46,3 @@ async def consume_batches(broker: BrokerClient, group: str, topic: str, handle: 
         except retry_on as exc:
             logger.warning("%s: consumer stopped (%s); rejoining", group, type(exc).__name__)
             await asyncio.sleep(1.0)
-
-
-async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float = STOP_GRACE_S) -> None:
-    """Cancel consumer tasks and wait at most ``grace`` seconds: a consumer leaving its
-    group calls the broker, which may be gone already when the mesh stops."""
-    for task in tasks:
-        task.cancel()
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=grace)
-    for task in pending:  # cancelled again inside its close: give up on a clean leave
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending, timeout=1.0)

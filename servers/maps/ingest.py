@@ -27,7 +27,9 @@ from geoplex.servers._runtime.errors import Unavailable
 
 from . import convert
 from .adapters.mongo_trips import MongoTripHistory
-from .consuming import STOP_GRACE_S, consume_batches, stop_tasks
+from geoplex.clients.broker_consumer import stop_consumer_tasks
+
+from .consuming import STOP_GRACE_S, consume_batches
 from .locations import Fix, LastFixes, Rejected, check
 
 if TYPE_CHECKING:
@@ -82,7 +84,7 @@ class LocationIngest:
 
     async def stop(self) -> None:
         if self._task is not None:
-            await stop_tasks([self._task])
+            await stop_consumer_tasks([self._task])
         if self._producer is not None:
             # a broker already gone must not hold the shutdown: what is unacknowledged
             # was never acknowledged to a client either

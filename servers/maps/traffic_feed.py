@@ -20,7 +20,9 @@ from geoplex.clients.broker import BrokerClient
 from geoplex.clients.errors import GeoplexError
 from geoplex.clients.routing import RoutingClient, observation
 
-from .consuming import consume_batches, stop_tasks
+from geoplex.clients.broker_consumer import stop_consumer_tasks
+
+from .consuming import consume_batches
 from .locations import Fix, LastFixes
 from .traffic import SegmentSpeeds, SpeedObservation
 
@@ -51,7 +53,7 @@ class TrafficFeed:
                        asyncio.create_task(self._flush_forever(), name="traffic-flush")]
 
     async def stop(self) -> None:
-        await stop_tasks(self._tasks)
+        await stop_consumer_tasks(self._tasks)
 
     async def _consume_forever(self) -> None:
         await consume_batches(self.broker, TRAFFIC_GROUP, self.topic, self._observe,

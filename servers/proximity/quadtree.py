@@ -158,16 +158,7 @@ def _cover(lat: float, lon: float, cap: Cap, cos_lat: float) -> list[int]:
     if c0 < 0 or c1 >= _SIDE:  # across the antimeridian
         wrap = (1 << (BITS - shift)) - 1
         cols = sorted({c & wrap for c in cols})
-    spread = _SPREAD
-    size = 2 * shift
-    step = 1 << size
-    bounds: list[int] = []
-    for r in rows:
-        row_bits = spread[r] << 1
-        for c in cols:
-            start = (row_bits | spread[c]) << size
-            bounds += (start, start + step)
-    return bounds
+    return _ranges(shift, rows, cols)
 
 
 def _cover_band(south: float, north: float) -> list[int]:

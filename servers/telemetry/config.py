@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geoplex.servers._runtime.config import (DEFAULT_METRICS_TOPIC, ConfigError, Env,
-                                             MetricsConfig, default_state_dir)
+                                             default_state_dir, metrics_topic)
 
 PREFIX = "GEOPLEX_TELEMETRY_"
 FSYNC_MODES = ("always", "interval")
@@ -150,6 +150,5 @@ class TelemetryConfig:
                                             hi=3600.0),
             metrics_brokers=(env.endpoints(PREFIX + "METRICS_BROKERS")
                              or env.endpoints("GEOPLEX_BROKER_TARGET") or ()),
-            # (the same variable and check as the services' side: _runtime/config.py)
-            metrics_topic=MetricsConfig.from_env(env).topic,
+            metrics_topic=metrics_topic(env),  # the services' side reads the same
         )

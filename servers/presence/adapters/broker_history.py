@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pymongo.errors import PyMongoError
 
 from geoplex.clients.broker import BrokerClient
+from geoplex.clients.broker_consumer import stop_consumer_tasks
 from geoplex.clients.broker_producer import Acks, Producer
 from geoplex.clients.errors import AlreadyExistsError, GeoplexError
 
@@ -120,13 +121,8 @@ class HistoryConsumer:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        done, _ = await asyncio.wait([task], timeout=STOP_GRACE_S)
-        if not done:  # leaving the group calls a broker that may be gone: give up on it
-            task.cancel()
-            await asyncio.wait([task], timeout=1.0)
+        if task is not None:
+            await stop_consumer_tasks([task], STOP_GRACE_S)
 
     async def _run(self) -> None:
         while True:

@@ -65,7 +65,7 @@ from geoplex.servers._runtime.errors import GeoplexError
 from ..promql.ast import Expr
 from ..promql.engine import Engine
 from ..promql.values import Scalar, Vector
-from ..tsdb.api import Storage
+from ..tsdb.api import Series, Storage
 from ..tsdb.chunks import STALE_NAN, STALE_NAN_BITS
 from ..tsdb.errors import SampleRejected
 from ..tsdb.head import SampleInput
@@ -282,8 +282,7 @@ class AlertingRule(Rule):
             self.active[key] = alert
             created.append(alert)
         if not self.restored:
-            restore_for_state(self, created, storage, ts_ms, group.options)
-            restore_gone(self, set(found), storage, ts_ms, group.options)
+            restore_for_state(self, created, set(found), storage, ts_ms, group.options)
             self.restored = True
         out: list[tuple[Labels, float]] = []
         for key, alert in list(self.active.items()):
@@ -350,12 +349,15 @@ def _is_stale(value: float) -> bool:
     return int(np.array([value], np.float64).view(np.uint64)[0]) == STALE_NAN_BITS
 
 
-def restore_for_state(rule: AlertingRule, alerts: Sequence[Alert], storage: Storage,
-                      ts_ms: int, options: EvalOptions) -> None:
+def restore_for_state(rule: AlertingRule, alerts: Sequence[Alert], present: set[Labels],
+                      storage: Storage, ts_ms: int, options: EvalOptions) -> None:
     """Prometheus's ``RestoreForState`` for ``alerts`` (just created at the first
-    evaluation), from the rule's ``ALERTS_FOR_STATE`` series (see the module's text)."""
-    if not alerts:
-        return
+    evaluation), from the rule's ``ALERTS_FOR_STATE`` series (see the module's text); and
+    the alerts that were firing when the evaluator stopped but are not in the vector
+    (``present``) now, back as firing with their start, so that this evaluation resolves
+    them (or keeps them for ``keep_firing_for``) and the notifier is sent the resolution
+    at once (Prometheus forgets them: the notifier resolves them only when their
+    ``ends_at`` passes, up to 4 resend delays later)."""
     mint = ts_ms - options.outage_tolerance_ms
     try:
         found = {s.labels.without(METRIC_NAME): s for s in storage.select(
@@ -366,14 +368,10 @@ def restore_for_state(rule: AlertingRule, alerts: Sequence[Alert], storage: Stor
         return
     hold, grace = rule.spec.for_ms, options.for_grace_period_ms
     for alert in alerts:
-        series = found.get(alert.labels)
-        if series is None or len(series.timestamps) == 0:
+        last = _last_state(found.get(alert.labels))
+        if last is None:
             continue
-        down_at = int(series.timestamps[-1])
-        value = float(series.values[-1])
-        if _is_stale(value) or not math.isfinite(value):
-            continue  # it was resolved before the evaluator stopped
-        active_at = round(value * 1000)
+        down_at, active_at = last
         remaining = hold - (down_at - active_at)
         if remaining <= 0:  # firing when the evaluator stopped: it still is, as it was
             alert.active_at_ms = active_at
@@ -387,36 +385,13 @@ def restore_for_state(rule: AlertingRule, alerts: Sequence[Alert], storage: Stor
             alert.active_at_ms = active_at + (ts_ms - down_at)
         logger.info("telemetry: rule %r: restored %s, active since %s", rule.name,
                     alert.labels, go_time(alert.active_at_ms))
-
-
-def restore_gone(rule: AlertingRule, present: set[Labels], storage: Storage, ts_ms: int,
-                 options: EvalOptions) -> None:
-    """Alerts that were firing when the evaluator stopped and have left the vector since,
-    back as firing (with their start), so that this evaluation resolves them (or keeps
-    them for ``keep_firing_for``) and the notifier is sent the resolution at once.
-
-    Prometheus forgets them: the notifier resolves them only when their ``ends_at``
-    passes, up to 4 resend delays later (4 min), and a page stays open that long after
-    the thing it was about has recovered."""
-    mint = ts_ms - options.outage_tolerance_ms
-    try:
-        states = storage.select([eq(METRIC_NAME, ALERTS_FOR_STATE), eq(ALERT_NAME, rule.name)],
-                                mint, ts_ms)
-    except Exception:  # noqa: BLE001 - then they resolve when their ends_at passes
-        logger.warning("telemetry: rule %r: cannot read ALERTS_FOR_STATE to resolve the "
-                       "alerts gone while it was down", rule.name, exc_info=True)
-        return
-    for series in states:
-        labels = series.labels.without(METRIC_NAME)
-        if labels in present or labels in rule.active or len(series.timestamps) == 0:
+    for labels, series in found.items():
+        if labels in present or labels in rule.active:
             continue
-        down_at = int(series.timestamps[-1])
-        value = float(series.values[-1])
-        if _is_stale(value) or not math.isfinite(value):
-            continue  # resolved (or removed) before the evaluator stopped
-        active_at = round(value * 1000)
-        if rule.spec.for_ms - (down_at - active_at) > 0:
-            continue  # pending when it stopped: nothing was sent for it
+        last = _last_state(series)
+        if last is None or hold - (last[0] - last[1]) > 0:
+            continue  # resolved before the stop, or pending then: nothing was sent for it
+        active_at = last[1]
         fired_at = _firing_since(storage, labels, max(active_at, mint), ts_ms)
         data = TemplateData({k: v for k, v in labels.items() if k != ALERT_NAME}, math.nan,
                             options.external_labels, options.external_url)
@@ -426,6 +401,17 @@ def restore_gone(rule: AlertingRule, present: set[Labels], storage: Storage, ts_
                                     active_at, fired_at if fired_at is not None else active_at)
         logger.info("telemetry: rule %r: %s was firing when the evaluator stopped and is "
                     "gone: resolving it", rule.name, labels)
+
+
+def _last_state(series: Series | None) -> tuple[int, int] | None:
+    """(when the evaluator last wrote it, active-since) of an ``ALERTS_FOR_STATE`` series,
+    or None if it has no samples or ends resolved (a staleness marker)."""
+    if series is None or len(series.timestamps) == 0:
+        return None
+    value = float(series.values[-1])
+    if _is_stale(value) or not math.isfinite(value):
+        return None
+    return int(series.timestamps[-1]), round(value * 1000)
 
 
 def _firing_since(storage: Storage, labels: Labels, mint: int, maxt: int) -> int | None:
