@@ -72,7 +72,7 @@ class Fix:
 class HistoryRow(NamedTuple):
     """One accepted location update on its way to the history."""
 
-    id: str      # unique per update (writer.py): stored once however often it is sent
+    id: str      # made from the update (history.row_id): stored once however often sent
     user: str
     fix: Fix
 

@@ -2,9 +2,12 @@
 batches (every ``history_flush_s``, or sooner once a batch is full), to MongoDB or, in a
 mesh with a broker, to the broker's history topic (adapters/broker_history.py).
 
-Each row gets an id when it is accepted (this process's random prefix and a counter),
-so the history stores it once however often it is sent: a batch retried after an answer
-was lost, a record a consumer group replays.
+Each row's id is made from what it says (:func:`row_id`: the user, the fix's time and
+place), so the history stores it once however often it comes: a batch retried after an
+answer was lost, a record a consumer group replays, and the same update sent again by the
+client — its Hello after a reconnect repeats its latest location with that location's
+time, and an update not acknowledged is sent again. (Two updates of one user at the same
+instant and place are one row.)
 
 The buffer is bounded by ``history_buffer_max``: while the store cannot keep up (or is
 down), the oldest rows not yet written give way to new ones. Those are counted and
@@ -14,8 +17,9 @@ logged (how many, never whose or where).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-import uuid
+import struct
 from collections import deque
 from collections.abc import Callable
 
@@ -23,6 +27,13 @@ from .domain import Fix, HistoryRow, HubConfig
 from .ports import HistoryStore
 
 log = logging.getLogger(__name__)
+
+
+def row_id(user: str, fix: Fix) -> str:
+    """The id of a user's fix: the same for the same update however often it is sent."""
+    digest = hashlib.blake2b(user.encode(), digest_size=16, person=b"geoplex-history")
+    digest.update(struct.pack("<ddd", fix.t, fix.lat, fix.lon))
+    return digest.hexdigest()
 
 
 class HistoryWriter:
@@ -35,9 +46,7 @@ class HistoryWriter:
         self._rows: deque[HistoryRow] = deque(maxlen=config.history_buffer_max)
         self._batch: list[HistoryRow] = []  # taken from the buffer, not written yet
         self._kick = asyncio.Event()
-        self._origin = uuid.uuid4().hex[:12] + "-"
-        self._serial = 0
-        self._waiters: dict[str, Callable[[], None]] = {}  # row id -> on_written
+        self._waiters: dict[str, list[Callable[[], None]]] = {}  # row id -> on_written
 
     @property
     def buffered(self) -> int:
@@ -51,11 +60,10 @@ class HistoryWriter:
         if len(self._rows) == self._rows.maxlen:
             self.dropped += 1  # the oldest row goes, unacknowledged
             self._waiters.pop(self._rows[0].id, None)
-        self._serial += 1
-        row = HistoryRow(f"{self._origin}{self._serial:x}", user, fix)
+        row = HistoryRow(row_id(user, fix), user, fix)
         self._rows.append(row)
         if on_written is not None:
-            self._waiters[row.id] = on_written
+            self._waiters.setdefault(row.id, []).append(on_written)
         if len(self._rows) >= self.config.history_batch:
             self._kick.set()
 
@@ -85,8 +93,7 @@ class HistoryWriter:
             batch, self._batch = self._batch, []
             if self._waiters:
                 for row in batch:
-                    waiter = self._waiters.pop(row.id, None)
-                    if waiter is not None:
+                    for waiter in self._waiters.pop(row.id, ()):
                         waiter()
 
     def _report_dropped(self) -> None:

@@ -85,9 +85,13 @@ def test_geoplex_up_serves_helsinki_and_stops_cleanly_on_ctrl_c(tmp_path: Path,
              "geoplex.broker.v1.BrokerService/CreateTopic"],
             capture_output=True, text=True, timeout=30)
         assert '"name": "up-check"' in created.stdout, created.stderr
-        # three broker nodes, each with its own data directory; replicas on every one
-        for node in (1, 2, 3):
-            assert (tmp_path / "state" / f"broker-{node}" / "up-check-1").is_dir()
+        # three broker nodes, each with its own data directory; replicas on every one (the
+        # other two make theirs once etcd's watch tells them of the topic)
+        replicas = [tmp_path / "state" / f"broker-{node}" / "up-check-1" for node in (1, 2, 3)]
+        deadline = time.monotonic() + 30
+        while not all(r.is_dir() for r in replicas):
+            assert time.monotonic() < deadline, [r for r in replicas if not r.is_dir()]
+            time.sleep(0.2)
         routing = f"127.0.0.1:{env['GEOPLEX_ROUTING_PORT']}"  # the three regions
         regions = subprocess.run(
             [str(bindir / "grpcurl"), "-plaintext", routing,

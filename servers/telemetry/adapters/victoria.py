@@ -48,7 +48,12 @@ How each call maps (all over HTTP with the standard library, one connection per 
   ``victoriametrics`` sums the whole store: ``series`` is ``totalSeries`` over all time
   (``date=1970-01-01``), ``samples`` the ``vm_rows{type="storage/..."}``, ``bytes`` all
   ``vm_data_size_bytes`` (index included), its times 0 (VictoriaMetrics does not
-  expose its span). Its parts and merges map to nothing here.
+  expose its span). Its parts and merges map to nothing here. VictoriaMetrics refreshes
+  those ``/metrics`` figures about once a second (all of them read 0 for the first
+  second after it starts), so ``stats`` reads them until
+  ``vm_rows_added_to_storage_total`` counts every row this adapter had acknowledged
+  since its last ``stats`` (at most ``STATS_SETTLE_S``; then it answers with what it read,
+  as after a VictoriaMetrics restart, whose counters start again at 0).
 
 Errors: a server that does not answer, times out, or answers 429 or 5xx is
 :class:`Unavailable`; a 400 or 422 is :class:`InvalidArgument` with VictoriaMetrics'
@@ -85,6 +90,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -226,6 +232,10 @@ def _metric_values(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
         yield name, dict(_METRIC_LABEL.findall(raw_labels or "")), value
 
 
+STATS_SETTLE_S = 3.0   # how long stats() waits for VictoriaMetrics' /metrics to catch up
+STATS_POLL_S = 0.1
+
+
 class VictoriaMetricsStorage:
     """The :class:`~..tsdb.api.Storage` protocol on a VictoriaMetrics single-node server at
     ``url`` (e.g. ``http://127.0.0.1:8428``); see the module's docstring for the mapping.
@@ -240,6 +250,10 @@ class VictoriaMetricsStorage:
         self.limits = limits or VictoriaLimits()
         self.force_flush = force_flush
         self.flush_auth_key = flush_auth_key
+        # rows acknowledged that stats() has not seen counted yet, and the count it saw
+        self._count_lock = threading.Lock()
+        self._rows_unseen = 0
+        self._rows_added_seen = 0.0
 
     def __repr__(self) -> str:
         return f"VictoriaMetricsStorage({self.url!r})"
@@ -339,6 +353,8 @@ class VictoriaMetricsStorage:
             "Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
             "X-Prometheus-Remote-Write-Version": "0.1.0"})
         response.close()
+        with self._count_lock:
+            self._rows_unseen += len(prepared.ids)
         if self.force_flush:
             self.flush()
         return AppendResult(len(prepared.ids), tuple(prepared.duplicates))
@@ -477,21 +493,40 @@ class VictoriaMetricsStorage:
         """See the module's docstring for what maps to what."""
         today = self._data("/api/v1/status/tsdb", {"topN": "1"})
         overall = self._data("/api/v1/status/tsdb", {"topN": "1", "date": "1970-01-01"})
-        rows = size = pending = 0.0
-        for name, labels, value in _metric_values(self._read("/metrics").decode()):
-            kind = labels.get("type", "")
-            if name == "vm_rows" and kind.startswith("storage/"):
-                rows += value
-            elif name == "vm_data_size_bytes":
-                size += value
-            elif name == "vm_pending_rows" and kind == "storage":
-                pending += value
+        rows, size, pending = self._storage_counts()
         store = BlockStats(id="victoriametrics", min_time=0, max_time=0,
                            series=int(overall.get("totalSeries", 0)), samples=int(rows),
                            bytes=int(size), level=0, encoding="victoriametrics")
         return StoreStats(head_series=int(today.get("totalSeries", 0)),
                           head_samples=int(pending), head_min_time=None, head_max_time=None,
                           wal_bytes=0, blocks=(store,))
+
+
+    def _storage_counts(self) -> tuple[float, float, float]:
+        """Rows in parts, bytes, pending rows from ``/metrics``, once they count what this
+        adapter had acknowledged (see the module's docstring)."""
+        with self._count_lock:
+            unseen, target = self._rows_unseen, self._rows_added_seen + self._rows_unseen
+        deadline = time.monotonic() + STATS_SETTLE_S
+        while True:
+            rows = size = pending = added = 0.0
+            for name, labels, value in _metric_values(self._read("/metrics").decode()):
+                kind = labels.get("type", "")
+                if name == "vm_rows" and kind.startswith("storage/"):
+                    rows += value
+                elif name == "vm_data_size_bytes":
+                    size += value
+                elif name == "vm_pending_rows" and kind == "storage":
+                    pending += value
+                elif name == "vm_rows_added_to_storage_total":
+                    added = value
+            if added >= target or time.monotonic() >= deadline:
+                break
+            time.sleep(STATS_POLL_S)
+        with self._count_lock:
+            self._rows_unseen -= unseen
+            self._rows_added_seen = added
+        return rows, size, pending
 
 
 def read_limits(storage: VictoriaMetricsStorage) -> VictoriaLimits:

@@ -71,7 +71,7 @@ async def test_a_batch_that_failed_is_written_first_next_time() -> None:
         [1000.0, 1001.0], [1002.0, 1003.0]]
 
 
-async def test_every_row_has_its_own_id_and_a_retried_batch_keeps_its_ids() -> None:
+async def test_every_update_has_its_own_id_and_a_retried_batch_keeps_its_ids() -> None:
     store = FakeStore()
     history = writer(store, batch=2, buffer_max=10)
     elsewhere = FakeStore()
@@ -86,6 +86,33 @@ async def test_every_row_has_its_own_id_and_a_retried_batch_keeps_its_ids() -> N
     await history.flush()
     ids = [r.id for batch in store.batches for r in batch]
     assert len(set(ids)) == 3 and history.written == 3 and history.buffered == 0
+    # the same updates taken by another process (the client's Hello after a reconnect
+    # repeats its latest location and its time): the same rows, stored once
     await other.flush()
-    theirs = {r.id for batch in elsewhere.batches for r in batch}
-    assert len(theirs) == 3 and not set(ids) & theirs   # another process: other ids
+    assert [r.id for batch in elsewhere.batches for r in batch] == ids
+
+
+async def test_an_update_differing_in_user_time_or_place_is_another_row() -> None:
+    store = FakeStore()
+    history = writer(store, batch=10, buffer_max=10)
+    base = Fix(57.7, 11.97, 1000.0)
+    for user, f in [("alice", base), ("bob", base), ("alice", Fix(57.7, 11.97, 1000.001)),
+                    ("alice", Fix(57.7000001, 11.97, 1000.0)),
+                    ("alice", Fix(57.7, 11.9700001, 1000.0))]:
+        history.append(user, f)
+    await history.flush()
+    assert len({r.id for r in store.batches[0]}) == 5
+
+
+async def test_each_sender_of_the_same_update_is_told_once_it_is_written() -> None:
+    store = FakeStore()
+    history = writer(store, batch=10, buffer_max=10)
+    told: list[str] = []
+    history.append("alice", fix(1), on_written=lambda: told.append("update"))
+    history.append("alice", fix(1), on_written=lambda: told.append("sent again"))
+    store.fail = True
+    await history.flush()
+    assert told == []                          # not written: nobody told
+    store.fail = False
+    await history.flush()
+    assert sorted(told) == ["sent again", "update"]
