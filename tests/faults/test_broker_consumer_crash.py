@@ -123,10 +123,15 @@ class CommitWatch:
 
 
 async def produce(client: BrokerClient, topic: str, start: int, count: int,
-                  pause: float = 0.0) -> list[RecordMetadata]:
+                  pause: float = 0.0, hold: asyncio.Event | None = None
+                  ) -> list[RecordMetadata]:
+    """``hold``: the second half waits until it is set (the stream goes on past a fault
+    however fast the first half went)."""
     written: list[RecordMetadata] = []
     async with client.producer(linger_ms=2) as producer:
         for first in range(start, start + count, 100):
+            if hold is not None and first - start >= count // 2:
+                await hold.wait()
             futures = [await producer.send(topic, b"ride %d" % i, key=b"%d" % i)
                        for i in range(first, min(first + 100, start + count))]
             written.extend([await f for f in futures])
@@ -158,11 +163,14 @@ async def test_a_killed_consumer_process_loses_no_record_and_no_commit_goes_back
             for consumer in consumers:
                 await consumer.wait_ready_async(60.0)
             async with CommitWatch(client, group, topic) as watch:
-                producing = asyncio.create_task(produce(client, topic, 0, RECORDS, pause=0.01))
+                killed = asyncio.Event()
+                producing = asyncio.create_task(produce(client, topic, 0, RECORDS, pause=0.01,
+                                                        hold=killed))
                 await until(lambda: len(seen_in(outputs[0])) >= 200,
                             "the first consumer is consuming")
                 assert not producing.done(), "the kill must come mid-stream"
                 consumers[0].kill()  # SIGKILL: no leave, no last commit
+                killed.set()         # the second half is produced after the kill
                 written = await producing
                 wanted = {(m.partition, m.offset) for m in written}
                 assert len(wanted) == RECORDS
