@@ -163,7 +163,7 @@ class ProximityApp:
         ranked = await self.index.search(query, query.page_size + 1)
         page = ranked[:query.page_size]
         found = await self.details.get_many([bid for _, bid in page])
-        hits = [Hit(found[bid], d) for d, bid in page if bid in found]
+        hits = [Hit(b, d) for d, bid in page if (b := found.get(bid)) is not None]
         token = ""
         if len(ranked) > query.page_size and hits:
             token = domain.encode_page_token(query, hits[-1])
