@@ -79,7 +79,7 @@ def page_to_bytes(page: SearchPage) -> bytes:
     ``page_to_pb(page).SerializeToString()`` parses to (a test checks it), at a
     fraction of the cost: per hit, one lookup and the distance's eight bytes.
     """
-    parts = []
+    parts: list[bytes] = []
     append, head, pack = parts.append, _hit_head, _pack_double
     for hit in page.hits:
         append(head(hit.business))
