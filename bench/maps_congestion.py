@@ -68,7 +68,7 @@ from geoplex.servers._runtime.config import Env
 from geoplex.servers.maps.config import MapsConfig
 from geoplex.servers.routing.config import RoutingConfig
 from geoplex.tools.navsim import (Driver, Line, NavConfig, NavResult, NoScenario, Tick,
-                                  Timeline, profile_from_steps, road_classes, simulate,
+                                  Timeline, profile_from_segments, road_classes, simulate,
                                   table_ticks)
 from geoplex.tools.navsim.drive import TrueFix, Trip
 from geoplex.tools.navsim.geometry import Point, distance_m
@@ -393,8 +393,10 @@ def drive_route(route: rpb.Route, rng: random.Random, t0: float, fix_s: float = 
     line = Line(decode(route))
     mid = line.length_m / 2
     slowed = [(mid - crawl_m / 2, mid + crawl_m / 2)] if 0 < crawl_m < line.length_m else []
-    trip = Trip(line, profile_from_steps(step_infos(route), line.length_m), slowed,
-                seconds(route))
+    profile = profile_from_segments(route.segment_distances_meters,
+                                    route.segment_free_flow_speeds_kmh, step_infos(route),
+                                    line.length_m)
+    trip = Trip(line, profile, slowed, seconds(route))
     driver = Driver(0, False, rng)
     driver.start("bench-trace", trip, 0.0, t0)
     out: list[TrueFix] = []

@@ -29,7 +29,7 @@ from .domain import (MatrixAnswer, MatrixCell, NoRoadNearby, NoRoute, Point, Rou
                      TrafficSegment)
 from .guidance import Step
 from .matching import MatchResult, TracePoint, match
-from .planner import (Path, Weighting, alternatives_for, path_duration_ms, path_from,
+from .planner import (Path, Weighting, alternatives_for, driven, path_duration_ms, path_from,
                       path_length_m, shortest_path)
 from .ports import UNREACHABLE
 from .regions import ModeGraph, Region
@@ -161,10 +161,16 @@ class RoutingApp:
         steps = graph.guide.steps(weighting.seg_ms, path, start, end)
         static = path_duration_ms(g, g.seg_ms, path) / 1000.0
         duration = path_duration_ms(g, weighting.seg_ms, path) / 1000.0
-        return domain.Route(path_length_m(g, path), duration, static,
-                            graph.encoder.path(path.segments, start, end), steps,
-                            _summary(steps),
-                            tuple(path.segments.tolist()) if include_segments else ())
+        polyline = graph.encoder.path(path.segments, start, end)
+        if not include_segments:
+            return domain.Route(path_length_m(g, path), duration, static, polyline, steps,
+                                _summary(steps))
+        segs = path.segments
+        free_kmh = g.seg_length_m[segs] / (np.maximum(g.seg_ms[segs], 1) / 1000.0) * 3.6
+        return domain.Route(path_length_m(g, path), duration, static, polyline, steps,
+                            _summary(steps), tuple(segs.tolist()),
+                            tuple(driven(g.seg_length_m, path).tolist()),
+                            tuple(free_kmh.tolist()))
 
     def _snapped(self, graph: ModeGraph, snap: Snap) -> SnappedPoint:
         g = graph.graph

@@ -148,6 +148,8 @@ def _fill_route(r: pb.Route, route: domain.Route) -> None:
     r.polyline, r.summary = route.polyline, route.summary
     if route.segment_ids:
         r.segment_ids.extend(route.segment_ids)
+        r.segment_distances_meters.extend(round(m, 2) for m in route.segment_distances_m)
+        r.segment_free_flow_speeds_kmh.extend(round(v, 3) for v in route.segment_free_kmh)
     add = r.steps.add
     for step in route.steps:
         _fill_step(add(), step)

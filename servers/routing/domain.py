@@ -63,7 +63,7 @@ class RouteQuery:
     departure_time: float | None = None   # unix seconds; None: now
     alternatives: int = 0
     avoid: int = 0                          # AVOID_* bits
-    include_segments: bool = False          # fill Route.segment_ids
+    include_segments: bool = False          # fill Route.segment_ids (and their metres, speeds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +75,8 @@ class Route:
     steps: list[Step]
     summary: str
     segment_ids: tuple[int, ...] = ()  # the directed segments driven, in order (on request)
+    segment_distances_m: tuple[float, ...] = ()  # metres driven on each (the ends in part)
+    segment_free_kmh: tuple[float, ...] = ()     # each one's free-flow speed
 
 
 @dataclass(frozen=True, slots=True)

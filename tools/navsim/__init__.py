@@ -12,7 +12,7 @@ What it models, on the Gothenburg region of routing (car):
   detour exists that the router must prefer while the arterial is slowed; a probe
   route drives the arterial end to end.
 - **Drivers** (:mod:`.drive`): N cars on routes from ComputeRoute, driven in real time at
-  each step's free-flow speed, a fix every second with a few metres of GPS error
+  each road segment's free-flow speed, a fix every second with a few metres of GPS error
   (drifting, as a receiver's does), a
   batch every few seconds through ``ReportLocationBatch`` (token: the driver). A share
   drives through the arterial; the others go between random points. During the
@@ -27,7 +27,8 @@ What it models, on the Gothenburg region of routing (car):
 Nothing the simulator logs or writes holds a driver's position.
 """
 
-from .drive import Driver, SpeedProfile, Trip, advance_along, profile_from_steps
+from .drive import (Driver, SpeedProfile, Trip, advance_along, profile_from_segments,
+                    profile_from_steps)
 from .geometry import GpsNoise, Line, coverage, stretches_along
 from .results import (Accuracy, Counters, Phase, Summary, Tick, Timeline, summarize,
                       summary_rows, table_ticks, tick_row)
@@ -56,6 +57,7 @@ __all__ = [
     "choose_scenario",
     "coverage",
     "named_stretches",
+    "profile_from_segments",
     "profile_from_steps",
     "road_classes",
     "simulate",

@@ -1,10 +1,18 @@
 """One simulated driver: a route driven in real time, GPS fixes, batches to send.
 
 A :class:`Trip` is a route from ComputeRoute as the driver sees it: its polyline
-(:class:`~.geometry.Line`), the speed of each step (the step's distance over its
-free-flow duration: :class:`SpeedProfile`), the road label of each step (what the driver
-knows it drove, for judging the map matcher) and the stretches of it that run along the
-arterial. :func:`advance_along` moves a position along it for some seconds at a speed
+(:class:`~.geometry.Line`), the speed along it (:class:`SpeedProfile`): each road segment
+driven at the free-flow speed the router gives that segment (the route's
+``segment_free_flow_speeds_kmh``), the road label of each step (what the driver knows it
+drove, for judging the map matcher) and the stretches of it that run along the arterial.
+
+Per segment, not per step: a step is one street, and its average speed (its distance
+over its duration) mixes the street's faster and slower stretches and the time the
+router counts for the turn into it, so a car driving a whole step at that average is
+slower than free flow on some segments and faster on others, and live traffic would
+(rightly) report the difference. Nor from a traffic-aware route's durations: a car drives
+at the road's speed, not at the router's estimate of it, or that estimate would feed
+itself. Turn costs are not driven: the router's estimate of the time a turn takes. :func:`advance_along` moves a position along it for some seconds at a speed
 that is constant between breaks (step ends, the arterial's ends), exactly: no time step
 error. A :class:`Driver` takes a fix every second (true position plus bounded GPS
 noise) and hands the fixes it holds over as one batch every ``batch_s`` seconds.
@@ -60,6 +68,39 @@ def profile_from_steps(steps: Sequence[StepInfo], line_length_m: float) -> Speed
     speeds = tuple(max(MIN_SPEED_MPS, s.distance_m / s.seconds) if s.seconds > 0 else 10.0
                    for s in pieces)
     return SpeedProfile(tuple(ends), speeds, tuple(s.name for s in pieces))
+
+
+def profile_from_segments(distances_m: Sequence[float], speeds_kmh: Sequence[float],
+                          steps: Sequence[StepInfo], line_length_m: float) -> SpeedProfile:
+    """Each segment driven at its own free-flow speed (``speeds_kmh``), its distance driven
+    (``distances_m``) scaled onto the line; each piece labelled with the street of the
+    step it is in. Without segments: :func:`profile_from_steps`."""
+    pieces = [(d, v) for d, v in zip(distances_m, speeds_kmh) if d > 0]
+    total = sum(d for d, _ in pieces)
+    if not pieces or total <= 0:
+        return profile_from_steps(steps, line_length_m)
+    scale = line_length_m / total
+    ends: list[float] = []
+    at = 0.0
+    for d, _ in pieces:
+        at += d * scale
+        ends.append(at)
+    ends[-1] = line_length_m
+    named = [s for s in steps if s.distance_m > 0]
+    step_total = sum(s.distance_m for s in named)
+    step_ends: list[float] = []
+    at = 0.0
+    for s in named:
+        at += s.distance_m * line_length_m / step_total if step_total > 0 else 0.0
+        step_ends.append(at)
+    labels: list[str] = []
+    start = 0.0
+    for end in ends:
+        k = bisect.bisect_right(step_ends, (start + end) / 2)
+        labels.append(named[min(k, len(named) - 1)].name if named else "")
+        start = end
+    speeds = tuple(max(MIN_SPEED_MPS, v / 3.6) for _, v in pieces)
+    return SpeedProfile(tuple(ends), speeds, tuple(labels))
 
 
 def advance_along(along_m: float, seconds: float, speed_at: Callable[[float], float],

@@ -43,7 +43,7 @@ from geoplex.clients.maps import MapsClient, batch, fix
 from geoplex.clients.routing import Route, RoutingClient
 from geoplex.servers._runtime.auth import mint_token
 
-from .drive import Driver, Trip, profile_from_steps
+from .drive import Driver, Trip, profile_from_segments
 from .geometry import Line, Point, coverage, distance_m, stretches_along
 from .results import Accuracy, Counters, Summary, Tick, Timeline, summarize
 from .scenario import Scenario, choose_scenario, decode, region_box, seconds, step_infos
@@ -129,9 +129,13 @@ class Planner:
         self.box = box
 
     def trip_of(self, route: Route) -> Trip:
+        """The route as driven at free flow, segment by segment (asked with
+        ``include_segments``; a route without them is driven step by step)."""
         line = Line(decode(route), self.arterial.frame)
-        return Trip(line, profile_from_steps(step_infos(route), line.length_m),
-                    stretches_along(line, self.arterial), seconds(route))
+        profile = profile_from_segments(route.segment_distances_meters,
+                                        route.segment_free_flow_speeds_kmh,
+                                        step_infos(route), line.length_m)
+        return Trip(line, profile, stretches_along(line, self.arterial), seconds(route))
 
     async def through(self, rng: random.Random) -> Trip:
         """A trip from near the arterial's start to near its end, driving it."""
@@ -140,14 +144,15 @@ class Planner:
             a = _near(rng, s.probe_origin, 200.0, 900.0)
             b = _near(rng, s.probe_destination, 200.0, 900.0)
             try:
-                route = (await self.routing.route(a, b, timeout=10)).routes[0]
+                route = (await self.routing.route(a, b, include_segments=True,
+                                                  timeout=10)).routes[0]
             except (FailedPreconditionError, NotFoundError):
                 continue
             trip = self.trip_of(route)
             if coverage(trip.line, self.arterial) >= THROUGH_COVERAGE:
                 return trip
         route = (await self.routing.route(s.probe_origin, s.probe_destination,
-                                          timeout=10)).routes[0]
+                                          include_segments=True, timeout=10)).routes[0]
         return self.trip_of(route)
 
     async def local(self, rng: random.Random, origin: Point | None) -> Trip:
@@ -160,6 +165,7 @@ class Planner:
                 continue
             try:
                 route = (await self.routing.route(a, b, traffic_aware=True,
+                                                  include_segments=True,
                                                   timeout=10)).routes[0]
             except (FailedPreconditionError, NotFoundError):
                 continue

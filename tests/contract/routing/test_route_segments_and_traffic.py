@@ -1,5 +1,6 @@
-"""Route.segment_ids and GetTraffic over real gRPC: a routing server process on Helsinki
-(car), called through the SDK (clients/routing.py)."""
+"""Route.segment_ids (with each segment's metres and free-flow speed) and GetTraffic over
+real gRPC: a routing server process on Helsinki (car), called through the SDK
+(clients/routing.py)."""
 
 from __future__ import annotations
 
@@ -77,9 +78,34 @@ async def test_route_segments_are_consecutive_and_start_where_the_origin_snaps(
         assert length <= route.distance_meters + 1.0
 
 
+async def test_route_segments_carry_the_metres_driven_and_the_free_flow_speed(
+        rt: RoutingClient, helsinki_car: RoadGraph) -> None:
+    # what a simulated car at free flow drives on each segment, and what an
+    # UpdateTraffic speed_kmh on it is compared with (so at that speed: no slowdown)
+    g = helsinki_car
+    for route in (await rt.route(STATION, KAISANIEMI, include_segments=True,
+                                 traffic_aware=True)).routes:
+        ids = list(route.segment_ids)
+        metres = list(route.segment_distances_meters)
+        kmh = list(route.segment_free_flow_speeds_kmh)
+        assert len(metres) == len(kmh) == len(ids)
+        assert metres[1:-1] == pytest.approx(g.seg_length_m[ids[1:-1]].tolist(), abs=0.01)
+        assert 0 <= metres[0] <= g.seg_length_m[ids[0]] + 0.01
+        assert 0 <= metres[-1] <= g.seg_length_m[ids[-1]] + 0.01
+        assert sum(metres) == pytest.approx(route.distance_meters, abs=1.0)
+        free = g.seg_length_m[ids] / (g.seg_ms[ids] / 1000.0) * 3.6
+        assert kmh == pytest.approx(free.tolist(), abs=0.001)
+        # driving them takes the free-flow duration but for the turn costs
+        driving_s = sum(m / (v / 3.6) for m, v in zip(metres, kmh))
+        static_s = route.static_duration.ToTimedelta().total_seconds()
+        assert 0.7 * static_s < driving_s <= static_s + 0.01
+
+
 async def test_routes_carry_no_segments_unless_asked(rt: RoutingClient) -> None:
     plain = await rt.route(STATION, KAISANIEMI)
     assert list(plain.routes[0].segment_ids) == []
+    assert list(plain.routes[0].segment_distances_meters) == []
+    assert list(plain.routes[0].segment_free_flow_speeds_kmh) == []
 
 
 async def test_get_traffic_shows_the_slowed_way_slower_than_free_flow_inside_the_box(

@@ -127,3 +127,41 @@ def test_a_car_crawling_in_a_jam_with_gps_jitter_stays_on_its_carriageway() -> N
                float(k)) for k in range(60)]
     names = _match(graph, points)
     assert names.count("Eastbound") >= 57, names
+
+
+def test_speeds_on_a_curved_road_are_along_the_road_not_the_chord_between_fixes() -> None:
+    # a hairpin bend: a half circle of radius 40 m, a node every 15 degrees (10.5 m
+    # segments), between two straights; a car drives it at 12 m/s along the road and
+    # takes a fix every 3 s (36 m apart along the road, about 3.5 % less in a straight
+    # line): every segment's speed is the car's, the distance is the road's
+    b = NetworkBuilder()
+    radius, speed, every_s = 40.0, 12.0, 3.0
+    points = [(0.0, float(e)) for e in range(-200, 0, 50)]
+    points += [(radius - radius * np.cos(np.radians(a)), radius * np.sin(np.radians(a)))
+               for a in range(0, 181, 15)]
+    points += [(2 * radius, float(-e)) for e in range(50, 201, 50)]
+    b.way([b.node(n, e) for n, e in points], name="Hairpin Road")
+    graph = build_graph(b.build(), CAR)
+    xy = np.array(points)
+    cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xy, axis=0).T))])
+
+    def at(along_m: float) -> tuple[float, float]:
+        k = min(int(np.searchsorted(cum, along_m, side="right")) - 1, len(cum) - 2)
+        f = (along_m - cum[k]) / (cum[k + 1] - cum[k])
+        n, e = xy[k] + (xy[k + 1] - xy[k]) * f
+        return float(n), float(e)
+
+    start = 150.0                          # 50 m before the bend
+    fixes = [at(start + speed * every_s * k) for k in range(9)]   # to 50 m past it
+    chords = [float(np.hypot(b_[0] - a[0], b_[1] - a[1])) for a, b_ in zip(fixes, fixes[1:])]
+    assert min(chords) < 0.97 * speed * every_s   # the test would catch a chord estimate
+    index = SegmentIndex(graph)
+    distances = DistanceMetric(graph, DijkstraEngine(graph)).weighting()
+    trace = [TracePoint(*latlon(n, e), every_s * k, 5.0) for k, (n, e) in enumerate(fixes)]
+    result = match(graph, index, distances, trace)
+    assert result.chains == 1
+    assert len(result.traversals) > 13     # the bend's 12 segments and the straights
+    for t in result.traversals:
+        assert t.speed_mps == pytest.approx(speed, rel=0.01)
+    assert sum(t.metres for t in result.traversals) == pytest.approx(8 * speed * every_s,
+                                                                     abs=0.5)

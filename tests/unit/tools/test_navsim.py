@@ -10,7 +10,8 @@ import pytest
 
 from geoplex.tools.navsim import (Driver, Line, Phase, SpeedProfile, StepInfo, Tick, Timeline,
                                   Trip, GpsNoise, advance_along, coverage, named_stretches,
-                                  profile_from_steps, stretches_along, summarize, table_ticks)
+                                  profile_from_segments, profile_from_steps, stretches_along,
+                                  summarize, table_ticks)
 from geoplex.tools.navsim.geometry import distance_m
 from geoplex.tools.navsim.run import on_route
 
@@ -95,6 +96,39 @@ def test_speed_profile_scales_steps_onto_the_polyline() -> None:
     assert profile.speed_at(111.0) == pytest.approx(20.0)
     assert profile.label_at(150.0) == "B street"
     assert isinstance(profile, SpeedProfile)
+
+
+def test_each_segment_is_driven_at_its_own_free_flow_speed_not_the_steps_average() -> None:
+    # one step of one street, 200 m in 19.2 s: 100 m at 50 km/h, then 100 m at 30 km/h;
+    # at the step's average (37.5 km/h) a car would be 25 % slow on the first part and
+    # 25 % fast on the second, and live traffic would (rightly) report both
+    steps = [StepInfo("A", 200.0, 19.2, "A street"), StepInfo("A", 0.0, 0.0, "A street")]
+    profile = profile_from_segments([60.0, 40.0, 100.0], [50.0, 50.0, 30.0], steps, 220.0)
+    assert profile.ends == pytest.approx((66.0, 110.0, 220.0))   # scaled onto the line
+    assert profile.speed_at(30.0) == pytest.approx(50 / 3.6)
+    assert profile.speed_at(100.0) == pytest.approx(50 / 3.6)
+    assert profile.speed_at(150.0) == pytest.approx(30 / 3.6)
+    assert {profile.label_at(x) for x in (10.0, 100.0, 200.0)} == {"A street"}
+    # driven: each piece at its own speed
+    line = Line([_east(0.0), _east(220.0)])
+    trip = Trip(line, profile, [], 16.0)
+    d = Driver(0, False, random.Random(1))
+    d.start("u", trip, 0.0, 0.0)
+    d.advance(66.0 / (50 / 3.6) + 44.0 / (50 / 3.6) + 2.0, False, 0.25)
+    assert d.along_m == pytest.approx(110.0 + 2.0 * 30 / 3.6)
+
+
+def test_segments_are_labelled_with_the_street_of_their_step() -> None:
+    steps = [StepInfo("A", 100.0, 10.0, "A street"), StepInfo("B", 100.0, 5.0, "B street")]
+    profile = profile_from_segments([50.0, 50.0, 30.0, 70.0], [36.0, 36.0, 72.0, 72.0],
+                                    steps, 200.0)
+    assert [profile.label_at(x) for x in (25.0, 75.0, 115.0, 165.0)] == \
+        ["A street", "A street", "B street", "B street"]
+
+
+def test_a_route_without_segments_is_driven_step_by_step() -> None:
+    steps = [StepInfo("A", 100.0, 10.0, "A street")]
+    assert profile_from_segments([], [], steps, 100.0) == profile_from_steps(steps, 100.0)
 
 
 # -- GPS noise -------------------------------------------------------------------------

@@ -86,7 +86,9 @@ class ComputeRouteRequest(_message.Message):
     alternatives: _builtins.int
     """How many alternative routes to add, 0..2."""
     include_segments: _builtins.bool
-    """Add each route's directed segment ids (Route.segment_ids)."""
+    """Add each route's directed segment ids (Route.segment_ids), with the distance
+    driven on each and its free-flow speed.
+    """
     @_builtins.property
     def origin(self) -> _geo_pb2.LatLng:
         """Required."""
@@ -171,6 +173,8 @@ class Route(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     SEGMENT_IDS_FIELD_NUMBER: _builtins.int
+    SEGMENT_DISTANCES_METERS_FIELD_NUMBER: _builtins.int
+    SEGMENT_FREE_FLOW_SPEEDS_KMH_FIELD_NUMBER: _builtins.int
     distance_meters: _builtins.float
     polyline: _builtins.str
     """Google encoded polyline, precision 5 (as OSRM and Google use)."""
@@ -192,6 +196,18 @@ class Route(_message.Message):
         only when the request set include_segments.
         """
 
+    @_builtins.property
+    def segment_distances_meters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """With include_segments, one per segment_ids entry: the metres of that segment the
+        route drives (all of it, the first and last in part) ...
+        """
+
+    @_builtins.property
+    def segment_free_flow_speeds_kmh(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """...and its free-flow speed, km/h (turn costs apart): what a car at free flow
+        drives there, and what an UpdateTraffic speed_kmh on it is compared with.
+        """
+
     def __init__(
         self,
         *,
@@ -202,10 +218,12 @@ class Route(_message.Message):
         steps: _abc.Iterable[Global___Step] | None = ...,
         summary: _builtins.str = ...,
         segment_ids: _abc.Iterable[_builtins.int] | None = ...,
+        segment_distances_meters: _abc.Iterable[_builtins.float] | None = ...,
+        segment_free_flow_speeds_kmh: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "static_duration", b"static_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_meters", b"distance_meters", "duration", b"duration", "polyline", b"polyline", "segment_ids", b"segment_ids", "static_duration", b"static_duration", "steps", b"steps", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_meters", b"distance_meters", "duration", b"duration", "polyline", b"polyline", "segment_distances_meters", b"segment_distances_meters", "segment_free_flow_speeds_kmh", b"segment_free_flow_speeds_kmh", "segment_ids", b"segment_ids", "static_duration", b"static_duration", "steps", b"steps", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
