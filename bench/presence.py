@@ -45,6 +45,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import grpc.aio
 import numpy as np
 import redis
 import redis.asyncio as aioredis
@@ -61,6 +62,7 @@ from geoplex.tools.simulator import (
     load_graph,
     scheduled_moves,
 )
+from geoplex.infra.process import stop_all
 from geoplex.servers._runtime.geo import haversine_m, haversine_np
 
 from ._common import (log, 
@@ -87,6 +89,7 @@ NAMESPACE = "bp:"
 SERVERS = 2
 # (users, real seconds between two updates of one user)
 DEFAULT_LEVELS = ("100:4", "100:1", "300:6", "300:3", "1000:60")
+SIDES = ("ours", "floor", "floor-grpc")
 
 # The target of the extrapolation (System Design Interview vol. 2, "Nearby friends").
 TARGET_USERS = 10_000_000
@@ -321,6 +324,114 @@ async def run_floor(level: tuple[int, float], args: argparse.Namespace, net: Roa
     return cell
 
 
+# -- 2b. the gRPC-hop floor: the raw floor behind one minimal grpc.aio stream ------------------
+
+async def run_floor_grpc(level: tuple[int, float], args: argparse.Namespace, net: RoadNetwork,
+                         graph: FriendGraph, redis_url: str, redis_pid: int,
+                         radius_m: float) -> dict[str, Any]:
+    """The same users, friends, walks and rates as :func:`run_floor`, through
+    :mod:`bench._presence_floor`: two server processes on one port, N bidirectional
+    streams from this process (uvloop, ~50 streams per connection as the simulator)."""
+    from array import array as _array
+
+    from geoplex.clients.mesh import open_spread_channels
+
+    from . import _presence_floor as pf
+
+    users, interval = level
+    prefix = f"{NAMESPACE}gfloor{users}t{interval:g}:"
+    rng = random.Random(args.seed * 31 + users)
+    starts = np.random.default_rng(args.seed + 7).integers(0, net.nodes, size=users)
+    walkers = [Walker(net, int(s), rng) for s in starts]
+    coords = np.array([w.position() for w in walkers])
+    window = [math.inf, math.inf]
+    latencies = _array("d")
+    counts = {"sent": 0, "expected": 0, "deliveries": 0}
+    step_m = args.speed * args.sim_interval
+    port = free_port()
+    argv = [sys.executable, "-m", "bench._presence_floor", "--port", str(port),
+            "--redis", redis_url, "--prefix", prefix, "--radius", str(radius_m)]
+    with start_server_processes(argv, SERVERS, {}, ready_timeout=60) as servers:
+        channels = await open_spread_channels((servers.address,), math.ceil(users / 50))
+        calls: list[Any] = []
+        for user in range(users):
+            live: Any = channels[user % len(channels)][0].stream_stream(pf.LIVE)
+            call = live()
+            friends = graph.friends(user).astype("<i4")
+            await call.write(pf.USER.pack(user) + friends.tobytes())
+            calls.append(call)
+        for call in calls:  # each server has subscribed its user's friends' channels
+            await call.read()
+
+        async def consume(user: int) -> None:
+            call = calls[user]
+            unpack = pf.EVENT.iter_unpack
+            while True:
+                data = await call.read()
+                if data is grpc.aio.EOF:
+                    raise RuntimeError(f"stream ended: {await call.code()} {await call.details()}")
+                if not data:
+                    continue
+                now = time.time()
+                if window[0] <= now < window[1]:
+                    for event in unpack(data):
+                        counts["deliveries"] += 1
+                        latencies.append(now - event[3])
+
+        async def mover(user: int, go: float, end: float) -> None:
+            friends = graph.friends(user)
+            call = calls[user]
+            await call.write(pf.UPDATE.pack(*coords[user], go))  # position known to its server
+            async for now, lat, lon in scheduled_moves(walkers[user], step_m, interval, rng,
+                                                       go, end):
+                coords[user] = (lat, lon)
+                await call.write(pf.UPDATE.pack(lat, lon, now))
+                if window[0] <= now < window[1]:
+                    counts["sent"] += 1
+                    counts["expected"] += int(np.count_nonzero(haversine_np(
+                        lat, lon, coords[friends, 0], coords[friends, 1]) <= radius_m))
+
+        consumers = [asyncio.create_task(consume(u)) for u in range(users)]
+        go = time.time() + 0.3
+        window[:] = [go + args.warmup, go + args.warmup + args.duration]
+        movers = [asyncio.create_task(mover(u, go, window[1])) for u in range(users)]
+        pids = [*servers.pids, redis_pid]
+        await asyncio.sleep(max(0.0, window[0] - time.time()))
+        c0 = CpuSample.take(pids)
+        await asyncio.sleep(max(0.0, window[1] - time.time()))
+        c1 = CpuSample.take(pids)
+        ends = await asyncio.gather(*movers, return_exceptions=True)
+        for call in calls:
+            call.cancel()
+        ends += await asyncio.gather(*consumers, return_exceptions=True)
+        errors = [repr(e) for e in ends
+                  if isinstance(e, BaseException) and not isinstance(e, asyncio.CancelledError)]
+        for channel, _ in channels:
+            await channel.close()
+        stop_all(servers.processes, 5.0)  # their last line counts what they passed on
+        tails = [servers.log_tail(i, 3) for i in range(SERVERS)]
+    wall = c1.wall - c0.wall
+    each = [(b - a) / wall * 100 for a, b in zip(c0.pids, c1.pids)]
+    duration = args.duration
+    cell = {
+        "users": users, "interval_s": interval, "offered_updates_per_s": users / interval,
+        "updates_per_s": counts["sent"] / duration,
+        "deliveries_per_s": counts["deliveries"] / duration,
+        "expected_deliveries_per_s": counts["expected"] / duration,
+        "delivery_ratio": counts["deliveries"] / counts["expected"] if counts["expected"]
+        else math.nan,
+        "latency_ms": latency_summary_ms(latencies),
+        "cpu": {"server_pct_each": each[:SERVERS], "server_pct": sum(each[:SERVERS]),
+                "redis_pct": each[SERVERS],
+                "client_pct": (c1.own - c0.own) / wall * 100,
+                "machine_pct": (c1.busy - c0.busy) / wall * 100},
+        "server_log_tails": tails, "client_errors": len(errors),
+        "first_client_error": sorted(set(errors))[:3] if errors else None,
+    }
+    cell["sustained"] = sustained(cell, interval)
+    return cell
+
+
 # -- 3. what one Redis does: pub/sub pushes per core ---------------------------------------
 
 def redis_pubsub_capacity(redis_url: str, redis_pid: int, channels: int = 2000,
@@ -380,7 +491,8 @@ def redis_pubsub_capacity(redis_url: str, redis_pid: int, channels: int = 2000,
 # -- extrapolation ----------------------------------------------------------------------------
 
 def extrapolate(cells: list[dict[str, Any]], redis_cap: dict[str, Any]) -> dict[str, Any]:
-    both = [c for c in cells if c["ours"]["sustained"] and c["floor"]["sustained"]]
+    both = [c for c in cells if c["ours"]["sustained"]
+            and c.get("floor_grpc", c["floor"])["sustained"]]
     best = max(both or cells, key=lambda c: c["ours"]["deliveries_per_s"])
     ours = best["ours"]
     server_cores = ours["cpu"]["server_pct"] / 100
@@ -447,15 +559,22 @@ def report(result: dict[str, Any]) -> str:
         "hubs. **Floor**: the same graph, walks and update rate with raw redis.asyncio: one "
         "PUBLISH per update, one PubSub connection per 'server' subscribed to its users' "
         "friends' channels, delivery to in-process subscriber queues filtered by the same "
-        f"radius (one Python process). Both sides run on uvloop. Each cell: {result['warmup_s']:g} s warm-up, "
+        "radius (one Python process). **gRPC floor** (`bench/_presence_floor.py`): that floor "
+        "behind one minimal grpc.aio stream hop: two server processes on one port, raw bytes "
+        "(struct-packed, no protobuf, auth or interceptors), one PUBLISH per update, one "
+        "multiplexed PubSub per process, the radius filter, a bounded queue per follower "
+        "written to its stream; the client holds N streams (~50 per connection) in one "
+        f"process. All sides run on uvloop. Each cell: {result['warmup_s']:g} s warm-up, "
         f"{result['duration_s']:g} s measured.",
         "",
     ]
     rows = []
     for c in result["cells"]:
-        o, f = c["ours"], c["floor"]
+        o, f, g = c["ours"], c["floor"], c.get("floor_grpc")
         ratio = o["latency_ms"]["p99"] / f["latency_ms"]["p99"] \
             if f["latency_ms"]["p99"] else math.nan
+        g_ratio = o["latency_ms"]["p99"] / g["latency_ms"]["p99"] \
+            if g and g["latency_ms"]["p99"] else math.nan
         rows.append([
             f"{c['users']:,}", f"{c['interval_s']:g}", f"{o['graph']['avg_degree']:.0f}",
             f"{o['nearby_fraction']:.0%}",
@@ -466,7 +585,10 @@ def report(result: dict[str, Any]) -> str:
             f"{fmt_num(f['deliveries_per_s'])} ({f['delivery_ratio']:.0%})",
             f"{_ms(f['latency_ms']['p50'])} / {_ms(f['latency_ms']['p99'])}",
             f"{ratio:.1f}x",
-            ("yes" if o["sustained"] else "no") + " / " + ("yes" if f["sustained"] else "no"),
+            f"{fmt_num(g['deliveries_per_s'])} ({g['delivery_ratio']:.0%})" if g else "-",
+            f"{_ms(g['latency_ms']['p50'])} / {_ms(g['latency_ms']['p99'])}" if g else "-",
+            f"{g_ratio:.1f}x" if g else "-",
+            " / ".join("yes" if side["sustained"] else "no" for side in (o, f, g) if side),
         ])
     lines.append("**Throughput and update-to-friend latency**")
     lines.append("")
@@ -474,10 +596,11 @@ def report(result: dict[str, Any]) -> str:
         ["users", "T s", "friends (mean)", "nearby", "updates/s accepted / offered",
          "ours fan-out/s (of expected)", "ours refreshes/s", "ours p50 / p99 ms",
          "floor fan-out/s (of expected)", "floor p50 / p99 ms", "p99 ours / floor",
-         "sustained ours / floor"], rows, "rrrrrrrrrrrr"))
+         "gRPC floor fan-out/s", "gRPC floor p50 / p99 ms", "p99 ours / gRPC floor",
+         "sustained ours / floor / gRPC floor"], rows, "rrrrrrrrrrrrrrr"))
     rows = []
     for c in result["cells"]:
-        o, f = c["ours"], c["floor"]
+        o, f, g = c["ours"], c["floor"], c.get("floor_grpc")
         cpu = o["cpu"]
         mem = o["memory_per_connection_bytes"]
         per_core = o["deliveries_per_s"] / (cpu["server_pct"] / 100) if cpu["server_pct"] \
@@ -489,13 +612,18 @@ def report(result: dict[str, Any]) -> str:
             f"{cpu['machine_pct']:.0f}", f"{cpu['other_pct']:.0f}", fmt_num(per_core),
             f"{mem['connected'] / 1024:.0f} / {mem['end'] / 1024:.0f}",
             f"{f['cpu']['process_pct']:.0f} / {f['cpu']['redis_pct']:.0f}",
+            (" + ".join(f"{x:.0f}" for x in g["cpu"]["server_pct_each"])
+             + f" / {g['cpu']['client_pct']:.0f} / {g['cpu']['redis_pct']:.0f}") if g else "-",
+            fmt_num(g["deliveries_per_s"] / (g["cpu"]["server_pct"] / 100))
+            if g and g["cpu"]["server_pct"] else "-",
         ])
     lines += ["", "**Where the CPU went (percent of one core; the machine has "
               f"{result['machine']['nproc'] * 100} %) and memory per stream**", ""]
     lines.append(markdown_table(
         ["users", "T s", "presence procs", "client", "Redis", "MongoDB", "machine",
          "other work", "fan-out/s per server core", "KiB per stream: open / end",
-         "floor: process / Redis"], rows, "rrrrrrrrrrr"))
+         "floor: process / Redis", "gRPC floor: servers / client / Redis",
+         "gRPC floor fan-out/s per server core"], rows, "rrrrrrrrrrrrr"))
     lines += [
         "",
         "Fan-out = a friend receiving a *new* location (FriendNearby/FriendMoved). The "
@@ -583,29 +711,46 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"\n== {users:,} users, one update every {interval:g} s "
                 f"({users / interval:,.0f} updates/s), mean degree "
                 f"{graph.degrees.mean():.0f}")
-            ours = run_ours(level, args, net, graph, env, infra_pids, loaded)
-            log(f"  ours: {ours['accepted_per_s']:,.0f} updates/s, "
-                f"{ours['deliveries_per_s']:,.0f} fan-out/s ({ours['delivery_ratio']:.0%} "
-                f"of expected), p50 {ours['latency_ms']['p50']:.1f} ms, "
-                f"p99 {ours['latency_ms']['p99']:.1f} ms, max {ours['latency_ms']['max']:.0f} "
-                f"ms; servers "
-                f"{ours['cpu']['server_pct']:.0f} % CPU, client "
-                f"{ours['cpu']['client_pct']:.0f} %, redis {ours['cpu']['redis_pct']:.0f} "
-                f"%, mongo {ours['cpu']['mongo_pct']:.0f} %; "
-                f"{ours['memory_per_connection_bytes']['end'] / 1024:.0f} KiB/connection")
-            wait_for_quiet(max_wait=5)
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as ours
-                floor = runner.run(run_floor(level, args, net, graph, urls.redis_url or "",
-                                             infra_pids["redis"], args.radius))
-            log(f"  floor: {floor['updates_per_s']:,.0f} updates/s, "
-                f"{floor['deliveries_per_s']:,.0f} fan-out/s "
-                f"({floor['delivery_ratio']:.0%}), p50 {floor['latency_ms']['p50']:.2f} ms,"
-                f" p99 {floor['latency_ms']['p99']:.2f} ms, max "
-                f"{floor['latency_ms']['max']:.0f} ms; process "
-                f"{floor['cpu']['process_pct']:.0f} % CPU, redis "
-                f"{floor['cpu']['redis_pct']:.0f} %")
-            result["cells"].append({"users": users, "interval_s": interval,
-                                    "ours": ours, "floor": floor})
+            cell: dict[str, Any] = {"users": users, "interval_s": interval}
+            if "ours" in args.only:
+                ours = cell["ours"] = run_ours(level, args, net, graph, env, infra_pids,
+                                               loaded)
+                log(f"  ours: {ours['accepted_per_s']:,.0f} updates/s, "
+                    f"{ours['deliveries_per_s']:,.0f} fan-out/s "
+                    f"({ours['delivery_ratio']:.0%} of expected), p50 "
+                    f"{ours['latency_ms']['p50']:.1f} ms, p99 {ours['latency_ms']['p99']:.1f} "
+                    f"ms, max {ours['latency_ms']['max']:.0f} ms; servers "
+                    f"{ours['cpu']['server_pct']:.0f} % CPU, client "
+                    f"{ours['cpu']['client_pct']:.0f} %, redis "
+                    f"{ours['cpu']['redis_pct']:.0f} %, mongo {ours['cpu']['mongo_pct']:.0f} %; "
+                    f"{ours['memory_per_connection_bytes']['end'] / 1024:.0f} KiB/connection")
+            redis_url = urls.redis_url or ""
+            if "floor" in args.only:
+                wait_for_quiet(max_wait=5)
+                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as ours
+                    floor = cell["floor"] = runner.run(run_floor(
+                        level, args, net, graph, redis_url, infra_pids["redis"], args.radius))
+                log(f"  floor: {floor['updates_per_s']:,.0f} updates/s, "
+                    f"{floor['deliveries_per_s']:,.0f} fan-out/s "
+                    f"({floor['delivery_ratio']:.0%}), p50 {floor['latency_ms']['p50']:.2f} "
+                    f"ms, p99 {floor['latency_ms']['p99']:.2f} ms, max "
+                    f"{floor['latency_ms']['max']:.0f} ms; process "
+                    f"{floor['cpu']['process_pct']:.0f} % CPU, redis "
+                    f"{floor['cpu']['redis_pct']:.0f} %")
+            if "floor-grpc" in args.only:
+                wait_for_quiet(max_wait=5)
+                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                    gf = cell["floor_grpc"] = runner.run(run_floor_grpc(
+                        level, args, net, graph, redis_url, infra_pids["redis"], args.radius))
+                log(f"  gRPC floor: {gf['updates_per_s']:,.0f} updates/s, "
+                    f"{gf['deliveries_per_s']:,.0f} fan-out/s ({gf['delivery_ratio']:.0%}), "
+                    f"p50 {gf['latency_ms']['p50']:.2f} ms, p99 {gf['latency_ms']['p99']:.2f} "
+                    f"ms, max {gf['latency_ms']['max']:.0f} ms; servers "
+                    f"{gf['cpu']['server_pct']:.0f} % CPU, client "
+                    f"{gf['cpu']['client_pct']:.0f} %, redis {gf['cpu']['redis_pct']:.0f} %")
+            result["cells"].append(cell)
+        if set(args.only) != set(SIDES):
+            return result  # a partial run: printed, not written
         wait_for_quiet(max_wait=5)
         log("\n== Redis pub/sub capacity (redis-benchmark PUBLISH -> redis-cli subscribers)")
         result["redis_capacity"] = redis_pubsub_capacity(urls.redis_url or "",
@@ -637,6 +782,8 @@ def main() -> None:
     parser.add_argument("--radius", type=float, default=DEFAULT_RADIUS_M, help="metres")
     parser.add_argument("--client-processes", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only", nargs="+", choices=SIDES, default=list(SIDES),
+                        help="run only these sides (a partial run prints, writes nothing)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--report-only", action="store_true",
                         help="re-render the BENCHMARKS.md section from the last results")
@@ -648,6 +795,8 @@ def main() -> None:
     with contextlib.suppress(KeyboardInterrupt):
         result = main_run(args)
         result["elapsed_s"] = time.perf_counter() - started
+        if set(args.only) != set(SIDES):
+            return  # a partial run: the lines above are its result
         markdown = report(result)
         print("\n" + markdown)
         if not args.no_write:
