@@ -144,7 +144,11 @@ async def test_a_full_backlog_drops_the_oldest_and_telemetry_learns_how_many(
     stop = asyncio.Event()
     running = asyncio.create_task(agent.run(stop))
     try:
-        await eventually(lambda: agent.backlog.dropped_total > 0, what="the oldest dropped")
+        # a whole collection gone, not just the first samples of the oldest one (a
+        # collection is dropped sample by sample, its clock sample may still be there)
+        await eventually(lambda: agent.backlog.dropped_total > 0
+                         and agent.collections > agent.backlog.collections,
+                         what="the oldest collection dropped")
         assert agent.backlog.samples <= 1000
         first_kept_ms = agent.backlog.oldest_ms
         assert first_kept_ms is not None
