@@ -36,11 +36,13 @@ from pymongo import AsyncMongoClient
 from geoplex.clients import ChannelOptions
 from geoplex.clients.broker import BrokerClient
 from geoplex.clients.maps import MapsClient
+from geoplex.clients.notifier import NotifierClient
 from geoplex.clients.routing import RoutingClient
 from geoplex.clients.proximity import ProximityClient
 from geoplex.clients.presence import PresenceClient
 from geoplex.clients.registry import MeshRegistry, Registration
 from geoplex.infra import data
+from geoplex.notifier.v1 import notifier_pb2 as nf
 from geoplex.proximity.v1 import proximity_pb2 as pb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 from geoplex.servers.telemetry.rules.files import DEFAULT_RULES
@@ -127,6 +129,34 @@ def start_up(tmp_path: Path, routing_cache: Path) -> tuple[subprocess.Popen[byte
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
     return proc, Mesh(tmp_path / "state", log)
+
+
+def alert_state(mesh: Mesh) -> dict[str, Any]:
+    """What telemetry and each notifier node hold of InstanceDown (for a failure's message)."""
+    async def held() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for entry in await mesh.processes():
+            if entry.service != "notifier":
+                continue
+            async with NotifierClient(entry.address, ChannelOptions(retry=False)) as client:
+                listed = await client.list_alerts('{alertname="InstanceDown"}',
+                                                  include_resolved=True)
+            out[entry.slot or entry.instance] = [
+                f"{a.alert.labels.get('slot')} {nf.AlertState.Name(a.state)} ends "
+                f"{a.alert.ends_at.ToSeconds() - time.time():+.0f} s" for a in listed.alerts]
+        return out
+    state: dict[str, Any] = {}
+    for name, promql in (("telemetry ALERTS", 'ALERTS{alertname="InstanceDown"}'),
+                         ("up == 0", 'up == 0')):
+        try:
+            state[name] = [r["metric"] for r in mesh.query(promql)]
+        except OSError as error:
+            state[name] = repr(error)
+    try:
+        state["notifiers"] = asyncio.run(held())
+    except Exception as error:  # noqa: BLE001 - a diagnosis, not the test
+        state["notifiers"] = repr(error)
+    return state
 
 
 def redis_pid(mesh: Mesh) -> int | None:
@@ -317,10 +347,10 @@ def test_the_mesh_loses_nothing_acknowledged_under_kills_and_says_so(
         # alerts: the kills paged by email, InstanceDown resolved once the slots were back
         def subjects() -> list[str]:
             return [str(m["Subject"]) for m in mesh.mails()]
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while not (any("InstanceCrashed" in s for s in subjects())
                    and any("RESOLVED" in s and "InstanceDown" in s for s in subjects())):
-            assert time.monotonic() < deadline, subjects()
+            assert time.monotonic() < deadline, (subjects(), alert_state(mesh))
             time.sleep(1.0)
 
         # telemetry was killed last: what it held before (the deaths it counted) survived
