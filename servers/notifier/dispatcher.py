@@ -101,6 +101,10 @@ class Counters:
         key = (name, tuple(sorted(labels.items())))
         self.values[key] = self.values.get(key, 0.0) + 1.0
 
+    def zero(self, name: str, /, **labels: str) -> None:
+        """Start the series at 0 (a failure's first increase is then seen by increase())."""
+        self.values.setdefault((name, tuple(sorted(labels.items()))), 0.0)
+
     def get(self, name: str, **labels: str) -> float:
         return self.values.get((name, tuple(sorted(labels.items()))), 0.0)
 
@@ -136,6 +140,16 @@ class Dispatcher:
                                        for c in self.channels.get(r.name, ()))
                            for r in alerting.receivers})
         self.counters = Counters()
+        for receiver, held in self.channels.items():  # every configured delivery at 0
+            for channel in held:
+                labels = {"integration": channel.integration, "receiver": receiver}
+                for name in ("geoplex_notifier_notifications_total",
+                             "geoplex_notifier_notification_requests_total",
+                             "geoplex_notifier_notification_requests_failed_total"):
+                    self.counters.zero(name, **labels)
+                for reason in ("not_retryable", "attempts_exhausted"):
+                    self.counters.zero("geoplex_notifier_notifications_failed_total",
+                                       reason=reason, **labels)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()

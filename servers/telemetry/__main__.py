@@ -14,7 +14,9 @@ from .adapters.victoria import open_victoria
 from .config import PREFIX, TelemetryConfig
 from .discovery import MeshWatch
 from .http import PrometheusApi, load_api_rules
+from . import ingest_stats
 from . import otlp_servicer as otlp_servicer_module
+from .ingest_stats import IngestStats
 from .limits import SampleRateLimit
 from .metrics_consumer import MetricsConsumer
 from .otlp_servicer import OtlpMetricsServicer
@@ -93,6 +95,7 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     store = await open_store(config, stack)
     engine = Engine(store)
     limit = SampleRateLimit(config.max_samples_per_s)
+    stats = IngestStats()  # what the push paths refuse: telemetry's own metrics
     scrape = ScrapeManager(store, scrape_config, limit)
     await scrape.start()
     stack.push_async_callback(scrape.stop)  # before the store closes: stale markers
@@ -110,21 +113,23 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     if config.metrics_brokers:  # the mesh's metrics through the broker, stopped before
         #                         the store closes
         consumer = MetricsConsumer(config.metrics_brokers, store, config.metrics_topic,
-                                   config.max_future_s)
+                                   config.max_future_s, stats)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
-    servicer = TelemetryServicer(store, engine, config, parse_selector, limit)
+    servicer = TelemetryServicer(store, engine, config, parse_selector, limit, stats)
     endpoints: dict[str, str] = {}
     if config.http_port is not None:
-        http = PrometheusApi(store, engine, parse_selector, config, limit, rules=rules)
+        http = PrometheusApi(store, engine, parse_selector, config, limit, rules=rules,
+                             stats=stats)
         address = await http.start(runtime.host, config.http_port)
         stack.push_async_callback(http.stop)
         print(f"geoplex-telemetry http on http://{address}/api/v1/", flush=True)
         endpoints["http"] = address
-    otlp_servicer = OtlpMetricsServicer(store, config, limit)
+    otlp_servicer = OtlpMetricsServicer(store, config, limit, stats)
     return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: add_to_server(servicer, server),
-                        endpoints=lambda: endpoints),  # in its registry entry
+                        endpoints=lambda: endpoints,  # in its registry entry
+                        instruments=ingest_stats.register(stats)),
             # OTLP metrics on the same port: OpenTelemetry SDKs and collectors export here
             ServiceSpec(otlp_servicer_module.SERVICE_NAME,
                         lambda server: otlp_servicer_module.add_to_server(otlp_servicer,

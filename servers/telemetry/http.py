@@ -45,6 +45,7 @@ from geoplex.servers._runtime.validate import is_id
 
 from . import convert, queries
 from .adapters import snappy_codec
+from .ingest_stats import IngestStats
 from .remote_write import MalformedWriteRequest, decode_write_request
 from .config import TelemetryConfig
 from .convert import DEFAULT_RANGE_MS, SelectorParser
@@ -171,13 +172,14 @@ def parse_step(raw: str) -> int:
 class PrometheusApi:
     def __init__(self, store: Storage, engine: Engine, parse_selector: SelectorParser,
                  config: TelemetryConfig, limit: SampleRateLimit,
-                 rules: RuleManager | None = None) -> None:
+                 rules: RuleManager | None = None, stats: IngestStats | None = None) -> None:
         self.store = store
         self.engine = engine
         self.parse_selector = parse_selector
         self.config = config
         self.limit = limit
         self.rules = rules
+        self.stats = stats or IngestStats()
         self._runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:
@@ -297,14 +299,16 @@ class PrometheusApi:
         except MalformedWriteRequest as error:
             raise InvalidArgument("body", f"is not a remote-write WriteRequest protobuf: "
                                   f"{error}", reason="BAD_PROTOBUF") from None
-        samples = convert.remote_write_series(
-            decoded, max_series=self.config.write_max_series,
-            max_samples=self.config.write_max_samples,
-            max_future_ms=int(self.config.max_future_s * 1000))
-        if samples:
-            self.limit.take(tenant_of(request.headers.get(TENANT_HEADER)),
-                            sum(len(ts) for _, ts, _ in samples))
-            await asyncio.to_thread(self.store.append_series, samples)
+        with self.stats.refusals("remote_write",
+                                 lambda: len(decoded.timestamps)):
+            samples = convert.remote_write_series(
+                decoded, max_series=self.config.write_max_series,
+                max_samples=self.config.write_max_samples,
+                max_future_ms=int(self.config.max_future_s * 1000))
+            if samples:
+                self.limit.take(tenant_of(request.headers.get(TENANT_HEADER)),
+                                sum(len(ts) for _, ts, _ in samples))
+                await asyncio.to_thread(self.store.append_series, samples)
         return web.Response(status=204)
 
     async def metadata(self, _request: web.Request) -> web.StreamResponse:

@@ -26,6 +26,7 @@ from geoplex.clients.broker_consumer import stop_consumer_tasks
 from geoplex.clients.errors import GeoplexError
 from geoplex.servers._runtime.metrics_broker import ensure_metrics_topic
 
+from .ingest_stats import UNSUPPORTED_POINT, IngestStats
 from .otlp import samples_from_export
 from .tsdb.api import Storage
 from .tsdb.errors import SampleRejected
@@ -37,11 +38,12 @@ GROUP = "telemetry-metrics"
 
 class MetricsConsumer:
     def __init__(self, brokers: Sequence[str], store: Storage, topic: str,
-                 max_future_s: float) -> None:
+                 max_future_s: float, stats: IngestStats | None = None) -> None:
         self.brokers = tuple(brokers)
         self.store = store
         self.topic = topic
         self.max_future_s = max_future_s
+        self.stats = stats or IngestStats()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -77,11 +79,15 @@ class MetricsConsumer:
                            self.topic, partition, offset)
             return
         horizon = int(time.time() * 1000) + int(self.max_future_s * 1000)
-        samples = [s for s in samples_from_export(request).samples if s[1] <= horizon]
+        converted = samples_from_export(request)
+        self.stats.rejected("broker", UNSUPPORTED_POINT, converted.rejected_points)
+        samples = [s for s in converted.samples if s[1] <= horizon]
+        self.stats.rejected("broker", "TOO_FAR_IN_FUTURE", len(converted.samples) - len(samples))
         if not samples:
             return
         try:
             await asyncio.to_thread(self.store.append, samples)
         except SampleRejected as exc:
+            self.stats.rejected("broker", exc.reason, len(samples))
             logger.warning("%s: the store refused the record at %s/%d offset %d: %s", GROUP,
                            self.topic, partition, offset, exc)

@@ -13,6 +13,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as otlp
 from geoplex.servers._runtime.errors import InvalidArgument
 
 from .config import TelemetryConfig
+from .ingest_stats import UNSUPPORTED_POINT, IngestStats
 from .limits import SampleRateLimit, tenant_in
 from .otlp import samples_from_export
 from .tsdb.api import Storage
@@ -22,10 +23,12 @@ Context = grpc.aio.ServicerContext
 
 
 class OtlpMetricsServicer:
-    def __init__(self, store: Storage, config: TelemetryConfig, limit: SampleRateLimit) -> None:
+    def __init__(self, store: Storage, config: TelemetryConfig, limit: SampleRateLimit,
+                 stats: IngestStats | None = None) -> None:
         self.store = store
         self.config = config
         self.limit = limit
+        self.stats = stats or IngestStats()
 
     async def Export(self, request: otlp.ExportMetricsServiceRequest,
                      context: Context[otlp.ExportMetricsServiceRequest,
@@ -33,19 +36,23 @@ class OtlpMetricsServicer:
                      ) -> otlp.ExportMetricsServiceResponse:
         converted = samples_from_export(request)
         samples = converted.samples
-        if len(samples) > self.config.write_max_samples:
-            raise InvalidArgument("resource_metrics", f"{len(samples)} samples in one export",
-                                  allowed=[f"1..{self.config.write_max_samples}"])
-        horizon = int(time.time() * 1000) + int(self.config.max_future_s * 1000)
-        if any(t > horizon for _, t, _ in samples):
-            raise InvalidArgument("resource_metrics", "a point is more than "
-                                  f"{self.config.max_future_s:g} s ahead of the server's clock",
-                                  reason="TOO_FAR_IN_FUTURE")
-        if samples:
-            self.limit.take(tenant_in(tuple(context.invocation_metadata() or ())), len(samples))
-            await asyncio.to_thread(self.store.append, samples)
+        with self.stats.refusals("otlp", lambda: len(samples)):
+            if len(samples) > self.config.write_max_samples:
+                raise InvalidArgument("resource_metrics",
+                                      f"{len(samples)} samples in one export",
+                                      allowed=[f"1..{self.config.write_max_samples}"])
+            horizon = int(time.time() * 1000) + int(self.config.max_future_s * 1000)
+            if any(t > horizon for _, t, _ in samples):
+                raise InvalidArgument("resource_metrics", "a point is more than "
+                                      f"{self.config.max_future_s:g} s ahead of the server's "
+                                      "clock", reason="TOO_FAR_IN_FUTURE")
+            if samples:
+                self.limit.take(tenant_in(tuple(context.invocation_metadata() or ())),
+                                len(samples))
+                await asyncio.to_thread(self.store.append, samples)
         out = otlp.ExportMetricsServiceResponse()
         if converted.rejected_points:
+            self.stats.rejected("otlp", UNSUPPORTED_POINT, converted.rejected_points)
             out.partial_success.rejected_data_points = converted.rejected_points
             out.partial_success.error_message = converted.message()
         return out

@@ -13,6 +13,7 @@ from geoplex.telemetry.v1 import telemetry_pb2_grpc
 
 from . import convert, queries
 from .config import TelemetryConfig
+from .ingest_stats import IngestStats
 from .limits import SampleRateLimit, tenant_in
 from .promql.engine import Engine
 from .tsdb.api import Storage
@@ -22,12 +23,14 @@ Context = grpc.aio.ServicerContext
 
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     def __init__(self, store: Storage, engine: Engine, config: TelemetryConfig,
-                 parse_selector: convert.SelectorParser, limit: SampleRateLimit) -> None:
+                 parse_selector: convert.SelectorParser, limit: SampleRateLimit,
+                 stats: IngestStats | None = None) -> None:
         self.store = store
         self.engine = engine
         self.config = config
         self.parse_selector = parse_selector
         self.limit = limit
+        self.stats = stats or IngestStats()
 
     async def Query(self, request: pb.QueryRequest,
                     context: Context[pb.QueryRequest, pb.QueryResponse]) -> pb.QueryResponse:
@@ -46,13 +49,15 @@ class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
 
     async def Write(self, request: pb.WriteRequest,
                     context: Context[pb.WriteRequest, pb.WriteResponse]) -> pb.WriteResponse:
-        samples = convert.write_from_pb(
-            request, max_series=self.config.write_max_series,
-            max_samples=self.config.write_max_samples,
-            max_future_ms=int(self.config.max_future_s * 1000))
-        self.limit.take(tenant_in(tuple(context.invocation_metadata() or ())),
-                        sum(len(ts) for _, ts, _ in samples))
-        result = await asyncio.to_thread(self.store.append_series, samples)
+        with self.stats.refusals("write", lambda: sum(len(ts.samples)
+                                                      for ts in request.series)):
+            samples = convert.write_from_pb(
+                request, max_series=self.config.write_max_series,
+                max_samples=self.config.write_max_samples,
+                max_future_ms=int(self.config.max_future_s * 1000))
+            self.limit.take(tenant_in(tuple(context.invocation_metadata() or ())),
+                            sum(len(ts) for _, ts, _ in samples))
+            result = await asyncio.to_thread(self.store.append_series, samples)
         return pb.WriteResponse(samples_written=result.appended,
                                 duplicates_dropped=len(result.duplicates))
 

@@ -4,6 +4,7 @@ index size, all found by the PromQL a dashboard or an alert rule would use."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,10 +18,12 @@ from polling import eventually
 from geoplex.broker.v1 import broker_pb2 as bpb
 from geoplex.broker.v1 import broker_pb2_grpc
 from geoplex.clients import ChannelOptions
-from geoplex.clients.errors import InvalidArgumentError
+from geoplex.clients.errors import InvalidArgumentError, ResourceExhaustedError
+from geoplex.clients.notifier import NotifierClient
 from geoplex.clients.proximity import ProximityClient
-from geoplex.clients.telemetry import TelemetryClient
-from geoplex.infra.local import BackendUrls
+from geoplex.clients.telemetry import TelemetryClient, series
+from geoplex.infra.local import BackendUrls, free_port
+from geoplex.notifier.v1 import notifier_pb2 as npb
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -140,10 +143,14 @@ async def test_the_notifiers_counts_reach_telemetry_for_its_failure_alert(
         backends: BackendUrls, server_factory: Callable[..., ServerProcess],
         telemetry: ServerProcess, tm: TelemetryClient) -> None:
     """The notifier's instruments: what it holds and what it sent or failed to send — the
-    series the default NotificationsFailing rule reads."""
-    server_factory("notifier", {
+    series the default NotificationsFailing rule reads, which it finds failing once a
+    webhook nobody listens on refused a notification."""
+    notifier = server_factory("notifier", {
         **backends.env(), "GEOPLEX_NOTIFIER_ETCD_PREFIX": f"/geoplex-test/{uuid.uuid4().hex[:12]}",
-        "GEOPLEX_NOTIFIER_ID": "1", **metrics_env(telemetry)}, "metrics-notifier")
+        "GEOPLEX_NOTIFIER_ID": "1", "GEOPLEX_NOTIFIER_GROUP_WAIT": "100ms",
+        "GEOPLEX_NOTIFIER_RETRY_ATTEMPTS": "1",
+        "GEOPLEX_NOTIFIER_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/hook",
+        **metrics_env(telemetry)}, "metrics-notifier")
 
     async def silences_reported() -> Vector:
         return await _vector(tm, 'sum by (state) (geoplex_notifier_silences{job="notifier"})')
@@ -152,3 +159,62 @@ async def test_the_notifiers_counts_reach_telemetry_for_its_failure_alert(
     assert {dict(k)["state"] for k in found} >= {"active", "expired"}
     groups = await _vector(tm, 'geoplex_notifier_aggregation_groups{job="notifier"}')
     assert list(groups.values()) == [0.0]
+
+    alert = npb.Alert(labels={"alertname": "MetricsTest", "severity": "page"})
+    async with NotifierClient(notifier.address, ChannelOptions(retry=False)) as client:
+        await client.post_alerts([alert])
+
+    async def failing() -> Vector:   # the rule's expression, over what the notifier pushed
+        return await _vector(tm, 'sum by (job, instance) (increase('
+                                 'geoplex_notifier_notifications_failed_total[15m])) > 0')
+
+    found = await eventually(failing, 60, what="NotificationsFailing's expression true")
+    assert [dict(k)["job"] for k in found] == ["notifier"]
+    failed = await _vector(tm, 'geoplex_notifier_notifications_failed_total{job="notifier"}')
+    assert [dict(k)["integration"] for k, v in failed.items() if v > 0] == ["webhook"]
+
+
+async def test_writes_telemetry_refuses_are_counted_in_its_own_metrics_for_its_alert(
+        server_factory: Callable[..., ServerProcess],
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Telemetry exporting its own metrics to itself: each refused write counts its samples
+    in geoplex_telemetry_samples_rejected_total{path, reason}, what the default rule
+    TelemetryIngestRefusingSamples reads; a write it takes counts nothing."""
+    port = free_port()
+    own = server_factory("telemetry", {
+        "GEOPLEX_TELEMETRY_PORT": str(port),
+        "GEOPLEX_TELEMETRY_DATA_DIR": str(tmp_path_factory.mktemp("refusing-store")),
+        "GEOPLEX_TELEMETRY_MAX_SAMPLES_PER_SECOND": "1000",
+        "GEOPLEX_METRICS": "otlp", "GEOPLEX_METRICS_ENDPOINT": f"127.0.0.1:{port}",
+        "GEOPLEX_METRICS_INTERVAL_SECONDS": "0.5"}, "refusing-telemetry")
+    now_ms = int(time.time() * 1000)
+    async with TelemetryClient(own.address, ChannelOptions(retry=False)) as client:
+        await client.write([series({"__name__": "kept", "job": "t"}, [(now_ms, 1.0)])])
+        with pytest.raises(InvalidArgumentError):   # a label name that is not one: 3 samples
+            await client.write([series({"__name__": "bad", "0job": "t"},
+                                       [(now_ms + i, 1.0) for i in range(3)])])
+        with pytest.raises(ResourceExhaustedError):  # over the tenant's 1000/s (burst 2000)
+            await client.write([series({"__name__": "many", "job": "t"},
+                                       [(now_ms + i, 1.0) for i in range(5000)])])
+
+        async def refused() -> Vector:
+            found = await _vector(client, 'sum by (path, reason) '
+                                          '(geoplex_telemetry_samples_rejected_total)')
+            return found if len(found) >= 2 else {}
+
+        found = await eventually(refused, 60, what="the refusals in telemetry's metrics")
+        by_reason = {dict(k)["reason"]: v for k, v in found.items()
+                     if dict(k)["path"] == "write"}
+        assert by_reason.pop("SAMPLE_RATE_LIMIT") == 5000
+        assert list(by_reason.values()) == [3]  # the invalid label's reason, its 3 samples
+        # refusals going on: the rule's expression sees them, by path and reason
+        with pytest.raises(ResourceExhaustedError):
+            await client.write([series({"__name__": "many", "job": "t"},
+                                       [(now_ms + i, 1.0) for i in range(5000)])])
+
+        async def rising() -> Vector:
+            return await _vector(client, 'sum by (job, instance, path, reason) (rate('
+                                         'geoplex_telemetry_samples_rejected_total[5m])) > 0')
+
+        firing = await eventually(rising, 60, what="the refusal rate in telemetry")
+        assert ("write", "telemetry") in {(dict(k)["path"], dict(k)["job"]) for k in firing}

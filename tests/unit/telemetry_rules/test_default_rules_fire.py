@@ -1,0 +1,119 @@
+"""The packaged rules (``default_rules.yml``) over a real store, on an injected clock: each
+rule below fires on the series it watches once its ``for`` has passed, with the labels its
+notification names, and stays quiet on a healthy series of the same name beside it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from geoplex.servers.telemetry.promql.engine import Engine
+from geoplex.servers.telemetry.rules import DEFAULT_RULES, AlertState, RuleManager
+from geoplex.servers.telemetry.rules.evaluator import AlertingRule
+from geoplex.servers.telemetry.tsdb import TSDB, TSDBOptions
+
+T0 = 1_700_000_000_000  # ms
+S, MIN = 1000, 60_000
+STEP = 15 * S           # the samples' interval and the groups' (the manager's default)
+GB = 1 << 30
+
+Feed = Callable[[int], list[tuple[dict[str, str], float]]]  # t ms -> (labels, value)
+
+
+class Clock:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[TSDB]:
+    with TSDB.open(tmp_path / "db", TSDBOptions()) as db:
+        yield db
+
+
+async def firing_after(store: TSDB, minutes: float, feed: Feed,
+                       alert: str) -> tuple[list[dict[str, str]], float]:
+    """Feed the store every STEP for ``minutes`` while the packaged rules run on it;
+    (the labels of ``alert``'s firing alerts at the end, the minute it first fired)."""
+    clock = Clock(T0)
+    manager = RuleManager(store, Engine(store), clock=clock, interval_s=STEP / S)
+    await manager.set_group("default_rules.yml", DEFAULT_RULES.read_text())
+    [rule] = [r for r in manager.rules() if isinstance(r, AlertingRule) and r.name == alert]
+    first: float | None = None
+    for i in range(int(minutes * MIN / STEP) + 1):
+        t = T0 + i * STEP
+        store.append([(labels, t, value) for labels, value in feed(t)])
+        clock.ms = t + 1  # the groups evaluate at their latest slot (offset by a hash)
+        await manager.evaluate_once()
+        if first is None and any(a.state is AlertState.FIRING for a in rule.alerts()):
+            first = minutes_since_start(t)
+    firing = [dict(a.labels) for a in rule.alerts() if a.state is AlertState.FIRING]
+    assert first is not None, f"{alert} never fired"
+    return firing, first
+
+
+def minutes_since_start(t: int) -> float:
+    return (t - T0) / MIN
+
+
+async def test_a_disk_filling_within_four_hours_fires_and_a_steady_one_does_not(
+        store: TSDB) -> None:
+    def feed(t: int) -> list[tuple[dict[str, str], float]]:
+        disk = {"__name__": "node_filesystem_avail_bytes", "instance": "host-1:9100",
+                "fstype": "ext4", "device": "/dev/sda1"}
+        return [({**disk, "mountpoint": "/"}, 40 * GB - minutes_since_start(t) * 0.2 * GB),
+                ({**disk, "mountpoint": "/data"}, 40 * GB),
+                ({**disk, "mountpoint": "/run", "fstype": "tmpfs"},
+                 GB - minutes_since_start(t) * 0.01 * GB)]  # tmpfs: not a disk
+
+    # 12 GB an hour off 40 GB: gone within 4 h from the start
+    firing, first = await firing_after(store, 40, feed, "DiskWillFillIn4Hours")
+    assert [(a["mountpoint"], a["severity"]) for a in firing] == [("/", "page")]
+    assert 30 <= first <= 31  # once its 30 minutes have passed
+
+
+async def test_a_consumer_lag_growing_past_ten_thousand_fires_and_a_steady_one_does_not(
+        store: TSDB) -> None:
+    def feed(t: int) -> list[tuple[dict[str, str], float]]:
+        lag = {"__name__": "geoplex_broker_consumer_lag", "job": "broker",
+               "topic": "rides", "partition": "0"}
+        return [({**lag, "group": "billing"}, 12_000 + minutes_since_start(t) * 100),
+                ({**lag, "group": "steady"}, 50_000.0),               # big, not growing
+                ({**lag, "group": "small"}, 10 + minutes_since_start(t))]  # growing, small
+
+    firing, first = await firing_after(store, 20, feed, "BrokerConsumerLagGrowing")
+    assert [a["group"] for a in firing] == ["billing"]
+    assert 15 <= first <= 16
+
+
+async def test_telemetry_refusing_writes_fires_by_path_and_reason(store: TSDB) -> None:
+    def feed(t: int) -> list[tuple[dict[str, str], float]]:
+        refused = {"__name__": "geoplex_telemetry_samples_rejected_total", "job": "telemetry",
+                   "instance": "host:1"}
+        n = (t - T0) // STEP
+        return [({**refused, "path": "remote_write", "reason": "SAMPLE_RATE_LIMIT"},
+                 float(n * 500)),
+                ({**refused, "path": "write", "reason": "INVALID_LABELS"}, 3.0)]  # long ago
+
+    firing, first = await firing_after(store, 12, feed, "TelemetryIngestRefusingSamples")
+    assert [(a["path"], a["reason"], a["severity"]) for a in firing] == [
+        ("remote_write", "SAMPLE_RATE_LIMIT", "ticket")]
+    assert 10 <= first <= 11
+
+
+async def test_notifications_failing_fires_at_once_per_notifier(store: TSDB) -> None:
+    def feed(t: int) -> list[tuple[dict[str, str], float]]:
+        failed = {"__name__": "geoplex_notifier_notifications_failed_total",
+                  "job": "notifier", "integration": "email"}
+        late = t >= T0 + 3 * MIN
+        return [({**failed, "instance": "notifier-1"}, 2.0 if late else 0.0),
+                ({**failed, "instance": "notifier-2"}, 0.0)]
+
+    firing, first = await firing_after(store, 5, feed, "NotificationsFailing")
+    assert [(a["instance"], a["severity"]) for a in firing] == [("notifier-1", "page")]
+    assert 3 <= first <= 3.5  # at once (no for), at the next slot
