@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from geoplex.presence.v1 import presence_pb2 as pb
 from geoplex.servers._runtime.errors import InvalidArgument
-from geoplex.type.v1.geo_pb2 import LatLng
 
 from .domain import Event, Fix, Rejection, Seen
 from .ports import FixValidator
@@ -36,15 +33,24 @@ def _missing(field: str) -> InvalidArgument:
     return InvalidArgument(field, "is required", reason="REQUIRED_FIELD")
 
 
-def _ts(t: float) -> Timestamp:
-    seconds = int(t)
-    return Timestamp(seconds=seconds, nanos=int((t - seconds) * 1e9))
-
-
 def friend(seen: Seen) -> pb.NearbyFriend:
-    return pb.NearbyFriend(user_id=seen.user_id,
-                           location=LatLng(latitude=seen.fix.lat, longitude=seen.fix.lon),
-                           distance_meters=seen.distance_m, update_time=_ts(seen.fix.t))
+    return _fill(pb.NearbyFriend(), seen)
+
+
+def _fill(out: pb.NearbyFriend, seen: Seen) -> pb.NearbyFriend:
+    """``seen`` written into ``out`` field by field: no nested message built and then
+    copied in (a stream's batch adds one per friend; this is the per-event hot path)."""
+    fix = seen.fix
+    out.user_id = seen.user_id
+    location = out.location
+    location.latitude = fix.lat
+    location.longitude = fix.lon
+    out.distance_meters = seen.distance_m
+    seconds = int(fix.t)
+    update_time = out.update_time
+    update_time.seconds = seconds
+    update_time.nanos = int((fix.t - seconds) * 1e9)
+    return out
 
 
 def snapshot(friends: list[Seen], radius_m: float) -> pb.ConnectResponse:
@@ -72,10 +78,10 @@ def batch(events: list[Event]) -> pb.ConnectResponse:
     for e in events:
         if e.kind == "nearby":
             assert e.seen is not None
-            updates.nearby.add(friend=friend(e.seen))
+            _fill(updates.nearby.add().friend, e.seen)
         elif e.kind == "moved":
             assert e.seen is not None
-            updates.moved.add(friend=friend(e.seen))
+            _fill(updates.moved.add().friend, e.seen)
         else:
             assert e.reason is not None
             updates.gone.add(user_id=e.user_id, reason=GONE[e.reason.value])
