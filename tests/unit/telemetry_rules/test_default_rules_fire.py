@@ -4,15 +4,13 @@ notification names, and stays quiet on a healthy series of the same name beside 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-import pytest
+from collections.abc import Callable
 
 from geoplex.servers.telemetry.promql.engine import Engine
 from geoplex.servers.telemetry.rules import DEFAULT_RULES, AlertState, RuleManager
 from geoplex.servers.telemetry.rules.evaluator import AlertingRule
-from geoplex.servers.telemetry.tsdb import TSDB, TSDBOptions
+from geoplex.servers.telemetry.tsdb import TSDB
+from test_rule_evaluation import Clock, store  # noqa: F401 - the store fixture, shared
 
 T0 = 1_700_000_000_000  # ms
 S, MIN = 1000, 60_000
@@ -20,20 +18,6 @@ STEP = 15 * S           # the samples' interval and the groups' (the manager's d
 GB = 1 << 30
 
 Feed = Callable[[int], list[tuple[dict[str, str], float]]]  # t ms -> (labels, value)
-
-
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> float:
-        return self.ms / 1000
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TSDB]:
-    with TSDB.open(tmp_path / "db", TSDBOptions()) as db:
-        yield db
 
 
 async def firing_after(store: TSDB, minutes: float, feed: Feed,
