@@ -5,7 +5,7 @@ import warnings
 
 from geoplex.broker.v1 import broker_pb2 as geoplex_dot_broker_dot_v1_dot_broker__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

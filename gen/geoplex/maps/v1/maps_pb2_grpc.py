@@ -5,7 +5,7 @@ import warnings
 
 from geoplex.maps.v1 import maps_pb2 as geoplex_dot_maps_dot_v1_dot_maps__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -5,7 +5,7 @@ import warnings
 
 from geoplex.notifier.v1 import notifier_pb2 as geoplex_dot_notifier_dot_v1_dot_notifier__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
