@@ -80,6 +80,9 @@ class Sample:
         return f"{self.name}{{{inner}}} {self.value:g}"
 
 
+FAILURE_REASONS = ("not_retryable", "attempts_exhausted")  # ..._failed_total{reason}
+
+
 @dataclass
 class Counters:
     """The notifier's counters, in one place:
@@ -101,9 +104,17 @@ class Counters:
         key = (name, tuple(sorted(labels.items())))
         self.values[key] = self.values.get(key, 0.0) + 1.0
 
-    def zero(self, name: str, /, **labels: str) -> None:
-        """Start the series at 0 (a failure's first increase is then seen by increase())."""
-        self.values.setdefault((name, tuple(sorted(labels.items()))), 0.0)
+    def zero_deliveries(self, **labels: str) -> None:
+        """Start one channel's delivery series at 0, so that its first failure is an
+        increase (``increase()`` does not count a series' first sample)."""
+        names = ("geoplex_notifier_notifications_total",
+                 "geoplex_notifier_notification_requests_total",
+                 "geoplex_notifier_notification_requests_failed_total")
+        series = [(name, labels) for name in names]
+        series += [("geoplex_notifier_notifications_failed_total", {**labels, "reason": r})
+                   for r in FAILURE_REASONS]
+        for name, pairs in series:
+            self.values.setdefault((name, tuple(sorted(pairs.items()))), 0.0)
 
     def get(self, name: str, **labels: str) -> float:
         return self.values.get((name, tuple(sorted(labels.items()))), 0.0)
@@ -142,14 +153,8 @@ class Dispatcher:
         self.counters = Counters()
         for receiver, held in self.channels.items():  # every configured delivery at 0
             for channel in held:
-                labels = {"integration": channel.integration, "receiver": receiver}
-                for name in ("geoplex_notifier_notifications_total",
-                             "geoplex_notifier_notification_requests_total",
-                             "geoplex_notifier_notification_requests_failed_total"):
-                    self.counters.zero(name, **labels)
-                for reason in ("not_retryable", "attempts_exhausted"):
-                    self.counters.zero("geoplex_notifier_notifications_failed_total",
-                                       reason=reason, **labels)
+                self.counters.zero_deliveries(integration=channel.integration,
+                                              receiver=receiver)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._sends: set[asyncio.Task[None]] = set()
@@ -434,7 +439,7 @@ class Dispatcher:
                 return True
             self.counters.inc("geoplex_notifier_notification_requests_failed_total", **labels)
             if not retryable or attempt >= self.config.retry_attempts or self._closing:
-                reason = "not_retryable" if not retryable else "attempts_exhausted"
+                reason = FAILURE_REASONS[0] if not retryable else FAILURE_REASONS[1]
                 self.counters.inc("geoplex_notifier_notifications_failed_total",
                                   reason=reason, **labels)
                 log.warning("notification %s to %s/%s failed after %d attempt(s): %s",

@@ -119,8 +119,7 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     servicer = TelemetryServicer(store, engine, config, parse_selector, limit, stats)
     endpoints: dict[str, str] = {}
     if config.http_port is not None:
-        http = PrometheusApi(store, engine, parse_selector, config, limit, rules=rules,
-                             stats=stats)
+        http = PrometheusApi(store, engine, parse_selector, config, limit, stats, rules=rules)
         address = await http.start(runtime.host, config.http_port)
         stack.push_async_callback(http.stop)
         print(f"geoplex-telemetry http on http://{address}/api/v1/", flush=True)

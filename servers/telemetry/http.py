@@ -171,15 +171,15 @@ def parse_step(raw: str) -> int:
 
 class PrometheusApi:
     def __init__(self, store: Storage, engine: Engine, parse_selector: SelectorParser,
-                 config: TelemetryConfig, limit: SampleRateLimit,
-                 rules: RuleManager | None = None, stats: IngestStats | None = None) -> None:
+                 config: TelemetryConfig, limit: SampleRateLimit, stats: IngestStats,
+                 rules: RuleManager | None = None) -> None:
         self.store = store
         self.engine = engine
         self.parse_selector = parse_selector
         self.config = config
         self.limit = limit
         self.rules = rules
-        self.stats = stats or IngestStats()
+        self.stats = stats
         self._runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:

@@ -59,10 +59,6 @@ class IngestStats:
             self.rejected(path, error.reason, samples())
             raise
 
-    def total(self, path: str, reason: str) -> int:
-        with self._lock:
-            return self._rejected.get((path, reason), 0)
-
     def readings(self) -> Readings:
         with self._lock:
             items = list(self._rejected.items())

@@ -38,12 +38,12 @@ GROUP = "telemetry-metrics"
 
 class MetricsConsumer:
     def __init__(self, brokers: Sequence[str], store: Storage, topic: str,
-                 max_future_s: float, stats: IngestStats | None = None) -> None:
+                 max_future_s: float, stats: IngestStats) -> None:
         self.brokers = tuple(brokers)
         self.store = store
         self.topic = topic
         self.max_future_s = max_future_s
-        self.stats = stats or IngestStats()
+        self.stats = stats
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

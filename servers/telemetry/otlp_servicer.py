@@ -24,11 +24,11 @@ Context = grpc.aio.ServicerContext
 
 class OtlpMetricsServicer:
     def __init__(self, store: Storage, config: TelemetryConfig, limit: SampleRateLimit,
-                 stats: IngestStats | None = None) -> None:
+                 stats: IngestStats) -> None:
         self.store = store
         self.config = config
         self.limit = limit
-        self.stats = stats or IngestStats()
+        self.stats = stats
 
     async def Export(self, request: otlp.ExportMetricsServiceRequest,
                      context: Context[otlp.ExportMetricsServiceRequest,

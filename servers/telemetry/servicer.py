@@ -24,13 +24,13 @@ Context = grpc.aio.ServicerContext
 class TelemetryServicer(telemetry_pb2_grpc.TelemetryServiceServicer):
     def __init__(self, store: Storage, engine: Engine, config: TelemetryConfig,
                  parse_selector: convert.SelectorParser, limit: SampleRateLimit,
-                 stats: IngestStats | None = None) -> None:
+                 stats: IngestStats) -> None:
         self.store = store
         self.engine = engine
         self.config = config
         self.parse_selector = parse_selector
         self.limit = limit
-        self.stats = stats or IngestStats()
+        self.stats = stats
 
     async def Query(self, request: pb.QueryRequest,
                     context: Context[pb.QueryRequest, pb.QueryResponse]) -> pb.QueryResponse:
