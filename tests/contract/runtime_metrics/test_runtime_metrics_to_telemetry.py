@@ -1,6 +1,6 @@
 """Real servers push their own metrics to a real telemetry server over OTLP (GEOPLEX_METRICS
-=otlp): each RPC by method and status code, the broker's consumer lag, the proximity
-index size, all found by the PromQL a dashboard or an alert rule would use."""
+=otlp): each RPC by method and status code, the broker's end and committed offsets and
+consumer lag, the proximity index size, presence's fan-out and open streams, all found by the PromQL a dashboard or an alert rule would use."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ from geoplex.broker.v1 import broker_pb2_grpc
 from geoplex.clients import ChannelOptions
 from geoplex.clients.errors import InvalidArgumentError, ResourceExhaustedError
 from geoplex.clients.notifier import NotifierClient
+from geoplex.clients.presence import LiveSession, PresenceClient
 from geoplex.clients.proximity import ProximityClient
 from geoplex.clients.telemetry import TelemetryClient, series
 from geoplex.infra.local import BackendUrls, free_port
 from geoplex.notifier.v1 import notifier_pb2 as npb
+from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -63,6 +65,16 @@ def proximity(backends: BackendUrls, server_factory: Callable[..., ServerProcess
         **metrics_env(telemetry)}, "metrics-proximity")
 
 
+@pytest.fixture(scope="module")
+def presence(backends: BackendUrls, server_factory: Callable[..., ServerProcess],
+             telemetry: ServerProcess) -> ServerProcess:
+    tag = uuid.uuid4().hex[:8]
+    return server_factory("presence", {
+        **backends.env(), "GEOPLEX_PRESENCE_DATABASE": f"metrics_{tag}",
+        "GEOPLEX_PRESENCE_NAMESPACE": f"metrics{tag}:", "GEOPLEX_PRESENCE_PORT": "0",
+        **metrics_env(telemetry)}, "metrics-presence")
+
+
 @pytest.fixture
 async def tm(telemetry: ServerProcess) -> AsyncIterator[TelemetryClient]:
     async with TelemetryClient(telemetry.address, ChannelOptions(retry=False)) as client:
@@ -94,6 +106,10 @@ async def test_broker_rpcs_by_method_and_code_and_a_groups_lag_reach_telemetry(
         await stub.Produce(bpb.ProduceRequest(
             topic=topic, partition=0, acks=bpb.ACKS_ALL,
             records=[bpb.Record(value=b"%d" % i) for i in range(5)]), timeout=10)
+        # it commits the first 2 (from outside the group: it has no members)
+        await stub.CommitOffsets(bpb.CommitOffsetsRequest(
+            group=group, offsets=[bpb.PartitionOffset(topic=topic, partition=0, offset=2)]),
+            timeout=10)
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
     async def rpcs_seen() -> Vector:
@@ -111,14 +127,17 @@ async def test_broker_rpcs_by_method_and_code_and_a_groups_lag_reach_telemetry(
 
     async def lag() -> Vector:
         found = await _vector(tm, lag_query)
-        return found if list(found.values()) == [5.0] else {}
+        return found if list(found.values()) == [3.0] else {}
 
-    ((labels, _),) = (await eventually(lag, 30, what="the group's lag of 5")).items()
+    ((labels, _),) = (await eventually(lag, 30, what="the group's lag of 3")).items()
     assert {k for k, _ in labels} >= {"__name__", "job", "instance", "topic", "partition",
                                       "group"}
     assert dict(labels)["partition"] == "0"
     end = await _vector(tm, f'geoplex_broker_partition_end_offset{{topic="{topic}"}}')
     assert list(end.values()) == [5.0]
+    committed = await _vector(tm, f'geoplex_broker_consumer_committed_offset{{job="broker", '
+                                  f'group="{group}", topic="{topic}", partition="0"}}')
+    assert list(committed.values()) == [2.0]
 
 
 async def test_proximity_calls_and_its_index_size_reach_telemetry(
@@ -218,3 +237,57 @@ async def test_writes_telemetry_refuses_are_counted_in_its_own_metrics_for_its_a
 
         firing = await eventually(rising, 60, what="the refusal rate in telemetry")
         assert ("write", "telemetry") in {(dict(k)["path"], dict(k)["job"]) for k in firing}
+
+
+async def test_presence_fan_out_and_open_streams_reach_telemetry(
+        presence: ServerProcess, tm: TelemetryClient) -> None:
+    tag = uuid.uuid4().hex[:6]
+    alice, bob = f"alice-{tag}", f"bob-{tag}"
+    home = (57.7089, 11.9746)
+
+    def client(user: str) -> PresenceClient:
+        return PresenceClient(presence.address, ChannelOptions(
+            token=mint_token(DEV_SECRET, user), retry=False))
+
+    async def next_kind(live: LiveSession, kind: str) -> None:
+        deadline = time.monotonic() + 10
+        while (await live.next(max(0.05, deadline - time.monotonic()))
+               ).WhichOneof("event") != kind:
+            pass
+
+    fanout = 'geoplex_presence_fanout_messages_total{job="presence"}'
+
+    async def none_yet() -> Vector:  # the counter's first export, before any fan-out
+        found = await _vector(tm, fanout)
+        return found if list(found.values()) == [0.0] else {}
+
+    await eventually(none_yet, 30, what="presence's fan-out counter at 0")
+    async with client(alice) as pa, client(bob) as pbob:
+        await pa.set_sharing(True)
+        await pbob.set_sharing(True)
+        await pa.add_friend(bob)
+        async with pa.live(*home) as la:
+            await next_kind(la, "snapshot")  # alice's stream is open before bob's
+            async with pbob.live(home[0] + 0.01, home[1]) as lb:
+                await next_kind(la, "friend_nearby")  # fan-out 1: bob to alice
+                await next_kind(lb, "snapshot")
+                await lb.update(home[0] + 0.02, home[1])
+                await next_kind(la, "friend_moved")  # fan-out 2: bob's move to alice
+
+                async def two_streams() -> Vector:
+                    found = await _vector(tm, 'geoplex_presence_streams{job="presence"}')
+                    return found if list(found.values()) == [2.0] else {}
+
+                await eventually(two_streams, 30, what="presence's 2 open streams")
+
+    async def fanned_out() -> Vector:
+        found = await _vector(tm, fanout)
+        return found if list(found.values()) == [2.0] else {}
+
+    await eventually(fanned_out, 30, what="presence's fan-out of 2 events")
+
+    async def rising() -> Vector:  # the rate a dashboard draws: from 0 to 2 within the minute
+        found = await _vector(tm, f"sum(rate({fanout}[1m]))")
+        return found if found and list(found.values())[0] > 0 else {}
+
+    await eventually(rising, 30, what="a fan-out rate above 0")
