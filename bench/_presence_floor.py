@@ -10,9 +10,13 @@ later one is a location (``<ddd`` lat, lon, time). Each location is one
 multiplexed redis.asyncio PubSub per process is subscribed to the channels of
 its users' friends; each message received goes, filtered by the same radius, to
 a bounded queue per follower whose stream writes what is queued as one message
-(``<iddd`` events concatenated; no timer, so no added wait). Both sides run on
-uvloop. It also answers ``MeshService/GetServerInfo`` with its pid, so the
-client can spread its connections over the processes as the simulator does.
+(``<iddd`` events concatenated; no timer, so no added wait). As ours, a user
+who moved is also sent a *refresh* of every friend within the radius: each
+friend's last fix seen on pub/sub (kept per process, by publisher) with user id
+``-1 - friend``, all of them as one item on the mover's own queue, so about as
+many events again as the fan-out. Both sides run on uvloop. It also answers
+``MeshService/GetServerInfo`` with its pid, so the client can spread its
+connections over the processes as the simulator does.
 """
 
 from __future__ import annotations
@@ -54,16 +58,18 @@ class Floor:
         self.pubsub = self.sub.pubsub(ignore_subscribe_messages=True)
         self.followers: dict[int, set[int]] = {}       # publisher -> local followers
         self.positions: dict[int, tuple[float, float]] = {}
+        self.last: dict[int, tuple[float, float, float]] = {}   # publisher -> lat, lon, time
         self.queues: dict[int, asyncio.Queue[bytes | None]] = {}
         self.lock = asyncio.Lock()
         self.dropped = 0
         self.received = 0
         self.errors = 0
         self.queued = 0
+        self.refreshed = 0
 
     async def fan_out(self) -> None:
-        followers, positions, queues, radius = self.followers, self.positions, self.queues, \
-            self.radius
+        followers, positions, queues, last, radius = self.followers, self.positions, \
+            self.queues, self.last, self.radius
         while True:
             if not self.pubsub.subscribed:
                 await asyncio.sleep(0.05)
@@ -73,7 +79,8 @@ class Floor:
                 continue
             data = message["data"]
             self.received += 1
-            user, lat, lon, _ = EVENT.unpack(data)
+            user, lat, lon, t = EVENT.unpack(data)
+            last[user] = (lat, lon, t)  # every follower sees the same fix: one per process
             for friend in followers.get(user, ()):
                 where = positions.get(friend)
                 if where is not None and haversine_m(lat, lon, where[0], where[1]) <= radius:
@@ -104,6 +111,7 @@ class Floor:
             for n in range(0, len(fresh), 1000):
                 await self.pubsub.subscribe(*fresh[n:n + 1000])
         channel = f"{self.prefix}{user}"
+        last, radius = self.last, self.radius
 
         async def read() -> None:
             try:
@@ -111,6 +119,18 @@ class Floor:
                     lat, lon, t = UPDATE.unpack(message)
                     self.positions[user] = (lat, lon)
                     await self.pub.publish(channel, EVENT.pack(user, lat, lon, t))
+                    # the refreshes: every nearby friend's last fix, with the new distance
+                    refreshes = []
+                    for friend in friends:
+                        fix = last.get(friend)
+                        if fix is not None and haversine_m(lat, lon, fix[0], fix[1]) <= radius:
+                            refreshes.append(EVENT.pack(-1 - friend, *fix))
+                    if refreshes:
+                        try:
+                            queue.put_nowait(b"".join(refreshes))
+                            self.refreshed += len(refreshes)
+                        except asyncio.QueueFull:
+                            self.dropped += len(refreshes)
             except Exception as exc:
                 self.errors += 1
                 if self.errors == 1:
@@ -176,7 +196,8 @@ async def serve(args: argparse.Namespace) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await fan_out
     print(f"presence floor stopped: {floor.received} messages received, {floor.queued} "
-          f"queued to streams, {floor.dropped} dropped (queue full), {floor.errors} stream errors",
+          f"queued to streams, {floor.refreshed} refreshes queued, {floor.dropped} dropped "
+          f"(queue full), {floor.errors} stream errors",
           file=sys.stderr, flush=True)
     await floor.pubsub.aclose()
     await floor.sub.aclose()

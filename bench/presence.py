@@ -346,7 +346,7 @@ async def run_floor_grpc(level: tuple[int, float], args: argparse.Namespace, net
     coords = np.array([w.position() for w in walkers])
     window = [math.inf, math.inf]
     latencies = _array("d")
-    counts = {"sent": 0, "expected": 0, "deliveries": 0}
+    counts = {"sent": 0, "expected": 0, "deliveries": 0, "refreshes": 0}
     step_m = args.speed * args.sim_interval
     port = free_port()
     argv = [sys.executable, "-m", "bench._presence_floor", "--port", str(port),
@@ -375,6 +375,9 @@ async def run_floor_grpc(level: tuple[int, float], args: argparse.Namespace, net
                 now = time.time()
                 if window[0] <= now < window[1]:
                     for event in unpack(data):
+                        if event[0] < 0:  # a refresh (user -1 - friend): not a fan-out
+                            counts["refreshes"] += 1
+                            continue
                         counts["deliveries"] += 1
                         latencies.append(now - event[3])
 
@@ -417,6 +420,7 @@ async def run_floor_grpc(level: tuple[int, float], args: argparse.Namespace, net
         "users": users, "interval_s": interval, "offered_updates_per_s": users / interval,
         "updates_per_s": counts["sent"] / duration,
         "deliveries_per_s": counts["deliveries"] / duration,
+        "refreshes_per_s": counts["refreshes"] / duration,
         "expected_deliveries_per_s": counts["expected"] / duration,
         "delivery_ratio": counts["deliveries"] / counts["expected"] if counts["expected"]
         else math.nan,
@@ -563,9 +567,10 @@ def report(result: dict[str, Any]) -> str:
         "behind one minimal grpc.aio stream hop: two server processes on one port, raw bytes "
         "(struct-packed, no protobuf, auth or interceptors), one PUBLISH per update, one "
         "multiplexed PubSub per process, the radius filter, a bounded queue per follower "
-        "written to its stream; the client holds N streams (~50 per connection) in one "
-        f"process. All sides run on uvloop. Each cell: {result['warmup_s']:g} s warm-up, "
-        f"{result['duration_s']:g} s measured.",
+        "written to its stream; as ours, a user who moved is also sent a refresh of every "
+        "friend within the radius (its last location seen on pub/sub); the client holds N "
+        "streams (~50 per connection) in one process. All sides run on uvloop. Each cell: "
+        f"{result['warmup_s']:g} s warm-up, {result['duration_s']:g} s measured.",
         "",
     ]
     rows = []
@@ -586,6 +591,7 @@ def report(result: dict[str, Any]) -> str:
             f"{_ms(f['latency_ms']['p50'])} / {_ms(f['latency_ms']['p99'])}",
             f"{ratio:.1f}x",
             f"{fmt_num(g['deliveries_per_s'])} ({g['delivery_ratio']:.0%})" if g else "-",
+            fmt_num(g["refreshes_per_s"]) if g and "refreshes_per_s" in g else "-",
             f"{_ms(g['latency_ms']['p50'])} / {_ms(g['latency_ms']['p99'])}" if g else "-",
             f"{g_ratio:.1f}x" if g else "-",
             " / ".join("yes" if side["sustained"] else "no" for side in (o, f, g) if side),
@@ -596,8 +602,9 @@ def report(result: dict[str, Any]) -> str:
         ["users", "T s", "friends (mean)", "nearby", "updates/s accepted / offered",
          "ours fan-out/s (of expected)", "ours refreshes/s", "ours p50 / p99 ms",
          "floor fan-out/s (of expected)", "floor p50 / p99 ms", "p99 ours / floor",
-         "gRPC floor fan-out/s", "gRPC floor p50 / p99 ms", "p99 ours / gRPC floor",
-         "sustained ours / floor / gRPC floor"], rows, "rrrrrrrrrrrrrrr"))
+         "gRPC floor fan-out/s", "gRPC floor refreshes/s", "gRPC floor p50 / p99 ms",
+         "p99 ours / gRPC floor", "sustained ours / floor / gRPC floor"], rows,
+        "rrrrrrrrrrrrrrrr"))
     rows = []
     for c in result["cells"]:
         o, f, g = c["ours"], c["floor"], c.get("floor_grpc")
@@ -744,6 +751,7 @@ def main_run(args: argparse.Namespace) -> dict[str, Any]:
                         level, args, net, graph, redis_url, infra_pids["redis"], args.radius))
                 log(f"  gRPC floor: {gf['updates_per_s']:,.0f} updates/s, "
                     f"{gf['deliveries_per_s']:,.0f} fan-out/s ({gf['delivery_ratio']:.0%}), "
+                    f"{gf['refreshes_per_s']:,.0f} refreshes/s, "
                     f"p50 {gf['latency_ms']['p50']:.2f} ms, p99 {gf['latency_ms']['p99']:.2f} "
                     f"ms, max {gf['latency_ms']['max']:.0f} ms; servers "
                     f"{gf['cpu']['server_pct']:.0f} % CPU, client "
