@@ -22,7 +22,12 @@ The metrics, with node_exporter's names and units (seconds, bytes, counters ``_t
 - ``node_disk_reads_completed_total`` / ``writes_completed_total`` / ``read_bytes_total``
   / ``written_bytes_total`` / ``read_time_seconds_total`` / ``write_time_seconds_total``
   / ``reads_merged_total`` / ``writes_merged_total`` / ``io_time_seconds_total{device}``,
-  whole disks only (:data:`DISK_DEVICES_EXCLUDED`);
+  whole disks (:data:`DISK_DEVICES_EXCLUDED`) and, so that every reported file system has
+  its I/O, the partition a reported file system is mounted from;
+- ``geoplex_agent_mount_info{device,mountpoint,fstype}`` = 1 per reported file system on a
+  block device, ``device`` named as the disk series name it, for I/O per mount:
+  ``rate(node_disk_written_bytes_total[5m]) * on (instance, device) group_left
+  (mountpoint) geoplex_agent_mount_info{mountpoint="/"}``;
 - ``node_network_receive_bytes_total`` / ``transmit_bytes_total`` / ``*_packets_total``
   / ``*_errs_total`` / ``*_drop_total{device}``;
 - ``node_context_switches_total``, ``node_intr_total``, and from ``/proc/stat``
@@ -317,6 +322,24 @@ def _filesystem_samples(readings: Readings) -> Iterable[Sample]:
         yield Sample("node_filesystem_readonly", labels, 1.0 if fs.readonly else 0.0)
 
 
+def _mounted_disks(readings: Readings) -> dict[str, list[FilesystemReading]]:
+    """The block devices (named as the disk counters name them: ``/dev/sda1`` -> ``sda1``)
+    that reported file systems are mounted from, with those file systems."""
+    mounted: dict[str, list[FilesystemReading]] = {}
+    for fs in readings.filesystems:
+        name = fs.device.removeprefix("/dev/")
+        if fs.device.startswith("/dev/") and name in readings.disks:
+            mounted.setdefault(name, []).append(fs)
+    return mounted
+
+
+def _mount_samples(mounted: Mapping[str, Sequence[FilesystemReading]]) -> Iterable[Sample]:
+    for device, filesystems in sorted(mounted.items()):
+        for fs in filesystems:
+            yield Sample("geoplex_agent_mount_info", (
+                ("device", device), ("fstype", fs.fstype), ("mountpoint", fs.mountpoint)), 1.0)
+
+
 def node_samples(readings: Readings) -> list[Sample]:
     """Every node_exporter-named sample of ``readings`` (the named groups' aside)."""
     out: list[Sample] = []
@@ -333,12 +356,14 @@ def node_samples(readings: Readings) -> list[Sample]:
         out.append(Sample(f"node_load{minutes}", (), value))
     out.extend(_memory_samples(readings))
     out.extend(_filesystem_samples(readings))
+    mounted = _mounted_disks(readings)
     for device, counters in sorted(readings.disks.items()):
-        if DISK_DEVICES_EXCLUDED.match(device):
+        if DISK_DEVICES_EXCLUDED.match(device) and device not in mounted:
             continue
         for source, name, scale in _DISK_COUNTERS:
             if source in counters:
                 out.append(Sample(name, (("device", device),), counters[source] * scale))
+    out.extend(_mount_samples(mounted))
     for device, counters in sorted(readings.nics.items()):
         for source, name in _NETWORK_COUNTERS:
             if source in counters:

@@ -119,6 +119,28 @@ def test_partitions_ram_and_loop_devices_are_not_reported_as_disks() -> None:
     assert devices.isdisjoint({"sda1", "nvme0n1p2", "loop7", "zram0"})
 
 
+def test_a_mounted_partition_has_its_io_and_each_mount_names_its_device() -> None:
+    readings = read()
+    disks = dict(readings.disks)
+    some = next(iter(disks.values()), {"read_count": 1.0, "read_bytes": 512.0})
+    disks.update({"sda": some, "sda1": some, "sda2": some})
+    data = collect.FilesystemReading("/dev/sda1", "/data", "xfs", size_bytes=1e9)
+    share = collect.FilesystemReading("server:/export", "/mnt/share", "nfs4", size_bytes=1e9)
+    samples = node_samples(dataclasses.replace(
+        readings, disks=disks, filesystems=[*readings.filesystems, data, share]))
+    devices = {dict(s.labels)["device"] for s in by_name(samples, "node_disk_read_bytes_total")}
+    assert {"sda", "sda1"} <= devices and "sda2" not in devices  # sda2 is mounted nowhere
+    mounts = {dict(s.labels)["mountpoint"]: dict(s.labels) for s in
+              by_name(samples, "geoplex_agent_mount_info")}
+    assert mounts["/data"] == {"device": "sda1", "fstype": "xfs", "mountpoint": "/data"}
+    assert "/mnt/share" not in mounts  # no block device: no disk counters to join
+    assert all(m["device"] in devices for m in mounts.values())
+    # on this machine: every reported file system on a block device has its disk's I/O
+    real = {fs.mountpoint for fs in readings.filesystems
+            if fs.device.removeprefix("/dev/") in readings.disks}
+    assert real <= set(mounts)
+
+
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="no /proc/meminfo here")
 def test_memory_is_every_meminfo_field_in_bytes_as_node_exporter_names_it() -> None:
     readings = read()
