@@ -24,7 +24,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 import redis.asyncio as redis
@@ -40,6 +40,10 @@ from ..domain import (Change, FeedEvent, Fix, FriendAdded, FriendRemoved, Gone, 
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+# how long ChannelFeed.add waits for Redis to confirm a subscription (one round trip when
+# all is well; a connection being rebuilt is caught up by on_resubscribe instead)
+CONFIRM_TIMEOUT_S = 2.0
 log = logging.getLogger(__name__)
 
 
@@ -161,24 +165,46 @@ class ChannelFeed:
         self._subs: dict[str, PubSub] = {}   # node name (or "") -> its pub/sub connection
         self._node_clients: list[redis.Redis] = []
         self._dropping: set[str] = set()     # unsubscribed by us, confirmation pending
+        self._confirming: dict[str, asyncio.Future[None]] = {}  # subscribed, not confirmed
         self._changed = asyncio.Event()
         self._rebuild = asyncio.Event()
         self._data_type = "smessage" if self.cluster else "message"
 
     async def add(self, channels: Sequence[str]) -> None:
+        """Subscribe to ``channels`` and return once Redis confirmed it (or after
+        :data:`CONFIRM_TIMEOUT_S`): a read of the system of record that follows cannot
+        miss what is published after it. SUBSCRIBE goes on the pub/sub connection and
+        the read on another, so without the wait Redis may serve the read first, then
+        a publish, then the SUBSCRIBE, and that publish is seen by neither."""
         fresh = [c for c in channels if c not in self.wanted]
-        if not fresh:
-            return
-        self.wanted.update(fresh)
-        try:
-            for node, group in self._by_node(fresh).items():
-                sub = self._subs.get(node)
-                if sub is None:  # a node this feed does not hold yet: start over
-                    raise _Rebuild(f"no pub/sub connection to {node!r}")
-                await self._subscribe(sub, group)
-        except _SUBSCRIBE_FAILED:
-            self._rebuild_soon()  # run() subscribes everything wanted again
-        self._changed.set()
+        waits = [f for c in channels if (f := self._confirming.get(c)) is not None]
+        if fresh:
+            self.wanted.update(fresh)
+            loop = asyncio.get_running_loop()
+            for channel in fresh:  # before the command: its reply may come at once
+                waits.append(self._confirming.setdefault(channel, loop.create_future()))
+            try:
+                for node, group in self._by_node(fresh).items():
+                    sub = self._subs.get(node)
+                    if sub is None:  # a node this feed does not hold yet: start over
+                        raise _Rebuild(f"no pub/sub connection to {node!r}")
+                    await self._subscribe(sub, group)
+            except _SUBSCRIBE_FAILED:
+                # run() subscribes everything wanted again, confirmed as any (or the
+                # wait times out: then on_resubscribe() has the owner catch up)
+                self._rebuild_soon()
+            self._changed.set()
+        if waits:
+            # shielded: one waiter's timeout or cancellation leaves the others' wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(asyncio.gather(*waits)),
+                                       CONFIRM_TIMEOUT_S)
+
+    def _confirmed(self, channels: Iterable[str]) -> None:
+        for channel in channels:
+            waiter = self._confirming.pop(channel, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     async def remove(self, channels: Sequence[str]) -> None:
         stale = [c for c in channels if c in self.wanted]
@@ -295,6 +321,7 @@ class ChannelFeed:
 
     async def _read(self, sub: PubSub) -> None:
         data_type, lost = self._data_type, ("sunsubscribe", "unsubscribe")
+        confirms = ("ssubscribe", "subscribe")
         while True:
             if not sub.subscribed:
                 self._changed.clear()
@@ -309,6 +336,9 @@ class ChannelFeed:
             channel = channel.decode() if isinstance(channel, bytes) else channel
             if kind == data_type:
                 self.on_message(channel, message["data"])
+            elif kind in confirms:
+                if self._confirming:
+                    self._confirmed((channel,))
             elif kind in lost:
                 if channel in self._dropping:
                     self._dropping.discard(channel)
@@ -323,6 +353,7 @@ class ChannelFeed:
         subs, self._subs = self._subs, {}
         clients, self._node_clients = self._node_clients, []
         self._dropping.clear()
+        self._confirmed(list(self._confirming))  # the next connections subscribe them again
         closables: list[_Closable] = [*map(_typed, subs.values()), *clients]
         for closable in closables:
             try:
