@@ -134,7 +134,10 @@ class _Call:
         if metrics is not None:
             if self.streaming:
                 metrics.stream_closed(self.method)
-            metrics.record(self.method, self.code, elapsed)
+                metrics.record(self.method, self.code, elapsed, "stream")
+            else:
+                metrics.record(self.method, self.code, elapsed,
+                               "poll" if self.method in metrics.long_polls else "")
         level = rpc_log_level(self.method, self.code)
         if log.isEnabledFor(level):
             log.log(level, "rpc %s code=%s ms=%.2f rid=%s", self.method, self.code.name,

@@ -15,7 +15,12 @@ What is recorded, with ``job`` = the service's name and ``instance`` = ``host:pi
 - for every RPC (the runtime's interceptor), ``rpc.server.call.duration`` (seconds; a
   histogram with ``rpc.system``, ``rpc.service``, ``rpc.method`` and
   ``rpc.grpc.status_code`` as OpenTelemetry's semantic conventions name them): requests
-  are its count, errors its non-zero status codes;
+  are its count, errors its non-zero status codes. A call whose duration is a wait by
+  design also has ``geoplex.rpc.waits``: ``stream`` for a streaming RPC (its duration is
+  how long the stream stayed open) and ``poll`` for the unary long polls a service names
+  (``ServiceSpec.long_polls``: a broker ``Fetch`` at the end of the log waits up to its
+  ``max_wait``), so a latency query or budget leaves them out with
+  ``{geoplex_rpc_waits=""}``;
 - ``rpc.server.active_streams``: the streaming RPCs open now, by method;
 - ``process.uptime``: seconds since the metrics started, one series per process always
   there (push has no ``up`` series: alert on this one being absent, or on it going down);
@@ -100,13 +105,20 @@ _CUMULATIVE: dict[type, AggregationTemporality] = {
 _EXPLICIT: dict[type, Aggregation] = {Histogram: ExplicitBucketHistogramAggregation()}
 
 
-def rpc_attributes(method: str, code: grpc.StatusCode | None = None) -> dict[str, str | int]:
-    """The semantic conventions' attributes of ``/package.Service/Method`` (and a code)."""
+WAITS = "geoplex.rpc.waits"  # "stream" | "poll": the call's duration is a wait by design
+
+
+def rpc_attributes(method: str, code: grpc.StatusCode | None = None, waits: str = ""
+                   ) -> dict[str, str | int]:
+    """The semantic conventions' attributes of ``/package.Service/Method`` (and a code),
+    with :data:`WAITS` when ``waits`` says the call waits by design."""
     service, _, name = method.removeprefix("/").partition("/")
     out: dict[str, str | int] = {"rpc.system": "grpc", "rpc.service": service,
                                  "rpc.method": name}
     if code is not None:
         out["rpc.grpc.status_code"] = code.value[0]
+    if waits:
+        out[WAITS] = waits
     return out
 
 
@@ -131,16 +143,21 @@ class RpcMetrics:
     def __init__(self, bounds: tuple[float, ...] = DURATION_BUCKETS) -> None:
         self.bounds = bounds
         self.started_ns = time.time_ns()
+        self.long_polls: set[str] = set()  # full method names (ServiceSpec.long_polls)
         self._lock = threading.Lock()
-        self._series: dict[tuple[str, grpc.StatusCode], _Series] = {}
+        self._series: dict[tuple[str, grpc.StatusCode, str], _Series] = {}
         self._streams: dict[str, int] = {}
 
-    def record(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+    def record(self, method: str, code: grpc.StatusCode, seconds: float, waits: str = ""
+               ) -> None:
+        """One finished call; ``waits`` "stream" or "poll" if its duration is a wait by
+        design (:data:`WAITS`)."""
+        key = (method, code, waits)
         with self._lock:
-            series = self._series.get((method, code))
+            series = self._series.get(key)
             if series is None:
-                series = _Series(rpc_attributes(method, code), len(self.bounds) + 1)
-                self._series[(method, code)] = series
+                series = _Series(rpc_attributes(method, code, waits), len(self.bounds) + 1)
+                self._series[key] = series
             # le semantics: a value equal to a bound counts in that bound's bucket
             series.counts[bisect.bisect_left(self.bounds, seconds)] += 1
             series.total += seconds

@@ -70,6 +70,10 @@ class ServiceSpec:
     # Other endpoints the process serves, for its registry entry once it listens (e.g.
     # {"http": "127.0.0.1:8055"}: the maps page, telemetry's Prometheus API).
     endpoints: Callable[[], Mapping[str, str]] | None = None
+    # The unary methods (full names, "/pkg.Service/Method") that wait by design, a long
+    # poll: their durations are recorded with geoplex.rpc.waits="poll", so latency
+    # budgets leave them out as they leave streams out (docs/adding-a-service.md).
+    long_polls: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -100,6 +104,8 @@ class GeoplexServer:
         service_metrics = metrics.for_service()
         for spec in self.services:
             spec.register(self.server)
+            if metrics.rpc is not None:
+                metrics.rpc.long_polls.update(spec.long_polls)
             if spec.instruments is not None:
                 spec.instruments(service_metrics)
         mesh_pb2_grpc.add_MeshServiceServicer_to_server(

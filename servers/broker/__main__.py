@@ -32,6 +32,10 @@ from .servicer import BrokerServicer, add_replica_service, add_to_server
 
 log = logging.getLogger("geoplex.servers.broker")  # not "__main__"
 LOCK_FILE = "broker.lock"
+# at the end of the log these wait for records (max_wait; a follower's fetch up to its
+# replica wait): their durations are waits, not latency (ServiceSpec.long_polls)
+LONG_POLLS = frozenset({"/geoplex.broker.v1.BrokerService/Fetch",
+                        "/geoplex.broker.v1.ReplicaService/ReplicaFetch"})
 
 
 def lock_data_dir(data_dir: Path, stack: contextlib.ExitStack | contextlib.AsyncExitStack
@@ -115,7 +119,8 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
 
     return [ServiceSpec(SERVICE.grpc_service_names[0], register,
                         on_shutdown=app.begin_shutdown, on_serving=serving,
-                        instruments=OffsetInstruments(app).register)]
+                        instruments=OffsetInstruments(app).register,
+                        long_polls=LONG_POLLS)]
 
 
 async def _register(cluster: EtcdCluster, me: BrokerInfo, lease_s: float) -> None:

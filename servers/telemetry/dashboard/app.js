@@ -21,9 +21,10 @@
   const PANELS = [
     { id: "rps", title: "Requests/s by service", unit: "/s",
       query: "sum by (job) (rate(rpc_server_call_duration_seconds_count[5m]))" },
+    // streams and long polls (geoplex_rpc_waits="stream" | "poll") wait by design
     { id: "p99", title: "p99 latency by service", unit: "s",
       query: "histogram_quantile(0.99, sum by (job, le) " +
-             "(rate(rpc_server_call_duration_seconds_bucket[5m])))" },
+             "(rate(rpc_server_call_duration_seconds_bucket{geoplex_rpc_waits=\"\"}[5m])))" },
     { id: "errors", title: "Errors/s by service", unit: "/s",
       query: "sum by (job) (rate(rpc_server_call_duration_seconds_count" +
              "{rpc_grpc_status_code!=\"0\"}[5m]))" },

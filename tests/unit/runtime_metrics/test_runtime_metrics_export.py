@@ -3,6 +3,8 @@ series telemetry stores (names, units, labels), cumulative from one export to th
 
 from __future__ import annotations
 
+import dataclasses
+
 import grpc
 import grpc.aio
 import pytest
@@ -120,7 +122,28 @@ async def test_open_streams_are_counted_by_method_and_a_cancelled_one_by_its_cod
 
     assert open_now == 1
     assert value_of(samples, "rpc_server_active_streams", **ticks) == 0
-    assert value_of(samples, COUNT, **ticks, rpc_grpc_status_code="1") == 1  # CANCELLED
+    # CANCELLED, and marked as a wait by design: a stream's duration is how long it was open
+    assert value_of(samples, COUNT, **ticks, rpc_grpc_status_code="1",
+                    geoplex_rpc_waits="stream") == 1
+
+
+async def test_a_declared_long_poll_is_marked_as_a_wait_and_other_calls_are_not(
+        make_metered_server: MakeMeteredServer, metrics: RuntimeMetrics,
+        keeping: KeepingExporter) -> None:
+    servicer = ProbeProximityServicer()
+    spec = dataclasses.replace(probe_spec(servicer),
+                               long_polls=frozenset({f"/{SERVICE}/GetBusiness"}))
+    server = await make_metered_server([spec], metrics)
+
+    await _call_probe(server.address, ok=1, invalid=0, missing=1)
+    await eventually(lambda: _calls(metrics) == 2, 10, what="2 RPCs recorded")
+    metrics.force_flush()
+    samples = keeping.last_samples()
+
+    (polled,) = series(samples, COUNT, rpc_method="GetBusiness")
+    assert polled[0].get("geoplex_rpc_waits") == "poll" and polled[1] == 1
+    (searched,) = series(samples, COUNT, rpc_method="SearchNearbyBusinesses")
+    assert "geoplex_rpc_waits" not in searched[0] and searched[1] == 1
 
 
 async def test_a_services_hook_gets_a_live_meter_and_its_names_follow_prometheus(

@@ -101,3 +101,29 @@ async def test_notifications_failing_fires_at_once_per_notifier(store: TSDB) -> 
     firing, first = await firing_after(store, 5, feed, "NotificationsFailing")
     assert [(a["instance"], a["severity"]) for a in firing] == [("notifier-1", "page")]
     assert 3 <= first <= 3.5  # at once (no for), at the next slot
+
+
+async def test_slow_calls_fire_the_latency_budget_and_streams_and_long_polls_do_not(
+        store: TSDB) -> None:
+    def histogram(job: str, method: str, slow_share: float, t: int,
+                  waits: str = "") -> list[tuple[dict[str, str], float]]:
+        """100 calls a second, ``slow_share`` of them in the 2.5 s bucket, the rest 1 ms."""
+        calls = (t - T0) / S * 100
+        labels = {"__name__": "rpc_server_call_duration_seconds_bucket", "job": job,
+                  "instance": f"{job}:1", "rpc_method": method, "rpc_grpc_status_code": "0"}
+        if waits:
+            labels["geoplex_rpc_waits"] = waits
+        return [({**labels, "le": le}, calls * (1 - slow_share) if le in ("0.001", "0.5")
+                 else calls) for le in ("0.001", "0.5", "2.5", "+Inf")]
+
+    def feed(t: int) -> list[tuple[dict[str, str], float]]:
+        return [*histogram("maps", "Geocode", 0.05, t),          # 5 % take 2.5 s: p99 over
+                *histogram("proximity", "Search", 0.0, t),       # all fast
+                # the broker's waits: streams open for seconds, fetches waiting for records
+                *histogram("broker", "ProduceStream", 1.0, t, "stream"),
+                *histogram("broker", "Fetch", 1.0, t, "poll"),
+                *histogram("broker", "Produce", 0.0, t)]
+
+    firing, first = await firing_after(store, 20, feed, "RpcLatencyOverBudget")
+    assert [a["job"] for a in firing] == ["maps"]
+    assert 10 <= first <= 11  # once its 10 minutes have passed
