@@ -25,9 +25,12 @@
     { id: "p99", title: "p99 latency by service", unit: "s",
       query: "histogram_quantile(0.99, sum by (job, le) " +
              "(rate(rpc_server_call_duration_seconds_bucket{geoplex_rpc_waits=\"\"}[5m])))" },
-    { id: "errors", title: "Errors/s by service", unit: "/s",
+    // server errors as the RpcErrorRatioHigh rule counts them (UNKNOWN, DEADLINE_EXCEEDED,
+    // UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS): a client's bad request or a
+    // stream it cancelled is not the service failing
+    { id: "errors", title: "Server errors/s by service", unit: "/s",
       query: "sum by (job) (rate(rpc_server_call_duration_seconds_count" +
-             "{rpc_grpc_status_code!=\"0\"}[5m]))" },
+             "{rpc_grpc_status_code=~\"2|4|12|13|14|15\"}[5m]))" },
     { id: "lag", title: "Broker consumer lag (messages)", unit: "",
       query: "sum by (group, topic) (geoplex_broker_consumer_lag)" },
     { id: "cpu", title: "Host CPU busy", unit: "%",
