@@ -25,7 +25,8 @@ The metrics, with node_exporter's names and units (seconds, bytes, counters ``_t
   whole disks (:data:`DISK_DEVICES_EXCLUDED`) and, so that every reported file system has
   its I/O, the partition a reported file system is mounted from;
 - ``geoplex_agent_mount_info{device,mountpoint,fstype}`` = 1 per reported file system on a
-  block device, ``device`` named as the disk series name it, for I/O per mount:
+  block device, ``device`` named as the disk series name it (symlinks such as
+  ``/dev/mapper/vg-root`` resolved to ``dm-0``), for I/O per mount:
   ``rate(node_disk_written_bytes_total[5m]) * on (instance, device) group_left
   (mountpoint) geoplex_agent_mount_info{mountpoint="/"}``;
 - ``node_network_receive_bytes_total`` / ``transmit_bytes_total`` / ``*_packets_total``
@@ -130,6 +131,8 @@ class FilesystemReading:
     files_free: float = 0.0
     readonly: bool = False
     error: bool = False  # statvfs failed: only node_filesystem_device_error is reported
+    # the block device as the disk counters name it (/dev/mapper/vg-root -> dm-0), or ""
+    disk: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +208,14 @@ def skipped_filesystem(fstype: str, mountpoint: str) -> bool:
     return fstype in FS_TYPES_EXCLUDED or MOUNT_POINTS_EXCLUDED.match(mountpoint) is not None
 
 
+def _disk_name(device: str) -> str:
+    """The kernel's name of a block device path, as the disk counters name it: symlinks
+    (``/dev/mapper/…``, ``/dev/disk/by-uuid/…``) resolved; "" for no device file."""
+    if not device.startswith("/dev/"):
+        return ""
+    return os.path.basename(os.path.realpath(device))
+
+
 def _read_filesystems() -> list[FilesystemReading]:
     found: list[FilesystemReading] = []
     seen: set[tuple[str, str, str]] = set()
@@ -214,13 +225,14 @@ def _read_filesystems() -> list[FilesystemReading]:
         if skipped_filesystem(fstype, mountpoint) or key in seen:
             continue
         seen.add(key)
+        disk = _disk_name(device)
         try:
             st = os.statvfs(mountpoint)
         except OSError:
-            found.append(FilesystemReading(device, mountpoint, fstype, error=True))
+            found.append(FilesystemReading(device, mountpoint, fstype, error=True, disk=disk))
             continue
         found.append(FilesystemReading(
-            device, mountpoint, fstype, size_bytes=float(st.f_blocks * st.f_frsize),
+            device, mountpoint, fstype, disk=disk, size_bytes=float(st.f_blocks * st.f_frsize),
             free_bytes=float(st.f_bfree * st.f_frsize),
             avail_bytes=float(st.f_bavail * st.f_frsize), files=float(st.f_files),
             files_free=float(st.f_ffree), readonly=bool(st.f_flag & os.ST_RDONLY)))
@@ -322,22 +334,11 @@ def _filesystem_samples(readings: Readings) -> Iterable[Sample]:
         yield Sample("node_filesystem_readonly", labels, 1.0 if fs.readonly else 0.0)
 
 
-def _mounted_disks(readings: Readings) -> dict[str, list[FilesystemReading]]:
-    """The block devices (named as the disk counters name them: ``/dev/sda1`` -> ``sda1``)
-    that reported file systems are mounted from, with those file systems."""
-    mounted: dict[str, list[FilesystemReading]] = {}
+def _mount_samples(readings: Readings) -> Iterable[Sample]:
     for fs in readings.filesystems:
-        name = fs.device.removeprefix("/dev/")
-        if fs.device.startswith("/dev/") and name in readings.disks:
-            mounted.setdefault(name, []).append(fs)
-    return mounted
-
-
-def _mount_samples(mounted: Mapping[str, Sequence[FilesystemReading]]) -> Iterable[Sample]:
-    for device, filesystems in sorted(mounted.items()):
-        for fs in filesystems:
+        if fs.disk in readings.disks:
             yield Sample("geoplex_agent_mount_info", (
-                ("device", device), ("fstype", fs.fstype), ("mountpoint", fs.mountpoint)), 1.0)
+                ("device", fs.disk), ("fstype", fs.fstype), ("mountpoint", fs.mountpoint)), 1.0)
 
 
 def node_samples(readings: Readings) -> list[Sample]:
@@ -356,14 +357,14 @@ def node_samples(readings: Readings) -> list[Sample]:
         out.append(Sample(f"node_load{minutes}", (), value))
     out.extend(_memory_samples(readings))
     out.extend(_filesystem_samples(readings))
-    mounted = _mounted_disks(readings)
+    mounted = {fs.disk for fs in readings.filesystems}
     for device, counters in sorted(readings.disks.items()):
         if DISK_DEVICES_EXCLUDED.match(device) and device not in mounted:
             continue
         for source, name, scale in _DISK_COUNTERS:
             if source in counters:
                 out.append(Sample(name, (("device", device),), counters[source] * scale))
-    out.extend(_mount_samples(mounted))
+    out.extend(_mount_samples(readings))
     for device, counters in sorted(readings.nics.items()):
         for source, name in _NETWORK_COUNTERS:
             if source in counters:

@@ -177,12 +177,11 @@ class ChannelFeed:
         the read on another, so without the wait Redis may serve the read first, then
         a publish, then the SUBSCRIBE, and that publish is seen by neither."""
         fresh = [c for c in channels if c not in self.wanted]
-        waits = [f for c in channels if (f := self._confirming.get(c)) is not None]
         if fresh:
             self.wanted.update(fresh)
             loop = asyncio.get_running_loop()
             for channel in fresh:  # before the command: its reply may come at once
-                waits.append(self._confirming.setdefault(channel, loop.create_future()))
+                self._confirming.setdefault(channel, loop.create_future())
             try:
                 for node, group in self._by_node(fresh).items():
                     sub = self._subs.get(node)
@@ -194,6 +193,8 @@ class ChannelFeed:
                 # wait times out: then on_resubscribe() has the owner catch up)
                 self._rebuild_soon()
             self._changed.set()
+        # what of ``channels`` is not confirmed yet (by this call or another); gone once it is
+        waits = {f for c in channels if (f := self._confirming.get(c)) is not None}
         if waits:
             # shielded: one waiter's timeout or cancellation leaves the others' wait
             with contextlib.suppress(TimeoutError):

@@ -124,7 +124,7 @@ def test_a_mounted_partition_has_its_io_and_each_mount_names_its_device() -> Non
     disks = dict(readings.disks)
     some = next(iter(disks.values()), {"read_count": 1.0, "read_bytes": 512.0})
     disks.update({"sda": some, "sda1": some, "sda2": some})
-    data = collect.FilesystemReading("/dev/sda1", "/data", "xfs", size_bytes=1e9)
+    data = collect.FilesystemReading("/dev/sda1", "/data", "xfs", size_bytes=1e9, disk="sda1")
     share = collect.FilesystemReading("server:/export", "/mnt/share", "nfs4", size_bytes=1e9)
     samples = node_samples(dataclasses.replace(
         readings, disks=disks, filesystems=[*readings.filesystems, data, share]))
@@ -136,9 +136,10 @@ def test_a_mounted_partition_has_its_io_and_each_mount_names_its_device() -> Non
     assert "/mnt/share" not in mounts  # no block device: no disk counters to join
     assert all(m["device"] in devices for m in mounts.values())
     # on this machine: every reported file system on a block device has its disk's I/O
-    real = {fs.mountpoint for fs in readings.filesystems
-            if fs.device.removeprefix("/dev/") in readings.disks}
+    real = {fs.mountpoint for fs in readings.filesystems if fs.disk in readings.disks}
     assert real <= set(mounts)
+    assert all(fs.disk == "" for fs in readings.filesystems
+               if not fs.device.startswith("/dev/"))
 
 
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="no /proc/meminfo here")
