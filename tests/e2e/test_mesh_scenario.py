@@ -368,6 +368,13 @@ def test_the_mesh_loses_nothing_acknowledged_under_kills_and_says_so(
             assert time.monotonic() < deadline, jobs()
             time.sleep(1.0)
         assert {r["metric"]["job"] for r in mesh.query("up")} == set(SERVICES)
+        # geoplex up's host agent pushes the machine's series (the dashboard's host panels)
+        deadline = time.monotonic() + 60
+        while not all(mesh.query(q) for q in ("node_memory_MemAvailable_bytes",
+                                              'node_cpu_seconds_total{mode="idle"}',
+                                              "node_processes_pids")):
+            assert time.monotonic() < deadline, "no host series from geoplex up's agent"
+            time.sleep(1.0)
         # ...the services' own through the broker (the broker's and telemetry's direct)
         metric_records = asyncio.run(topic_size(mesh, "telemetry-metrics"))
         assert metric_records > 0

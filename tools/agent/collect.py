@@ -32,9 +32,10 @@ The metrics, with node_exporter's names and units (seconds, bytes, counters ``_t
 - ``node_network_receive_bytes_total`` / ``transmit_bytes_total`` / ``*_packets_total``
   / ``*_errs_total`` / ``*_drop_total{device}``;
 - ``node_context_switches_total``, ``node_intr_total``, and from ``/proc/stat``
-  ``node_forks_total``, ``node_procs_running``, ``node_procs_blocked``; where there is
-  no ``/proc/stat``, ``geoplex_agent_processes{state}`` (psutil's process count by
-  status) instead;
+  ``node_forks_total``, ``node_procs_running``, ``node_procs_blocked``; process counts as
+  node_exporter's processes collector names them: ``node_processes_state{state}`` (the
+  kernel's state letters, R S D Z T t I ...), ``node_processes_pids`` and
+  ``node_processes_threads``;
 - ``node_boot_time_seconds``, ``node_time_seconds``;
 - for each ``--process NAME`` (as process-exporter's ``namedprocess_namegroup_*``,
   ``groupname`` the NAME, matched against the process name ``ps -o comm`` shows):
@@ -162,7 +163,8 @@ class Readings:
     nics: Mapping[str, Mapping[str, float]]
     cpu_stats: Mapping[str, float]
     proc_stat: Mapping[str, int] | None  # /proc/stat: procs_running, procs_blocked, processes
-    process_states: Mapping[str, int] | None  # psutil status -> count, without /proc/stat
+    process_states: Mapping[str, int]  # kernel state letter (R, S, D, Z...) -> processes
+    threads: int  # threads of all processes
     boot_time_s: float
     processes: Sequence[ProcessReading] = ()  # the members of the named groups
 
@@ -261,12 +263,26 @@ def _read_processes(groups: Sequence[str]) -> list[ProcessReading]:
     return found
 
 
-def _process_states() -> dict[str, int]:
+# psutil's status words as the kernel's state letters, which node_exporter reports
+_STATE_LETTER = {
+    psutil.STATUS_RUNNING: "R", psutil.STATUS_SLEEPING: "S", psutil.STATUS_DISK_SLEEP: "D",
+    psutil.STATUS_STOPPED: "T", psutil.STATUS_TRACING_STOP: "t", psutil.STATUS_ZOMBIE: "Z",
+    psutil.STATUS_DEAD: "X", psutil.STATUS_WAKING: "W",
+    psutil.STATUS_PARKED: "P", psutil.STATUS_IDLE: "I", psutil.STATUS_LOCKED: "L",
+    psutil.STATUS_WAITING: "W",
+}
+
+
+def _process_counts() -> tuple[dict[str, int], int]:
+    """Processes by state letter, and their threads (one pass over the process table)."""
     counts: dict[str, int] = {}
-    for proc in psutil.process_iter(["status"]):
-        status = str(proc.info.get("status") or "unknown")
-        counts[status] = counts.get(status, 0) + 1
-    return counts
+    threads = 0
+    for proc in psutil.process_iter(["status", "num_threads"]):
+        status = str(proc.info.get("status") or "")
+        letter = _STATE_LETTER.get(status, status or "?")
+        counts[letter] = counts.get(letter, 0) + 1
+        threads += int(proc.info.get("num_threads") or 0)
+    return counts, threads
 
 
 def read(process_groups: Sequence[str] = ()) -> Readings:
@@ -281,6 +297,7 @@ def read(process_groups: Sequence[str] = ()) -> Readings:
         disks = psutil.disk_io_counters(perdisk=True) or {}
     except (OSError, RuntimeError):
         disks = {}
+    states, threads = _process_counts()
     return Readings(
         time_s=now,
         cpu_times=[_fields(t) for t in psutil.cpu_times(percpu=True)],
@@ -294,7 +311,8 @@ def read(process_groups: Sequence[str] = ()) -> Readings:
                                              or {}).items()},
         cpu_stats=_fields(psutil.cpu_stats()),
         proc_stat=proc_stat,
-        process_states=None if proc_stat is not None else _process_states(),
+        process_states=states,
+        threads=threads,
         boot_time_s=float(psutil.boot_time()),
         processes=_read_processes(process_groups),
     )
@@ -380,9 +398,10 @@ def node_samples(readings: Readings) -> list[Sample]:
                              ("procs_blocked", "node_procs_blocked")):
             if source in readings.proc_stat:
                 out.append(Sample(name, (), float(readings.proc_stat[source])))
-    if readings.process_states is not None:
-        for state, count in sorted(readings.process_states.items()):
-            out.append(Sample("geoplex_agent_processes", (("state", state),), float(count)))
+    for state, count in sorted(readings.process_states.items()):
+        out.append(Sample("node_processes_state", (("state", state),), float(count)))
+    out.append(Sample("node_processes_pids", (), float(sum(readings.process_states.values()))))
+    out.append(Sample("node_processes_threads", (), float(readings.threads)))
     out.append(Sample("node_boot_time_seconds", (), readings.boot_time_s))
     out.append(Sample("node_time_seconds", (), readings.time_s))
     return out

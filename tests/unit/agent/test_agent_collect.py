@@ -162,16 +162,24 @@ def by_name_prefix(samples: list[Sample], prefix: str) -> list[Sample]:
 
 def test_without_proc_files_memory_and_processes_come_from_psutil() -> None:
     real = read()
-    states = collect._process_states()
-    samples = node_samples(dataclasses.replace(real, meminfo=None, proc_stat=None,
-                                               process_states=states))
+    samples = node_samples(dataclasses.replace(real, meminfo=None, proc_stat=None))
     assert one(samples, "node_memory_MemTotal_bytes") == real.memory["total"]
     assert one(samples, "node_memory_MemAvailable_bytes") == real.memory["available"]
     assert one(samples, "node_memory_SwapTotal_bytes") == real.swap["total"]
     assert not by_name(samples, "node_procs_running")
-    counted = by_name(samples, "geoplex_agent_processes")
-    assert sum(s.value for s in counted) >= 1
-    assert {dict(s.labels)["state"] for s in counted} == set(states)
+    assert by_name(samples, "node_processes_state")
+
+
+def test_process_counts_are_by_kernel_state_letter_with_pids_and_threads() -> None:
+    samples = Collector().collect().samples
+    states = {dict(s.labels)["state"]: s.value for s in by_name(samples, "node_processes_state")}
+    assert "R" in states, "this collecting process is running"  # as ps shows it
+    assert set(states) <= set("RSDTtZXWPIL"), states
+    pids = one(samples, "node_processes_pids")
+    assert pids == sum(states.values())
+    listed = sum(1 for entry in os.listdir("/proc") if entry.isdigit())
+    assert abs(pids - listed) <= max(5, listed // 10), (pids, listed)
+    assert one(samples, "node_processes_threads") >= pids
 
 
 @pytest.fixture
