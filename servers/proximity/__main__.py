@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 
 from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.server import ServiceSpec, run
@@ -11,12 +13,15 @@ from geoplex.servers._runtime.backends import open_mongo, open_redis
 
 from geoplex.clients.broker import BrokerClient
 
+from . import convert
 from .adapters import mongo_store, redis_cache
 from .outbox import OutboxRelay
 from .app import ProximityApp
 from .config import ProximityConfig
 from .service import SERVICE
 from .servicer import ProximityServicer, add_to_server
+
+log = logging.getLogger(__name__)
 
 
 
@@ -38,6 +43,9 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
                        detail_capacity=config.detail_cache_size)
     await app.start()
     stack.push_async_callback(app.stop)
+    # the cached businesses' response bytes, made now rather than by the first searches
+    primed = await asyncio.to_thread(convert.prime_heads, list(app.details.local.values()))
+    log.info("search responses primed for %d businesses", primed)
     servicer = ProximityServicer(app, TokenVerifier(config.auth_secret))
     return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: add_to_server(servicer, server),

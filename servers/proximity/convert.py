@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -69,6 +71,17 @@ def _hit_head(b: Business) -> bytes:
         _heads.pop(next(iter(_heads)))
     _heads[b.id] = (b, head)
     return head
+
+
+def prime_heads(businesses: Iterable[Business]) -> int:
+    """Serialise ``businesses`` into the head cache ahead of the first searches (at start,
+    after the detail cache is warmed): a cold head costs a protobuf build and serialise,
+    ~5 µs, which at 20 km is most of a search's own work until the cache fills."""
+    n = 0
+    for b in itertools.islice(businesses, _BYTES_CACHE_LIMIT):
+        _hit_head(b)
+        n += 1
+    return n
 
 
 def page_to_bytes(page: SearchPage) -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .domain import Business
 from .ports import BusinessCache, BusinessStore
@@ -35,6 +35,9 @@ class DetailCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def values(self) -> Iterator[Business]:
+        return iter(self._items.values())
 
 
 class BusinessDetails:

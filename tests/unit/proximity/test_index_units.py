@@ -122,3 +122,23 @@ def test_hand_built_search_response_parses_like_the_generated_one():
         page = domain.SearchPage(hits, token)
         parsed = pb.SearchNearbyBusinessesResponse.FromString(convert.page_to_bytes(page))
         assert parsed == convert.page_to_pb(page)
+
+
+def test_primed_heads_answer_searches_and_an_edit_gets_fresh_bytes() -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from geoplex.proximity.v1 import proximity_pb2 as pb
+    from geoplex.servers.proximity import convert
+
+    now = datetime(2026, 12, 8, tzinfo=UTC)
+    businesses = [domain.Business(f"prime{i}", f"Shop {i}", "shop", 60.0, 24.0 + i / 100,
+                                  create_time=now, update_time=now) for i in range(3)]
+    assert convert.prime_heads(iter(businesses)) == 3
+    page = domain.SearchPage([domain.Hit(b, 10.0 * i) for i, b in enumerate(businesses)], "")
+    assert (pb.SearchNearbyBusinessesResponse.FromString(convert.page_to_bytes(page))
+            == convert.page_to_pb(page))
+    renamed = replace(businesses[0], name="Shop renamed")  # an edit is a new object
+    parsed = pb.SearchNearbyBusinessesResponse.FromString(
+        convert.page_to_bytes(domain.SearchPage([domain.Hit(renamed, 1.0)], "")))
+    assert parsed.businesses[0].business.name == "Shop renamed"
