@@ -25,7 +25,9 @@ from geoplex.clients.proximity import ProximityClient
 from geoplex.clients.telemetry import TelemetryClient, series
 from geoplex.infra.local import BackendUrls, free_port
 from geoplex.notifier.v1 import notifier_pb2 as npb
+from geoplex.proximity.v1 import proximity_pb2 as ppb
 from geoplex.servers._runtime.auth import DEV_SECRET, mint_token
+from geoplex.type.v1.geo_pb2 import LatLng
 
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
@@ -146,6 +148,12 @@ async def test_proximity_calls_and_its_index_size_reach_telemetry(
         await px.search(60.1704, 24.9522, 1000, timeout=10)
         with pytest.raises(InvalidArgumentError):
             await px.search(60.1704, 24.9522, 7, timeout=10)
+        size = await _vector(tm, 'geoplex_proximity_index_businesses{job="proximity"}')
+        if size:
+            assert list(size.values()) == [0.0]  # a fresh, empty database
+        await px.create(ppb.Business(name="Metrics cafe", category="cafe",
+                                     location=LatLng(latitude=60.17, longitude=24.95)),
+                        token=mint_token(DEV_SECRET, "metrics-owner"), timeout=10)
 
     async def both_codes() -> Vector:
         found = await _vector(tm, BY_METHOD_AND_CODE.format(job="proximity"))
@@ -154,8 +162,12 @@ async def test_proximity_calls_and_its_index_size_reach_telemetry(
         return found if all(found.get(key) == 1 for key in keys) else {}
 
     await eventually(both_codes, 30, what="the proximity RPCs in telemetry")
-    size = await _vector(tm, 'geoplex_proximity_index_businesses{job="proximity"}')
-    assert list(size.values()) == [0.0]  # a fresh, empty database
+
+    async def one_indexed() -> Vector:  # the business just created, in its index
+        size = await _vector(tm, 'geoplex_proximity_index_businesses{job="proximity"}')
+        return size if list(size.values()) == [1.0] else {}
+
+    await eventually(one_indexed, 30, what="the proximity index size 1 in telemetry")
 
 
 async def test_the_notifiers_counts_reach_telemetry_for_its_failure_alert(
