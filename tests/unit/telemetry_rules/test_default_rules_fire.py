@@ -127,3 +127,89 @@ async def test_slow_calls_fire_the_latency_budget_and_streams_and_long_polls_do_
     firing, first = await firing_after(store, 20, feed, "RpcLatencyOverBudget")
     assert [a["job"] for a in firing] == ["maps"]
     assert 10 <= first <= 11  # once its 10 minutes have passed
+
+
+async def test_server_errors_over_five_percent_fire_and_client_errors_do_not(
+        store: TSDB) -> None:
+    def calls(job: str, per_second: dict[str, float], t: int, *,
+              status: str = "rpc_grpc_status_code",
+              name: str = "rpc_server_call_duration_seconds_count"
+              ) -> list[tuple[dict[str, str], float]]:
+        """A counter of calls per status code, each at its ``per_second``."""
+        labels = {"__name__": name, "job": job, "instance": f"{job}:1", "rpc_method": "Get"}
+        return [({**labels, status: code}, (t - T0) / S * rate)
+                for code, rate in per_second.items()]
+
+    def feed(t: int) -> list[tuple[dict[str, str], float]]:
+        return [*calls("maps", {"0": 100, "14": 10}, t),             # 9 % UNAVAILABLE
+                # the newer conventions name the code, the older count in milliseconds
+                *calls("routing", {"OK": 100, "DEADLINE_EXCEEDED": 10}, t,
+                       status="rpc_response_status_code"),
+                *calls("legacy", {"0": 100, "2": 10}, t,             # UNKNOWN
+                       name="rpc_server_duration_milliseconds_count"),
+                # the callers' mistakes, however many: INVALID_ARGUMENT, NOT_FOUND,
+                # PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAUTHENTICATED
+                *calls("proximity", {"0": 100, "3": 50, "5": 50, "7": 10, "8": 10, "16": 10},
+                       t),
+                *calls("presence", {"OK": 100, "INVALID_ARGUMENT": 100}, t,
+                       status="rpc_response_status_code"),
+                *calls("broker", {"0": 100, "13": 1}, t)]          # 1 % INTERNAL: under
+
+    firing, first = await firing_after(store, 7, feed, "RpcErrorRatioHigh")
+    assert sorted((a["job"], a["severity"]) for a in firing) == [
+        ("legacy", "page"), ("maps", "page"), ("routing", "page")]
+    assert 5 <= first <= 6  # once its 5 minutes have passed
+
+
+async def test_a_scrape_losing_repeated_series_for_ten_minutes_fires_and_a_blip_does_not(
+        store: TSDB) -> None:
+    def feed(t: int) -> list[tuple[dict[str, str], float]]:
+        blip = t < T0 + 3 * MIN
+
+        def scrape(instance: str, scraped: float, kept: float
+                   ) -> list[tuple[dict[str, str], float]]:
+            labels = {"job": "node", "instance": instance}
+            return [({**labels, "__name__": "scrape_samples_scraped"}, scraped),
+                    ({**labels, "__name__": "scrape_samples_post_metric_relabeling"}, kept)]
+
+        return [*scrape("host-1:9100", 120, 117),                  # 3 repeated, always
+                *scrape("host-2:9100", 80, 80),
+                *scrape("host-3:9100", 80, 75 if blip else 80)]    # only for 3 minutes
+
+    firing, first = await firing_after(store, 12, feed, "TelemetryIngestDroppingSamples")
+    assert [(a["instance"], a["severity"]) for a in firing] == [("host-1:9100", "ticket")]
+    assert 10 <= first <= 10.5
+
+
+async def test_a_scrape_target_down_for_a_minute_fires_and_a_mesh_slot_does_not(
+        store: TSDB) -> None:
+    def feed(t: int) -> list[tuple[dict[str, str], float]]:
+        down = 0.0 if t >= T0 + 2 * MIN else 1.0
+        up = {"__name__": "up", "job": "node"}
+        return [({**up, "instance": "host-1:9100"}, down),
+                ({**up, "instance": "host-2:9100"}, 1.0),
+                # a process of the mesh: InstanceDown's, by its slot
+                ({"__name__": "up", "job": "proximity", "slot": "proximity-1"}, 0.0)]
+
+    firing, first = await firing_after(store, 5, feed, "ServiceDown")
+    assert [(a["job"], a.get("instance"), a["severity"]) for a in firing] == [
+        ("node", "host-1:9100", "page")]
+    assert 3 <= first <= 3.5  # down from minute 2, for its minute
+
+
+async def test_a_pusher_silent_for_five_minutes_fires_and_a_mesh_service_does_not(
+        store: TSDB) -> None:
+    def feed(t: int) -> list[tuple[dict[str, str], float]]:
+        uptime = {"__name__": "process_uptime_seconds"}
+        alive = (t - T0) / S
+        out = [({**uptime, "job": "worker", "instance": "worker-2"}, alive),
+               ({"__name__": "geoplex_mesh_processes", "job": "proximity"}, 1.0)]
+        if t <= T0 + 2 * MIN:  # both report last at minute 2
+            out += [({**uptime, "job": "worker", "instance": "worker-1"}, alive),
+                    ({**uptime, "job": "proximity", "instance": "proximity-1"}, alive)]
+        return out
+
+    firing, first = await firing_after(store, 10, feed, "ServiceHeartbeatMissing")
+    assert [(a["job"], a["instance"], a["severity"]) for a in firing] == [
+        ("worker", "worker-1", "page")]
+    assert 8 <= first <= 8.5  # silent for 5 minutes from minute 2, then its minute
