@@ -374,7 +374,9 @@ class Evaluator:
         for series in self.storage.select(_store_matchers(vs), mint, maxt):
             self._count(len(series.timestamps))
             keep = ~is_stale(series.values)
-            if keep.any():
+            if keep.all():  # the common case: no stale marker, nothing to copy
+                raws.append(Raw(series.labels, series.timestamps, series.values))
+            elif keep.any():
                 raws.append(Raw(series.labels, series.timestamps[keep], series.values[keep]))
         return RangeVal(raws, ends, ms.range_ms, ms)
 

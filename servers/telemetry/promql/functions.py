@@ -422,6 +422,8 @@ def _rate(ev: Evaluator, e: Call, ts: Int64s) -> EvalValue:
                     ev.info("metric might not be a counter, name does not end in "
                             f"_total/_sum/_count/_bucket: {_go_quote(name)}", e.args[0])
 
+    if rv.rollup_step_ms and counter and len(rv.series) >= BATCH_MIN_SERIES:
+        return _rollup_increase_many(rv, is_rate)
     if not rv.rollup_step_ms and len(rv.series) >= BATCH_MIN_SERIES:
         batched = extrapolated_rate_many(rv.series, rv.ends, rv.range_ms, counter, is_rate)
         if batched is not None:
@@ -446,6 +448,30 @@ def _rate(ev: Evaluator, e: Call, ts: Int64s) -> EvalValue:
             values = values * (rv.asked_ms / rv.range_ms)
         return values, present
     return _over_range(ev, e, ts, rv, compute)
+
+
+def _rollup_increase_many(rv: RangeVal, is_rate: bool) -> list[Col]:
+    """``rate`` / ``increase`` over a rollup tier's bucket increases for many series at
+    once: every series' buckets end to end in one array and every window of every series
+    summed in one :func:`kahan_windows` (the same additions, in the same order, as one
+    series at a time)."""
+    sizes = [len(raw.vs) for raw in rv.series]
+    offsets = np.cumsum([0, *sizes[:-1]])
+    bounds = [rv.bounds(raw) for raw in rv.series]
+    lo = np.concatenate([b[0] + off for b, off in zip(bounds, offsets.tolist())])
+    hi = np.concatenate([b[1] + off for b, off in zip(bounds, offsets.tolist())])
+    with np.errstate(all="ignore"):
+        total, comp = kahan_windows(np.concatenate([raw.vs for raw in rv.series]), lo, hi)
+        values: Float64s = total + comp
+        if is_rate:
+            values = values / (rv.range_ms / 1000.0)
+        elif rv.asked_ms:  # the tier widened the range
+            values = values * (rv.asked_ms / rv.range_ms)
+    steps = len(rv.ends)
+    values_2d, present_2d = values.reshape(-1, steps), (hi > lo).reshape(-1, steps)
+    cols = [Col(raw.labels, values_2d[i], present_2d[i], True)
+            for i, raw in enumerate(rv.series) if present_2d[i].any()]
+    return merge(cols)
 
 
 def extrapolated_rate(raw: Raw, lo: Int64s, hi: Int64s, ends: Int64s, range_ms: int,

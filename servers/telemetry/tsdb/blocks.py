@@ -99,7 +99,9 @@ def merge_samples(parts: Sequence[tuple[Int64s, Float64s]]) -> tuple[Int64s, Flo
         return parts[0]
     ts = np.concatenate([p[0] for p in parts])
     vs = np.concatenate([p[1] for p in parts])
-    if bool(np.all(np.diff(ts) > 0)):
+    # the common case, a block's samples then the head's: each part ends before the next
+    # begins (each part is ascending on its own)
+    if all(int(a[0][-1]) < int(b[0][0]) for a, b in zip(parts, parts[1:])):
         return ts, vs
     order = np.argsort(ts, kind="stable")
     ts, vs = ts[order], vs[order]
@@ -299,6 +301,10 @@ class Block:
         # the chunk index is small (40 B a chunk) and read on every query: in memory
         self._series_chunks = np.array(load("series_chunks.npy"))
         self._chunks = np.array(load("chunks.npy"))
+        # each series' chunks are written in time order, so the chunks a range needs are
+        # one slice found by two binary searches (contiguous copies of the two bounds)
+        self._chunk_mint = np.ascontiguousarray(self._chunks["mint"])
+        self._chunk_maxt = np.ascontiguousarray(self._chunks["maxt"])
         self._pages = load("pages.npy")
         self._postings = load("postings.npy")
         keys = np.load(path / "postings_keys.npy", allow_pickle=False)
@@ -370,8 +376,9 @@ class Block:
 
     def _chunk_span(self, ref: int, mint: int, maxt: int) -> npt.NDArray[Any]:
         lo, hi = int(self._series_chunks[ref]), int(self._series_chunks[ref + 1])
-        rows = self._chunks[lo:hi]
-        return rows[(rows["mint"] <= maxt) & (rows["maxt"] >= mint)]
+        first = lo + int(self._chunk_maxt[lo:hi].searchsorted(mint))
+        last = lo + int(self._chunk_mint[lo:hi].searchsorted(maxt, side="right"))
+        return self._chunks[first:max(first, last)]
 
     def has_data(self, ref: int, mint: int, maxt: int) -> bool:
         return bool(len(self._chunk_span(ref, mint, maxt)))
@@ -401,8 +408,11 @@ class Block:
         parts = []
         for row in self._chunk_span(ref, mint, maxt):
             ts, vs = self._decoded(row)
-            lo = int(np.searchsorted(ts, mint))
-            hi = int(np.searchsorted(ts, maxt, side="right"))
+            if int(row["mint"]) >= mint and int(row["maxt"]) <= maxt:  # all of it
+                parts.append((ts, vs))
+                continue
+            lo = int(ts.searchsorted(mint))
+            hi = int(ts.searchsorted(maxt, side="right"))
             parts.append((ts[lo:hi], vs[lo:hi]))
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.float64)

@@ -36,11 +36,10 @@ from .blocks import Block, BlockMeta, compact, merge_samples, open_blocks, write
 from .chunks import ChunkEncoding, Float64s, Int64s
 from .head import INT64_MAX, INT64_MIN, Head, Prepared, SampleInput, SeriesInput
 from .labels import Labels, Matcher
-from .rollup import Rollup, rollup
+from .rollup import COMPONENTS, Rollup, rollup
 from .tiers import (
     FINER,
     RESOLUTION_MS,
-    COMPONENTS,
     TIER_DIRS,
     block_rollups,
     coarsened,
@@ -533,11 +532,14 @@ class TSDB:
             else:
                 parts.append(coarsened(self._rollups(finer, matchers, gap_lo, gap_hi,
                                                      components), step))
-        merged = merge_rollups(parts)
+        merged = merge_rollups(parts, components)
         out = {}
         for labels, r in merged.items():
             point = r.start + step - 1
             keep = (point >= mint) & (point <= maxt + step - 1)
+            if keep.all():
+                out[labels] = r
+                continue
             out[labels] = Rollup(r.start[keep], r.min[keep], r.max[keep], r.sum[keep],
                                  r.count[keep], r.last[keep], r.increase[keep])
         return out

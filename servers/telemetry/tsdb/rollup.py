@@ -87,15 +87,31 @@ def coarsen(fine: Rollup, resolution_ms: int) -> Rollup:
                   last=fine.last[ends - 1], increase=np.add.reduceat(fine.increase, firsts))
 
 
-def concat(parts: list[Rollup]) -> Rollup:
+COMPONENTS = ("min", "max", "sum", "count", "last", "increase")  # what a bucket holds
+
+
+def concat(parts: list[Rollup], components: tuple[str, ...] = COMPONENTS) -> Rollup:
     """Rollups of one series over ranges in time order (a bucket start in more than one
-    part: the first part's bucket is kept)."""
+    part: the first part's bucket is kept). Only ``components`` are joined where the parts
+    follow one another; the others are then zero counts and NaN values."""
     parts = [p for p in parts if len(p.start)]
     if not parts:
         return empty_rollup()
     if len(parts) == 1:
         return parts[0]
     parts.sort(key=lambda p: int(p.start[0]))
+    if all(int(a.start[-1]) < int(b.start[0]) for a, b in zip(parts, parts[1:])):
+        # the common case, tier blocks one after another: nothing to order or drop
+        n = sum(len(p.start) for p in parts)
+
+        def joined(name: str) -> npt.NDArray[Any]:
+            if name != "start" and name not in components:
+                return np.zeros(n, np.int64) if name == "count" else np.full(n, np.nan)
+            out: npt.NDArray[Any] = np.concatenate([getattr(p, name) for p in parts])
+            return out
+        return Rollup(start=joined("start"), min=joined("min"), max=joined("max"),
+                      sum=joined("sum"), count=joined("count").astype(np.int64, copy=False),
+                      last=joined("last"), increase=joined("increase"))
     start = np.concatenate([p.start for p in parts])
     order = np.argsort(start, kind="stable")
     start = start[order]

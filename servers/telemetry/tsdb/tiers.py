@@ -20,16 +20,18 @@ query served from a tier is never missing the newest hours.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from .api import RollupSeries, Series
 from .blocks import Block, SeriesData
 from .chunks import Float64s, Int64s
 from .labels import Labels, Matcher, MatchOp
-from .rollup import Rollup, coarsen, concat, rollup
+from .rollup import COMPONENTS, Rollup, coarsen, concat, rollup
 
 ROLLUP_LABEL = "__rollup__"
-COMPONENTS = ("min", "max", "sum", "count", "last", "increase")
 RESOLUTION_MS = {"1m": 60_000, "1h": 3_600_000}
 FINER = {"1h": "1m", "1m": "raw"}
 TIER_DIRS = {"1m": "rollup-1m", "1h": "rollup-1h"}
@@ -58,7 +60,7 @@ def block_rollups(block: Block, matchers: Sequence[Matcher], mint: int,
     """The rollups a tier block holds for the selected series, buckets whose point time is
     in ``[mint, maxt]``; only ``components`` are read (the others are NaN)."""
     resolution_ms = RESOLUTION_MS[block.meta.resolution]
-    parts: dict[Labels, dict[str, Float64s]] = {}
+    parts: dict[Labels, dict[str, npt.NDArray[Any]]] = {}
     times: dict[Labels, Int64s] = {}
     for name in components:
         selector = [*matchers, Matcher(ROLLUP_LABEL, MatchOp.EQ, name)]
@@ -67,17 +69,23 @@ def block_rollups(block: Block, matchers: Sequence[Matcher], mint: int,
             parts.setdefault(base, {})[name] = vs
             times[base] = ts
     out = {}
+    # what is not read: zero counts, NaN values, as slices of one read-only array each
+    longest = max((len(t) for t in times.values()), default=0)
+    nans, zeros = np.full(longest, np.nan), np.zeros(longest, np.int64)
+    nans.flags.writeable = zeros.flags.writeable = False
     for labels, values in parts.items():
         if len(values) != len(components):
             continue  # a user matcher on __rollup__ itself: not a whole rollup
+        n = len(times[labels])
         for name in COMPONENTS:
-            if name not in values:  # not read: zero counts, NaN values
-                values[name] = np.full(len(times[labels]), 0.0 if name == "count" else np.nan)
+            if name not in values:
+                values[name] = zeros[:n] if name == "count" else nans[:n]
         out[labels] = Rollup(start=times[labels] - resolution_ms + 1, min=values["min"],
                              max=values["max"], sum=values["sum"],
-                             count=values["count"].astype(np.int64), last=values["last"],
-                             increase=values["increase"])
+                             count=values["count"].astype(np.int64, copy=False),
+                             last=values["last"], increase=values["increase"])
     return out
+
 
 
 def uncovered(mint: int, maxt: int, spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -118,9 +126,11 @@ def coarsened(found: dict[Labels, Rollup], resolution_ms: int) -> dict[Labels, R
     return {labels: coarsen(r, resolution_ms) for labels, r in found.items()}
 
 
-def merge_rollups(parts: Iterable[dict[Labels, Rollup]]) -> dict[Labels, Rollup]:
+def merge_rollups(parts: Iterable[dict[Labels, Rollup]],
+                  components: Sequence[str] = COMPONENTS) -> dict[Labels, Rollup]:
     gathered: dict[Labels, list[Rollup]] = {}
     for part in parts:
         for labels, r in part.items():
             gathered.setdefault(labels, []).append(r)
-    return {labels: concat(rs) for labels, rs in gathered.items()}
+    wanted = tuple(components)
+    return {labels: concat(rs, wanted) for labels, rs in gathered.items()}
