@@ -130,10 +130,10 @@ async def alerts(session: aiohttp.ClientSession, port: int) -> list[dict[str, An
     return found
 
 
-async def test_an_alert_goes_pending_then_firing_is_posted_and_survives_a_restart(
-        server_factory: Callable[..., ServerProcess], tmp_path: Path,
-        notifier: tuple[RecordingNotifier, str]) -> None:
-    receiver, notifier_address = notifier
+def start_rules_telemetry(server_factory: Callable[..., ServerProcess], tmp_path: Path,
+                          notifiers: str, name: str) -> tuple[ServerProcess, int]:
+    """A telemetry process evaluating RULES (its store in ``tmp_path``) and posting to
+    ``notifiers``; the process and its HTTP API's port."""
     rule_file = tmp_path / "queues.yml"
     rule_file.write_text(RULES)
     http_port = free_port()
@@ -141,7 +141,16 @@ async def test_an_alert_goes_pending_then_firing_is_posted_and_survives_a_restar
         "GEOPLEX_TELEMETRY_DATA_DIR": str(tmp_path / "store"),
         "GEOPLEX_TELEMETRY_HTTP_PORT": str(http_port),
         "GEOPLEX_TELEMETRY_RULE_FILES": str(rule_file),
-        "GEOPLEX_TELEMETRY_NOTIFIERS": notifier_address}, "telemetry-rules")
+        "GEOPLEX_TELEMETRY_NOTIFIERS": notifiers}, name)
+    return server, http_port
+
+
+async def test_an_alert_goes_pending_then_firing_is_posted_and_survives_a_restart(
+        server_factory: Callable[..., ServerProcess], tmp_path: Path,
+        notifier: tuple[RecordingNotifier, str]) -> None:
+    receiver, notifier_address = notifier
+    server, http_port = start_rules_telemetry(server_factory, tmp_path, notifier_address,
+                                              "telemetry-rules")
     async with aiohttp.ClientSession() as http:
         async def evaluated() -> bool:
             groups = (await get(http, http_port, "/api/v1/rules"))["data"]["groups"]
@@ -149,7 +158,7 @@ async def test_an_alert_goes_pending_then_firing_is_posted_and_survives_a_restar
         await eventually(evaluated, 30, what="the group's first evaluation")
         groups = (await get(http, http_port, "/api/v1/rules"))["data"]["groups"]
         assert [(g["name"], g["file"], g["interval"]) for g in groups] == [
-            ("queues", str(rule_file), 0.2)]
+            ("queues", str(tmp_path / "queues.yml"), 0.2)]
         assert [(r["name"], r["type"]) for r in groups[0]["rules"]] == [
             ("queue:depth:max", "recording"), ("QueueBacklog", "alerting")]
         assert await alerts(http, http_port) == []

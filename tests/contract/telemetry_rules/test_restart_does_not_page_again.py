@@ -25,11 +25,11 @@ import pytest
 from geoplex.clients import ChannelOptions
 from geoplex.clients.notifier import NotifierClient
 from geoplex.clients.telemetry import TelemetryClient, series
-from geoplex.infra.local import BackendUrls, free_port
+from geoplex.infra.local import BackendUrls
 from geoplex.notifier.v1 import notifier_pb2 as npb
 
 from polling import eventually
-from test_alerting_rules_process import RULES, _state
+from test_alerting_rules_process import _state, start_rules_telemetry
 
 # the notifier's contract tests keep the webhook receiver and their timers beside them;
 # pytest puts that folder on sys.path only when it collects a test there
@@ -92,14 +92,8 @@ async def test_a_telemetry_restart_mid_firing_does_not_page_again(
         "GEOPLEX_NOTIFIER_REPEAT_INTERVAL": "1h",
         "GEOPLEX_NOTIFIER_RETRY_BASE_SECONDS": "0.05",
         "GEOPLEX_NOTIFIER_RETRY_MAX_SECONDS": "0.2"}, "restart-notifier")
-    rule_file = tmp_path / "queues.yml"
-    rule_file.write_text(RULES)
-    http_port = free_port()
-    telemetry = server_factory("telemetry", {
-        "GEOPLEX_TELEMETRY_DATA_DIR": str(tmp_path / "store"),
-        "GEOPLEX_TELEMETRY_HTTP_PORT": str(http_port),
-        "GEOPLEX_TELEMETRY_RULE_FILES": str(rule_file),
-        "GEOPLEX_TELEMETRY_NOTIFIERS": notifier.address}, "restart-telemetry")
+    telemetry, http_port = start_rules_telemetry(server_factory, tmp_path, notifier.address,
+                                                 "restart-telemetry")
     try:
         async with aiohttp.ClientSession() as http, \
                 NotifierClient(notifier.address, ChannelOptions(retry=False)) as nf:
