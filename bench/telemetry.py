@@ -86,7 +86,8 @@ AIM_BYTES_PER_SAMPLE = 1.37   # Gorilla's figure
 AIM_QUERY_RATIO = 2.0         # dashboard queries within 2x of Prometheus's latency
 LOOSE_TOLERANCE = 0.05        # answers also counted against this (MetricsQL's rate differs)
 LOG_ENV = {"GEOPLEX_LOG_LEVEL": "warning", "GEOPLEX_TRACING": "off"}
-QUICK = {"hosts": 5, "hours": 3.0, "runs": 5, "quiet_wait": 0.0, "settle_max": 20.0}
+QUICK = {"hosts": 5, "hours": 3.0, "runs": 5, "quiet_wait": 0.0, "settle_max": 20.0,
+         "settle_min": 0.0}
 """--quick: the defaults it changes (a flag given beside it still wins)."""
 
 BUCKETS = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf")
@@ -965,7 +966,8 @@ def report(result: Mapping[str, Any]) -> str:
         "from the first body until the last is acknowledged, and until it has gone quiet "
         f"at least {s.get('settle_min', 0):.0f} s after the last (its background work "
         "included: Prometheus's head compaction; Geoplex's cutting, compaction and its "
-        "1-minute and 1-hour rollups, which the others do not make). *Bytes/sample*: on disk after compaction, index included: "
+        "1-minute and 1-hour rollups, which the others do not make). *Bytes/sample*: on "
+        "disk after compaction, index included: "
         "Prometheus's block directories over their samples (the head's last 2-3 h are not "
         "in blocks), VictoriaMetrics's data and index after `/internal/force_merge` over its "
         "rows, Geoplex's blocks (`GetStorageInfo`) over theirs. *RSS/series*: the process's "

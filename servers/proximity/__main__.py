@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 
 from geoplex.servers._runtime.config import RuntimeConfig
@@ -22,7 +23,6 @@ from .service import SERVICE
 from .servicer import ProximityServicer, add_to_server
 
 log = logging.getLogger(__name__)
-
 
 
 async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
@@ -45,6 +45,8 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
     stack.push_async_callback(app.stop)
     # the cached businesses' response bytes, made now rather than by the first searches
     primed = await asyncio.to_thread(convert.prime_heads, list(app.details.local.values()))
+    gc.collect()  # the primed bytes join what the load froze out of the collector's way
+    gc.freeze()
     log.info("search responses primed for %d businesses", primed)
     servicer = ProximityServicer(app, TokenVerifier(config.auth_secret))
     return [ServiceSpec(SERVICE.grpc_service_names[0],

@@ -269,12 +269,12 @@ _STATE_LETTER = {
     psutil.STATUS_STOPPED: "T", psutil.STATUS_TRACING_STOP: "t", psutil.STATUS_ZOMBIE: "Z",
     psutil.STATUS_DEAD: "X", psutil.STATUS_WAKING: "W",
     psutil.STATUS_PARKED: "P", psutil.STATUS_IDLE: "I", psutil.STATUS_LOCKED: "L",
-    psutil.STATUS_WAITING: "W",
+    psutil.STATUS_WAITING: "W", "wake-kill": "K",  # psutil names no constant for K
 }
 
 
 def _process_counts() -> tuple[dict[str, int], int]:
-    """Processes by state letter, and their threads (one pass over the process table)."""
+    """Processes by state letter, and their threads, from one pass over the process table."""
     counts: dict[str, int] = {}
     threads = 0
     for proc in psutil.process_iter(["status", "num_threads"]):

@@ -87,7 +87,6 @@ def block_rollups(block: Block, matchers: Sequence[Matcher], mint: int,
     return out
 
 
-
 def uncovered(mint: int, maxt: int, spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """The parts of ``[mint, maxt]`` no ``[start, end)`` span covers, as inclusive ranges."""
     gaps = []

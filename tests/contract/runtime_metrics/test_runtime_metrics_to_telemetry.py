@@ -148,9 +148,11 @@ async def test_proximity_calls_and_its_index_size_reach_telemetry(
         await px.search(60.1704, 24.9522, 1000, timeout=10)
         with pytest.raises(InvalidArgumentError):
             await px.search(60.1704, 24.9522, 7, timeout=10)
-        size = await _vector(tm, 'geoplex_proximity_index_businesses{job="proximity"}')
-        if size:
-            assert list(size.values()) == [0.0]  # a fresh, empty database
+        async def none_indexed() -> Vector:  # a fresh, empty database
+            size = await _vector(tm, 'geoplex_proximity_index_businesses{job="proximity"}')
+            return size if list(size.values()) == [0.0] else {}
+
+        await eventually(none_indexed, 30, what="the proximity index size 0 in telemetry")
         await px.create(ppb.Business(name="Metrics cafe", category="cafe",
                                      location=LatLng(latitude=60.17, longitude=24.95)),
                         token=mint_token(DEV_SECRET, "metrics-owner"), timeout=10)

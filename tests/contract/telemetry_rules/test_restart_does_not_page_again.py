@@ -43,7 +43,7 @@ from notifier_setup import GROUP_INTERVAL_S, GROUP_WAIT_S  # noqa: E402
 if TYPE_CHECKING:
     from conftest import ServerProcess  # tests/conftest.py
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(90)
 
 ALERT = 'ALERTS{alertname="QueueBacklog", alertstate="%s"}[30s]'
 INTERVAL_S = 0.2  # RULES' group interval

@@ -174,10 +174,9 @@ def test_process_counts_are_by_kernel_state_letter_with_pids_and_threads() -> No
     samples = Collector().collect().samples
     states = {dict(s.labels)["state"]: s.value for s in by_name(samples, "node_processes_state")}
     assert "R" in states, "this collecting process is running"  # as ps shows it
-    assert set(states) <= set("RSDTtZXWPIL"), states
+    assert set(states) <= set("RSDTtZXKWPIL"), states
     pids = one(samples, "node_processes_pids")
-    assert pids == sum(states.values())
-    listed = sum(1 for entry in os.listdir("/proc") if entry.isdigit())
+    listed = len(collect.psutil.pids())  # the process table, counted apart
     assert abs(pids - listed) <= max(5, listed // 10), (pids, listed)
     assert one(samples, "node_processes_threads") >= pids
 

@@ -124,18 +124,31 @@ def test_hand_built_search_response_parses_like_the_generated_one():
         assert parsed == convert.page_to_pb(page)
 
 
-def test_primed_heads_answer_searches_and_an_edit_gets_fresh_bytes() -> None:
+def test_primed_heads_answer_searches_and_an_edit_gets_fresh_bytes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from dataclasses import replace
     from datetime import UTC, datetime
 
     from geoplex.proximity.v1 import proximity_pb2 as pb
     from geoplex.servers.proximity import convert
 
+    monkeypatch.setattr(convert, "_heads", {})
     now = datetime(2026, 12, 8, tzinfo=UTC)
     businesses = [domain.Business(f"prime{i}", f"Shop {i}", "shop", 60.0, 24.0 + i / 100,
                                   create_time=now, update_time=now) for i in range(3)]
     assert convert.prime_heads(iter(businesses)) == 3
+    assert [convert._heads[b.id][0] for b in businesses] == businesses  # made ahead
+    built: list[str] = []
+    real = convert.business_to_pb
+
+    def counting(b: domain.Business) -> pb.Business:
+        built.append(b.id)
+        return real(b)
+    monkeypatch.setattr(convert, "business_to_pb", counting)
     page = domain.SearchPage([domain.Hit(b, 10.0 * i) for i, b in enumerate(businesses)], "")
+    assert pb.SearchNearbyBusinessesResponse.FromString(
+        convert.page_to_bytes(page)).businesses[2].business.name == "Shop 2"
+    assert built == [], "a primed business is not serialised again by a search"
     assert (pb.SearchNearbyBusinessesResponse.FromString(convert.page_to_bytes(page))
             == convert.page_to_pb(page))
     renamed = replace(businesses[0], name="Shop renamed")  # an edit is a new object
