@@ -29,11 +29,16 @@ class ProcessSpec:
     name: str  # e.g. "proximity-1"
     argv: Sequence[str]
     env: Mapping[str, str]
+    # the processes stop in rounds of rising stop_order, each round once the one before
+    # has exited: what others write to (the broker) stops after its writers, so their
+    # last flush on the way down still finds it
+    stop_order: int = 0
 
 
 @dataclass
 class _Child:
     process: Process
+    stop_order: int = 0
     restarts: int = 0
     started_at: float = 0.0
 
@@ -64,7 +69,7 @@ class Supervisor:
             spec.name, list(spec.argv), log_dir / f"{spec.name}.log",
             env={**spec.env, "GEOPLEX_PROCESS_NAME": spec.name},
             ready_line=READY_LINE, ready_timeout=ready_timeout,
-            on_line=self._forward_as(spec.name))) for spec in specs]
+            on_line=self._forward_as(spec.name)), spec.stop_order) for spec in specs]
         self.max_backoff = max_backoff
         self._watchers: list[asyncio.Task[None]] = []
 
@@ -121,12 +126,15 @@ class Supervisor:
                 if c.process.proc is not None and c.process.running}
 
     async def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM every process (they drain in-flight calls), SIGKILL after ``timeout``."""
+        """SIGTERM the processes (they drain in-flight calls) a round of ``stop_order`` at
+        a time, SIGKILL what is left of a round after ``timeout``."""
         for task in self._watchers:
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
         self._watchers = []
-        await asyncio.to_thread(stop_all, [c.process for c in self.children], timeout)
+        for order in sorted({c.stop_order for c in self.children}):
+            await asyncio.to_thread(stop_all, [c.process for c in self.children
+                                               if c.stop_order == order], timeout)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -16,6 +16,12 @@ from geoplex.tools.supervisor import ProcessSpec, Supervisor, SupervisorError, p
 from geoplex.servers._runtime.declaration import ServiceDeclaration
 from geoplex.servers.catalog import services
 
+# Ctrl-C stops the services in rounds (the supervisor's stop_order): first those that write
+# to others, then telemetry and the notifiers (the services' last metrics and alerts go
+# there), the broker last, so a service's final flush (presence's history, the metrics
+# through the topic) still has a broker to go to rather than waiting out its grace
+STOP_ORDER = {"telemetry": 1, "notifier": 1, "broker": 2}
+
 
 def _port_for(entry: ServiceDeclaration) -> int:
     """The configured or default port; a taken default falls back to a free one."""
@@ -139,12 +145,13 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
         for entry in entries:
             port = ports[entry.name][0]
             prefix = entry.env_prefix
+            order = STOP_ORDER.get(entry.name, 0)
             if entry.nodes > 1:
                 for i, node_port in enumerate(ports[entry.name], start=1):
                     specs.append(ProcessSpec(
                         f"{entry.name}-{i}", python_module(entry.module),
                         {**env, prefix + "PORT": str(node_port), prefix + "ID": str(i),
-                         prefix + "DATA_DIR": str(state_dir / f"{entry.name}-{i}")}))
+                         prefix + "DATA_DIR": str(state_dir / f"{entry.name}-{i}")}, order))
                 continue
             http = ({prefix + "HTTP_PORT": str(http_ports[entry.name])}
                     if entry.name in http_ports else {})
@@ -158,7 +165,8 @@ async def up(state_dir: Path, demo_data: bool = True, only: list[str] | None = N
                 specs.append(ProcessSpec(
                     f"{entry.name}-{n + 1}", python_module(entry.module),
                     {**env, **http, **through, prefix + "PORT": str(port),
-                     prefix + "REUSE_PORT": "true" if entry.processes > 1 else "false"}))
+                     prefix + "REUSE_PORT": "true" if entry.processes > 1 else "false"},
+                    order))
         # where `geoplex mesh status` (and any other command) finds this mesh's etcd
         (state_dir / "mesh.json").write_text(json.dumps(
             {"etcd": env.get("GEOPLEX_ETCD_ENDPOINTS", ""),

@@ -44,6 +44,38 @@ async def test_supervisor_restarts_a_crashed_process_and_stops_all():
             os.kill(pid, 0)
 
 
+# a child that, on SIGTERM, notes when it got it, takes 0.5 s to finish and notes its exit
+ROUNDS_CHILD = ("import os, signal, sys, time\n"
+                "mark = sys.argv[1]\n"
+                "def term(*_):\n"
+                "    open(mark, 'a').write(f'term {time.monotonic()}\\n')\n"
+                "    time.sleep(0.5)\n"
+                "    open(mark, 'a').write(f'exit {time.monotonic()}\\n')\n"
+                "    sys.exit(0)\n"
+                "signal.signal(signal.SIGTERM, term)\n"
+                "print(f'child ready on {os.getpid()}', flush=True)\n"
+                "time.sleep(600)\n")
+
+
+async def test_the_supervisor_stops_its_processes_in_rounds_of_stop_order(
+        tmp_path: Path) -> None:
+    marks = {name: tmp_path / f"{name}.txt" for name in ("writer", "sink", "store")}
+    sup = Supervisor([ProcessSpec("store", [sys.executable, "-c", ROUNDS_CHILD,
+                                            str(marks["store"])], {}, stop_order=2),
+                      ProcessSpec("writer", [sys.executable, "-c", ROUNDS_CHILD,
+                                             str(marks["writer"])], {}),
+                      ProcessSpec("sink", [sys.executable, "-c", ROUNDS_CHILD,
+                                           str(marks["sink"])], {}, stop_order=1)],
+                     output=lambda line: None)
+    await sup.start()
+    await sup.stop()
+    seen = {name: dict(line.split() for line in path.read_text().splitlines())
+            for name, path in marks.items()}
+    # each round is told to stop only once the round before has exited
+    assert float(seen["writer"]["exit"]) < float(seen["sink"]["term"])
+    assert float(seen["sink"]["exit"]) < float(seen["store"]["term"])
+
+
 @pytest.mark.timeout(300)
 def test_geoplex_up_serves_helsinki_and_stops_cleanly_on_ctrl_c(tmp_path: Path,
                                                                routing_cache: Path,
