@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import gc
-import logging
 
 from geoplex.servers._runtime.config import RuntimeConfig
 from geoplex.servers._runtime.server import ServiceSpec, run
@@ -22,8 +19,6 @@ from .config import ProximityConfig
 from .service import SERVICE
 from .servicer import ProximityServicer, add_to_server
 
-log = logging.getLogger(__name__)
-
 
 async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
                 config: ProximityConfig | None = None) -> list[ServiceSpec]:
@@ -39,15 +34,11 @@ async def build(runtime: RuntimeConfig, stack: contextlib.AsyncExitStack,
         await relay.start()
         stack.push_async_callback(relay.stop)
     cache = redis_cache.RedisBusinessCache(redis, config.database, config.cache_ttl)
+    # the cached businesses' response bytes are made as they load, not by the first searches
     app = ProximityApp(store, cache, index=config.index,
-                       detail_capacity=config.detail_cache_size)
+                       detail_capacity=config.detail_cache_size, on_loaded=convert.prime_heads)
     await app.start()
     stack.push_async_callback(app.stop)
-    # the cached businesses' response bytes, made now rather than by the first searches
-    primed = await asyncio.to_thread(convert.prime_heads, list(app.details.local.values()))
-    gc.collect()  # the primed bytes join what the load froze out of the collector's way
-    gc.freeze()
-    log.info("search responses primed for %d businesses", primed)
     servicer = ProximityServicer(app, TokenVerifier(config.auth_secret))
     return [ServiceSpec(SERVICE.grpc_service_names[0],
                         lambda server: add_to_server(servicer, server),

@@ -14,7 +14,7 @@ import contextlib
 import gc
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -44,8 +44,13 @@ def _now() -> datetime:
 
 class ProximityApp:
     def __init__(self, store: BusinessStore, cache: BusinessCache, *, index: str = "quadtree",
-                 detail_capacity: int = 500_000) -> None:
+                 detail_capacity: int = 500_000,
+                 on_loaded: Callable[[list[Business]], object] | None = None) -> None:
+        """``on_loaded``: called (in a thread) with the cached businesses after every
+        load, before they are frozen out of the collector's way; the transport prepares
+        what it sends of them there (servicer's response bytes)."""
         self.store = store
+        self._on_loaded = on_loaded
         self.cache = cache
         self.details = BusinessDetails(store, cache, detail_capacity)
         self.index_kind = index
@@ -107,6 +112,8 @@ class ProximityApp:
     async def _load_all(self) -> None:
         held = await self.index.load()
         await self.details.warm()
+        if self._on_loaded is not None:
+            await asyncio.to_thread(self._on_loaded, list(self.details.local.values()))
         # The index and detail cache are long-lived: keep them out of the cyclic
         # collector's generations so a search's garbage never makes it walk them.
         gc.collect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import struct
@@ -68,15 +69,18 @@ def _hit_head(b: Business) -> bytes:
     inner = b"\x0a" + varint(len(body)) + body + b"\x11"
     head = b"\x0a" + varint(len(inner) + 8) + inner
     if len(_heads) >= _BYTES_CACHE_LIMIT:
-        _heads.pop(next(iter(_heads)))
+        # the oldest out; a reload's priming thread may add one between the two steps
+        with contextlib.suppress(RuntimeError, StopIteration, KeyError):
+            _heads.pop(next(iter(_heads)))
     _heads[b.id] = (b, head)
     return head
 
 
 def prime_heads(businesses: Iterable[Business]) -> int:
-    """Serialise ``businesses`` into the head cache ahead of the first searches (at start,
-    after the detail cache is warmed): a cold head costs a protobuf build and serialise,
-    ~5 µs, which at 20 km is most of a search's own work until the cache fills."""
+    """Serialise ``businesses`` into the head cache ahead of the first searches (the app's
+    ``on_loaded``, in a thread, after each load): a cold head costs a protobuf build and
+    serialise, ~5 µs, which at 20 km is most of a search's own work until the cache
+    fills."""
     n = 0
     for b in itertools.islice(businesses, _BYTES_CACHE_LIMIT):
         _hit_head(b)

@@ -90,6 +90,14 @@ def coarsen(fine: Rollup, resolution_ms: int) -> Rollup:
 COMPONENTS = ("min", "max", "sum", "count", "last", "increase")  # what a bucket holds
 
 
+def unread(n: int) -> tuple[Float64s, Int64s]:
+    """What stands in for components not read, ``n`` buckets long: NaN values and zero
+    counts, read-only (shared by every such component; slice them for shorter ones)."""
+    nans, zeros = np.full(n, np.nan), np.zeros(n, np.int64)
+    nans.flags.writeable = zeros.flags.writeable = False
+    return nans, zeros
+
+
 def concat(parts: list[Rollup], components: tuple[str, ...] = COMPONENTS) -> Rollup:
     """Rollups of one series over ranges in time order (a bucket start in more than one
     part: the first part's bucket is kept). Only ``components`` are joined where the parts
@@ -102,11 +110,11 @@ def concat(parts: list[Rollup], components: tuple[str, ...] = COMPONENTS) -> Rol
     parts.sort(key=lambda p: int(p.start[0]))
     if all(int(a.start[-1]) < int(b.start[0]) for a, b in zip(parts, parts[1:])):
         # the common case, tier blocks one after another: nothing to order or drop
-        n = sum(len(p.start) for p in parts)
+        nans, zeros = unread(sum(len(p.start) for p in parts))
 
         def joined(name: str) -> npt.NDArray[Any]:
             if name != "start" and name not in components:
-                return np.zeros(n, np.int64) if name == "count" else np.full(n, np.nan)
+                return zeros if name == "count" else nans
             out: npt.NDArray[Any] = np.concatenate([getattr(p, name) for p in parts])
             return out
         return Rollup(start=joined("start"), min=joined("min"), max=joined("max"),

@@ -29,7 +29,7 @@ from .api import RollupSeries, Series
 from .blocks import Block, SeriesData
 from .chunks import Float64s, Int64s
 from .labels import Labels, Matcher, MatchOp
-from .rollup import COMPONENTS, Rollup, coarsen, concat, rollup
+from .rollup import COMPONENTS, Rollup, coarsen, concat, rollup, unread
 
 ROLLUP_LABEL = "__rollup__"
 RESOLUTION_MS = {"1m": 60_000, "1h": 3_600_000}
@@ -69,10 +69,7 @@ def block_rollups(block: Block, matchers: Sequence[Matcher], mint: int,
             parts.setdefault(base, {})[name] = vs
             times[base] = ts
     out = {}
-    # what is not read: zero counts, NaN values, as slices of one read-only array each
-    longest = max((len(t) for t in times.values()), default=0)
-    nans, zeros = np.full(longest, np.nan), np.zeros(longest, np.int64)
-    nans.flags.writeable = zeros.flags.writeable = False
+    nans, zeros = unread(max((len(t) for t in times.values()), default=0))
     for labels, values in parts.items():
         if len(values) != len(components):
             continue  # a user matcher on __rollup__ itself: not a whole rollup
